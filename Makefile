@@ -1,0 +1,77 @@
+# Every target creates .venv and installs what it needs when missing, so a fresh clone needs nothing else.
+# The Makefile only wires defaults: everything also works as `rsuper ...` inside the venv.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+DB     ?= data/rsuper.duckdb
+TORCH  := torch==2.13.0
+# A llama-cpp-python wheel built for these machines saves a 10-30 minute source build; optional.
+WHEELS := $(wildcard ../shared/wheels)
+PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q $(if $(WHEELS),--find-links $(WHEELS),)
+PYHASH := $(shell (cat pyproject.toml; echo $(TORCH)) | sha256sum | cut -c1-12)
+
+export RSUPER_DB := $(DB)
+
+.PHONY: help extract test train bench bench-ingest bench-losses bench-extract bench-data bench-train bench-science clean-venv
+
+help:
+	@echo "make extract  - ingest the demo PACS dump in data/ and extract tumor records with the embedded model"
+	@echo "make test     - run the test suite (CPU only)"
+	@echo "make train    - train on the bundled phantom set (CPU, a few minutes)"
+	@echo "make bench    - all benchmarks (bench-ingest, bench-losses, bench-extract, bench-data, bench-train)"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch goes in first and pinned, so nothing later pulls another (multi-GB) build.
+$(VENV)/.torch: | $(BIN)/python
+	$(PIP) $(TORCH)
+	touch $@
+
+$(VENV)/.core-$(PYHASH): | $(BIN)/python
+	$(PIP) -e .
+	touch $@
+
+$(VENV)/.extract-$(PYHASH): $(VENV)/.core-$(PYHASH)
+	$(PIP) -e '.[local,model]'
+	touch $@
+
+$(VENV)/.train-$(PYHASH): $(VENV)/.core-$(PYHASH) $(VENV)/.torch
+	$(PIP) -e '.[train]'
+	touch $@
+
+$(VENV)/.test-$(PYHASH): $(VENV)/.torch $(VENV)/.extract-$(PYHASH) $(VENV)/.train-$(PYHASH)
+	$(PIP) -e '.[train,local,model,test]'
+	touch $@
+
+extract: $(VENV)/.extract-$(PYHASH)
+	$(BIN)/rsuper demo --db $(DB)
+
+test: $(VENV)/.test-$(PYHASH)
+	$(BIN)/python -m pytest -q
+
+train: $(VENV)/.train-$(PYHASH)
+	$(BIN)/rsuper train configs/demo.yaml
+
+bench: bench-ingest bench-losses bench-extract bench-data bench-train
+
+bench-ingest: $(VENV)/.core-$(PYHASH)
+	$(BIN)/python benchmarks/bench_ingest.py
+
+bench-losses: $(VENV)/.train-$(PYHASH)
+	$(BIN)/python benchmarks/bench_losses.py
+
+bench-extract: $(VENV)/.test-$(PYHASH)
+	$(BIN)/python benchmarks/bench_extract.py
+
+bench-data: $(VENV)/.train-$(PYHASH)
+	$(BIN)/python benchmarks/bench_data.py
+
+bench-train: $(VENV)/.train-$(PYHASH)
+	$(BIN)/python benchmarks/bench_train.py
+
+bench-science: $(VENV)/.test-$(PYHASH)
+	$(BIN)/python benchmarks/bench_science.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""Report-supervised 3D segmentation training (PyTorch + MONAI)."""
