@@ -1,0 +1,81 @@
+import pytest
+
+from schemas.vocab import (
+    ORGAN_SUBSEGMENTS,
+    ORGANS,
+    Organ,
+    SubSegment,
+    attenuation_in_text,
+    liver_segments_in_text,
+    side_in_text,
+    subsegments_in_text,
+    summary_location,
+)
+
+
+def test_eighteen_organ_keys_in_contract_order():
+    assert ORGANS == (
+        "liver", "pancreas", "kidney", "spleen", "adrenal_gland", "gallbladder", "lung", "bladder", "colon",
+        "stomach", "esophagus", "uterus", "prostate", "bone", "duodenum", "breast", "ovary_adnexa", "lymph_node",
+    )
+
+
+def test_every_subsegment_belongs_to_exactly_one_organ():
+    owners = [organ for seg in SubSegment for organ, segs in ORGAN_SUBSEGMENTS.items() if seg in segs]
+    assert len(owners) == len(SubSegment)
+
+
+@pytest.mark.parametrize(
+    ("text", "segments"),
+    [
+        ("segment 7", [7]),
+        ("segment VII", [7]),
+        ("segments VI and VII", [6, 7]),
+        ("segment 4A", [4]),
+        ("segment 4/5", [4, 5]),
+        ("segments 2-3", [2, 3]),
+        ("segment II", [2]),
+        ("caudate lobe", [1]),
+        ("right hepatic lobe", [5, 6, 7, 8]),
+        ("left lobe", [2, 3, 4]),
+        ("hepatic dome", [7, 8]),
+        ("the liver", []),
+    ],
+)
+def test_liver_segments(text, segments):
+    assert liver_segments_in_text(text) == segments
+
+
+def test_pancreas_and_kidney_parts():
+    assert subsegments_in_text(Organ.PANCREAS, "pancreatic head/uncinate process") == [
+        SubSegment.PANCREAS_HEAD, SubSegment.PANCREAS_UNCINATE]
+    assert subsegments_in_text(Organ.PANCREAS, "neck of the pancreas") == [SubSegment.PANCREAS_NECK]
+    assert subsegments_in_text(Organ.KIDNEY, "interpolar region") == [SubSegment.KIDNEY_INTERPOLAR]
+    assert subsegments_in_text(Organ.KIDNEY, "right lower pole") == [SubSegment.KIDNEY_LOWER_POLE]
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("heterogeneously enhancing mass", "heterogeneous"),
+        ("hypoenhancing mass", "hypo"),
+        ("arterially enhancing lesion", "hyper"),
+        ("low-density focus", "hypo"),
+        ("isoattenuating", "iso"),
+        ("a lesion", None),
+    ],
+)
+def test_attenuation_words(text, value):
+    assert attenuation_in_text(text) == value
+
+
+def test_sides_and_summary_location():
+    assert side_in_text("left kidney") == "left"
+    assert side_in_text("bilateral renal cysts") == "bilateral"
+    assert side_in_text("pancreatic tail") is None
+    assert summary_location(Organ.LIVER, [SubSegment.LIVER_SEGMENT_7], None) == "segment_7"
+    assert summary_location(Organ.LIVER, [SubSegment.LIVER_SEGMENT_5, SubSegment.LIVER_SEGMENT_6], None) == "right_lobe"
+    assert summary_location(Organ.LIVER, [SubSegment.LIVER_SEGMENT_4, SubSegment.LIVER_SEGMENT_5], None) is None
+    assert summary_location(Organ.PANCREAS, [SubSegment.PANCREAS_NECK], None) == "neck"
+    assert summary_location(Organ.KIDNEY, [SubSegment.KIDNEY_UPPER_POLE], "left") == "left"
+    assert summary_location(Organ.LUNG, [SubSegment.LUNG_LOWER_LOBE], "right") == "right_lower_lobe"
