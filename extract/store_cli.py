@@ -1,0 +1,96 @@
+"""`rsuper query` (read-only SQL over the store) and `rsuper export` (organ summary, R-Super CSV, Parquet)."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import decimal
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import pyarrow as pa
+import typer
+
+from extract.store import EXPORT_FORMATS, Store, StoreError, default_db_path
+
+QUERY_FORMATS = ("table", "csv", "json")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("query")(query)
+    app.command("export")(export)
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    return value
+
+
+def format_table(table: pa.Table, fmt: str) -> str:
+    """Render a query result as an aligned text table, CSV, or JSON lines."""
+    rows = table.to_pylist()
+    names = table.column_names
+    if fmt == "json":
+        return "".join(json.dumps({k: _jsonable(v) for k, v in r.items()}, default=str) + "\n" for r in rows)
+    if fmt == "csv":
+        import io
+
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(names)
+        writer.writerows([["" if r[n] is None else r[n] for n in names] for r in rows])
+        return buf.getvalue()
+    cells = [[("NULL" if r[n] is None else str(r[n])).replace("\n", "\\n") for n in names] for r in rows]
+    widths = [max([len(n)] + [len(c[i]) for c in cells]) for i, n in enumerate(names)]
+    lines = ["  ".join(n.ljust(w) for n, w in zip(names, widths)), "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
+    lines.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+    return "\n".join(lines) + "\n"
+
+
+def query(
+    sql: str = typer.Argument(..., help="one SELECT statement, e.g. \"SELECT organ, count(*) FROM organ_summary "
+                                        "WHERE state = 'lesion' GROUP BY organ\""),
+    db: Optional[Path] = typer.Option(None, envvar="RSUPER_DB", help="store file (default data/rsuper.duckdb)"),
+    format: str = typer.Option("table", "--format", "-f", help="table | csv | json (JSON lines)"),
+) -> None:
+    """Read-only SQL over the store (tables: reports, extraction_runs, extractions, tumors, organ_findings,
+    cases; views: organ_summary, ct_summary, latest_reports, current_extractions). Writes are refused."""
+    if format not in QUERY_FORMATS:
+        _fail(f"--format must be one of {', '.join(QUERY_FORMATS)}")
+    try:
+        with Store(db or default_db_path(), read_only=True) as store:
+            result = store.query(sql)
+    except StoreError as exc:
+        _fail(str(exc))
+    sys.stdout.write(format_table(result, format))
+
+
+def export(
+    out: Path = typer.Argument(..., help="output file"),
+    format: str = typer.Option(..., "--format", "-f", help="organ-summary-jsonl | rsuper-csv | parquet"),
+    table: str = typer.Option("organ_summary", help="with --format parquet: the table or view to write"),
+    db: Optional[Path] = typer.Option(None, envvar="RSUPER_DB", help="store file (default data/rsuper.duckdb)"),
+) -> None:
+    """Export the store: the per-organ summary as JSON lines, the R-Super per-tumor CSV layout, or any table
+    or view as Parquet."""
+    if format not in EXPORT_FORMATS:
+        _fail(f"--format must be one of {', '.join(EXPORT_FORMATS)}")
+    try:
+        with Store(db or default_db_path(), read_only=True) as store:
+            n = store.export(format, out, table=table)
+    except StoreError as exc:
+        _fail(str(exc))
+    typer.echo(f"wrote {n} rows to {out}", err=True)
