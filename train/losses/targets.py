@@ -151,3 +151,62 @@ class ReportTargets:
             tumor_attenuation=torch.zeros((b, t), **long),
             spacing_mm=torch.tensor(spacing_mm, dtype=torch.float32, device=device).expand(b, 3).clone(),
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class TumorEntry:
+    """One reported tumour for :func:`build_report_targets`; ``diameters_mm`` None = size unknown."""
+
+    diameters_mm: tuple[float, float, float] | None = None
+    attenuation: Attenuation = Attenuation.UNKNOWN
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupEntry:
+    """One supervised group for :func:`build_report_targets`; ``mask`` is bool (D, H, W) in crop coordinates."""
+
+    mask: torch.Tensor
+    channel: int
+    state: GroupState = GroupState.LESIONS
+    tumors: tuple[TumorEntry, ...] = ()
+    count: int | None = None  # None: the number of tumour entries
+    count_is_lower_bound: bool = False
+
+
+def build_report_targets(
+    samples: list[list[GroupEntry]],
+    spatial_shape: tuple[int, int, int],
+    spacing_mm: list[tuple[float, float, float]],
+    device: torch.device | str = "cpu",
+) -> ReportTargets:
+    """Pad and stack per-sample groups into :class:`ReportTargets` (volumes from the diameters).
+
+    Args:
+        samples: for each batch item, its groups.
+        spatial_shape: crop shape (D, H, W).
+        spacing_mm: per item, voxel spacing (mm) along D, H, W.
+        device: target device.
+    """
+    b = len(samples)
+    k = max([len(s) for s in samples] + [1])
+    t = max([sum(len(g.tumors) for g in s) for s in samples] + [1])
+    out = ReportTargets.empty(b, spatial_shape, k, t, device=device)
+    out.spacing_mm.copy_(torch.tensor(spacing_mm, dtype=torch.float32))
+    for i, groups in enumerate(samples):
+        slot = 0
+        for j, g in enumerate(groups):
+            out.group_masks[i, j] = g.mask.to(device)
+            out.group_channel[i, j] = g.channel
+            out.group_state[i, j] = int(g.state)
+            out.group_count[i, j] = len(g.tumors) if g.count is None else g.count
+            out.group_count_is_lower_bound[i, j] = g.count_is_lower_bound
+            for tumor in g.tumors:
+                out.tumor_group[i, slot] = j
+                out.tumor_attenuation[i, slot] = int(tumor.attenuation)
+                if tumor.diameters_mm is not None:
+                    d = torch.tensor(tumor.diameters_mm, dtype=torch.float32)
+                    out.tumor_diameters_mm[i, slot] = d
+                    out.tumor_volume_mm3[i, slot] = float(torch.pi * d.prod() / 6.0)
+                    out.tumor_size_known[i, slot] = True
+                slot += 1
+    return out

@@ -1,0 +1,42 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests.train.losses.conftest import ellipsoid
+from train.losses.morphology import dilate_any, dilate_mm, ellipsoid_kernel, fft_correlate, next_fast_len
+
+
+def test_next_fast_len_is_smooth_and_even():
+    assert next_fast_len(97) == 100
+    assert next_fast_len(128) == 128
+    assert next_fast_len(121) == 128
+
+
+@pytest.mark.parametrize("diameter,spacing", [(9.0, (1.0, 1.0, 1.0)), (14.0, (2.5, 0.7, 0.7))])
+def test_fft_correlation_matches_direct_convolution(diameter, spacing):
+    torch.manual_seed(0)
+    volume = torch.rand(30, 34, 32) * ellipsoid((30, 34, 32), (14, 18, 15), (9, 12, 10))
+    kernel = ellipsoid_kernel(diameter, spacing, sigma_factor=1.5)
+    direct = F.conv3d(volume[None, None], kernel[None, None], padding=[k // 2 for k in kernel.shape])[0, 0]
+    fast = fft_correlate(volume, kernel)
+    assert fast.argmax() == direct.argmax()
+    assert torch.allclose(fast, direct, rtol=1e-4, atol=1e-4 * direct.abs().max().item())
+
+
+def test_dilate_mm_is_the_physical_ball_under_anisotropic_spacing():
+    mask = torch.zeros(20, 20, 20, dtype=torch.bool)
+    mask[10, 10, 10] = True
+    spacing = (2.5, 0.7, 0.7)
+    grown = dilate_mm(mask, 5.0, spacing)
+    assert torch.equal(grown, ellipsoid((20, 20, 20), (10, 10, 10), (5.0, 5.0, 5.0), spacing))
+    assert grown[10, 10, 10 + 7] and not grown[10, 10, 10 + 8]  # 7 * 0.7 = 4.9 mm, 8 * 0.7 = 5.6 mm
+    assert grown[12, 10, 10] and not grown[13, 10, 10]  # 2 * 2.5 = 5 mm, 3 * 2.5 = 7.5 mm
+
+
+def test_dilate_any_skips_empty_and_full_slices():
+    mask = torch.zeros(3, 10, 10, 10, dtype=torch.bool)
+    mask[1] = True
+    mask[2, 5, 5, 5] = True
+    out = dilate_any(mask, 1.0, (1.0, 1.0, 1.0))
+    assert not out[0].any() and out[1].all()
+    assert out[2].sum().item() == 7

@@ -1,0 +1,127 @@
+"""Spacing-aware kernels, FFT correlation and dilations (no gradients, diameter-independent cost).
+
+Everything physical is in mm; voxel spacing is given as ``(s_d, s_h, s_w)`` in mm along the D, H, W axes, so
+a "ball of radius r mm" is an axis-aligned ellipsoid in voxel space when the spacing is anisotropic.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+Spacing = tuple[float, float, float]
+
+
+def next_fast_len(n: int) -> int:
+    """Smallest even 2-3-5-smooth integer >= ``n`` (fast sizes for pocketfft / cuFFT)."""
+    m = max(2, n + (n % 2))
+    while True:
+        r = m
+        for f in (2, 3, 5):
+            while r % f == 0:
+                r //= f
+        if r == 1:
+            return m
+        m += 2
+
+
+def ellipsoid_kernel(
+    diameter_mm: float,
+    spacing: Spacing,
+    max_half: tuple[int, int, int] | None = None,
+    sigma_factor: float | None = None,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """Voxelised physical ball of the given diameter, centred in an odd grid.
+
+    Args:
+        diameter_mm: ball diameter in mm (a ball in mm is an ellipsoid in voxels for anisotropic spacing).
+        spacing: voxel spacing (mm) along D, H, W.
+        max_half: optional cap on the half-size per axis (voxels); offsets beyond the volume never contribute.
+        sigma_factor: if given, weight voxels by ``exp(-|u|^2 / (2 (sigma_factor * r)^2))`` (mild centre
+            preference that breaks plateaus in the score map); otherwise the kernel is a flat indicator.
+        device: target device.
+
+    Returns:
+        float32 (2hd+1, 2hh+1, 2hw+1) kernel; flat kernels hold 0/1, weighted ones are not normalised.
+    """
+    radius = max(diameter_mm, 1e-6) / 2.0
+    halves = [int(math.floor(radius / s + 1e-6)) for s in spacing]
+    if max_half is not None:
+        halves = [min(h, m) for h, m in zip(halves, max_half)]
+    axes = [
+        (torch.arange(-h, h + 1, device=device, dtype=torch.float32) * s) ** 2 for h, s in zip(halves, spacing)
+    ]
+    dist2 = axes[0][:, None, None] + axes[1][None, :, None] + axes[2][None, None, :]
+    inside = dist2 <= radius * radius + 1e-6
+    if sigma_factor is None:
+        return inside.float()
+    sigma = sigma_factor * radius
+    return torch.exp(-dist2 / (2.0 * sigma * sigma)) * inside
+
+
+def fft_correlate(volume: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Same-size zero-padded cross-correlation ``out[x] = sum_u volume[x + u] * kernel[u]`` by FFT.
+
+    Equivalent to ``F.conv3d(volume, kernel, padding=half)`` (PyTorch convolutions are correlations) but its
+    cost does not depend on the kernel size.
+
+    Args:
+        volume: float (..., D, H, W); leading dimensions are batched.
+        kernel: float (kd, kh, kw) with odd edges, centred.
+
+    Returns:
+        float (..., D, H, W).
+    """
+    shape = volume.shape[-3:]
+    halves = [k // 2 for k in kernel.shape]
+    # Linear (not circular) correlation needs a period of at least size + half-kernel per axis.
+    fast = [next_fast_len(n + h) for n, h in zip(shape, halves)]
+    padded = torch.zeros(fast, dtype=torch.float32, device=kernel.device)
+    kd, kh, kw = kernel.shape
+    padded[:kd, :kh, :kw] = kernel
+    padded = torch.roll(padded, shifts=[-h for h in halves], dims=(0, 1, 2))
+    spec_k = torch.fft.rfftn(padded)
+    spec_v = torch.fft.rfftn(volume.float(), s=fast, dim=(-3, -2, -1))
+    out = torch.fft.irfftn(spec_v * spec_k.conj(), s=fast, dim=(-3, -2, -1))
+    return out[..., : shape[0], : shape[1], : shape[2]]
+
+
+def dilate_mm(mask: torch.Tensor, radius_mm: float, spacing: Spacing) -> torch.Tensor:
+    """Binary dilation by a physical ball of ``radius_mm`` (Euclidean, spacing-aware).
+
+    Args:
+        mask: bool (..., D, H, W); leading dimensions are batched and share ``spacing``.
+        radius_mm: dilation radius in mm; <= 0 returns a copy.
+        spacing: voxel spacing (mm) along D, H, W.
+
+    Returns:
+        bool (..., D, H, W).
+    """
+    if radius_mm <= 0 or mask.numel() == 0:
+        return mask.clone()
+    shape = mask.shape[-3:]
+    kernel = ellipsoid_kernel(2.0 * radius_mm, spacing, max_half=tuple(n - 1 for n in shape), device=mask.device)
+    if kernel.numel() == 1:
+        return mask.clone()
+    with torch.no_grad():
+        return fft_correlate(mask.float(), kernel) > 0.5
+
+
+def dilate_any(mask: torch.Tensor, radius_mm: float, spacing: Spacing) -> torch.Tensor:
+    """Like :func:`dilate_mm` but only transforms the (N, D, H, W) slices that are neither empty nor full.
+
+    Costs one host synchronisation (to find those slices); worth it when most slices are trivial, as for
+    unknown-voxel masks over all classes.
+    """
+    if radius_mm <= 0:
+        return mask
+    flat = mask.flatten(-3)
+    partial = (flat.any(-1) & ~flat.all(-1)).flatten()
+    idx = partial.nonzero().flatten()
+    if idx.numel() == 0:
+        return mask
+    out = mask.reshape(-1, *mask.shape[-3:]).clone()
+    out[idx] = dilate_mm(out[idx], radius_mm, spacing)
+    return out.view(mask.shape)
