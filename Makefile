@@ -12,13 +12,13 @@ PYHASH := $(shell (cat pyproject.toml; echo $(TORCH)) | sha256sum | cut -c1-12)
 
 export RSUPER_DB := $(DB)
 
-.PHONY: help extract test train bench bench-ingest bench-losses bench-extract bench-data bench-train bench-science clean-venv
+.PHONY: help extract test train bench bench-schema bench-ingest bench-losses bench-extract bench-data bench-train bench-science clean-venv
 
 help:
 	@echo "make extract  - ingest the demo PACS dump in data/ and extract tumor records with the embedded model"
 	@echo "make test     - run the test suite (CPU only)"
 	@echo "make train    - train on the bundled phantom set (CPU, a few minutes)"
-	@echo "make bench    - all benchmarks (bench-ingest, bench-losses, bench-extract, bench-data, bench-train)"
+	@echo "make bench    - all benchmarks (bench-schema, bench-ingest, bench-losses, bench-extract, bench-data, bench-train)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,7 +53,10 @@ test: $(VENV)/.test-$(PYHASH)
 train: $(VENV)/.train-$(PYHASH)
 	$(BIN)/rsuper train configs/demo.yaml
 
-bench: bench-ingest bench-losses bench-extract bench-data bench-train
+bench: bench-schema bench-ingest bench-losses bench-extract bench-data bench-train
+
+bench-schema: $(VENV)/.extract-$(PYHASH)
+	$(BIN)/python benchmarks/bench_schema.py
 
 bench-ingest: $(VENV)/.core-$(PYHASH)
 	$(BIN)/python benchmarks/bench_ingest.py
