@@ -1,0 +1,200 @@
+"""Async client for OpenAI-compatible chat servers (`vllm serve`, llama-cpp-python's server, others).
+
+- Structured output: vLLM's dialect first (`response_format` type `json_schema`). A server that refuses it (HTTP
+  400/422 whose body names `response_format`/`json_schema`, as llama-cpp-python's server does) is switched once,
+  for that endpoint only, to `json_object` with the schema inline.
+- Several base URLs are load-balanced: each call goes to the endpoint with the fewest calls in flight.
+- Transport errors, timeouts, 5xx/429 and unreadable bodies are retried with exponential backoff and jitter;
+  past the budget the call raises `BackendError`. `finish_reason` is returned as is: the engine treats
+  `length` as a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field
+
+from extract.backends.base import BackendError, BackendInfo, Completion, Message, SamplingConfig
+
+_RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+_SCHEMA_NAME = "ct_report_extraction"
+
+
+class OpenAIConfig(BaseModel):
+    """Settings of the OpenAI-compatible client."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    urls: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:8000/v1"], min_length=1)
+    model: str | None = Field(None, description="served model name; None = the first of /v1/models")
+    model_revision: str = ""
+    quantization: str = ""
+    concurrency: int = Field(64, ge=1, le=4096, description="calls in flight over all endpoints")
+    timeout_s: float = Field(300.0, gt=0, description="read timeout of one call (s)")
+    connect_timeout_s: float = Field(10.0, gt=0)
+    retries: int = Field(4, ge=0, le=20, description="retries of one call after transport errors")
+    backoff_s: float = Field(0.5, ge=0, description="first retry delay (s); doubles each retry")
+    backoff_max_s: float = Field(30.0, ge=0)
+    api_key: str = "EMPTY"
+
+
+def normalize_url(url: str) -> str:
+    """Base URL ending in `/v1` (`http://host:8000` and `http://host:8000/v1/` both give `.../v1`)."""
+    url = url.rstrip("/")
+    return url if url.endswith("/v1") else url + "/v1"
+
+
+def response_format(mode: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """The `response_format` field for a dialect: `json_schema` (vLLM, OpenAI) or `json_object` (llama.cpp)."""
+    if mode == "json_schema":
+        return {"type": "json_schema", "json_schema": {"name": _SCHEMA_NAME, "schema": schema, "strict": True}}
+    return {"type": "json_object", "schema": schema}
+
+
+def is_dialect_rejection(status: int, body: str) -> bool:
+    """True when a 400/422 refuses the `json_schema` response format (so `json_object` should be tried)."""
+    low = body.lower()
+    return status in (400, 422) and ("response_format" in low or "json_schema" in low)
+
+
+@dataclass
+class _Endpoint:
+    url: str
+    mode: str = "json_schema"
+    in_flight: int = 0
+    model: str | None = None
+
+
+class _Retryable(Exception):
+    """A failure worth retrying (transport, 5xx, unreadable body)."""
+
+
+class OpenAIBackend:
+    """Chat completions against one or more OpenAI-compatible servers."""
+
+    def __init__(self, config: OpenAIConfig) -> None:
+        self.config = config
+        self.max_concurrency = config.concurrency
+        self._endpoints = [_Endpoint(normalize_url(u)) for u in config.urls]
+        self._client: httpx.AsyncClient | None = None
+        self._next = 0
+
+    async def start(self) -> BackendInfo:
+        cfg = self.config
+        limits = httpx.Limits(max_connections=cfg.concurrency + 8, max_keepalive_connections=cfg.concurrency + 8)
+        timeout = httpx.Timeout(cfg.timeout_s, connect=cfg.connect_timeout_s)
+        self._client = httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False,
+                                         headers={"Authorization": f"Bearer {cfg.api_key}"})
+        for ep in self._endpoints:
+            ep.model = cfg.model or await self._first_model(ep)
+        models = sorted({ep.model or "" for ep in self._endpoints})
+        if len(models) != 1:
+            raise BackendError(f"the endpoints serve different models: {models}; pass --model")
+        return BackendInfo(backend="openai", backend_version=f"httpx {httpx.__version__}", model_id=models[0],
+                           model_revision=cfg.model_revision, quantization=cfg.quantization,
+                           structured_output="json_schema (json_object fallback)",
+                           extra={"endpoints": [ep.url for ep in self._endpoints]})
+
+    async def _first_model(self, ep: _Endpoint) -> str:
+        try:
+            data = await self._with_retries(ep, lambda: self._get_json(f"{ep.url}/models"))
+            return str(data["data"][0]["id"])
+        except (KeyError, IndexError, TypeError) as exc:
+            raise BackendError(f"{ep.url}/models: no model listed; pass --model") from exc
+
+    async def _get_json(self, url: str) -> Any:
+        assert self._client is not None
+        try:
+            r = await self._client.get(url)
+        except httpx.TransportError as exc:
+            raise _Retryable(f"{type(exc).__name__}: {exc}") from exc
+        if r.status_code in _RETRY_STATUS:
+            raise _Retryable(f"HTTP {r.status_code}")
+        if r.status_code >= 400:
+            raise BackendError(f"{url}: HTTP {r.status_code}: {r.text[:200]}")
+        return r.json()
+
+    def _pick(self) -> _Endpoint:
+        # Fewest in flight; ties go round-robin so equal endpoints share the load.
+        n = len(self._endpoints)
+        order = [self._endpoints[(self._next + i) % n] for i in range(n)]
+        self._next = (self._next + 1) % n
+        return min(order, key=lambda ep: ep.in_flight)
+
+    async def _with_retries(self, ep: _Endpoint, call: Any) -> Any:
+        cfg = self.config
+        for attempt in range(cfg.retries + 1):
+            try:
+                return await call()
+            except _Retryable as exc:
+                if attempt == cfg.retries:
+                    raise BackendError(f"{ep.url}: gave up after {attempt + 1} tries: {exc}") from exc
+                delay = min(cfg.backoff_max_s, cfg.backoff_s * 2 ** attempt)
+                await asyncio.sleep(delay * (0.5 + random.random() / 2))
+        raise AssertionError("unreachable")
+
+    async def complete(self, messages: list[Message], schema: dict[str, Any], sampling: SamplingConfig) -> Completion:
+        ep = self._pick()
+        ep.in_flight += 1
+        t0 = time.perf_counter()
+        tries = 0
+
+        async def call() -> dict[str, Any]:
+            nonlocal tries
+            tries += 1
+            return await self._post_chat(ep, messages, schema, sampling)
+
+        try:
+            data = await self._with_retries(ep, call)
+        finally:
+            ep.in_flight -= 1
+        try:
+            choice = data["choices"][0]
+            text = choice["message"]["content"] or ""
+            finish = str(choice.get("finish_reason") or "stop")
+        except (KeyError, IndexError, TypeError) as exc:
+            raise BackendError(f"{ep.url}: response without choices[0].message.content") from exc
+        usage = data.get("usage") or {}
+        return Completion(text=text, finish_reason=finish, prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                          output_tokens=int(usage.get("completion_tokens") or 0),
+                          latency_s=time.perf_counter() - t0, retries=tries - 1)
+
+    async def _post_chat(self, ep: _Endpoint, messages: list[Message], schema: dict[str, Any],
+                         sampling: SamplingConfig) -> dict[str, Any]:
+        assert self._client is not None
+        for _ in range(2):  # the second pass only after switching the endpoint's dialect
+            mode = ep.mode
+            body = {"model": ep.model, "messages": messages, "temperature": sampling.temperature,
+                    "top_p": sampling.top_p, "max_tokens": sampling.max_tokens, "seed": sampling.seed,
+                    "response_format": response_format(mode, schema)}
+            try:
+                r = await self._client.post(f"{ep.url}/chat/completions", json=body)
+            except httpx.TransportError as exc:
+                raise _Retryable(f"{type(exc).__name__}: {exc}") from exc
+            if r.status_code in _RETRY_STATUS:
+                raise _Retryable(f"HTTP {r.status_code}")
+            if r.status_code >= 400:
+                text = r.text
+                if mode == "json_schema" and is_dialect_rejection(r.status_code, text):
+                    ep.mode = "json_object"
+                    continue
+                if ep.mode != mode:  # another call switched the dialect meanwhile
+                    continue
+                raise BackendError(f"{ep.url}: HTTP {r.status_code}: {text[:300]}")
+            try:
+                return json.loads(r.content)
+            except ValueError as exc:
+                raise _Retryable(f"unreadable response body ({len(r.content)} bytes)") from exc
+        raise BackendError(f"{ep.url}: the server refuses both json_schema and json_object response formats")
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None

@@ -1,0 +1,452 @@
+"""The extraction engine: pending reports → LLM → validated payloads → DuckDB, resumable and idempotent.
+
+Per report: one call on the happy path; when the answer does not validate, one repair call that sends the
+validation errors back; then `failed` with the error kept. Every report taken up ends as `ok`, `repaired` or
+`failed`.
+
+Run key: `config_hash` digests the prompt file, the schema version and LLM schema, the model (id, revision,
+quantization) and the sampling parameters. `extraction_key` = sha256(report_id, report sha256, config_hash):
+a report already stored under a key is never sent again, and a report's rows (extraction, tumors, organ
+findings) are written in one transaction, so a killed run loses at most the calls in flight and the results of
+the last half second. Reports sharing a text share one LLM call.
+
+Report text is never logged unless `log_text` is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import signal
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Optional
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from extract.backends.base import Backend, BackendError, BackendInfo, Completion, SamplingConfig
+from extract.prompting import Prompt
+from schemas.llm import LLMAnswer, llm_json_schema, to_payload
+from schemas.records import SCHEMA_VERSION, ExtractionPayload
+from schemas.tables import extraction_tables
+
+log = logging.getLogger("rsuper.extract")
+
+STATUSES = ("ok", "repaired", "failed")
+
+EXTRACTIONS_SCHEMA = pa.schema([
+    pa.field("extraction_key", pa.string(), nullable=False),
+    pa.field("run_id", pa.string()),
+    pa.field("report_id", pa.string(), nullable=False),
+    pa.field("report_version", pa.int32(), nullable=False),
+    pa.field("report_sha256", pa.string(), nullable=False),
+    pa.field("config_hash", pa.string(), nullable=False),
+    pa.field("status", pa.string(), nullable=False),
+    pa.field("attempts", pa.int32()),
+    pa.field("error", pa.string()),
+    pa.field("raw_output", pa.string()),
+    pa.field("payload", pa.string()),
+    pa.field("prompt_tokens", pa.int32()),
+    pa.field("output_tokens", pa.int32()),
+    pa.field("latency_s", pa.float64()),
+    pa.field("created_at", pa.timestamp("us")),
+])
+
+
+class EngineConfig(BaseModel):
+    """How the engine drives a backend (not part of the run key)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    limit: Optional[int] = Field(None, ge=1, description="extract at most this many pending reports")
+    write_batch: int = Field(64, ge=1, description="results per DuckDB transaction")
+    flush_interval_s: float = Field(0.5, gt=0, description="longest time a finished result waits to be written (s)")
+    max_report_chars: int = Field(30000, ge=100, description="longer reports fail without a call")
+    retry_failed: bool = Field(False, description="re-extract reports whose stored result under this key failed")
+    log_text: bool = Field(False, description="log report text and model output of failures (PHI!)")
+    progress: bool = True
+
+
+# --------------------------------------------------------------------------------------------------
+# Keys (pure)
+# --------------------------------------------------------------------------------------------------
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def run_config(prompt: Prompt, info: BackendInfo, sampling: SamplingConfig) -> dict[str, Any]:
+    """Everything that decides a report's answer, as a JSON-able dict (its digest is `config_hash`)."""
+    return {
+        "prompt_sha256": prompt.sha256,
+        "schema_version": SCHEMA_VERSION,
+        "llm_schema_sha256": _sha256(json.dumps(llm_json_schema(), sort_keys=True)),
+        "model_id": info.model_id,
+        "model_revision": info.model_revision,
+        "quantization": info.quantization,
+        "sampling": sampling.model_dump(),
+    }
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """Digest of a `run_config` dict (canonical JSON)."""
+    return _sha256(json.dumps(config, sort_keys=True, separators=(",", ":")))
+
+
+def extraction_key(report_id: str, report_sha256: str, cfg_hash: str) -> str:
+    """The idempotency key of one report under one run configuration.
+
+    The report id is part of it so two ids with the same text each get their own stored result.
+    """
+    return _sha256(f"{report_id}\x00{report_sha256}\x00{cfg_hash}")
+
+
+# --------------------------------------------------------------------------------------------------
+# One report (pure apart from the backend call)
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Job:
+    """One report to extract."""
+
+    report_id: str
+    report_version: int
+    report_sha256: str
+    text: str
+
+
+@dataclass
+class Outcome:
+    """What happened to one report text."""
+
+    status: str
+    attempts: int
+    payload: Optional[ExtractionPayload] = None
+    raw_output: str = ""
+    error: Optional[str] = None
+    warnings: list[str] = field(default_factory=list)
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    latency_s: float = 0.0
+    calls: int = 0
+
+
+class AnswerError(ValueError):
+    """An answer that cannot become a valid payload; the message is what the repair turn sends back."""
+
+
+def _short_errors(exc: ValidationError, limit: int = 8) -> str:
+    parts = []
+    for err in exc.errors()[:limit]:
+        loc = ".".join(str(p) for p in err.get("loc", ()))
+        parts.append(f"{loc}: {err.get('msg', '')}" if loc else str(err.get("msg", "")))
+    more = len(exc.errors()) - limit
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+def parse_answer(text: str, report_text: str) -> tuple[ExtractionPayload, list[str]]:
+    """Validate a raw answer and convert it into a payload for `report_text`.
+
+    Raises:
+        AnswerError: not JSON, not an `LLMAnswer`, or the converted payload breaks a rule.
+    """
+    try:
+        answer = LLMAnswer.model_validate_json(text)
+    except ValidationError as exc:
+        raise AnswerError(f"the answer does not match the schema: {_short_errors(exc)}") from exc
+    try:
+        return to_payload(answer, report_text)
+    except ValidationError as exc:
+        raise AnswerError(f"the answer breaks a rule: {_short_errors(exc)}") from exc
+    except ValueError as exc:
+        raise AnswerError(f"the answer breaks a rule: {exc}") from exc
+
+
+def _add(outcome: Outcome, c: Completion) -> None:
+    outcome.calls += 1
+    outcome.prompt_tokens += c.prompt_tokens
+    outcome.output_tokens += c.output_tokens
+    outcome.latency_s += c.latency_s
+    outcome.raw_output = c.text
+
+
+async def extract_one(backend: Backend, prompt: Prompt, schema: dict[str, Any], sampling: SamplingConfig,
+                      text: str, max_report_chars: int = 30000) -> Outcome:
+    """Extract one report: a call, and at most one repair call. Never raises for model or transport faults."""
+    if len(text) > max_report_chars:
+        return Outcome("failed", 0, error=f"report has {len(text)} characters, over the {max_report_chars} limit")
+    outcome = Outcome("failed", 0)
+    messages = prompt.messages(text)
+    for attempt in (1, 2):
+        outcome.attempts = attempt
+        try:
+            c = await backend.complete(messages, schema, sampling)
+        except BackendError as exc:
+            outcome.error = f"transport: {exc}"
+            return outcome
+        _add(outcome, c)
+        if c.finish_reason == "length":
+            outcome.error = f"output reached max_tokens={sampling.max_tokens} (finish_reason=length)"
+            return outcome
+        try:
+            outcome.payload, outcome.warnings = parse_answer(c.text, text)
+        except AnswerError as exc:
+            outcome.error = f"attempt {attempt}: {exc}" if outcome.error is None else f"{outcome.error} | attempt {attempt}: {exc}"
+            messages = prompt.repair_messages(text, c.text, str(exc))
+            continue
+        outcome.status = "ok" if attempt == 1 else "repaired"
+        return outcome
+    return outcome
+
+
+# --------------------------------------------------------------------------------------------------
+# Storage of results
+# --------------------------------------------------------------------------------------------------
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def result_tables(rows: list[tuple[Job, Outcome]], run_id: str, cfg_hash: str) -> tuple[pa.Table, pa.Table, pa.Table]:
+    """(extractions, tumors, organ_findings) Arrow tables for finished reports."""
+    now = _utcnow()
+    ext: list[dict[str, Any]] = []
+    items = []
+    for job, out in rows:
+        key = extraction_key(job.report_id, job.report_sha256, cfg_hash)
+        ext.append({
+            "extraction_key": key, "run_id": run_id, "report_id": job.report_id,
+            "report_version": job.report_version, "report_sha256": job.report_sha256, "config_hash": cfg_hash,
+            "status": out.status, "attempts": out.attempts, "error": out.error, "raw_output": out.raw_output,
+            "payload": out.payload.model_dump_json() if out.payload is not None else None,
+            "prompt_tokens": out.prompt_tokens, "output_tokens": out.output_tokens,
+            "latency_s": round(out.latency_s, 4), "created_at": now,
+        })
+        if out.payload is not None:
+            items.append((key, job.report_id, out.payload))
+    tumors, findings = extraction_tables(items)
+    return pa.Table.from_pylist(ext, schema=EXTRACTIONS_SCHEMA), tumors, findings
+
+
+class ResultWriter:
+    """Buffers finished reports and writes them in batches, each batch one transaction."""
+
+    def __init__(self, store: Any, run_id: str, cfg_hash: str, batch: int) -> None:
+        self.store, self.run_id, self.cfg_hash, self.batch = store, run_id, cfg_hash, batch
+        self._rows: list[tuple[Job, Outcome]] = []
+        self._oldest = 0.0
+        self.written = 0
+
+    def add(self, job: Job, outcome: Outcome) -> None:
+        if not self._rows:
+            self._oldest = time.monotonic()
+        self._rows.append((job, outcome))
+        if len(self._rows) >= self.batch:
+            self.flush()
+
+    def due(self, interval_s: float) -> bool:
+        return bool(self._rows) and time.monotonic() - self._oldest >= interval_s
+
+    def flush(self) -> None:
+        if not self._rows:
+            return
+        rows, self._rows = self._rows, []
+        stats = self.store.write_extractions(*result_tables(rows, self.run_id, self.cfg_hash))
+        self.written += stats.written
+
+
+def pending_reports(store: Any, cfg_hash: str, limit: int | None = None) -> list[Job]:
+    """Latest report versions with no stored extraction under `cfg_hash`, ordered by report id.
+
+    A stored row of any status counts as done (its key is derived from exactly report id, sha256 and
+    `cfg_hash`), so re-running never calls the LLM for it again.
+    """
+    sql = """SELECT r.report_id, r.version, r.sha256, r.text FROM latest_reports r
+             WHERE NOT EXISTS (SELECT 1 FROM extractions e WHERE e.config_hash = $cfg
+                               AND e.report_id = r.report_id AND e.report_sha256 = r.sha256)
+             ORDER BY r.report_id"""
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    rows = store.con.execute(sql, {"cfg": cfg_hash}).fetchall()
+    return [Job(str(rid), int(version), str(sha), str(text)) for rid, version, sha, text in rows]
+
+
+def delete_failed(store: Any, cfg_hash: str) -> int:
+    """Remove the `failed` results stored under `cfg_hash` (they have no tumor or organ rows), so they are
+    extracted again. Returns how many were removed."""
+    with store.transaction() as con:
+        n = con.execute("SELECT count(*) FROM extractions WHERE config_hash = $cfg AND status = 'failed'",
+                        {"cfg": cfg_hash}).fetchone()[0]
+        con.execute("DELETE FROM extractions WHERE config_hash = $cfg AND status = 'failed'", {"cfg": cfg_hash})
+    return int(n)
+
+
+# --------------------------------------------------------------------------------------------------
+# A run
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunStats:
+    """Counts and timings of one run."""
+
+    run_id: str
+    config_hash: str
+    pending: int = 0
+    ok: int = 0
+    repaired: int = 0
+    failed: int = 0
+    calls: int = 0
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    wall_s: float = 0.0
+    interrupted: bool = False
+
+    @property
+    def done(self) -> int:
+        return self.ok + self.repaired + self.failed
+
+    def summary(self) -> dict[str, Any]:
+        n = max(self.done, 1)
+        return {
+            "run_id": self.run_id, "config_hash": self.config_hash[:16], "pending": self.pending,
+            "ok": self.ok, "repaired": self.repaired, "failed": self.failed, "interrupted": self.interrupted,
+            "llm_calls": self.calls, "calls_per_report": round(self.calls / n, 3),
+            "reports_per_s": round(self.done / self.wall_s, 3) if self.wall_s > 0 else None,
+            "prompt_tokens_per_report": round(self.prompt_tokens / n, 1),
+            "output_tokens_per_report": round(self.output_tokens / n, 1),
+            "wall_s": round(self.wall_s, 2),
+        }
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="report", disable=not enabled or None, file=sys.stderr, dynamic_ncols=True)
+
+
+async def run_extraction(store: Any, backend: Backend, prompt: Prompt, sampling: SamplingConfig,
+                         config: EngineConfig | None = None,
+                         on_result: Callable[[Job, Outcome], None] | None = None) -> RunStats:
+    """Extract every pending report of `store` with `backend`; see the module docstring.
+
+    Args:
+        store: an open, writable `extract.store.Store`.
+        backend: a `Backend` (not yet started; closed on return).
+        prompt: the loaded prompt template.
+        sampling: decoding parameters (part of the run key).
+        config: engine settings.
+        on_result: called after each finished report (tests, progress hooks).
+    """
+    config = config or EngineConfig()
+    info = await backend.start()
+    try:
+        return await _run(store, backend, info, prompt, sampling, config, on_result)
+    finally:
+        await backend.aclose()
+
+
+async def _run(store: Any, backend: Backend, info: BackendInfo, prompt: Prompt, sampling: SamplingConfig,
+               config: EngineConfig, on_result: Callable[[Job, Outcome], None] | None) -> RunStats:
+    from importlib.metadata import PackageNotFoundError, version
+
+    run_cfg = run_config(prompt, info, sampling)
+    cfg_hash = config_hash(run_cfg)
+    run_id = f"{_utcnow():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    stats = RunStats(run_id=run_id, config_hash=cfg_hash)
+    if config.retry_failed:
+        delete_failed(store, cfg_hash)
+    jobs = pending_reports(store, cfg_hash, config.limit)
+    stats.pending = len(jobs)
+    try:
+        rsuper_version = version("rsuper")
+    except PackageNotFoundError:
+        rsuper_version = "unknown"
+    store.record_run({
+        "run_id": run_id, "config_hash": cfg_hash, "backend": info.backend, "model_id": info.model_id,
+        "model_revision": info.model_revision, "quantization": info.quantization, "prompt_id": prompt.label,
+        "prompt_sha256": prompt.sha256, "schema_version": SCHEMA_VERSION,
+        "sampling": json.dumps(sampling.model_dump()),
+        "versions": json.dumps({"rsuper": rsuper_version, "backend": info.backend_version,
+                                "structured_output": info.structured_output, **info.extra}),
+        "started_at": _utcnow(),
+    })
+    if not jobs:
+        store.finish_run(run_id, n_ok=0, n_repaired=0, n_failed=0)
+        return stats
+
+    # One call per distinct text: ids sharing a text wait on the same task.
+    by_text: dict[str, list[Job]] = {}
+    for job in jobs:
+        by_text.setdefault(job.report_sha256, []).append(job)
+    queue: asyncio.Queue[list[Job]] = asyncio.Queue()
+    for group in by_text.values():
+        queue.put_nowait(group)
+
+    schema = llm_json_schema()
+    writer = ResultWriter(store, run_id, cfg_hash, config.write_batch)
+    bar = _progress(len(jobs), config.progress)
+    t0 = time.perf_counter()
+
+    def finish(group: list[Job], out: Outcome) -> None:
+        stats.calls += out.calls
+        stats.prompt_tokens += out.prompt_tokens
+        stats.output_tokens += out.output_tokens
+        for job in group:
+            setattr(stats, out.status, getattr(stats, out.status) + 1)
+            writer.add(job, out)
+            if on_result is not None:
+                on_result(job, out)
+        if out.status == "failed":
+            detail = f": {out.error}" if config.log_text else f" ({(out.error or '').split(':')[0]})"
+            log.warning("report %s failed%s", group[0].report_id, detail)
+            if config.log_text:
+                log.warning("report text: %s\nmodel output: %s", group[0].text, out.raw_output)
+        bar.update(len(group))
+
+    async def worker() -> None:
+        while True:
+            try:
+                group = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            out = await extract_one(backend, prompt, schema, sampling, group[0].text, config.max_report_chars)
+            finish(group, out)
+
+    async def flusher() -> None:
+        while True:
+            await asyncio.sleep(config.flush_interval_s / 2)
+            if writer.due(config.flush_interval_s):
+                writer.flush()
+
+    n_workers = max(1, min(backend.max_concurrency, len(by_text)))
+    workers = asyncio.gather(*(worker() for _ in range(n_workers)))
+    flush_task = asyncio.create_task(flusher())
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGTERM, workers.cancel)
+    try:
+        await workers
+    except asyncio.CancelledError:
+        stats.interrupted = True
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGTERM)
+        flush_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await flush_task
+        writer.flush()
+        bar.close()
+        stats.wall_s = time.perf_counter() - t0
+        store.finish_run(run_id, n_ok=stats.ok, n_repaired=stats.repaired, n_failed=stats.failed)
+    return stats

@@ -1,0 +1,117 @@
+"""Prompt templates: load a versioned template from `prompts/`, build chat messages, hash what the model sees.
+
+Message layout (the same for every backend): system instructions, then each few-shot example as a user turn
+(the report) and an assistant turn (its answer as JSON), then the report to extract. Everything before the last
+user turn is identical for all reports, so prefix caching (vLLM, llama.cpp) evaluates it once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from schemas.llm import LLMAnswer, to_payload
+
+PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+DEFAULT_PROMPT = PROMPTS_DIR / "extract_v1.yaml"
+
+Message = dict[str, str]
+
+
+class PromptError(ValueError):
+    """A prompt template is missing a key or holds an example that is not a valid answer."""
+
+
+def answer_json(answer: LLMAnswer) -> str:
+    """The JSON text of an answer as a constrained decoder writes it (schema key order, `", "`/`": "`)."""
+    return json.dumps(answer.model_dump(mode="json"), ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A loaded template.
+
+    Attributes:
+        prompt_id: the template's `id`.
+        version: the template's `version`.
+        sha256: digest of the template file's bytes (part of the run key).
+        prefix: the fixed messages (system + few-shot turns) sent before every report.
+        report_prefix: text put before the report in the last user turn.
+        repair: template of the repair turn; `{errors}` is replaced by the validation errors.
+    """
+
+    prompt_id: str
+    version: int
+    sha256: str
+    prefix: tuple[Message, ...]
+    report_prefix: str
+    repair: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.prompt_id}@v{self.version}"
+
+    def messages(self, report_text: str) -> list[Message]:
+        """The full conversation for one report (fixed prefix first, report last)."""
+        return [*self.prefix, {"role": "user", "content": self.report_prefix + report_text}]
+
+    def repair_messages(self, report_text: str, raw_output: str, errors: str) -> list[Message]:
+        """The conversation of the one repair round: the first answer and its validation errors appended."""
+        return [
+            *self.messages(report_text),
+            {"role": "assistant", "content": raw_output},
+            {"role": "user", "content": self.repair.replace("{errors}", errors)},
+        ]
+
+
+def _require(doc: dict[str, Any], key: str, path: Path) -> Any:
+    if key not in doc:
+        raise PromptError(f"{path}: missing key '{key}'")
+    return doc[key]
+
+
+def load_prompt(path: str | Path = DEFAULT_PROMPT) -> Prompt:
+    """Load and check a template: every few-shot answer must validate and convert for its own report.
+
+    Raises:
+        PromptError: unreadable file, missing key, or an example that is not a usable answer.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        doc = yaml.safe_load(raw)
+    except (OSError, yaml.YAMLError) as exc:
+        raise PromptError(f"{path}: cannot read the prompt template: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise PromptError(f"{path}: the template must be a mapping")
+    report_prefix = str(doc.get("report_prefix", "Report:\n"))
+    prefix: list[Message] = [{"role": "system", "content": str(_require(doc, "system", path)).strip()}]
+    for i, example in enumerate(_require(doc, "examples", path) or []):
+        report = str(_require(example, "report", path)).strip()
+        try:
+            answer = LLMAnswer.model_validate(_require(example, "answer", path))
+            to_payload(answer, report)
+        except ValueError as exc:  # pydantic.ValidationError is a ValueError
+            raise PromptError(f"{path}: example {i + 1} is not a valid answer for its report: {exc}") from exc
+        prefix += [{"role": "user", "content": report_prefix + report},
+                   {"role": "assistant", "content": answer_json(answer)}]
+    return Prompt(
+        prompt_id=str(_require(doc, "id", path)),
+        version=int(_require(doc, "version", path)),
+        sha256=hashlib.sha256(raw).hexdigest(),
+        prefix=tuple(prefix),
+        report_prefix=report_prefix,
+        repair=str(_require(doc, "repair", path)).strip(),
+    )
+
+
+def shared_prefix_chars(prompt: Prompt, report_text: str) -> tuple[int, int]:
+    """(characters of the fixed prefix, characters of the whole conversation) for one report."""
+    fixed = sum(len(m["content"]) for m in prompt.prefix) + len(prompt.report_prefix)
+    total = sum(len(m["content"]) for m in prompt.messages(report_text))
+    return fixed, total

@@ -1,0 +1,159 @@
+"""`rsuper extract` and `rsuper demo`: run the LLM over ingested reports; the one-command demo."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from enum import Enum
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from extract.backends.base import Backend, SamplingConfig
+
+DEMO_DUMP = Path(__file__).resolve().parent.parent / "data" / "demo_reports.csv"
+
+EXAMPLE_SQL = """\
+-- per-organ summary of every extracted report
+SELECT * FROM organ_summary WHERE state <> 'not_mentioned' ORDER BY report_id, organ;
+-- one row per report in the R-Super per-CT layout
+SELECT report_id, liver_lesion_count, liver_largest_diameter_cm, no_lesion FROM ct_summary;
+-- measured tumors with their sub-segments
+SELECT report_id, organ, laterality, segments, largest_diameter_mm, lesion_type FROM tumors WHERE size_known;
+-- outcome and cost of each run
+SELECT run_id, backend, model_id, prompt_id, n_ok, n_repaired, n_failed FROM extraction_runs;
+SELECT status, count(*), avg(output_tokens) FROM extractions GROUP BY status;"""
+
+
+class BackendName(str, Enum):
+    openai = "openai"
+    vllm = "vllm"
+    local = "local"
+
+
+def build_backend(backend: BackendName, *, urls: list[str], model: Optional[str], model_path: Optional[Path],
+                  model_revision: str, quantization: str, concurrency: int, timeout_s: float, retries: int,
+                  threads: int) -> Backend:
+    """The backend named on the command line, configured from the flags."""
+    if backend is BackendName.openai:
+        from extract.backends.openai import OpenAIBackend, OpenAIConfig
+
+        return OpenAIBackend(OpenAIConfig(urls=urls or ["http://127.0.0.1:8000/v1"], model=model,
+                                          model_revision=model_revision, quantization=quantization,
+                                          concurrency=concurrency, timeout_s=timeout_s, retries=retries))
+    if backend is BackendName.vllm:
+        from extract.backends.vllm import VllmBackend, VllmConfig
+
+        if not model:
+            raise typer.BadParameter("--model is required with --backend vllm", param_hint="--model")
+        return VllmBackend(VllmConfig(model=model, model_revision=model_revision, quantization=quantization))
+    from extract.backends.local import LocalBackend, LocalConfig
+    from extract.model import DEFAULT_MODEL
+
+    return LocalBackend(LocalConfig(model=model or DEFAULT_MODEL, model_path=model_path, n_threads=threads))
+
+
+def _print_stats(summary: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(summary))
+        return
+    rate = summary["reports_per_s"]
+    typer.echo(
+        f"extracted {summary['ok'] + summary['repaired'] + summary['failed']} of {summary['pending']} pending "
+        f"reports: {summary['ok']} ok, {summary['repaired']} repaired, {summary['failed']} failed"
+        + (" (interrupted)" if summary["interrupted"] else ""), err=True)
+    typer.echo(
+        f"  {rate if rate is not None else '-'} reports/s, {summary['calls_per_report']} calls/report, "
+        f"{summary['prompt_tokens_per_report']} prompt + {summary['output_tokens_per_report']} output tokens/report, "
+        f"run {summary['run_id']}", err=True)
+
+
+def run_extract(db: Optional[Path], backend: Backend, *, prompt_path: Optional[Path], sampling: SamplingConfig,
+                limit: Optional[int], retry_failed: bool, log_text: bool, progress: bool) -> dict[str, Any]:
+    """Open the store, run the engine, return the run summary."""
+    from extract.engine import EngineConfig, run_extraction
+    from extract.prompting import DEFAULT_PROMPT, load_prompt
+    from extract.store import Store
+
+    prompt = load_prompt(prompt_path or DEFAULT_PROMPT)
+    config = EngineConfig(limit=limit, retry_failed=retry_failed, log_text=log_text, progress=progress)
+    with Store(db) as store:
+        stats = asyncio.run(run_extraction(store, backend, prompt, sampling, config))
+    return stats.summary()
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("extract")
+    def extract_cmd(
+        db: Optional[Path] = typer.Option(None, "--db", help="DuckDB store (default $RSUPER_DB or data/rsuper.duckdb)"),
+        backend: BackendName = typer.Option(BackendName.local, "--backend", help="openai | vllm | local"),
+        llm_url: list[str] = typer.Option([], "--llm-url", help="OpenAI-compatible base URL; repeat to balance"),
+        model: Optional[str] = typer.Option(None, "--model", help="served model / vLLM model / embedded model key"),
+        model_path: Optional[Path] = typer.Option(None, "--model-path", help="local backend: a GGUF file"),
+        model_revision: str = typer.Option("", "--model-revision", help="recorded in the run key"),
+        quantization: str = typer.Option("", "--quantization", help="recorded in the run key"),
+        prompt: Optional[Path] = typer.Option(None, "--prompt", help="prompt template (default prompts/extract_v1.yaml)"),
+        limit: Optional[int] = typer.Option(None, "--limit", min=1, help="at most this many pending reports"),
+        concurrency: int = typer.Option(64, "--concurrency", min=1, help="openai: requests in flight"),
+        max_tokens: int = typer.Option(1024, "--max-tokens", min=16, help="output tokens per call"),
+        temperature: float = typer.Option(0.0, "--temperature", min=0.0),
+        seed: int = typer.Option(0, "--seed"),
+        timeout: float = typer.Option(300.0, "--timeout", help="openai: read timeout per request (s)"),
+        retries: int = typer.Option(4, "--retries", min=0, help="openai: retries after transport errors"),
+        threads: int = typer.Option(1, "--threads", min=1, help="local: CPU threads"),
+        retry_failed: bool = typer.Option(False, "--retry-failed", help="re-extract reports that failed"),
+        log_text: bool = typer.Option(False, "--log-text", help="log report text of failures (PHI)"),
+        progress: bool = typer.Option(True, "--progress/--no-progress"),
+        as_json: bool = typer.Option(False, "--json", help="print the run summary as JSON on stdout"),
+    ) -> None:
+        """Run the LLM over every report not yet extracted under the current run key."""
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        b = build_backend(backend, urls=llm_url, model=model, model_path=model_path, model_revision=model_revision,
+                          quantization=quantization, concurrency=concurrency, timeout_s=timeout, retries=retries,
+                          threads=threads)
+        sampling = SamplingConfig(temperature=temperature, max_tokens=max_tokens, seed=seed)
+        summary = run_extract(db, b, prompt_path=prompt, sampling=sampling, limit=limit, retry_failed=retry_failed,
+                              log_text=log_text, progress=progress)
+        _print_stats(summary, as_json)
+
+    @app.command("demo")
+    def demo_cmd(
+        db: Optional[Path] = typer.Option(None, "--db", help="DuckDB store (default $RSUPER_DB or data/rsuper.duckdb)"),
+        dump: Path = typer.Option(DEMO_DUMP, "--dump", help="report dump to ingest"),
+        model: Optional[str] = typer.Option(None, "--model", help="embedded model key"),
+        model_path: Optional[Path] = typer.Option(None, "--model-path", help="a GGUF file"),
+        limit: Optional[int] = typer.Option(None, "--limit", min=1, help="extract at most this many reports"),
+        show: int = typer.Option(3, "--show", min=0, help="reports whose organ summary is printed"),
+    ) -> None:
+        """Ingest the demo dump, extract it with the embedded model, print a few summaries and example SQL."""
+        from extract.ingest import ingest_dump
+        from extract.store import Store
+
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        with Store(db) as store:
+            result = ingest_dump(store, dump)
+            db_path = store.path
+        typer.echo(f"ingested {result.rows_read} rows from {dump.name}: {result.stats.new} new reports", err=True)
+        b = build_backend(BackendName.local, urls=[], model=model, model_path=model_path, model_revision="",
+                          quantization="", concurrency=1, timeout_s=300.0, retries=0, threads=1)
+        summary = run_extract(db_path, b, prompt_path=None, sampling=SamplingConfig(), limit=limit,
+                              retry_failed=False, log_text=False, progress=True)
+        _print_stats(summary, as_json=False)
+        with Store(db_path, read_only=True) as store:
+            shown = store.query(
+                f"""SELECT report_id FROM organ_summary GROUP BY report_id
+                    ORDER BY count(*) FILTER (WHERE state = 'lesion') DESC, report_id LIMIT {int(show)}"""
+            ).column("report_id").to_pylist()
+            for report_id in shown:
+                rows = store.query(
+                    f"""SELECT organ, state, lesion_count, largest_diameter_mm, largest_location, largest_attenuation
+                        FROM organ_summary WHERE report_id = '{str(report_id).replace("'", "''")}'
+                        AND state <> 'not_mentioned' ORDER BY organ""").to_pylist()
+                typer.echo(f"\nreport {report_id}:")
+                for r in rows:
+                    size = f"{r['largest_diameter_mm']:g} mm" if r["largest_diameter_mm"] is not None else "-"
+                    typer.echo(f"  {r['organ']:<14} {r['state']:<10} count={r['lesion_count']} largest={size} "
+                               f"at={r['largest_location'] or '-'} {r['largest_attenuation'] or ''}")
+        typer.echo(f"\nExplore further: rsuper query \"<SQL>\" --db {db_path}\n{EXAMPLE_SQL}")
