@@ -472,6 +472,8 @@ class Store:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """BEGIN ... COMMIT, or ROLLBACK on any error (DuckDB errors become `StoreError`s)."""
+        if self.read_only:
+            raise StoreReadOnlyError(f"{self.path}: the store is open read-only; this operation writes")
         con = self.con
         con.execute("BEGIN TRANSACTION")
         try:
@@ -586,9 +588,9 @@ class Store:
                     {"now": now},
                 )
                 fresh = new_ids + new_versions
+                con.execute("DROP TABLE _incoming")  # temp tables of a failed transaction vanish with it
+                con.execute("DROP TABLE _fresh")
             finally:
-                con.execute("DROP TABLE IF EXISTS _incoming")
-                con.execute("DROP TABLE IF EXISTS _fresh")
                 con.unregister("_dump")
         return IngestStats(
             new=int(new_ids),
@@ -692,8 +694,8 @@ class Store:
                 con.execute(
                     "INSERT INTO organ_findings BY NAME SELECT * FROM _org SEMI JOIN _new_keys USING (extraction_key)"
                 )
+                con.execute("DROP TABLE _new_keys")
             finally:
-                con.execute("DROP TABLE IF EXISTS _new_keys")
                 for name in ("_ext", "_tum", "_org", "_organ_keys"):
                     con.unregister(name)
         return WriteStats(written=int(written), skipped=int(extractions.num_rows - written))
