@@ -1,0 +1,223 @@
+"""Training configuration: one pydantic model per concern, loaded from YAML, overridable from the command line.
+
+A YAML file mirrors :class:`TrainConfig`::
+
+    output_dir: runs/demo
+    data: {source: phantoms, root: data/phantoms, patch_size: [48, 48, 32]}
+    model: {name: dynunet, filters: [16, 32, 64, 128]}
+    optim: {lr: 1.0e-3, total_steps: 600}
+    loss: {report_weight: 0.1}
+
+Command-line overrides use the same dotted field names (``--set optim.lr=1e-4``); values are parsed as YAML
+scalars / lists and validated by the same models, so there is exactly one definition of every option.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from train.data.dataset import DataConfig as PipelineConfig
+from train.losses.config import LossConfig
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that cannot be used; the message names the file and the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class DataConfig(PipelineConfig):
+    """Where the training cases and report records come from; the sampling fields are the data pipeline's
+    (:class:`train.data.dataset.DataConfig`: classes, patch_size, mask_fraction, normalisation, ...)."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    source: Literal["phantoms", "cases", "synthetic"] = Field(
+        "phantoms",
+        description="phantoms: the phantom set under `root` (generated when missing); cases: the `cases` table "
+        "of the store (`rsuper cases`); synthetic: random balls in memory (tests and benchmarks only).",
+    )
+    root: Path = Field(Path("data/phantoms"), description="Phantom folder (source: phantoms).")
+    phantom_count: int = Field(24, ge=2, description="Number of phantoms generated when `root` has none.")
+    phantom_seed: int = Field(0, description="Seed of the generated phantom set.")
+    phantom_shape: tuple[int, int, int] = Field((96, 96, 64), description="Voxels of generated phantoms.")
+    records: Literal["store", "truth"] = Field(
+        "truth",
+        description="Report records used for supervision: store = extracted records in the DuckDB store "
+        "(`db`); truth = the phantom generator's ground-truth report content (no extraction needed).",
+    )
+    db: Path | None = Field(None, description="DuckDB store (default: RSUPER_DB or data/rsuper.duckdb).")
+    cache_dir: Path | None = Field(None, description="Preprocessed-volume cache (default: <root>/cache).")
+    report_only_fraction: float = Field(
+        0.5, ge=0, le=1,
+        description="Share of training CTs that have masks but train from their report only (mask hidden).",
+    )
+    batch_size: int = Field(2, ge=1, description="Crops per step and per process (global = this x world size).")
+    val_fraction: float = Field(0.2, gt=0, lt=1, description="Share of cases held out for validation.")
+    max_val_cases: int = Field(4, ge=1, description="Validation cases evaluated at each validation.")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes per training process.")
+
+    @property
+    def lesion_channels(self) -> list[int]:
+        """Indices of the `<organ>_lesion` output channels."""
+        return [i for i, c in enumerate(self.classes) if c.endswith("_lesion")]
+
+
+class ModelConfig(_Strict):
+    """Which network (by registry name, see :mod:`train.model`) and its size."""
+
+    name: str = Field(
+        "dynunet",
+        description="Registered network name (dynunet, segresnet) or `package.module:factory` for your own.",
+    )
+    filters: list[int] = Field(
+        default_factory=lambda: [16, 32, 64, 128], description="Feature channels per resolution level."
+    )
+    deep_supervision_heads: int = Field(
+        1, ge=0, description="Auxiliary lower-resolution output heads (upsampled to the input size)."
+    )
+    dropout: float = Field(0.0, ge=0, lt=1)
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra keyword arguments of the factory.")
+
+
+class OptimConfig(_Strict):
+    """AdamW with linear warm-up then polynomial decay, gradient clipping, EMA and mixed precision."""
+
+    lr: float = Field(1e-3, gt=0, description="Peak learning rate.")
+    weight_decay: float = Field(0.05, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    total_steps: int = Field(600, ge=1, description="Optimizer steps of the whole run (the schedule's length).")
+    warmup_steps: int = Field(50, ge=0, description="Linear warm-up from 0 to `lr`.")
+    poly_power: float = Field(0.9, gt=0, description="Exponent of the (1 - progress)^p decay after warm-up.")
+    grad_clip_norm: float | None = Field(1.0, gt=0, description="Clip the global gradient norm; None: off.")
+    ema_decay: float | None = Field(
+        0.99, gt=0, lt=1, description="EMA of the weights (used for validation and `best`); None: off."
+    )
+    amp: Literal["auto", "bf16", "off"] = Field(
+        "auto", description="auto: bf16 autocast on CUDA, fp32 on CPU; bf16: always autocast; off: fp32."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> OptimConfig:
+        if self.warmup_steps >= self.total_steps:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be below total_steps ({self.total_steps})")
+        return self
+
+
+class ValidationConfig(_Strict):
+    """When and how the model is validated and checkpointed."""
+
+    every_steps: int = Field(100, ge=1, description="Validate (and maybe save `best`) every N steps.")
+    checkpoint_every_steps: int = Field(50, ge=1, description="Save `latest` every N steps.")
+    metric: str = Field("dice_lesion", description="Metric that picks `best` (higher is better).")
+    overlap: float = Field(0.5, ge=0, lt=1, description="Sliding-window overlap.")
+    png_cases: int = Field(2, ge=0, description="Validation cases drawn in the PNG.")
+
+
+class TrainConfig(_Strict):
+    """Everything one `rsuper train` run needs."""
+
+    output_dir: Path = Field(Path("runs/demo"), description="Checkpoints, logs and plots go here.")
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    init_from: Path | None = Field(
+        None,
+        description="Checkpoint whose weights initialise the network (stage 2 of the two-stage recipe); "
+        "ignored when resuming.",
+    )
+    log_every_steps: int = Field(10, ge=1)
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+
+    @model_validator(mode="after")
+    def _lesion_channels(self) -> TrainConfig:
+        # The losses must know the lesion channels; derive them from the class list unless given.
+        if not self.loss.lesion_channels:
+            object.__setattr__(
+                self, "loss", self.loss.model_copy(update={"lesion_channels": self.data.lesion_channels})
+            )
+        elif self.loss.lesion_channels != self.data.lesion_channels:
+            raise ValueError(
+                f"loss.lesion_channels {self.loss.lesion_channels} disagree with the `_lesion` classes of "
+                f"data.classes {self.data.lesion_channels}"
+            )
+        return self
+
+    def fingerprint(self) -> str:
+        """sha256 (16 hex) of the settings that define the training problem (not paths or logging cadence)."""
+        fields = self.model_dump(
+            mode="json",
+            exclude={"output_dir": True, "device": True, "log_every_steps": True, "validation": True,
+                     "init_from": True, "data": {"num_workers", "db", "root", "cache_dir"}},
+        )
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``a.b.c=value`` into (["a", "b", "c"], parsed YAML value).
+
+    Raises:
+        ConfigError: no ``=`` or an empty key.
+    """
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. optim.lr=1e-4")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: value is not valid YAML: {exc}") from exc
+    return key.strip().split("."), value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of the raw config mapping with dotted overrides applied (validation happens later)."""
+    out = json.loads(json.dumps(raw, default=str))
+    for text in overrides:
+        path, value = parse_override(text)
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {text!r}: {part!r} is not a section")
+        node[path[-1]] = value
+    return out
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML config (or defaults when ``path`` is None) and apply ``overrides``.
+
+    Raises:
+        ConfigError: unreadable YAML or invalid fields, naming the file and the field path.
+    """
+    raw: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: cannot read config: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: top level must be a mapping of sections")
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{source}: {problems}") from exc
+
+
+def save_config(config: TrainConfig, path: Path) -> None:
+    """Write the resolved config as YAML (what the run really used)."""
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), encoding="utf-8")

@@ -1,0 +1,175 @@
+"""Training data for `rsuper train` from a folder of cases (the phantom set or your own), wired to the trainer.
+
+The heavy lifting lives in :mod:`train.data` (cases table, cache, patch sampling, collate); this module only
+chooses the cases and records, splits train / validation, and produces step-indexed batches: batch ``s`` of rank
+``r`` depends only on (seed, r, s), so a resumed run reads exactly the batches an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from train.config import DataConfig
+from train.synthetic import VolumeCase
+
+log = logging.getLogger("rsuper.train")
+
+
+def ensure_phantoms(config: DataConfig) -> Path:
+    """Generate the phantom set under ``config.root`` unless it is already there; returns the root."""
+    root = Path(config.root)
+    if (root / "ground_truth.jsonl").is_file() and (root / "case_reports.csv").is_file():
+        return root
+    from train.data.phantoms import PhantomConfig, write_phantom_set
+
+    log.info("generating %d phantoms in %s", config.phantom_count, root)
+    write_phantom_set(
+        root, PhantomConfig(n=config.phantom_count, seed=config.phantom_seed, shape=config.phantom_shape),
+        progress=True,
+    )
+    return root
+
+
+def load_records(config: DataConfig, root: Path, report_ids: list[str]) -> dict:
+    """report_id -> CaseRecords from the store (extracted) or from the phantom ground truth."""
+    from train.data.records import load_case_records, records_from_ground_truth
+
+    if config.records == "truth":
+        path = root / "ground_truth.jsonl"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: `data.records: truth` needs the phantom ground truth file")
+        return records_from_ground_truth(path)
+    from extract.store import Store
+
+    with Store(config.db, read_only=True) as store:
+        return load_case_records(store, report_ids)
+
+
+class _StepBatches(torch.utils.data.Sampler):
+    """Index lists ``[(case_index, sample_seed), ...]`` for steps start, start + 1, ... of one rank."""
+
+    def __init__(self, cases, batch_size: int, mask_fraction: float, seed: int, rank: int, start_step: int):
+        self.cases, self.batch_size, self.mask_fraction = cases, batch_size, mask_fraction
+        self.seed, self.rank, self.start_step = seed, rank, start_step
+
+    def __iter__(self):
+        from train.data.dataset import MixedBatchSampler
+
+        step = self.start_step
+        while True:
+            step_seed = int(np.random.SeedSequence([self.seed, self.rank, step]).generate_state(1)[0])
+            sampler = MixedBatchSampler(self.cases, self.batch_size, 1, self.mask_fraction, seed=step_seed)
+            yield next(iter(sampler))
+            step += 1
+
+
+class CaseData:
+    """Cases under a root folder, split into training and validation by the cases table's split column."""
+
+    def __init__(self, config: DataConfig, train_cases: list, val_cases: list, cache_dir: Path, fingerprint: str):
+        from train.data.dataset import CaseDataset
+
+        if not train_cases:
+            raise ValueError(f"{config.root}: no training case (check the split and the records)")
+        self.config = config
+        self.classes = list(config.classes)
+        self.in_channels = 1
+        self.train_cases, self._val_cases = train_cases, val_cases[: config.max_val_cases]
+        self.cache_dir = cache_dir
+        self._fingerprint = fingerprint
+        self.dataset = CaseDataset(train_cases, cache_dir, config)
+
+    @classmethod
+    def from_config(cls, config: DataConfig, seed: int = 0) -> CaseData:
+        from train.data.cases import build_cases, discover, training_cases
+
+        root = ensure_phantoms(config) if config.source == "phantoms" else Path(config.root)
+        mapping = root / "case_reports.csv"
+        build = build_cases(root, mapping if mapping.is_file() else None, val_fraction=config.val_fraction,
+                            check_values=False)
+        for p in build.problems:
+            log.warning("case %s: %s: %s", p.ct_id, p.field, p.message)
+        table = build.table
+        layout = discover(root)
+        report_ids = [r for r in table.column("report_id").to_pylist() if r is not None]
+        records = load_records(config, root, report_ids)
+        kw = dict(organ_label_names=layout.organ_label_names, lesion_label_names=layout.lesion_label_names)
+        train = training_cases(table, records, split="train", report_only_fraction=config.report_only_fraction,
+                               seed=seed, **kw)
+        val = training_cases(table, records, split="val", report_only_fraction=0.0, seed=seed, **kw)
+        val = [c for c in val if c.has_mask]
+        digest = hashlib.sha256()
+        for c in train + val:
+            digest.update(f"{c.files.ct_id}:{c.files.content_sha256}:{c.has_mask}:{c.records!r}\n".encode())
+        cache_dir = Path(config.cache_dir) if config.cache_dir else root / "cache"
+        data = cls(config, train, val, cache_dir, digest.hexdigest()[:16])
+        data.dataset.prepare(progress=False)
+        return data
+
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    def train_batches(self, rank: int, world_size: int, seed: int, start_step: int = 0) -> Iterator[dict]:
+        """Endless collated batches for ``rank`` (ranks draw from independent streams)."""
+        from train.data.dataset import collate
+
+        sampler = _StepBatches(self.train_cases, self.config.batch_size, self.config.mask_fraction, seed, rank,
+                               start_step)
+        loader = torch.utils.data.DataLoader(
+            self.dataset, batch_sampler=sampler, collate_fn=collate, num_workers=self.config.num_workers,
+            persistent_workers=self.config.num_workers > 0,
+        )
+        return iter(loader)
+
+    def _whole_volume_sample(self, case, shape) -> dict:
+        """A sample covering the whole cached volume (start 0), no random choice left."""
+        from train.data.dataset import build_sample
+        from train.data.cache import ensure_cached
+
+        cfg = self.config.model_copy(update={
+            "patch_size": tuple(shape), "foreground_probability": 0.0, "random_crop_probability": 1.0,
+        })
+        cached = ensure_cached(self.cache_dir, case.files, self.config.preprocess)
+        return build_sample(cached, case, cfg, np.random.default_rng(0))
+
+    def val_cases(self) -> list[VolumeCase]:
+        """Whole validation volumes with their masks and the reported tumours (for the PNG)."""
+        import dataclasses
+
+        from train.data.cache import ensure_cached
+        from train.data.dataset import TrainingCase
+
+        out = []
+        for case in self._val_cases:
+            cached = ensure_cached(self.cache_dir, case.files, self.config.preprocess)
+            shape = tuple(cached.meta["shape"])
+            sample = self._whole_volume_sample(case, shape)
+            tumors = []
+            if case.records is not None:
+                report_case = TrainingCase(dataclasses.replace(case.files, lesion_mask_path=None), case.records)
+                for g in self._whole_volume_sample(report_case, shape)["groups"]:
+                    for t in g["tumors"]:
+                        if t.size_known:
+                            tumors.append({"channel": g["channel"], "diameters_mm": list(t.diameters_mm),
+                                           "group_mask": g["mask"]})
+            out.append(VolumeCase(
+                ct_id=case.files.ct_id,
+                image=torch.from_numpy(np.ascontiguousarray(sample["image"])),
+                image_hu=torch.from_numpy(np.ascontiguousarray(sample["image_hu"])),
+                labels=torch.from_numpy(sample["labels"].astype(np.float32)),
+                affine=np.asarray(cached.meta["affine"], float),
+                reported_tumors=tumors,
+            ))
+        return out
+
+    def describe(self) -> str:
+        n_mask = sum(c.has_mask for c in self.train_cases)
+        return json.dumps({"train_cases": len(self.train_cases), "train_with_masks": n_mask,
+                           "train_report_only": len(self.train_cases) - n_mask, "val_cases": len(self._val_cases)})

@@ -1,0 +1,251 @@
+"""Sliding-window inference writing NIfTI masks in each input's own geometry.
+
+Per input CT ``OUT/<ct_id>/`` receives:
+
+* ``lesions.nii.gz``: uint8 label map, value ``1 + i`` for the i-th lesion channel (names in ``labels.json``);
+* ``channels.nii.gz``: uint8 (X, Y, Z, C) binary mask of every output channel (multi-label: organs overlap
+  their sub-segments and lesions);
+* ``probabilities.nii.gz`` (optional): float32 (X, Y, Z, C_lesion) lesion probabilities;
+* ``summary.json``: per organ with a lesion channel, the predicted lesion volume (mm3) and the maximum lesion
+  probability (the per-CT detection score used by ``rsuper evaluate``).
+
+The CT goes through the training preprocessing (RAS orientation, optional resampling, HU window and
+normalisation), the network runs on that grid, and the probabilities are mapped back to the input voxel grid.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from train.config import TrainConfig
+
+log = logging.getLogger("rsuper.predict")
+
+
+def predict_probabilities(
+    net: torch.nn.Module,
+    image: torch.Tensor,
+    roi_size: Sequence[int],
+    overlap: float,
+    device: torch.device | str = "cpu",
+    amp: str = "auto",
+    sw_batch_size: int = 2,
+) -> torch.Tensor:
+    """Sigmoid probabilities of a whole volume by Gaussian-blended sliding windows.
+
+    Args:
+        net: network in eval mode returning logits (B, C, ...) for input (B, in, ...).
+        image: float (in, X, Y, Z) normalised volume.
+        roi_size: window size in voxels (the training patch size).
+        overlap: fraction of window overlap (0 <= overlap < 1).
+        device: where the network runs; the stitched output stays on the CPU.
+        amp: ``optim.amp`` setting (bf16 autocast on CUDA under auto).
+
+    Returns:
+        float32 (C, X, Y, Z) probabilities on the CPU.
+    """
+    from monai.inferers import sliding_window_inference
+
+    from train.trainer import autocast_context
+
+    device = torch.device(device)
+    net = net.to(device).eval()
+    with torch.no_grad(), autocast_context(amp, device):
+        logits = sliding_window_inference(
+            image[None].float(), roi_size=tuple(roi_size), sw_batch_size=sw_batch_size, predictor=net,
+            overlap=overlap, mode="gaussian", sw_device=device, device=torch.device("cpu"),
+        )
+    return torch.sigmoid(logits[0].float())
+
+
+def restrict_to_organs(
+    prob: torch.Tensor, classes: Sequence[str], spacing_mm: Sequence[float], margin_mm: float = 3.0
+) -> torch.Tensor:
+    """Zero each ``<organ>_lesion`` probability outside the predicted organ (p > 0.5) grown by ``margin_mm``.
+
+    Lesion channels whose organ is not an output channel are left as they are.
+    """
+    out = prob.clone()
+    for c, name in enumerate(classes):
+        organ = name.removesuffix("_lesion")
+        if name.endswith("_lesion") and organ in classes:
+            organ_mask = (prob[classes.index(organ)] > 0.5).numpy()
+            grown = _grow_mm(organ_mask, margin_mm, spacing_mm)
+            out[c] *= torch.from_numpy(grown)
+    return out
+
+
+def _grow_mm(mask: np.ndarray, margin_mm: float, spacing_mm: Sequence[float]) -> np.ndarray:
+    if margin_mm <= 0 or not mask.any():
+        return mask
+    dist = ndimage.distance_transform_edt(~mask, sampling=spacing_mm)
+    return dist <= margin_mm
+
+
+def denoise_mask(mask: np.ndarray) -> np.ndarray:
+    """Remove specks: erode once, dilate twice (3x3x3), keep only voxels of the original mask."""
+    if not mask.any():
+        return mask
+    s = np.ones((3, 3, 3), bool)
+    opened = ndimage.binary_dilation(ndimage.binary_erosion(mask, s), s, iterations=2)
+    return opened & mask
+
+
+def detection_summary(prob: np.ndarray, classes: Sequence[str], spacing_mm: Sequence[float]) -> dict:
+    """Per organ with a lesion channel: predicted lesion volume (mm3, after :func:`denoise_mask`) and score.
+
+    Args:
+        prob: float (C, X, Y, Z) probabilities (already restricted to organs if wanted).
+        classes: channel names.
+        spacing_mm: voxel spacing of ``prob``.
+
+    Returns:
+        ``{organ: {"lesion_volume_mm3": float, "max_probability": float}}``.
+    """
+    voxel_mm3 = float(np.prod(spacing_mm))
+    out = {}
+    for c, name in enumerate(classes):
+        if name.endswith("_lesion"):
+            mask = denoise_mask(prob[c] > 0.5)
+            out[name.removesuffix("_lesion")] = {
+                "lesion_volume_mm3": float(mask.sum()) * voxel_mm3,
+                "max_probability": float(prob[c].max()),
+            }
+    return out
+
+
+def resample_to_grid(
+    array: np.ndarray, src_affine: np.ndarray, dst_affine: np.ndarray, dst_shape: Sequence[int], order: int
+) -> np.ndarray:
+    """Sample ``array`` (..., X, Y, Z) given on ``src_affine`` at the voxel centres of another grid.
+
+    Exact for pure axis flips / permutations (integer coordinates); linear (order 1) or nearest (0) otherwise.
+    """
+    m = np.linalg.inv(src_affine) @ dst_affine
+    lead = array.shape[:-3]
+    flat = array.reshape(-1, *array.shape[-3:])
+    out = np.stack([
+        ndimage.affine_transform(a, m[:3, :3], offset=m[:3, 3], output_shape=tuple(dst_shape), order=order,
+                                 mode="nearest")
+        for a in flat
+    ])
+    return out.reshape(*lead, *dst_shape)
+
+
+def load_for_inference(path: Path, config: TrainConfig) -> tuple[torch.Tensor, np.ndarray, dict]:
+    """Preprocess one CT exactly as for training.
+
+    Returns:
+        normalised image (1, X, Y, Z) on the training grid, that grid's affine (4, 4), and the input's
+        ``{"affine", "shape", "header"}``.
+    """
+    import nibabel as nib
+
+    from train.data.cache import CaseFiles, preprocess_case
+
+    img = nib.load(str(path))
+    files = CaseFiles(ct_id=path.name, image_path=str(path), organ_mask_path=None, lesion_mask_path=None,
+                      content_sha256="", organ_label_names={0: "background"}, lesion_label_names=None)
+    arrays, meta = preprocess_case(files, config.data.preprocess)
+    hu = arrays["image"].astype(np.float32)
+    lo, hi = config.data.hu_window
+    clipped = np.clip(hu, lo, hi)
+    if config.data.normalization == "zscore":
+        image = (clipped - meta["hu_mean"]) / meta["hu_std"]
+    else:
+        image = (clipped - (lo + hi) / 2) / ((hi - lo) / 2)
+    original = {"affine": np.asarray(img.affine, float), "shape": img.shape[:3], "header": img.header}
+    return torch.from_numpy(image[None].astype(np.float32)), np.asarray(meta["affine"], float), original
+
+
+def find_inputs(path: Path) -> list[tuple[str, Path]]:
+    """(ct_id, CT file) pairs: a single NIfTI file, a folder of ``*.nii(.gz)``, or case folders with ``ct.nii.gz``.
+
+    Raises:
+        FileNotFoundError: nothing found, naming the path.
+    """
+    path = Path(path)
+    if path.is_file():
+        return [(_stem(path), path)]
+    found = sorted((p.parent.name, p) for p in path.glob("**/ct.nii.gz"))
+    if not found:
+        found = sorted((_stem(p), p) for p in path.glob("*.nii*"))
+    if not found:
+        raise FileNotFoundError(f"{path}: no CT found (a .nii/.nii.gz file, a folder of them, or <id>/ct.nii.gz)")
+    return found
+
+
+def _stem(p: Path) -> str:
+    name = p.name
+    for suffix in (".nii.gz", ".nii"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+    return name.removesuffix("_0000")
+
+
+def _save(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
+    import nibabel as nib
+
+    img = nib.Nifti1Image(array, affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    nib.save(img, str(path))
+
+
+def predict_case(
+    net: torch.nn.Module,
+    config: TrainConfig,
+    ct_path: Path,
+    out_dir: Path,
+    *,
+    overlap: float = 0.5,
+    device: torch.device | str = "cpu",
+    save_probabilities: bool = False,
+    restrict_lesions_to_organ: bool = False,
+) -> dict:
+    """Predict one CT and write its outputs (module docstring); returns the summary."""
+    classes = list(config.data.classes)
+    image, grid_affine, original = load_for_inference(ct_path, config)
+    prob = predict_probabilities(net, image, config.data.patch_size, overlap, device, amp=config.optim.amp)
+    prob_np = resample_to_grid(prob.numpy(), grid_affine, original["affine"], original["shape"], order=1)
+    spacing = np.linalg.norm(original["affine"][:3, :3], axis=0)
+    if restrict_lesions_to_organ:
+        prob_np = restrict_to_organs(torch.from_numpy(prob_np), classes, spacing).numpy()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    binary = prob_np > 0.5
+    lesion_idx = [c for c, n in enumerate(classes) if n.endswith("_lesion")]
+    lesion_map = np.zeros(original["shape"], np.uint8)
+    for i, c in enumerate(lesion_idx):
+        lesion_map[binary[c]] = i + 1
+    affine = original["affine"]
+    _save(lesion_map, affine, out_dir / "lesions.nii.gz")
+    _save(np.moveaxis(binary, 0, -1).astype(np.uint8), affine, out_dir / "channels.nii.gz")
+    if save_probabilities:
+        _save(np.moveaxis(prob_np[lesion_idx], 0, -1).astype(np.float32), affine, out_dir / "probabilities.nii.gz")
+    summary = {"ct_id": out_dir.name, "spacing_mm": spacing.tolist(),
+               "organs": detection_summary(prob_np, classes, spacing)}
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    (out_dir / "labels.json").write_text(json.dumps({
+        "lesions": {str(i + 1): classes[c] for i, c in enumerate(lesion_idx)},
+        "channels": classes,
+    }, indent=1))
+    return summary
+
+
+def load_network(checkpoint: Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, TrainConfig]:
+    """Network (EMA weights when saved) and the run's config from a checkpoint."""
+    from train.checkpoint import load_checkpoint, model_weights
+    from train.model import build_network
+
+    ckpt = load_checkpoint(checkpoint, map_location="cpu")
+    config = TrainConfig.model_validate(ckpt["config"])
+    net = build_network(config.model, 1, len(config.data.classes))
+    net.load_state_dict(model_weights(ckpt))
+    return net.to(device).eval(), config
