@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.train.losses.conftest import ellipsoid
+from .synthetic import ellipsoid
 from train.losses.morphology import dilate_any, dilate_mm, ellipsoid_kernel, fft_correlate, next_fast_len
 
 

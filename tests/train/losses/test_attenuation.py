@@ -1,0 +1,52 @@
+import torch
+
+from train.losses import Attenuation, AttenuationLoss
+from train.losses.attenuation import contrast_penalty
+from train.losses.targets import GroupEntry, TumorEntry, build_report_targets
+
+from .synthetic import ellipsoid
+
+S = 32
+ORGAN = ellipsoid((S, S, S), (16, 16, 16), (12, 10, 10))
+BALL = ellipsoid((S, S, S), (15, 16, 17), (4, 4, 4))
+
+
+def _run(tumour_hu: float, organ_hu: float, attenuation: Attenuation) -> tuple[torch.Tensor, torch.Tensor]:
+    z = torch.full((1, 2, S, S, S), -5.0)
+    z[0, 1][BALL] = 5.0
+    z.requires_grad_(True)
+    hu = torch.full((1, 1, S, S, S), -100.0)  # fat around the organ
+    hu[0, 0][ORGAN] = organ_hu
+    hu[0, 0][BALL] = tumour_hu
+    d = (6.0 * BALL.sum().item() / torch.pi) ** (1 / 3)
+    tg = build_report_targets(
+        [[GroupEntry(ORGAN, 1, tumors=(TumorEntry((d, d, d), attenuation),))]], (S, S, S), [(1.0, 1.0, 1.0)]
+    )
+    loss = AttenuationLoss()(z, tg, hu)
+    loss.backward()
+    return loss, z.grad
+
+
+def test_hypo_tumour_on_brighter_organ_costs_nothing():
+    loss, _ = _run(40.0, 110.0, Attenuation.HYPO)
+    assert loss.item() == 0.0
+
+
+def test_bright_tumour_reported_hypo_is_penalised():
+    loss, grad = _run(150.0, 90.0, Attenuation.HYPO)
+    assert abs(loss.item() - (60.0 + 10.0) / 50.0) < 0.05
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_hyper_and_iso():
+    assert _run(150.0, 90.0, Attenuation.HYPER)[0].item() == 0.0
+    assert _run(40.0, 110.0, Attenuation.HYPER)[0].item() > 1.0
+    assert _run(95.0, 90.0, Attenuation.ISO)[0].item() == 0.0
+    assert _run(40.0, 110.0, Attenuation.ISO)[0].item() > 1.0
+
+
+def test_contrast_penalty_table():
+    delta = torch.tensor([-30.0, -30.0, -30.0, -30.0, 5.0])
+    codes = torch.tensor([0, 1, 2, 3, 2])
+    out = contrast_penalty(delta, codes, margin_hu=10.0, scale_hu=10.0)
+    assert out.tolist() == [0.0, 0.0, 2.0, 4.0, 0.0]

@@ -1,0 +1,128 @@
+import math
+
+import torch
+
+from train.losses import BallLoss, GroupState, LossConfig, TumorStatus
+from train.losses.ball import BallParams, BallSize, place_tumors
+from train.losses.targets import GroupEntry, TumorEntry, build_report_targets
+
+from .synthetic import dice, ellipsoid
+
+S = 40
+ISO = (1.0, 1.0, 1.0)
+ORGAN = ellipsoid((S, S, S), (20, 20, 20), (15, 13, 13))
+
+
+def _logits(*masks, shape=(S, S, S), background=-6.0):
+    z = torch.full((1, 2, *shape), background)
+    for m in masks:
+        z[0, 1][m] = 6.0
+    return z.requires_grad_(True)
+
+
+def _eq_diameter(mask, spacing=ISO):
+    return (6.0 * mask.sum().item() * math.prod(spacing) / math.pi) ** (1.0 / 3.0)
+
+
+def _targets(organ, diameters, spacing=ISO, shape=(S, S, S), **group_kw):
+    tumors = tuple(TumorEntry(None if d is None else (d, d, d)) for d in diameters)
+    return build_report_targets([[GroupEntry(organ, 1, tumors=tumors, **group_kw)]], shape, [spacing])
+
+
+def test_exact_ball_is_covered_by_the_pseudo_mask():
+    ball = ellipsoid((S, S, S), (18, 21, 22), (5, 5, 5))
+    out = BallLoss()(_logits(ball), _targets(ORGAN, [_eq_diameter(ball)]))
+    placement, _ = out.placements[0]
+    assert dice(placement.positive, ball) >= 0.9
+    assert (placement.positive.bool() & ~ball).sum() == 0
+    assert out.status.tolist() == [[int(TumorStatus.PLACED)]]
+    assert out.bce.item() < 0.01
+
+
+def test_two_tumours_give_disjoint_masks_of_the_right_sizes():
+    big = ellipsoid((S, S, S), (14, 20, 20), (6, 6, 6))
+    small = ellipsoid((S, S, S), (28, 20, 20), (3, 3, 3))
+    out = BallLoss()(_logits(big, small), _targets(ORGAN, [_eq_diameter(small), _eq_diameter(big)]))
+    placement, slots = out.placements[0]
+    assert slots == [1, 0]  # largest first
+    first, second = placement.core == 1, placement.core == 2
+    assert not (first & second).any()
+    pos = placement.positive.bool()
+    assert dice(pos & first, big) > 0.9 and dice(pos & second, small) > 0.85
+    assert abs((pos & first).sum().item() - 0.9 * big.sum().item()) <= 2
+    assert abs((pos & second).sum().item() - 0.9 * small.sum().item()) <= 2
+
+
+def test_anisotropic_pseudo_mask_has_the_reported_physical_volume():
+    spacing = (2.5, 0.7, 0.7)
+    shape = (24, 48, 48)
+    organ = ellipsoid(shape, (12, 24, 24), (25, 14, 14), spacing)
+    tumour = ellipsoid(shape, (11, 22, 26), (6, 6, 6), spacing)
+    reported = 12.0
+    out = BallLoss()(_logits(tumour, shape=shape), _targets(organ, [reported], spacing, shape))
+    placement, _ = out.placements[0]
+    volume = placement.positive.sum().item() * math.prod(spacing)
+    expected = 0.9 * math.pi * reported**3 / 6.0
+    assert abs(volume - expected) / expected < 0.01
+    assert dice(placement.positive, tumour) > 0.85
+
+
+def test_place_tumors_handles_empty_regions_and_oversized_tumours():
+    probs = torch.rand(16, 16, 16)
+    region = torch.zeros(16, 16, 16, dtype=torch.bool)
+    empty = place_tumors(probs, region, [BallSize(500.0, 10.0)], ISO, BallParams())
+    assert empty.positive.sum() == 0 and empty.status.tolist() == [int(TumorStatus.TRUNCATED)]
+    region[4:12, 4:12, 4:12] = True
+    huge = place_tumors(probs, region, [BallSize(1e6, 150.0)], ISO, BallParams())
+    assert huge.positive.sum() == 512 and huge.status.tolist() == [int(TumorStatus.TRUNCATED)]
+
+
+def test_gradients_finite_for_empty_organ_empty_crop_and_huge_tumour():
+    cfg = LossConfig()
+    z = _logits()
+    empty_organ = _targets(torch.zeros(S, S, S, dtype=torch.bool), [10.0])
+    out = BallLoss(cfg)(z, empty_organ)
+    (out.bce + out.dice).backward()
+    assert torch.isfinite(z.grad).all()
+    assert out.status.tolist() == [[int(TumorStatus.GROUP_EMPTY)]]
+
+    z = _logits()
+    out = BallLoss(cfg)(z, build_report_targets([[]], (S, S, S), [ISO]))
+    (out.bce + out.dice).backward()
+    assert torch.isfinite(z.grad).all() and out.n_groups == 0
+
+    z = _logits()
+    out = BallLoss(cfg)(z, _targets(ORGAN, [300.0]))
+    (out.bce + out.dice).backward()
+    assert torch.isfinite(z.grad).all() and torch.isfinite(out.bce)
+    assert out.status.tolist() == [[int(TumorStatus.TRUNCATED)]]
+    assert z.grad[0, 1][ORGAN].max() < 0  # everything in the organ is pushed up
+
+
+def test_rest_of_the_segment_is_pushed_to_zero_only_when_all_sizes_are_known():
+    ball = ellipsoid((S, S, S), (18, 21, 22), (4, 4, 4))
+    far = ellipsoid((S, S, S), (30, 20, 20), (2, 2, 2))
+    z = _logits(ball, far)
+    out = BallLoss()(z, _targets(ORGAN, [_eq_diameter(ball)]))
+    out.bce.backward()
+    assert z.grad[0, 1][far].min() > 0  # the extra blob is pushed down
+    z = _logits(ball, far)
+    out = BallLoss()(z, _targets(ORGAN, [_eq_diameter(ball), None]))  # second tumour of unknown size
+    out.bce.backward()
+    assert z.grad[0, 1][far].abs().max() == 0
+    assert out.status[0].tolist() == [int(TumorStatus.PLACED), int(TumorStatus.PRESENCE_ONLY)]
+
+
+def test_count_only_report_with_prior_size_places_balls():
+    blob = ellipsoid((S, S, S), (20, 20, 20), (5, 5, 5))
+    cfg = LossConfig(count_prior_diameter_mm=10.0)
+    out = BallLoss(cfg)(_logits(blob), _targets(ORGAN, [], count=1))
+    placement, slots = out.placements[0]
+    assert slots == [-1]
+    assert dice(placement.positive, blob) > 0.85
+    assert out.n_groups == 1
+
+
+def test_lesion_free_groups_are_not_ball_supervised():
+    tg = _targets(ORGAN, [], state=GroupState.LESION_FREE)
+    assert BallLoss()(_logits(), tg).n_groups == 0
