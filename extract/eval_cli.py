@@ -18,6 +18,29 @@ def register(app: typer.Typer) -> None:
     app.command("convert-gold")(convert_gold)
 
 
+def _work_db(gold: Path, subset: Optional[Path], limit: Optional[int]) -> Path:
+    """One working store per gold selection, so the engine extracts exactly the selected reports."""
+    name = gold.stem + (f"-{subset.stem}" if subset else "") + (f"-first{limit}" if limit else "")
+    return DEFAULT_OUT_DIR / f"{name}.duckdb"
+
+
+def _run_engine(reports: list, db: Path, backend: str, *, model: Optional[str], llm_url: list[str],
+                model_path: Optional[Path], threads: int, max_tokens: int, prompt: Optional[Path]) -> dict:
+    try:
+        from extract.backends.base import SamplingConfig
+        from extract.run_cli import BackendName, build_backend
+    except ImportError as exc:
+        raise ev.EngineUnavailable(f"the extraction engine cannot be imported ({exc})") from exc
+    try:
+        name = BackendName(backend)
+    except ValueError:
+        raise typer.BadParameter(f"unknown backend {backend!r} (expected local, openai or vllm)") from None
+    b = build_backend(name, urls=llm_url, model=model, model_path=model_path, model_revision="", quantization="",
+                      concurrency=8, timeout_s=300.0, retries=2, threads=threads)
+    return ev.extract_gold(reports, db, b, sampling=SamplingConfig(max_tokens=max_tokens), prompt_path=prompt,
+                           progress=True)
+
+
 def _fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
@@ -27,11 +50,16 @@ def eval_extraction(
     gold: Path = typer.Argument(..., help="gold JSONL: id, report, organs (organ-summary shape)"),
     backend: Optional[str] = typer.Option(
         None, help="run extraction on the gold reports with this backend (local | openai | vllm)"),
-    model: Optional[str] = typer.Option(None, help="model name for --backend"),
-    llm_url: Optional[str] = typer.Option(None, help="server URL for --backend openai"),
+    model: Optional[str] = typer.Option(None, help="--backend: served model / vLLM model / embedded model key"),
+    llm_url: list[str] = typer.Option([], help="--backend openai: OpenAI-compatible base URL (repeatable)"),
+    model_path: Optional[Path] = typer.Option(None, help="--backend local: a GGUF file"),
+    threads: int = typer.Option(1, min=1, help="--backend local: CPU threads"),
+    max_tokens: int = typer.Option(1024, min=16, help="--backend: output tokens per call"),
+    prompt: Optional[Path] = typer.Option(None, help="--backend: prompt template (default prompts/extract_v1.yaml)"),
     predictions: Optional[Path] = typer.Option(None, help="read predictions from an organ-summary JSONL file"),
     db: Optional[Path] = typer.Option(
-        None, envvar="RSUPER_DB", help="read stored results from this store (default data/rsuper.duckdb)"),
+        None, help="store to read results from (default $RSUPER_DB or data/rsuper.duckdb); with --backend, the "
+        "working store the gold reports are extracted into (default build/eval/<gold>[-<subset>].duckdb)"),
     subset: Optional[Path] = typer.Option(None, help="text file of gold ids to score (e.g. data/gold/ci_subset.txt)"),
     limit: Optional[int] = typer.Option(None, min=1, help="score only the first N gold reports"),
     out: Optional[Path] = typer.Option(None, help="JSON result file (default build/eval/<gold stem>.json)"),
@@ -52,8 +80,13 @@ def eval_extraction(
         if limit is not None:
             reports = reports[:limit]
         if backend is not None:
-            preds = ev.predictions_from_engine(reports, backend=backend, model=model, llm_url=llm_url)
-            source = f"backend:{backend}"
+            work_db = db if db is not None else _work_db(gold, subset, limit)
+            summary = _run_engine(reports, work_db, backend, model=model, llm_url=llm_url, model_path=model_path,
+                                  threads=threads, max_tokens=max_tokens, prompt=prompt)
+            typer.echo(f"extraction into {work_db}: {summary.get('ok')} ok, {summary.get('repaired')} repaired, "
+                       f"{summary.get('failed')} failed", err=True)
+            preds = ev.predictions_from_store(work_db, [r.id for r in reports])
+            source = f"backend:{backend} store:{work_db}"
         elif predictions is not None:
             preds = ev.predictions_from_jsonl(predictions)
             source = f"file:{predictions}"
@@ -68,7 +101,7 @@ def eval_extraction(
             source = f"store:{path}"
     except ev.GoldError as exc:
         _fail(str(exc))
-    except ev.EngineUnavailable as exc:
+    except (ev.EngineUnavailable, typer.BadParameter) as exc:
         _fail(str(exc))
 
     result = ev.evaluate(reports, preds)

@@ -602,18 +602,44 @@ def payload_rows(payload: Any) -> dict[str, dict[str, Any]]:
 
 
 class EngineUnavailable(RuntimeError):
-    """The extraction engine (extract/engine.py) does not offer what the evaluation needs."""
+    """The extraction engine cannot run (missing module, backend or model)."""
 
 
-def predictions_from_engine(reports: Sequence[GoldReport], backend: str, model: Optional[str] = None,
-                            llm_url: Optional[str] = None) -> dict[str, Prediction]:
-    """Run the extraction engine on the gold reports (nothing is stored) and summarise its payloads.
+def write_report_dump(reports: Sequence[GoldReport], path: str | Path) -> Path:
+    """A JSONL dump of the gold reports (`id`, `report` only) that `rsuper ingest` reads."""
+    path = Path(path)
+    lines = [json.dumps({"id": r.id, "report": r.report}, ensure_ascii=False) for r in reports]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
 
-    Raises:
-        EngineUnavailable: the engine module or its batch function is missing.
+
+def extract_gold(reports: Sequence[GoldReport], db: str | Path, backend: Any, *, sampling: Any = None,
+                 prompt_path: Optional[Path] = None, progress: bool = False) -> dict[str, Any]:
+    """Ingest the gold reports into the store `db` and run the extraction engine over them.
+
+    The engine skips reports already extracted under the same run key, so a rerun on the same store resumes.
+
+    Args:
+        backend: an `extract.backends.base.Backend` (not started; the engine closes it).
+        sampling: `SamplingConfig` (default: the engine's defaults, temperature 0).
+
+    Returns:
+        The engine's run summary (counts, tokens, run id).
     """
+    import tempfile
+
     try:
-        from extract import engine
+        from extract.backends.base import SamplingConfig
+        from extract.ingest import ingest_dump
+        from extract.run_cli import run_extract
+        from extract.store import Store
     except ImportError as exc:
-        raise EngineUnavailable(f"extract.engine cannot be imported ({exc}); use --db or --predictions") from exc
-    raise EngineUnavailable("extract.engine exposes no batch extraction function yet; use --db or --predictions")
+        raise EngineUnavailable(f"the extraction engine cannot be imported ({exc}); use --db or --predictions") from exc
+
+    Path(db).parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        dump = write_report_dump(reports, Path(tmp) / "gold_reports.jsonl")
+        with Store(db) as store:
+            ingest_dump(store, dump)
+    return run_extract(Path(db), backend, prompt_path=prompt_path, sampling=sampling or SamplingConfig(),
+                       limit=None, retry_failed=False, log_text=False, progress=progress)
