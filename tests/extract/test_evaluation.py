@@ -312,3 +312,30 @@ def test_extract_gold_then_store_predictions_score_end_to_end(tmp_path):
     ev.extract_gold(reports[:1], db, again)  # a rerun resumes: nothing new to extract
     assert again.calls == 0
     assert ev.predictions_from_store(db, ["R1"])["R1"].organs["liver"]["lesion_count"] == 1
+
+
+def test_cli_scores_a_prediction_file_and_writes_json(tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from extract import eval_cli
+
+    app = typer.Typer()
+    eval_cli.register(app)
+    gold_path = tmp_path / "gold.jsonl"
+    gold_path.write_text(json.dumps({"id": "A", "report": "Liver: 9 mm cyst in segment 7.",
+                                     "organs": {"liver": LIVER_LESION}}) + "\n")
+    preds_path = tmp_path / "preds.jsonl"
+    preds_path.write_text(json.dumps({"id": "A", "organs": {"liver": {**LIVER_LESION, "largest_location": "segment_6"}}})
+                          + "\n")
+    out = tmp_path / "r.json"
+    runner = CliRunner()
+    res = runner.invoke(app, ["eval-extraction", str(gold_path), "--predictions", str(preds_path), "--out", str(out),
+                              "--mismatches", "5", "--check-targets"])
+    assert res.exit_code == 1, res.output  # location 0/1 misses its target
+    assert "A liver location: gold 'segment_7' pred 'segment_6'" in res.output
+    result = json.loads(out.read_text())
+    assert result["overall"]["location"] == {"correct": 0, "total": 1, "rate": 0.0}
+    assert result["source"] == f"file:{preds_path}"
+    res = runner.invoke(app, ["eval-extraction", str(tmp_path / "nope.jsonl"), "--predictions", str(preds_path)])
+    assert res.exit_code == 2 and "cannot read the gold file" in res.output
