@@ -8,7 +8,7 @@ Run key: `config_hash` digests the prompt file, the schema version and LLM schem
 quantization) and the sampling parameters. `extraction_key` = sha256(report_id, report sha256, config_hash):
 a report already stored under a key is never sent again, and a report's rows (extraction, tumors, organ
 findings) are written in one transaction, so a killed run loses at most the calls in flight and the results of
-the last half second. Reports sharing a text share one LLM call.
+the last quarter second (`flush_interval_s`). Reports sharing a text share one LLM call.
 
 Report text is never logged unless `log_text` is set.
 """
@@ -67,7 +67,7 @@ class EngineConfig(BaseModel):
 
     limit: Optional[int] = Field(None, ge=1, description="extract at most this many pending reports")
     write_batch: int = Field(64, ge=1, description="results per DuckDB transaction")
-    flush_interval_s: float = Field(0.5, gt=0, description="longest time a finished result waits to be written (s)")
+    flush_interval_s: float = Field(0.25, gt=0, description="longest time a finished result waits to be written (s)")
     max_report_chars: int = Field(30000, ge=100, description="longer reports fail without a call")
     retry_failed: bool = Field(False, description="re-extract reports whose stored result under this key failed")
     log_text: bool = Field(False, description="log report text and model output of failures (PHI!)")
@@ -239,25 +239,28 @@ def result_tables(rows: list[tuple[Job, Outcome]], run_id: str, cfg_hash: str) -
 
 
 class ResultWriter:
-    """Buffers finished reports and writes them in batches, each batch one transaction."""
+    """Buffers finished reports and writes them in batches, each batch one transaction.
 
-    def __init__(self, store: Any, run_id: str, cfg_hash: str, batch: int) -> None:
-        self.store, self.run_id, self.cfg_hash, self.batch = store, run_id, cfg_hash, batch
+    A result is written at once when the last write is older than `interval_s` (slow backends: every result
+    immediately), else with the next batch, which is written when full or `interval_s` old.
+    """
+
+    def __init__(self, store: Any, run_id: str, cfg_hash: str, batch: int, interval_s: float) -> None:
+        self.store, self.run_id, self.cfg_hash, self.batch, self.interval_s = store, run_id, cfg_hash, batch, interval_s
         self._rows: list[tuple[Job, Outcome]] = []
-        self._oldest = 0.0
+        self._last_write = 0.0
         self.written = 0
 
     def add(self, job: Job, outcome: Outcome) -> None:
-        if not self._rows:
-            self._oldest = time.monotonic()
         self._rows.append((job, outcome))
-        if len(self._rows) >= self.batch:
+        if len(self._rows) >= self.batch or self.due():
             self.flush()
 
-    def due(self, interval_s: float) -> bool:
-        return bool(self._rows) and time.monotonic() - self._oldest >= interval_s
+    def due(self) -> bool:
+        return bool(self._rows) and time.monotonic() - self._last_write >= self.interval_s
 
     def flush(self) -> None:
+        self._last_write = time.monotonic()
         if not self._rows:
             return
         rows, self._rows = self._rows, []
@@ -394,7 +397,7 @@ async def _run(store: Any, backend: Backend, info: BackendInfo, prompt: Prompt, 
         queue.put_nowait(group)
 
     schema = llm_json_schema()
-    writer = ResultWriter(store, run_id, cfg_hash, config.write_batch)
+    writer = ResultWriter(store, run_id, cfg_hash, config.write_batch, config.flush_interval_s)
     bar = _progress(len(jobs), config.progress)
     t0 = time.perf_counter()
 
@@ -426,7 +429,7 @@ async def _run(store: Any, backend: Backend, info: BackendInfo, prompt: Prompt, 
     async def flusher() -> None:
         while True:
             await asyncio.sleep(config.flush_interval_s / 2)
-            if writer.due(config.flush_interval_s):
+            if writer.due():
                 writer.flush()
 
     n_workers = max(1, min(backend.max_concurrency, len(by_text)))

@@ -15,7 +15,7 @@ import asyncio
 import json
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -70,6 +70,8 @@ class _Endpoint:
     mode: str = "json_schema"
     in_flight: int = 0
     model: str | None = None
+    dialect_known: bool = False  # set by the first call that got an answer
+    probe: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class _Retryable(Exception):
@@ -152,7 +154,14 @@ class OpenAIBackend:
             return await self._post_chat(ep, messages, schema, sampling)
 
         try:
-            data = await self._with_retries(ep, call)
+            data = None
+            if not ep.dialect_known:  # the first call learns the dialect alone, so at most one is refused
+                async with ep.probe:
+                    if not ep.dialect_known:
+                        data = await self._with_retries(ep, call)
+                        ep.dialect_known = True
+            if data is None:
+                data = await self._with_retries(ep, call)
         finally:
             ep.in_flight -= 1
         try:

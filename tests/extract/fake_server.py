@@ -109,8 +109,8 @@ class FakeLLMServer:
                 body = await reader.readexactly(int(headers.get("content-length", "0") or 0))
                 if not await self._route(method, path, body, writer):
                     break
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
-            pass
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError, asyncio.CancelledError):
+            pass  # client went away, or the server is shutting down
         finally:
             writer.close()
 

@@ -1,0 +1,68 @@
+"""Scripted answers, report texts and an in-process backend shared by the extraction tests."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pyarrow as pa
+
+from extract.backends.base import BackendInfo, Completion, SamplingConfig
+
+LIVER_REPORT = "Liver: 2.2 cm hypodense lesion in segment 8, likely a hemangioma. Spleen: Normal."
+KIDNEY_REPORT = "Kidneys: 14 mm simple cyst in the upper pole of the left kidney. Pancreas: Unremarkable."
+NORMAL_REPORT = "Liver: No focal lesion. Pancreas: Normal."
+
+
+def lesion(**kw: Any) -> dict[str, Any]:
+    base = {"organ": "liver", "side": "none", "location": "", "count": 1, "count_exact": True, "size": "",
+            "size_bound": "none", "attenuation": "unknown", "kind": "lesion_unspecified", "certainty": "definite",
+            "quote": ""}
+    return {**base, **kw}
+
+
+ANSWERS = {
+    LIVER_REPORT: json.dumps({
+        "organs": [{"organ": "liver", "side": "both", "state": "lesion", "quote": "2.2 cm hypodense lesion"},
+                   {"organ": "spleen", "side": "both", "state": "no_lesion", "quote": "Spleen: Normal."}],
+        "lesions": [lesion(location="segment 8", size="2.2 cm", attenuation="hypo", kind="hemangioma",
+                           quote="2.2 cm hypodense lesion in segment 8, likely a hemangioma")]}),
+    KIDNEY_REPORT: json.dumps({
+        "organs": [{"organ": "kidney", "side": "left", "state": "lesion", "quote": "14 mm simple cyst"},
+                   {"organ": "pancreas", "side": "both", "state": "no_lesion", "quote": "Pancreas: Unremarkable."}],
+        "lesions": [lesion(organ="kidney", side="left", location="upper pole", size="14 mm", kind="cyst",
+                           quote="14 mm simple cyst in the upper pole of the left kidney")]}),
+    NORMAL_REPORT: json.dumps({
+        "organs": [{"organ": "liver", "side": "both", "state": "no_lesion", "quote": "Liver: No focal lesion."},
+                   {"organ": "pancreas", "side": "both", "state": "no_lesion", "quote": "Pancreas: Normal."}],
+        "lesions": []}),
+}
+
+
+def add_reports(store: Any, texts: dict[str, str]) -> None:
+    store.add_reports(pa.table({"report_id": list(texts), "text": list(texts.values())}), source="test")
+
+
+class ScriptedBackend:
+    """An in-process backend answering from a list of scripted results (str, Completion or exception)."""
+
+    def __init__(self, script: list[Any], model_id: str = "scripted", max_concurrency: int = 4) -> None:
+        self.script = list(script)
+        self.max_concurrency = max_concurrency
+        self.calls: list[list[dict[str, str]]] = []
+        self.model_id = model_id
+
+    async def start(self) -> BackendInfo:
+        return BackendInfo(backend="scripted", backend_version="0", model_id=self.model_id)
+
+    async def complete(self, messages, schema, sampling: SamplingConfig) -> Completion:
+        self.calls.append(messages)
+        item = self.script.pop(0) if self.script else "{}"
+        if isinstance(item, Exception):
+            raise item
+        if isinstance(item, Completion):
+            return item
+        return Completion(text=item, finish_reason="stop", prompt_tokens=100, output_tokens=20)
+
+    async def aclose(self) -> None:
+        pass

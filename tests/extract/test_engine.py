@@ -1,0 +1,226 @@
+"""Engine: run keys, validation and repair, storage, idempotence, shared texts, fault-injected runs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+
+import pytest
+
+from extract.backends.base import BackendError, BackendInfo, Completion, SamplingConfig
+from extract.backends.openai import OpenAIBackend, OpenAIConfig
+from extract.engine import (
+    AnswerError,
+    EngineConfig,
+    config_hash,
+    extract_one,
+    extraction_key,
+    parse_answer,
+    pending_reports,
+    run_config,
+    run_extraction,
+)
+from extract.prompting import load_prompt, shared_prefix_chars
+from fake_server import Action, FakeLLMServer
+from llm_fakes import ANSWERS, KIDNEY_REPORT, LIVER_REPORT, NORMAL_REPORT, ScriptedBackend, add_reports, lesion
+from schemas.llm import llm_json_schema
+
+PROMPT = load_prompt()
+SCHEMA = llm_json_schema()
+QUIET = EngineConfig(progress=False)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+# -- keys --------------------------------------------------------------------------------------------
+
+
+def test_config_hash_changes_with_every_part_of_the_run_key():
+    info = BackendInfo(backend="x", backend_version="1", model_id="m", model_revision="r", quantization="q")
+    base = config_hash(run_config(PROMPT, info, SamplingConfig()))
+    variants = [
+        run_config(PROMPT, BackendInfo(backend="x", backend_version="1", model_id="m2", model_revision="r",
+                                       quantization="q"), SamplingConfig()),
+        run_config(PROMPT, BackendInfo(backend="x", backend_version="1", model_id="m", model_revision="r2",
+                                       quantization="q"), SamplingConfig()),
+        run_config(PROMPT, info, SamplingConfig(max_tokens=512)),
+        run_config(PROMPT, info, SamplingConfig(temperature=0.7)),
+        {**run_config(PROMPT, info, SamplingConfig()), "prompt_sha256": "0" * 64},
+        {**run_config(PROMPT, info, SamplingConfig()), "schema_version": "9.9.9"},
+    ]
+    hashes = {config_hash(v) for v in variants}
+    assert base not in hashes and len(hashes) == len(variants)
+    # the backend itself is not part of the key: the same model served another way gives the same answers
+    other = BackendInfo(backend="y", backend_version="2", model_id="m", model_revision="r", quantization="q")
+    assert config_hash(run_config(PROMPT, other, SamplingConfig())) == base
+
+
+def test_extraction_key_depends_on_id_text_and_config():
+    k = extraction_key("a", "s" * 64, "c" * 64)
+    assert len(k) == 64
+    assert k != extraction_key("b", "s" * 64, "c" * 64)
+    assert k != extraction_key("a", "t" * 64, "c" * 64)
+    assert k != extraction_key("a", "s" * 64, "d" * 64)
+
+
+# -- prompt ------------------------------------------------------------------------------------------
+
+
+def test_prompt_prefix_is_fixed_and_report_is_last():
+    a, b = PROMPT.messages(LIVER_REPORT), PROMPT.messages(KIDNEY_REPORT)
+    assert a[:-1] == b[:-1] and a[-1]["content"].endswith(LIVER_REPORT)
+    assert a[0]["role"] == "system" and [m["role"] for m in a[1:-1]] == ["user", "assistant"] * 3
+    fixed, total = shared_prefix_chars(PROMPT, LIVER_REPORT)
+    assert fixed / total > 0.9
+
+
+def test_repair_turn_carries_the_first_answer_and_errors():
+    msgs = PROMPT.repair_messages(LIVER_REPORT, "{bad", "organs: field required")
+    assert msgs[-2] == {"role": "assistant", "content": "{bad"}
+    assert "organs: field required" in msgs[-1]["content"] and msgs[-1]["role"] == "user"
+
+
+# -- parsing and one report -----------------------------------------------------------------------------
+
+
+def test_parse_answer_converts_sizes_in_code():
+    payload, warnings = parse_answer(ANSWERS[LIVER_REPORT], LIVER_REPORT)
+    (tumor,) = payload.tumors
+    assert tumor.size.diameters_mm == [22.0] and tumor.segments[0].value == "liver_segment_8"
+    assert warnings == []
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("{not json", "does not match the schema"),
+    (json.dumps({"organs": [], "lesions": [lesion(count=0)]}), "count"),
+    (json.dumps({"organs": [], "lesions": [lesion(size="45 cm", quote="a 45 cm liver mass")]}), "breaks a rule: .*400"),
+])
+def test_parse_answer_rejects_unusable_answers(text, needle):
+    with pytest.raises(AnswerError, match=needle):
+        parse_answer(text, "Liver: a 45 cm liver mass, " + LIVER_REPORT)
+
+
+def test_happy_path_is_one_call():
+    backend = ScriptedBackend([ANSWERS[LIVER_REPORT]])
+    out = run(extract_one(backend, PROMPT, SCHEMA, SamplingConfig(), LIVER_REPORT))
+    assert (out.status, out.attempts, out.calls, len(backend.calls)) == ("ok", 1, 1, 1)
+    assert out.prompt_tokens == 100 and out.output_tokens == 20
+
+
+def test_invalid_then_valid_is_repaired_with_errors_sent_back():
+    backend = ScriptedBackend(['{"organs": []}', ANSWERS[LIVER_REPORT]])
+    out = run(extract_one(backend, PROMPT, SCHEMA, SamplingConfig(), LIVER_REPORT))
+    assert (out.status, out.attempts, out.calls) == ("repaired", 2, 2)
+    repair_turn = backend.calls[1][-1]["content"]
+    assert "lesions" in repair_turn and backend.calls[1][-2]["content"] == '{"organs": []}'
+    assert out.payload is not None and len(out.payload.tumors) == 1
+
+
+def test_invalid_twice_fails_and_keeps_both_errors():
+    backend = ScriptedBackend(["{", "[]"])
+    out = run(extract_one(backend, PROMPT, SCHEMA, SamplingConfig(), LIVER_REPORT))
+    assert (out.status, out.attempts, out.payload) == ("failed", 2, None)
+    assert "attempt 1" in out.error and "attempt 2" in out.error and out.raw_output == "[]"
+
+
+def test_length_finish_is_a_failure_without_repair():
+    trunc = Completion(text='{"organs": [', finish_reason="length", prompt_tokens=5, output_tokens=64)
+    backend = ScriptedBackend([trunc, ANSWERS[LIVER_REPORT]])
+    out = run(extract_one(backend, PROMPT, SCHEMA, SamplingConfig(max_tokens=64), LIVER_REPORT))
+    assert out.status == "failed" and "max_tokens=64" in out.error and len(backend.calls) == 1
+
+
+def test_transport_failure_is_a_failure():
+    backend = ScriptedBackend([BackendError("connection refused")])
+    out = run(extract_one(backend, PROMPT, SCHEMA, SamplingConfig(), LIVER_REPORT))
+    assert out.status == "failed" and out.error.startswith("transport:")
+
+
+def test_overlong_report_fails_without_a_call():
+    backend = ScriptedBackend([])
+    out = run(extract_one(backend, PROMPT, SCHEMA, SamplingConfig(), "x" * 500, max_report_chars=100))
+    assert out.status == "failed" and backend.calls == []
+
+
+# -- runs against a store --------------------------------------------------------------------------------
+
+
+def test_run_stores_every_report_and_rerun_calls_nothing(store):
+    texts = {"r1": LIVER_REPORT, "r2": KIDNEY_REPORT, "r3": NORMAL_REPORT, "r4": "Unreadable report."}
+    add_reports(store, texts)
+    script = [ANSWERS[LIVER_REPORT], ANSWERS[KIDNEY_REPORT], ANSWERS[NORMAL_REPORT], "{", "{"]
+    backend = ScriptedBackend(script, max_concurrency=1)  # one at a time: the script follows report order
+    stats = run(run_extraction(store, backend, PROMPT, SamplingConfig(), QUIET))
+    assert (stats.ok, stats.repaired, stats.failed, stats.calls) == (3, 0, 1, 5)
+    rows = store.query("SELECT report_id, status, attempts FROM extractions ORDER BY report_id").to_pylist()
+    assert [(r["report_id"], r["status"], r["attempts"]) for r in rows] == [
+        ("r1", "ok", 1), ("r2", "ok", 1), ("r3", "ok", 1), ("r4", "failed", 2)]
+    summary = {(r["report_id"], r["organ"]): r for r in store.query("SELECT * FROM organ_summary").to_pylist()}
+    assert summary[("r1", "liver")]["largest_diameter_mm"] == 22.0
+    assert summary[("r2", "kidney")]["sides"] == ["left"] and summary[("r3", "pancreas")]["state"] == "no_lesion"
+    run_row = store.query("SELECT * FROM extraction_runs").to_pylist()[0]
+    assert (run_row["n_ok"], run_row["n_failed"], run_row["model_id"]) == (3, 1, "scripted")
+    assert run_row["prompt_sha256"] == PROMPT.sha256 and run_row["finished_at"] is not None
+
+    again = ScriptedBackend([])
+    stats2 = run(run_extraction(store, again, PROMPT, SamplingConfig(), QUIET))
+    assert stats2.pending == 0 and again.calls == []
+    # a failed report is re-extracted only on request
+    retry = ScriptedBackend([ANSWERS[NORMAL_REPORT].replace("Liver: No focal lesion.", "Unreadable report.")])
+    stats3 = run(run_extraction(store, retry, PROMPT, SamplingConfig(), EngineConfig(progress=False, retry_failed=True)))
+    assert stats3.pending == 1 and len(retry.calls) == 1
+    assert store.query("SELECT count(*) AS n FROM extractions").column("n")[0].as_py() == 4
+
+
+def test_new_sampling_is_a_new_key(store):
+    add_reports(store, {"r1": NORMAL_REPORT})
+    run(run_extraction(store, ScriptedBackend([ANSWERS[NORMAL_REPORT]]), PROMPT, SamplingConfig(), QUIET))
+    second = ScriptedBackend([ANSWERS[NORMAL_REPORT]])
+    run(run_extraction(store, second, PROMPT, SamplingConfig(max_tokens=512), QUIET))
+    assert len(second.calls) == 1
+    assert store.query("SELECT count(DISTINCT config_hash) AS n FROM extractions").column("n")[0].as_py() == 2
+
+
+def test_ids_sharing_a_text_share_one_call(store):
+    add_reports(store, {"a": NORMAL_REPORT, "b": NORMAL_REPORT, "c": LIVER_REPORT})
+    backend = ScriptedBackend([ANSWERS[NORMAL_REPORT], ANSWERS[LIVER_REPORT]], max_concurrency=1)
+    stats = run(run_extraction(store, backend, PROMPT, SamplingConfig(), QUIET))
+    assert len(backend.calls) == 2 and stats.ok == 3
+    assert store.query("SELECT count(*) AS n FROM organ_summary WHERE organ = 'liver'").column("n")[0].as_py() == 3
+
+
+def test_limit_takes_the_first_pending_reports(store):
+    add_reports(store, {"r1": LIVER_REPORT, "r2": KIDNEY_REPORT})
+    run(run_extraction(store, ScriptedBackend([ANSWERS[LIVER_REPORT]]), PROMPT, SamplingConfig(),
+                       EngineConfig(progress=False, limit=1)))
+    info = BackendInfo(backend="scripted", backend_version="0", model_id="scripted")
+    cfg = config_hash(run_config(PROMPT, info, SamplingConfig()))
+    assert [j.report_id for j in pending_reports(store, cfg)] == ["r2"]
+
+
+def test_faulty_server_run_ends_with_every_report_stored(store):
+    """500s, truncated bodies, dropped connections, length cut-offs, garbage and slow answers: no crash, no loss."""
+    texts = {f"r{i:02d}": f"Liver: {i + 1} mm hypodense focus number {i}." for i in range(30)}
+    add_reports(store, texts)
+    rng = random.Random(7)
+    faults = [Action("status", status=500), Action("truncated"), Action("drop"),
+              Action(content='{"organs": [', finish_reason="length"), Action(content="not json"),
+              Action(delay_s=0.3), Action()]
+
+    def respond(i: int, body: dict) -> Action:
+        return rng.choice(faults)
+
+    with FakeLLMServer(respond=respond) as server:
+        backend = OpenAIBackend(OpenAIConfig(urls=[server.url], retries=2, backoff_s=0.01, timeout_s=0.2,
+                                             concurrency=8))
+        stats = run(run_extraction(store, backend, PROMPT, SamplingConfig(), QUIET))
+    rows = store.query("SELECT report_id, status, error FROM extractions").to_pylist()
+    assert sorted(r["report_id"] for r in rows) == sorted(texts)
+    assert stats.ok + stats.repaired + stats.failed == 30 and stats.failed > 0 and stats.ok > 0
+    assert all(r["error"] for r in rows if r["status"] == "failed")
+    usable = {r["report_id"] for r in rows if r["status"] != "failed"}
+    findings = store.query("SELECT report_id, count(*) AS n FROM organ_findings GROUP BY report_id").to_pylist()
+    assert {r["report_id"] for r in findings} == usable and all(r["n"] == 18 for r in findings)

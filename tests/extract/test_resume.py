@@ -1,0 +1,68 @@
+"""Resume: SIGKILL a real `rsuper extract` process midway, run it again, every report is done exactly once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from extract.store import Store
+from fake_server import Action, FakeLLMServer, report_of
+from llm_fakes import add_reports
+
+REPO = Path(__file__).resolve().parents[2]
+N_REPORTS = 40
+CONCURRENCY = 3
+
+
+def _extract(db: Path, url: str) -> subprocess.Popen:
+    env = {**os.environ, "RSUPER_DB": str(db)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "extract.cli", "extract", "--backend", "openai", "--llm-url", url,
+         "--concurrency", str(CONCURRENCY), "--retries", "0", "--no-progress", "--json"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_sigkill_midway_then_rerun_does_each_report_once(tmp_path):
+    db = tmp_path / "resume.duckdb"
+    texts = {f"acc{i:03d}": f"Liver: {i + 2} mm hypodense focus, report number {i}." for i in range(N_REPORTS)}
+    id_of = {t: rid for rid, t in texts.items()}
+    with Store(db) as store:
+        add_reports(store, texts)
+
+    with FakeLLMServer(respond=lambda i, body: Action(delay_s=0.15)) as server:
+        proc = _extract(db, server.url)
+        deadline = time.monotonic() + 60
+        while len(server.requests) < 24 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        first = [id_of[report_of(b)] for b in server.requests]
+
+        with Store(db, read_only=True) as store:
+            stored_after_kill = set(store.query("SELECT report_id FROM extractions").column("report_id").to_pylist())
+            n_tumor_keys = store.query("SELECT count(DISTINCT extraction_key) AS n FROM organ_findings").column("n")[0]
+        assert 0 < len(stored_after_kill) < N_REPORTS
+        assert n_tumor_keys.as_py() == len(stored_after_kill)  # no extraction without its organ rows, or vice versa
+
+        proc = _extract(db, server.url)
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err[-2000:]
+        second = [id_of[report_of(b)] for b in server.requests[len(first):]]
+
+    assert not stored_after_kill & set(second)  # nothing stored was asked again
+    # in flight at the kill, or answered within the last flush interval (0.25 s, answers take 0.15 s)
+    lost = set(first) - stored_after_kill
+    assert len(lost) <= 2 * CONCURRENCY + 1 and set(second) == set(texts) - stored_after_kill
+    with Store(db, read_only=True) as store:
+        rows = store.query("SELECT report_id, status FROM extractions").to_pylist()
+        per_report = store.query("SELECT report_id, count(*) AS n FROM organ_findings GROUP BY report_id").to_pylist()
+    counts = Counter(r["report_id"] for r in rows)
+    assert set(counts) == set(texts) and set(counts.values()) == {1}
+    assert all(r["status"] == "ok" for r in rows)
+    assert {r["report_id"] for r in per_report} == set(texts) and {r["n"] for r in per_report} == {18}
