@@ -1,8 +1,9 @@
 """Async client for OpenAI-compatible chat servers (`vllm serve`, llama-cpp-python's server, others).
 
-- Structured output: vLLM's dialect first (`response_format` type `json_schema`). A server that refuses it (HTTP
-  400/422 whose body names `response_format`/`json_schema`, as llama-cpp-python's server does) is switched once,
-  for that endpoint only, to `json_object` with the schema inline.
+- Structured output: vLLM's dialect first (`response_format` type `json_schema`). A server that refuses it (an
+  error whose body names `response_format`/`json_schema`; llama-cpp-python's server answers HTTP 500 with its
+  validation error) is switched once, for that endpoint only, to `json_object` with the schema inline. Until the
+  first answer arrives, an endpoint takes one call at a time, so at most one call is refused.
 - Several base URLs are load-balanced: each call goes to the endpoint with the fewest calls in flight.
 - Transport errors, timeouts, 5xx/429 and unreadable bodies are retried with exponential backoff and jitter;
   past the budget the call raises `BackendError`. `finish_reason` is returned as is: the engine treats
@@ -59,9 +60,15 @@ def response_format(mode: str, schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def is_dialect_rejection(status: int, body: str) -> bool:
-    """True when a 400/422 refuses the `json_schema` response format (so `json_object` should be tried)."""
+    """True when an error answer refuses the `json_schema` response format (so `json_object` should be tried).
+
+    A 400/422 naming either word counts; so does a 500 naming both, which is how llama-cpp-python's server
+    reports its request-validation error.
+    """
     low = body.lower()
-    return status in (400, 422) and ("response_format" in low or "json_schema" in low)
+    if status in (400, 422):
+        return "response_format" in low or "json_schema" in low
+    return status == 500 and "response_format" in low and "json_schema" in low
 
 
 @dataclass
@@ -187,13 +194,13 @@ class OpenAIBackend:
                 r = await self._client.post(f"{ep.url}/chat/completions", json=body)
             except httpx.TransportError as exc:
                 raise _Retryable(f"{type(exc).__name__}: {exc}") from exc
-            if r.status_code in _RETRY_STATUS:
-                raise _Retryable(f"HTTP {r.status_code}")
             if r.status_code >= 400:
                 text = r.text
                 if mode == "json_schema" and is_dialect_rejection(r.status_code, text):
                     ep.mode = "json_object"
                     continue
+                if r.status_code in _RETRY_STATUS:
+                    raise _Retryable(f"HTTP {r.status_code}")
                 if ep.mode != mode:  # another call switched the dialect meanwhile
                     continue
                 raise BackendError(f"{ep.url}: HTTP {r.status_code}: {text[:300]}")

@@ -144,7 +144,7 @@ class FakeLLMServer:
         if action.kind == "reject_json_schema" and body.get("response_format", {}).get("type") == "json_schema":
             msg = {"detail": [{"loc": ["body", "response_format", "type"], "msg": "Input should be 'text' or "
                                "'json_object'", "input": "json_schema"}]}
-            await self._send(writer, 422, json.dumps(msg).encode())
+            await self._send(writer, action.status if action.status != 200 else 422, json.dumps(msg).encode())
             return True
         content = action.content if action.content is not None else self.answers.get(report_of(body), EMPTY_ANSWER)
         reply = json.dumps({

@@ -44,6 +44,7 @@ def test_url_normalisation_and_dialect_detection():
     assert normalize_url("http://h:8000") == normalize_url("http://h:8000/v1/") == "http://h:8000/v1"
     assert is_dialect_rejection(422, '{"loc": ["body", "response_format", "type"]}')
     assert is_dialect_rejection(400, "json_schema is not supported")
+    assert is_dialect_rejection(500, "literal_error ('body', 'response_format', 'type') input: 'json_schema'")
     assert not is_dialect_rejection(500, "response_format") and not is_dialect_rejection(400, "bad messages")
 
 
@@ -59,8 +60,9 @@ def test_happy_path_sends_vllm_dialect_and_reads_usage():
     assert body["response_format"]["json_schema"]["schema"] == SCHEMA
 
 
-def test_json_schema_rejection_falls_back_once_per_endpoint():
-    with FakeLLMServer(respond=lambda i, b: Action("reject_json_schema")) as server:
+@pytest.mark.parametrize("status", [422, 500])  # 500: how llama-cpp-python's server refuses it
+def test_json_schema_rejection_falls_back_once_per_endpoint(status):
+    with FakeLLMServer(respond=lambda i, b: Action("reject_json_schema", status=status)) as server:
         results = asyncio.run(_calls(OpenAIBackend(fast_config(server.url, concurrency=1)), 5))
         kinds = [r["response_format"]["type"] for r in server.requests]
     assert all(r.text == EMPTY_ANSWER for r in results)
