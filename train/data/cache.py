@@ -2,7 +2,8 @@
 
 Each case is preprocessed once into ``CACHE/<key[:2]>/<key>/`` where ``key`` hashes the case's content hash, the
 label-name files and the preprocessing settings. The folder holds ``image.npy`` (int16 HU), ``labels.npy`` (uint8
-canonical labels, :mod:`train.data.labels`), optionally ``lesions.npy`` (uint8 lesion codes) and ``meta.json``.
+canonical labels, :mod:`train.data.labels`), optionally ``lesions.npy`` (uint8 lesion codes), ``foreground.npy``
+(voxel indices for oversampling) and ``meta.json``.
 Arrays are memory-mapped when read, so a 96^3 patch costs a small read whatever the number of cases; a build that
 stops half-way resumes where it stopped (each entry is written to a temporary folder and renamed when complete).
 """
@@ -58,12 +59,14 @@ class CachedCase:
         image: int16 HU (X, Y, Z) in RAS orientation.
         labels: uint8 canonical labels (X, Y, Z).
         lesions: uint8 lesion codes (X, Y, Z) or None when the case has no lesion mask.
+        foreground: int32 (N, 3) voxel indices of lesion voxels (organ voxels when there is no lesion).
         meta: spacing_mm, affine, available labels, label boxes / voxel counts, intensity statistics.
     """
 
     image: np.ndarray
     labels: np.ndarray
     lesions: np.ndarray | None
+    foreground: np.ndarray
     meta: dict
 
     @property
@@ -145,7 +148,7 @@ def preprocess_case(case: CaseFiles, config: PreprocessConfig) -> tuple[dict[str
     }
     if lesions is not None:
         arrays["lesions"] = np.rint(_to_ras(lesions, affine, spacing, "nearest")[0]).astype(np.uint8)
-    meta = summarise(arrays, ras_affine, case, derived, config)
+    meta, arrays["foreground"] = summarise(arrays, ras_affine, case, derived, config)
     return arrays, meta
 
 
@@ -172,8 +175,9 @@ def _resolve_generic_lesions(lesions: np.ndarray, labels: np.ndarray) -> np.ndar
 
 
 def summarise(arrays: dict[str, np.ndarray], affine: np.ndarray, case: CaseFiles, derived: list[str],
-              config: PreprocessConfig) -> dict:
-    """Metadata the sampler needs without touching the arrays: boxes, voxel counts, statistics."""
+              config: PreprocessConfig) -> tuple[dict, np.ndarray]:
+    """Metadata the sampler needs without touching the arrays (boxes, voxel counts, statistics), and up to
+    ``config.foreground_samples`` foreground voxel indices (N, 3) int32 for oversampling."""
     labels, image = arrays["labels"], arrays["image"]
     counts = np.bincount(labels.ravel(), minlength=len(L.CANONICAL_LABELS))
     boxes: dict[str, list[list[int]]] = {}
@@ -203,8 +207,7 @@ def summarise(arrays: dict[str, np.ndarray], affine: np.ndarray, case: CaseFiles
         "label_voxels": {L.CANONICAL_LABELS[i]: int(counts[i]) for i in present},
         "hu_mean": float(values.mean()),
         "hu_std": float(values.std() + 1e-6),
-        "foreground": fg.astype(np.int32).tolist(),
-    }
+    }, fg.astype(np.int32)
 
 
 def _lesion_organs(case: CaseFiles) -> list[str]:
@@ -244,7 +247,13 @@ def load_entry(cache_dir: Path, key: str) -> CachedCase | None:
         return None
     meta = json.loads((d / "meta.json").read_text())
     lesions = np.load(d / "lesions.npy", mmap_mode="r") if (d / "lesions.npy").is_file() else None
-    return CachedCase(np.load(d / "image.npy", mmap_mode="r"), np.load(d / "labels.npy", mmap_mode="r"), lesions, meta)
+    return CachedCase(
+        np.load(d / "image.npy", mmap_mode="r"),
+        np.load(d / "labels.npy", mmap_mode="r"),
+        lesions,
+        np.load(d / "foreground.npy", mmap_mode="r"),
+        meta,
+    )
 
 
 def ensure_cached(cache_dir: Path, case: CaseFiles, config: PreprocessConfig) -> CachedCase:

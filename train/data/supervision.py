@@ -177,6 +177,6 @@ def build_supervision(records: CaseRecords, available: frozenset[str], max_tumor
         taken = {lab for g in groups if g.organ == organ for lab in g.labels}
         labels = tuple(lab for lab in labels if lab in available and lab not in taken)
         if labels:
-            groups.append(Group(organ, labels, 2))
+            groups.append(Group(organ, tuple(sorted(labels)), 2))
     mentioned = set(by_organ) | unknown | {_organ_of_key(k) for k in records.lesion_free}
     return CaseSupervision(tuple(groups), frozenset(unknown), frozenset(mentioned))

@@ -1,0 +1,82 @@
+import numpy as np
+import pytest
+
+from train.data.cache import ensure_cached
+from train.data.cases import build_cases, training_cases
+from train.data.dataset import CaseDataset, DataConfig, MixedBatchSampler, build_sample, collate, group_box
+from train.data.labels import load_label_names
+from train.data.records import records_from_ground_truth
+from train.data.sampler import extract_patch, feasible_start_range, start_containing
+from train.data.supervision import build_supervision
+
+
+@pytest.fixture(scope="module")
+def cases(phantom_set):
+    table = build_cases(phantom_set, phantom_set / "case_reports.csv").table
+    rec = records_from_ground_truth(phantom_set / "ground_truth.jsonl")
+    out = training_cases(table, rec, load_label_names(phantom_set / "labels.json"),
+                         load_label_names(phantom_set / "lesion_labels.json"), split=None, report_only_fraction=0.6,
+                         seed=1)
+    assert any(c.has_mask for c in out) and any(not c.has_mask for c in out)
+    return out
+
+
+def test_start_containing_always_contains_the_box():
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        shape = tuple(rng.integers(20, 80, 3))
+        lo = np.array([rng.integers(0, s) for s in shape])
+        hi = np.minimum(lo + rng.integers(0, 25, 3), np.array(shape) - 1)
+        start = start_containing(rng, lo, hi, shape, (32, 32, 32), np.array([3, 3, 3]))
+        assert start is not None and np.all(start <= lo) and np.all(start + 32 > hi)
+    assert feasible_start_range(np.array([0, 0, 0]), np.array([40, 5, 5]), (50, 50, 50), (32, 32, 32),
+                                np.zeros(3)) is None
+
+
+def test_extract_patch_pads_outside():
+    a = np.arange(27).reshape(3, 3, 3)
+    p = extract_patch(a, np.array([-1, 0, 0]), (2, 2, 2), fill=-5)
+    assert (p[0] == -5).all() and p[1, 0, 0] == 0
+
+
+def test_sampler_keeps_the_chosen_group_inside(phantom_set, cases):
+    config = DataConfig(patch_size=(32, 32, 24), random_crop_probability=0.0, intensity_augmentation=False)
+    chosen = 0
+    for case in (c for c in cases if not c.has_mask):
+        cached = ensure_cached(phantom_set / "cache", case.files, config.preprocess)
+        sup = build_supervision(case.records, frozenset(cached.meta["available_labels"]))
+        for seed in range(10):
+            s = build_sample(cached, case, config, np.random.default_rng(seed))
+            if s["chosen_group"] is None:
+                continue
+            chosen += 1
+            lo, hi = group_box(sup.groups[s["chosen_group"]], cached.meta["label_boxes"])
+            assert np.all(s["crop_start"] <= lo) and np.all(s["crop_start"] + np.array(config.patch_size) > hi)
+            states = [g["state"] for g in s["groups"]]
+            assert 1 in states  # the chosen lesion group is supervised in the crop
+    assert chosen > 0
+
+
+def test_batch_contract(phantom_set, cases):
+    config = DataConfig(patch_size=(32, 32, 24), mask_fraction=0.5)
+    ds = CaseDataset(cases, phantom_set / "cache", config)
+    sampler = MixedBatchSampler(cases, batch_size=4, batches=3, mask_fraction=0.5, seed=3)
+    for batch_items in sampler:
+        batch = collate([ds[i] for i in batch_items])
+        assert batch["has_mask"].sum().item() == 2
+        t = batch["targets"]
+        t.validate()
+        assert batch["labels"].shape == (4, len(config.classes), 32, 32, 24)
+        assert batch["unknown_mask"].shape == batch["labels"].shape and batch["image_hu"].shape == (4, 1, 32, 32, 24)
+        lesion_c = [config.classes.index(n) for n in ("liver_lesion", "pancreas_lesion", "kidney_lesion")]
+        for i in range(4):
+            if batch["has_mask"][i]:
+                assert t.group_state[i].eq(0).all() and not batch["unknown_mask"][i].any()
+            else:
+                assert not batch["labels"][i, lesion_c].any()  # report cases have no lesion labels
+                for j in range(t.num_groups):
+                    if t.group_state[i, j] == 1:  # a lesion group is unknown for the ordinary loss
+                        assert batch["unknown_mask"][i, t.group_channel[i, j]][t.group_masks[i, j]].all()
+        known = t.tumor_size_known
+        assert (t.tumor_volume_mm3[known] > 0).all() and (t.tumor_group[known] >= 0).all()
+        assert np.allclose(t.spacing_mm.numpy()[0], ds.cached(batch_items[0][0]).spacing_mm)

@@ -1,0 +1,46 @@
+import csv
+import json
+
+import numpy as np
+
+from train.data.phantoms import PhantomConfig, generate_case
+
+
+def test_flipped_anisotropic_affine_keeps_physical_tumor_volumes():
+    cfg = PhantomConfig(n=1, seed=5, shape=(96, 96, 64), tumor_count_probabilities=(0, 1, 0, 0),
+                        small_lesion_probability=0.0)
+    a = generate_case(cfg, 0, spacing_mm=(2.0, 2.0, 2.0), flip_xy=False)
+    b = generate_case(cfg, 0, spacing_mm=(2.2, 1.8, 3.1), flip_xy=True)
+    assert a.ground_truth["tumors"] == b.ground_truth["tumors"]  # truth does not depend on the grid
+    assert np.allclose(np.diag(b.affine)[:3], [-2.2, -1.8, 3.1])
+    true_volume = a.ground_truth["tumors"][0]["true_volume_mm3"]
+    va = np.count_nonzero(a.lesions) * 2.0 * 2.0 * 2.0
+    vb = np.count_nonzero(b.lesions) * 2.2 * 1.8 * 3.1
+    assert abs(va - vb) / true_volume < 0.15
+    assert abs(va - true_volume) / true_volume < 0.15
+
+
+def test_ct_range_and_labels():
+    case = generate_case(PhantomConfig(n=1, seed=1, shape=(48, 48, 32)), 0)
+    assert case.ct.dtype == np.int16 and case.ct.min() < -900 and 50 < np.median(case.ct[case.organs > 0]) < 200
+    assert set(np.unique(case.organs)) <= set(range(15)) and {1, 9, 12, 13, 14} <= set(np.unique(case.organs))
+
+
+def test_written_set_matches_report_and_truth(phantom_set):
+    with open(phantom_set / "reports.csv", newline="") as fh:
+        reports = list(csv.DictReader(fh))
+    assert list(reports[0]) == ["Accession Number", "Report Text"]
+    truth = [json.loads(line) for line in (phantom_set / "ground_truth.jsonl").read_text().splitlines()]
+    by_id = {r["Accession Number"]: r["Report Text"] for r in reports}
+    for gt in truth:
+        text = by_id[gt["report_id"]]
+        assert "FINDINGS:" in text and "IMPRESSION:" in text
+        for t in gt["tumors"]:
+            if t["diameters_mm"]:
+                d = t["diameters_mm"][0]
+                assert f"{d:g}" in text or f"{d / 10:.1f}" in text  # stated in mm or cm
+            assert len(t["true_diameters_mm"]) == 3
+        for organ in gt["lesion_free_organs"]:
+            assert organ in {"liver", "pancreas", "kidney", "spleen"}
+    with open(phantom_set / "case_reports.csv", newline="") as fh:
+        assert [r["report_id"] for r in csv.DictReader(fh)] == [g["report_id"] for g in truth]
