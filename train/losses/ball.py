@@ -80,13 +80,25 @@ def ball_score_map(probabilities: torch.Tensor, diameter_mm: float, spacing: Spa
     return fft_correlate(probabilities, kernel)
 
 
-def _axis_dist2(center: torch.Tensor, shape, spacing: Spacing) -> torch.Tensor:
-    """Squared physical distance (mm2) of every voxel to ``center`` (long (3,) voxel index)."""
-    parts = []
+def _window(center: torch.Tensor, shape, spacing: Spacing, radius_mm: float):
+    """Box around ``center`` (long (3,)) holding a ball of ``radius_mm`` plus room to grow, inside the volume.
+
+    Returns the flat volume indices (wd, wh, ww) of the box and its squared physical distances to the centre
+    (mm2). Sizes are known on the host and the start is clamped on the device, so no synchronisation is needed.
+    """
+    flat = None
+    dist2 = None
     for axis, (n, s) in enumerate(zip(shape, spacing)):
-        coord = torch.arange(n, device=center.device, dtype=torch.float32)
-        parts.append(((coord - center[axis].float()) * s) ** 2)
-    return parts[0][:, None, None] + parts[1][None, :, None] + parts[2][None, None, :]
+        w = min(n, 2 * (math.ceil(1.25 * radius_mm / s) + 2) + 1)
+        start = (center[axis] - w // 2).clamp(0, n - w)
+        coord = start + torch.arange(w, device=center.device)
+        d2 = ((coord - center[axis]).float() * s) ** 2
+        stride = math.prod(shape[axis + 1 :])
+        view = [1, 1, 1]
+        view[axis] = w
+        flat = coord.view(view) * stride if flat is None else flat + coord.view(view) * stride
+        dist2 = d2.view(view) if dist2 is None else dist2 + d2.view(view)
+    return flat, dist2
 
 
 @torch.no_grad()
@@ -94,6 +106,8 @@ def place_tumors(
     probabilities: torch.Tensor, region: torch.Tensor, sizes: list[BallSize], spacing: Spacing, params: BallParams
 ) -> Placement:
     """Place the reported tumours of one group on the current prediction.
+
+    Only the score map covers the whole crop; ranking and suppression run in a box around the chosen centre.
 
     Args:
         probabilities: float (D, H, W) sigmoid probabilities of the group's lesion channel (detached).
@@ -105,54 +119,62 @@ def place_tumors(
     Returns:
         The group's :class:`Placement`.
     """
-    shape = probabilities.shape
+    shape = tuple(probabilities.shape)
     device = probabilities.device
-    numel = probabilities.numel()
     voxel_mm3 = math.prod(spacing)
     diag_mm = math.sqrt(sum((n * s) ** 2 for n, s in zip(shape, spacing)))
+    numel = probabilities.numel()
     positive = torch.zeros(numel, device=device)
     weight = torch.zeros(numel, device=device)
     core = torch.zeros(numel, dtype=torch.long, device=device)
-    free = region.clone()
+    free = region.clone().flatten()
+    prob_flat = probabilities.flatten()
     statuses = []
     for i, size in enumerate(sizes):
         n_vox = max(1, round(size.volume_mm3 / voxel_mm3))
-        n_pos = min(numel, max(1, round(params.positive_fraction * n_vox)))
-        n_core = min(numel, max(n_pos, round(params.guard_fraction * n_vox)))
+        n_pos = max(1, round(params.positive_fraction * n_vox))
+        n_core = max(n_pos, round(params.guard_fraction * n_vox))
         eq_diameter = (6.0 * size.volume_mm3 / math.pi) ** (1.0 / 3.0)
         place_radius = 0.5 * (1.0 + params.search_margin) * max(size.max_diameter_mm, eq_diameter)
 
-        q = probabilities * free
-        score = ball_score_map(q, eq_diameter, spacing, params.kernel_sigma_factor)
-        center_flat = torch.where(free, score, float("-inf")).flatten().argmax()
+        q = prob_flat * free
+        score = ball_score_map(q.view(shape), eq_diameter, spacing, params.kernel_sigma_factor).flatten()
+        center_flat = torch.where(free, score, float("-inf")).argmax()
         center = torch.stack([center_flat // (shape[1] * shape[2]), (center_flat // shape[2]) % shape[1],
                               center_flat % shape[2]])
-        dist2 = _axis_dist2(center, shape, spacing)
-        in_ball = dist2 <= place_radius**2
+        flat, dist2 = _window(center, shape, spacing, place_radius)
+        flat, dist2 = flat.flatten(), dist2.flatten()
+        free_w = free[flat]
         # Ranking key: inside the placement ball by probability (2 + p); if the ball holds too few free voxels
-        # the mask grows to the nearest free voxels (0..1); never taken / outside-region voxels (-1).
-        key = torch.where(in_ball, q + 2.0, 1.0 - torch.sqrt(dist2) / (diag_mm + 1.0))
-        key = torch.where(free, key, -1.0).flatten()
-        top = torch.topk(key, n_core, sorted=True)
+        # the mask grows to the nearest free voxels of the box (0..1); taken / outside-region voxels: -1.
+        key = torch.where(dist2 <= place_radius**2, q[flat] + 2.0, 1.0 - torch.sqrt(dist2) / (diag_mm + 1.0))
+        key = torch.where(free_w, key, -1.0)
+        k = min(n_core, key.numel())
+        top = torch.topk(key, k, sorted=True)
         valid = top.values > 0
-        last = n_pos - 1
-        status = torch.where(
-            ~valid[last],
-            int(TumorStatus.TRUNCATED),
-            torch.where(top.values[last] >= 2.0, int(TumorStatus.PLACED), int(TumorStatus.GROWN)),
-        )
+        n_pos_w = min(n_pos, k)
+        last = n_pos_w - 1
+        if n_pos_w < n_pos:
+            status = torch.tensor(int(TumorStatus.TRUNCATED), device=device)
+        else:
+            status = torch.where(
+                ~valid[last],
+                int(TumorStatus.TRUNCATED),
+                torch.where(top.values[last] >= 2.0, int(TumorStatus.PLACED), int(TumorStatus.GROWN)),
+            )
         statuses.append(status)
 
-        pos_idx, pos_valid = top.indices[:n_pos], valid[:n_pos].float()
-        ranks = torch.arange(n_pos, device=device, dtype=torch.float32)
-        w = params.rank_decay ** (ranks / max(n_pos - 1, 1)) * pos_valid
+        chosen = flat[top.indices]
+        pos_valid = valid[:n_pos_w].float()
+        ranks = torch.arange(n_pos_w, device=device, dtype=torch.float32)
+        w = params.rank_decay ** (ranks / max(n_pos_w - 1, 1)) * pos_valid
         w = w * (pos_valid.sum() / w.sum().clamp_min(_EPS))
-        positive.scatter_add_(0, pos_idx, pos_valid)
-        weight.scatter_add_(0, pos_idx, w)
-        core.scatter_reduce_(0, top.indices, valid.long() * (i + 1), reduce="amax")
+        positive.scatter_add_(0, chosen[:n_pos_w], pos_valid)
+        weight.scatter_add_(0, chosen[:n_pos_w], w)
+        core.scatter_reduce_(0, chosen, valid.long() * (i + 1), reduce="amax")
         # Suppress the placed tumour (its equal-volume ball and its ranked voxels) before the next one.
-        taken = (dist2 <= (0.5 * eq_diameter) ** 2) | (core.view(shape) == i + 1)
-        free &= ~taken
+        taken = (dist2 <= (0.5 * eq_diameter) ** 2) | (core[flat] == i + 1)
+        free[flat] = free_w & ~taken
 
     core = core.view(shape)
     guard = dilate_mm(core > 0, params.ignore_band_mm, spacing)

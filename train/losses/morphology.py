@@ -78,18 +78,43 @@ def fft_correlate(volume: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     halves = [k // 2 for k in kernel.shape]
     # Linear (not circular) correlation needs a period of at least size + half-kernel per axis.
     fast = [next_fast_len(n + h) for n, h in zip(shape, halves)]
+    # Kernel offset u goes to index u mod period (wrap-around placement instead of a roll).
+    wrap = [torch.arange(-h, h + 1, device=kernel.device) % f for h, f in zip(halves, fast)]
     padded = torch.zeros(fast, dtype=torch.float32, device=kernel.device)
-    kd, kh, kw = kernel.shape
-    padded[:kd, :kh, :kw] = kernel
-    padded = torch.roll(padded, shifts=[-h for h in halves], dims=(0, 1, 2))
+    padded[wrap[0][:, None, None], wrap[1][None, :, None], wrap[2][None, None, :]] = kernel.float()
     spec_k = torch.fft.rfftn(padded)
     spec_v = torch.fft.rfftn(volume.float(), s=fast, dim=(-3, -2, -1))
     out = torch.fft.irfftn(spec_v * spec_k.conj(), s=fast, dim=(-3, -2, -1))
     return out[..., : shape[0], : shape[1], : shape[2]]
 
 
+_SMALL_RADIUS_VOXELS = 5
+
+
+def _dilate_by_shifts(mask: torch.Tensor, radius_mm: float, spacing: Spacing) -> torch.Tensor:
+    """Exact Euclidean dilation for small radii: separable min-plus transform of the squared distance.
+
+    Per axis, ``f(x) <- min_o f(x + o) + (o s)^2`` over ``|o s| <= r``; truncating the offsets is exact for every
+    distance up to ``r``, which is all a dilation needs. Cost: (2 r / s + 1) shifted minima per axis.
+    """
+    dist2 = torch.where(mask, 0.0, float("inf"))
+    for axis, s in enumerate(spacing):
+        dim = dist2.dim() - 3 + axis
+        n = dist2.shape[dim]
+        out = dist2.clone()
+        for o in range(1, min(int(radius_mm / s + 1e-6), n - 1) + 1):
+            cost = (o * s) ** 2
+            out.narrow(dim, o, n - o).copy_(torch.minimum(out.narrow(dim, o, n - o), dist2.narrow(dim, 0, n - o) + cost))
+            out.narrow(dim, 0, n - o).copy_(torch.minimum(out.narrow(dim, 0, n - o), dist2.narrow(dim, o, n - o) + cost))
+        dist2 = out
+    return dist2 <= radius_mm * radius_mm + 1e-6
+
+
 def dilate_mm(mask: torch.Tensor, radius_mm: float, spacing: Spacing) -> torch.Tensor:
     """Binary dilation by a physical ball of ``radius_mm`` (Euclidean, spacing-aware).
+
+    Small radii (a few voxels) use shifted minima of the squared distance; larger ones an FFT correlation with
+    the ball, whose cost does not depend on the radius.
 
     Args:
         mask: bool (..., D, H, W); leading dimensions are batched and share ``spacing``.
@@ -101,11 +126,11 @@ def dilate_mm(mask: torch.Tensor, radius_mm: float, spacing: Spacing) -> torch.T
     """
     if radius_mm <= 0 or mask.numel() == 0:
         return mask.clone()
-    shape = mask.shape[-3:]
-    kernel = ellipsoid_kernel(2.0 * radius_mm, spacing, max_half=tuple(n - 1 for n in shape), device=mask.device)
-    if kernel.numel() == 1:
-        return mask.clone()
     with torch.no_grad():
+        if radius_mm / min(spacing) <= _SMALL_RADIUS_VOXELS:
+            return _dilate_by_shifts(mask, radius_mm, spacing)
+        shape = mask.shape[-3:]
+        kernel = ellipsoid_kernel(2.0 * radius_mm, spacing, max_half=tuple(n - 1 for n in shape), device=mask.device)
         return fft_correlate(mask.float(), kernel) > 0.5
 
 

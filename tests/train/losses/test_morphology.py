@@ -40,3 +40,16 @@ def test_dilate_any_skips_empty_and_full_slices():
     out = dilate_any(mask, 1.0, (1.0, 1.0, 1.0))
     assert not out[0].any() and out[1].all()
     assert out[2].sum().item() == 7
+
+
+@pytest.mark.parametrize("radius", [3.0, 9.0])  # shift path and FFT path
+def test_both_dilation_paths_match_brute_force(radius):
+    torch.manual_seed(1)
+    spacing = (2.0, 0.8, 1.0)
+    mask = torch.rand(14, 30, 24) > 0.995
+    grown = dilate_mm(mask, radius, spacing)
+    sp = torch.tensor(spacing, dtype=torch.float64)
+    pts = mask.nonzero().double()
+    grid = torch.stack(torch.meshgrid(*[torch.arange(n) for n in mask.shape], indexing="ij"), -1).double()
+    d2 = (((grid.view(-1, 1, 3) - pts.view(1, -1, 3)) * sp) ** 2).sum(-1).min(1).values
+    assert torch.equal(grown.flatten(), d2 <= radius**2 + 1e-4)
