@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -592,13 +592,6 @@ def predictions_from_jsonl(path: str | Path) -> dict[str, Prediction]:
     for report_id, organs in _rows_by_report(flat).items():
         out[report_id] = Prediction("ok", organs)
     return out
-
-
-def payload_rows(payload: Any) -> dict[str, dict[str, Any]]:
-    """Organ key -> organ-summary row of a validated `ExtractionPayload`."""
-    from schemas.summary import organ_summary
-
-    return {row["organ"]: row for row in organ_summary(payload)}
 
 
 class EngineUnavailable(RuntimeError):
