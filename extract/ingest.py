@@ -18,8 +18,10 @@ import csv
 import hashlib
 import io
 import json
+import os
 import re
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -617,6 +619,20 @@ def _report_texts(table: pa.Table, columns: _Columns) -> pa.ChunkedArray:
     return joined
 
 
+def _in_parallel(fn: Callable[[pa.Array], pa.Array], values: pa.Array | pa.ChunkedArray,
+                 min_rows: int = 20_000) -> pa.Array:
+    """`fn` over slices of `values` on all cores (pyarrow compute releases the GIL), results concatenated."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    workers = min(os.cpu_count() or 1, 8, max(1, len(values) // min_rows))
+    if workers == 1:
+        return fn(values)
+    step = -(-len(values) // workers)
+    with ThreadPoolExecutor(workers) as pool:
+        parts = list(pool.map(fn, [values.slice(i, step) for i in range(0, len(values), step)]))
+    return pa.concat_arrays([p.combine_chunks() if isinstance(p, pa.ChunkedArray) else p for p in parts])
+
+
 def load_dump(path: Path | str, config: IngestConfig | None = None) -> LoadedDump:
     """Read, check and normalise one dump (no store access).
 
@@ -629,7 +645,7 @@ def load_dump(path: Path | str, config: IngestConfig | None = None) -> LoadedDum
     raw, columns = read_dump(path, config)
     n = raw.table.num_rows
     ids = pc.utf8_trim_whitespace(pc.fill_null(raw.table[columns.id], ""))
-    texts = normalize_texts(_report_texts(raw.table, columns))
+    texts = _in_parallel(normalize_texts, _report_texts(raw.table, columns))
     lengths = pc.utf8_length(texts)
 
     checks = [
@@ -673,7 +689,7 @@ def load_dump(path: Path | str, config: IngestConfig | None = None) -> LoadedDum
         "report_id": ids,
         "text": texts,
         "sha256": sha,
-        "sections": sections_array(texts),
+        "sections": _in_parallel(sections_array, texts),
         "n_chars": pc.cast(pc.filter(lengths, keep), pa.int32()),
         "source_row": rows,
         "source_file": files if files is not None else pa.array([str(path)] * len(text_list), pa.string()),

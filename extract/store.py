@@ -208,7 +208,8 @@ CREATE TABLE IF NOT EXISTS extractions (
   prompt_tokens  INTEGER,
   output_tokens  INTEGER,
   latency_s      DOUBLE,
-  created_at     TIMESTAMP NOT NULL
+  created_at     TIMESTAMP NOT NULL,
+  is_current     BOOLEAN NOT NULL DEFAULT false  -- maintained by the store: the report's current extraction
 )"""
 
 _CASES_DDL = """
@@ -265,28 +266,42 @@ def ct_summary_sql(organs: Sequence[str]) -> str:
 
 
 def _create_views(con: duckdb.DuckDBPyConnection) -> None:
-    usable = ", ".join(_sql_str(s) for s in USABLE_STATUSES)
     con.execute(
         """CREATE OR REPLACE VIEW latest_reports AS
         SELECT * FROM reports
         QUALIFY row_number() OVER (PARTITION BY report_id ORDER BY version DESC) = 1"""
     )
-    # The current extraction of a report: of its latest version, the newest usable extraction.
+    # `is_current` is maintained by every write (see `_refresh_current`), so the summaries are plain scans.
+    con.execute("CREATE OR REPLACE VIEW current_extractions AS SELECT * EXCLUDE (is_current) FROM extractions "
+                "WHERE is_current")
+    cols = ", ".join(_quote(c) for c in _ORGAN_SUMMARY_COLUMNS)
+    con.execute(f"CREATE OR REPLACE VIEW organ_summary AS SELECT {cols} FROM organ_findings WHERE is_current")
+    con.execute(f"CREATE OR REPLACE VIEW ct_summary AS {ct_summary_sql(ORGANS)}")
+
+
+def _refresh_current(con: duckdb.DuckDBPyConnection, affected: str) -> None:
+    """Recompute `is_current` of extractions and organ_findings for the report ids in table `affected`.
+
+    The current extraction of a report is, among the usable (ok/repaired) extractions of its latest stored
+    version, the newest by created_at (ties: the larger extraction_key). Leaves temp table `_cur`
+    (extraction_key) for the caller.
+    """
+    usable = ", ".join(_sql_str(s) for s in USABLE_STATUSES)
     con.execute(
-        f"""CREATE OR REPLACE VIEW current_extractions AS
-        WITH latest AS (SELECT report_id, max(version) AS report_version FROM reports GROUP BY report_id)
-        SELECT e.* FROM extractions e
-        JOIN latest l ON e.report_id = l.report_id AND e.report_version = l.report_version
+        f"""CREATE OR REPLACE TEMP TABLE _cur AS
+        SELECT e.extraction_key FROM extractions e
+        JOIN (SELECT report_id, max(version) AS version FROM reports SEMI JOIN {affected} USING (report_id)
+              GROUP BY report_id) l
+          ON e.report_id = l.report_id AND e.report_version = l.version
         WHERE e.status IN ({usable})
         QUALIFY row_number() OVER (PARTITION BY e.report_id ORDER BY e.created_at DESC, e.extraction_key DESC) = 1"""
     )
-    cols = ", ".join(f"o.{_quote(c)}" for c in _ORGAN_SUMMARY_COLUMNS)
-    con.execute(
-        f"""CREATE OR REPLACE VIEW organ_summary AS
-        SELECT {cols} FROM organ_findings o
-        JOIN current_extractions c ON o.extraction_key = c.extraction_key"""
-    )
-    con.execute(f"CREATE OR REPLACE VIEW ct_summary AS {ct_summary_sql(ORGANS)}")
+    for table in ("extractions", "organ_findings"):
+        con.execute(
+            f"""UPDATE {table} SET is_current = NOT is_current
+            WHERE report_id IN (SELECT report_id FROM {affected})
+              AND is_current <> (extraction_key IN (SELECT extraction_key FROM _cur))"""
+        )
 
 
 def _migration_1(con: duckdb.DuckDBPyConnection) -> None:
@@ -297,7 +312,11 @@ def _migration_1(con: duckdb.DuckDBPyConnection) -> None:
     for ddl in (_REPORTS_DDL, _RUNS_DDL, _EXTRACTIONS_DDL, _CASES_DDL):
         con.execute(ddl)
     con.execute(create_table_sql("tumors", tumors))
-    con.execute(create_table_sql("organ_findings", organ_findings, primary_key=("extraction_key", "organ")))
+    # The store adds `is_current` (kept in step with extractions) so organ_summary is a filtered scan.
+    # No primary key: `write_extractions` checks one row per (extraction, organ key), and an index on
+    # millions of rows would slow every bulk write.
+    organ_findings = organ_findings.append(pa.field("is_current", pa.bool_(), nullable=False))
+    con.execute(create_table_sql("organ_findings", organ_findings))
     _create_views(con)
 
 
@@ -588,6 +607,11 @@ class Store:
                     {"now": now},
                 )
                 fresh = new_ids + new_versions
+                if fresh:  # a new version of a report hides its older extractions
+                    con.execute("CREATE OR REPLACE TEMP TABLE _affected AS SELECT DISTINCT report_id FROM _fresh")
+                    _refresh_current(con, "_affected")
+                    con.execute("DROP TABLE _affected")
+                    con.execute("DROP TABLE _cur")
                 con.execute("DROP TABLE _incoming")  # temp tables of a failed transaction vanish with it
                 con.execute("DROP TABLE _fresh")
             finally:
@@ -648,11 +672,13 @@ class Store:
         """
         usable = ", ".join(_sql_str(s) for s in USABLE_STATUSES)
         n_organs = len(ORGANS)
+        # `is_current` belongs to the store, never to the caller.
+        extractions, organ_findings = (t.drop_columns([c for c in ("is_current",) if c in t.column_names])
+                                       for t in (extractions, organ_findings))
         with self.transaction() as con:
             con.register("_ext", extractions)
             con.register("_tum", tumors)
             con.register("_org", organ_findings)
-            con.register("_organ_keys", pa.table({"organ": list(ORGANS)}))
             try:
                 dup = _first(con.sql(
                     "SELECT extraction_key FROM _ext GROUP BY ALL HAVING count(*) > 1 LIMIT 1"
@@ -668,17 +694,22 @@ class Store:
                         raise StoreError(
                             f"{self.path}: {table} row with extraction_key {orphan[0]} has no extraction row"
                         )
+                organ_list = ", ".join(_sql_str(o) for o in ORGANS)
                 bad = _first(con.sql(
-                    f"""SELECT e.extraction_key, e.report_id,
-                               count(DISTINCT o.organ) FILTER (WHERE o.organ IN (SELECT organ FROM _organ_keys)),
-                               count(o.organ)
-                        FROM _ext e LEFT JOIN _org o USING (extraction_key)
-                        WHERE e.status IN ({usable})
-                        GROUP BY ALL
-                        HAVING count(DISTINCT o.organ) FILTER (WHERE o.organ IN (SELECT organ FROM _organ_keys))
-                               <> {n_organs} OR count(o.organ) <> {n_organs}
-                        LIMIT 1"""
+                    f"""WITH per AS (
+                          SELECT extraction_key, count(*) AS n_rows,
+                                 count(DISTINCT organ) FILTER (WHERE organ IN ({organ_list})) AS n_keys
+                          FROM _org GROUP BY extraction_key)
+                        SELECT e.extraction_key, e.report_id, coalesce(n_keys, 0), coalesce(n_rows, 0),
+                               e.status IN ({usable}) AS usable
+                        FROM _ext e LEFT JOIN per USING (extraction_key)
+                        WHERE CASE WHEN e.status IN ({usable})
+                                   THEN coalesce(n_rows, 0) <> {n_organs} OR coalesce(n_keys, 0) <> {n_organs}
+                                   ELSE coalesce(n_rows, 0) > 0 END"""
                 ))
+                if bad and not bad[4]:
+                    raise StoreError(f"{self.path}: extraction {bad[0]} (report {bad[1]}) failed but has "
+                                     f"{bad[3]} organ_findings rows; a failed extraction has none")
                 if bad:
                     raise StoreError(
                         f"{self.path}: extraction {bad[0]} (report {bad[1]}) has {bad[3]} organ_findings rows "
@@ -689,14 +720,22 @@ class Store:
                     "SELECT extraction_key FROM _ext ANTI JOIN extractions USING (extraction_key)"
                 )
                 written = _first(con.sql("SELECT count(*) FROM _new_keys"))[0]
-                con.execute("INSERT INTO extractions BY NAME SELECT * FROM _ext SEMI JOIN _new_keys USING (extraction_key)")
+                con.execute("INSERT INTO extractions BY NAME "
+                            "SELECT *, false AS is_current FROM _ext SEMI JOIN _new_keys USING (extraction_key)")
                 con.execute("INSERT INTO tumors BY NAME SELECT * FROM _tum SEMI JOIN _new_keys USING (extraction_key)")
+                con.execute("CREATE OR REPLACE TEMP TABLE _affected AS "
+                            "SELECT DISTINCT report_id FROM _ext SEMI JOIN _new_keys USING (extraction_key)")
+                _refresh_current(con, "_affected")
                 con.execute(
-                    "INSERT INTO organ_findings BY NAME SELECT * FROM _org SEMI JOIN _new_keys USING (extraction_key)"
+                    "INSERT INTO organ_findings BY NAME SELECT *, "
+                    "extraction_key IN (SELECT extraction_key FROM _cur) AS is_current "
+                    "FROM _org SEMI JOIN _new_keys USING (extraction_key)"
                 )
+                con.execute("DROP TABLE _affected")
+                con.execute("DROP TABLE _cur")
                 con.execute("DROP TABLE _new_keys")
             finally:
-                for name in ("_ext", "_tum", "_org", "_organ_keys"):
+                for name in ("_ext", "_tum", "_org"):
                     con.unregister(name)
         return WriteStats(written=int(written), skipped=int(extractions.num_rows - written))
 

@@ -99,7 +99,10 @@ def test_tables_follow_the_shared_arrow_schemas(store):
     for table, schema in (("tumors", TUMORS_SCHEMA), ("organ_findings", ORGAN_FINDINGS_SCHEMA)):
         cols = store.con.sql(f"SELECT column_name, data_type FROM information_schema.columns "
                              f"WHERE table_name = '{table}' ORDER BY ordinal_position").fetchall()
-        assert cols == [(f.name, arrow_to_duckdb_type(f.type)) for f in schema]
+        expected = [(f.name, arrow_to_duckdb_type(f.type)) for f in schema]
+        if table == "organ_findings":  # the store's own flag of the current extraction
+            expected.append(("is_current", "BOOLEAN"))
+        assert cols == expected
 
 
 def test_new_store_records_meta_and_reopens_without_migrating(tmp_path):
