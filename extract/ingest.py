@@ -64,8 +64,6 @@ _SECTION_ALIASES = {"IMPRESSIONS": "IMPRESSION", "CONCLUSIONS": "CONCLUSION", "I
                     "COMPARISONS": "COMPARISON", "RECOMMENDATIONS": "RECOMMENDATION", "EXAM": "EXAMINATION"}
 _NAMES_RE = "|".join(n.replace(" ", " +") for n in sorted(SECTION_NAMES, key=len, reverse=True))
 
-SECTIONS_TYPE = pa.list_(pa.struct([("name", pa.string()), ("text", pa.string())]))
-
 
 class IngestConfig(BaseModel):
     """How to read dumps. Column names are matched exactly; everything else is detected when left None."""
@@ -412,9 +410,11 @@ def _read_delimited(path: Path, config: IngestConfig) -> tuple[_Raw, _Columns]:
                 column_types={c: pa.string() for c in columns.needed}, include_columns=columns.needed,
                 strings_can_be_null=False, quoted_strings_can_be_null=False),
         )
-    except pa.ArrowInvalid:
+    except pa.ArrowInvalid as exc:
         _raise_csv_problem(data, path, delimiter, header, columns)
-        raise
+        # pyarrow quotes the offending row; keep only its first clause so no report text is shown.
+        reason = str(exc).split(":", 2)[:2]
+        raise IngestError(path, f"cannot parse the file ({': '.join(reason).strip()})") from None
     if table.num_rows == 0:
         raise IngestError(path, "the file has a header but no data rows")
     rows = pa.array(range(1, table.num_rows + 1), pa.int64())

@@ -60,6 +60,15 @@ def test_split_sections_finds_headers_at_line_start_and_inline_upper_case():
     assert split_sections("Liver: 2 cm cyst.") == []
 
 
+def test_parallel_slices_give_the_serial_result():
+    from extract.ingest import _in_parallel, normalize_texts, sections_array
+
+    texts = pa.array([f"FINDINGS: lesion  {i}.\r\nIMPRESSION: ok {i}" if i % 3 else "" for i in range(100)])
+    normal = normalize_texts(texts)
+    assert _in_parallel(normalize_texts, texts, min_rows=10).to_pylist() == normal.to_pylist()
+    assert _in_parallel(sections_array, normal, min_rows=10).to_pylist() == sections_array(normal).to_pylist()
+
+
 # -- formats and columns --------------------------------------------------------------------------
 
 
@@ -85,7 +94,8 @@ def test_delimiter_and_legacy_encoding_are_detected(tmp_path):
 
 
 def test_findings_and_impression_columns_are_joined(tmp_path):
-    dump = load_dump(_csv(tmp_path, "Encrypted Accession Number,Findings,Impression\nE1,Liver ok.,Normal.\nE2,,Cyst.\n"))
+    body = "Encrypted Accession Number,Findings,Impression\nE1,Liver ok.,Normal.\nE2,,Cyst.\n"
+    dump = load_dump(_csv(tmp_path, body))
     assert dump.text_column == "Findings + Impression"
     assert _rows(dump) == [("E1", "FINDINGS:\nLiver ok.\n\nIMPRESSION:\nNormal."), ("E2", "IMPRESSION:\nCyst.")]
 
@@ -176,7 +186,8 @@ def test_empty_report_text(tmp_path):
         load_dump(path)
     dump = load_dump(path, IngestConfig(skip_bad_rows=True))
     assert _rows(dump) == [("A", "fine")]
-    assert [(b.row, b.problem) for b in dump.skipped] == [("row 2", "empty report text"), ("row 3", "empty report text")]
+    assert [(b.row, b.problem) for b in dump.skipped] == [
+        ("row 2", "empty report text"), ("row 3", "empty report text")]
 
 
 def test_binary_garbage(tmp_path):

@@ -19,7 +19,6 @@ from extract.store import (
     SCHEMA_VERSION,
     Store,
     StoreError,
-    StoreLockedError,
     StoreReadOnlyError,
     arrow_to_duckdb_type,
     create_table_sql,
@@ -255,6 +254,23 @@ def test_current_extraction_is_the_latest_usable_one_of_the_latest_version(store
     assert store.query(state).column(0).to_pylist() == ["lesion"]
 
 
+def test_extraction_stored_before_its_report_becomes_current_on_ingest(store):
+    _write(store, "k1", "R9", _payload(LIVER_CYST))
+    assert store.query("SELECT count(*) FROM organ_summary").column(0)[0].as_py() == 0
+    store.add_reports(_reports(("R9", "late report")), source="x")
+    assert store.query("SELECT lesion_count FROM organ_summary WHERE organ = 'liver'").column(0).to_pylist() == [1]
+
+
+def test_ct_summary_keeps_equivocal_organs_unknown(store):
+    store.add_reports(_reports(("R1", "maybe")), source="x")
+    possible = dict(LIVER_CYST, presence="possible")
+    _write(store, "k1", "R1", _payload(possible))
+    row = store.query("SELECT liver_lesion_count, liver_largest_diameter_cm, pancreas_lesion_count, no_lesion "
+                      "FROM ct_summary").to_pylist()[0]
+    assert row == {"liver_lesion_count": None, "liver_largest_diameter_cm": None, "pancreas_lesion_count": 0,
+                   "no_lesion": 0}
+
+
 def test_write_extractions_refuses_incomplete_batches_and_writes_nothing(store):
     ext, tumors, organs = _extraction("k1", "R1", _payload(LIVER_CYST))
     with pytest.raises(StoreError, match="17 organ_findings rows"):
@@ -264,6 +280,9 @@ def test_write_extractions_refuses_incomplete_batches_and_writes_nothing(store):
                                 organs)
     with pytest.raises(StoreError, match="appears twice"):
         store.write_extractions(pa.concat_tables([ext, ext]), tumors, organs)
+    failed = ext.set_column(ext.schema.get_field_index("status"), "status", pa.array(["failed"]))
+    with pytest.raises(StoreError, match="failed but has 18 organ_findings rows"):
+        store.write_extractions(failed, tumors.slice(0, 0), organs)
     assert _count(store, "SELECT count(*) FROM extractions") == 0
     assert _count(store, "SELECT count(*) FROM tumors") == 0
     assert _count(store, "SELECT count(*) FROM organ_findings") == 0
@@ -349,7 +368,8 @@ def test_export_rsuper_csv_layout(tmp_path):
         "liver", "segment 4", "12.0 x 8.0")
     assert (liver["Standardized Attenuation"], liver["Unknow Tumor Size"], liver["no lesion"]) == ("low", "no", "false")
     assert liver["malignancy"] == "no"  # a cyst is benign
-    assert (kidney["Tumor ID"], kidney["Tumor Size (mm)"], kidney["Standardized Location"]) == ("tumor 2", "20.0", "left")
+    assert (kidney["Tumor ID"], kidney["Tumor Size (mm)"], kidney["Standardized Location"]) == (
+        "tumor 2", "20.0", "left")
     assert (kidney_rest["Tumor ID"], kidney_rest["Tumor Size (mm)"]) == ("tumor 3", "multiple")
     assert kidney["Unknow Tumor Size"] == kidney_rest["Unknow Tumor Size"] == "yes"
     assert (healthy["BDMAP ID"], healthy["Tumor ID"], healthy["no lesion"]) == ("R2", "no lesion", "true")
