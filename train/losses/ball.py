@@ -127,6 +127,7 @@ def place_tumors(
     positive = torch.zeros(numel, device=device)
     weight = torch.zeros(numel, device=device)
     core = torch.zeros(numel, dtype=torch.long, device=device)
+    guard = torch.zeros(numel, dtype=torch.bool, device=device)
     free = region.clone().flatten()
     prob_flat = probabilities.flatten()
     statuses = []
@@ -143,6 +144,7 @@ def place_tumors(
         center = torch.stack([center_flat // (shape[1] * shape[2]), (center_flat // shape[2]) % shape[1],
                               center_flat % shape[2]])
         flat, dist2 = _window(center, shape, spacing, place_radius)
+        window_shape = flat.shape
         flat, dist2 = flat.flatten(), dist2.flatten()
         free_w = free[flat]
         # Ranking key: inside the placement ball by probability (2 + p); if the ball holds too few free voxels
@@ -173,11 +175,13 @@ def place_tumors(
         weight.scatter_add_(0, chosen[:n_pos_w], w)
         core.scatter_reduce_(0, chosen, valid.long() * (i + 1), reduce="amax")
         # Suppress the placed tumour (its equal-volume ball and its ranked voxels) before the next one.
-        taken = (dist2 <= (0.5 * eq_diameter) ** 2) | (core[flat] == i + 1)
-        free[flat] = free_w & ~taken
+        core_w = core[flat] == i + 1
+        free[flat] = free_w & ~((dist2 <= (0.5 * eq_diameter) ** 2) | core_w)
+        # The ignored band around the core, grown inside the box (the box leaves room beyond the ball).
+        guard[flat] |= dilate_mm(core_w.view(window_shape), params.ignore_band_mm, spacing).flatten()
 
     core = core.view(shape)
-    guard = dilate_mm(core > 0, params.ignore_band_mm, spacing)
+    guard = guard.view(shape)
     status = torch.stack(statuses) if statuses else torch.zeros(0, dtype=torch.long, device=device)
     return Placement(positive.view(shape), weight.view(shape), core, guard, status)
 
