@@ -210,8 +210,9 @@ def sections_array(texts: pa.Array | pa.ChunkedArray) -> pa.Array:
     if isinstance(texts, pa.ChunkedArray):
         texts = texts.combine_chunks()
     # \x1e marks a section start, \x1f ends its header name.
-    marked = pc.replace_substring_regex(texts, rf"(?m)^[ \t]*((?i:{_NAMES_RE}))[ \t]*:", "\x1e\\1\x1f")
-    marked = pc.replace_substring_regex(marked, rf"([.;!?]) ({_NAMES_RE})[ \t]*:", "\\1 \x1e\\2\x1f")
+    # One pass; the groups of the alternative that did not match are empty in the replacement.
+    marked = pc.replace_substring_regex(
+        texts, rf"(?m)^[ \t]*((?i:{_NAMES_RE}))[ \t]*:|([.;!?] )({_NAMES_RE})[ \t]*:", "\\2\x1e\\1\\3\x1f")
     parts = pc.split_pattern(marked, "\x1e")
     flat = pc.list_flatten(parts)
     parent = np.asarray(pc.list_parent_indices(parts))
