@@ -1,0 +1,58 @@
+import math
+
+import pytest
+import torch
+
+from train.data.records import CaseRecords, TumorEntry
+from train.evaluate import confusion_at, dice_per_channel, evaluate_detection, nsd_per_channel, report_truth, roc_auc
+
+
+def test_roc_auc_known_values():
+    assert roc_auc([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1]) == 1.0
+    assert roc_auc([0.9, 0.8, 0.2, 0.1], [0, 0, 1, 1]) == 0.0
+    assert roc_auc([0.5, 0.5], [0, 1]) == 0.5
+    # pairs (pos, neg): (0.7,0.4) (0.7,0.8) (0.3,0.4) (0.3,0.8) -> 1 of 4 ordered correctly
+    assert roc_auc([0.7, 0.3, 0.4, 0.8], [1, 1, 0, 0]) == pytest.approx(0.25)
+    assert math.isnan(roc_auc([0.1, 0.2], [1, 1]))
+
+
+def test_confusion_at_threshold():
+    r = confusion_at([0, 50, 150, 500], [False, True, True, False], 100)
+    assert (r["tp"], r["fp"], r["fn"], r["tn"]) == (1, 1, 1, 1)
+    assert r["sensitivity"] == 0.5 and r["specificity"] == 0.5 and r["f1"] == 0.5
+
+
+def test_dice_and_nsd_on_hand_made_masks():
+    truth = torch.zeros(2, 8, 8, 8, dtype=torch.bool)
+    truth[0, 2:6, 2:6, 2:6] = True  # 64 voxels; channel 1 empty
+    pred = torch.zeros_like(truth)
+    pred[0, 2:6, 2:6, 2:4] = True  # 32 voxels, all inside
+    dice = dice_per_channel(pred, truth)
+    assert dice[0] == pytest.approx(2 * 32 / (32 + 64)) and math.isnan(dice[1])
+    nsd = nsd_per_channel(truth.clone(), truth, (1.0, 1.0, 1.0), 1.0)
+    assert nsd[0] == pytest.approx(1.0) and math.isnan(nsd[1])
+    shifted = torch.zeros_like(truth)
+    shifted[0, 2:6, 2:6, 4:8] = True  # 2 voxels off: within 2 mm, partly outside 0.5 mm
+    assert nsd_per_channel(shifted, truth, (1.0, 1.0, 1.0), 2.5)[0] == pytest.approx(1.0)
+    assert nsd_per_channel(shifted, truth, (1.0, 1.0, 1.0), 0.5)[0] < 0.8
+
+
+def test_detection_from_records_with_small_stratum():
+    records = {
+        "r1": CaseRecords("r1", (TumorEntry("liver", diameters_mm=(30.0,)),)),
+        "r2": CaseRecords("r2", (TumorEntry("liver", diameters_mm=(12.0, 8.0)),)),
+        "r3": CaseRecords("r3", (), frozenset({"liver"})),
+        "r4": CaseRecords("r4", ()),  # liver not mentioned: not scored
+    }
+    mapping = {"a": "r1", "b": "r2", "c": "r3", "d": "r4"}
+    truth = report_truth(records, mapping, ["liver"])
+    assert truth["b"]["liver"] == {"positive": True, "largest_mm": 12.0} and truth["d"] == {}
+    summaries = {
+        ct: {"organs": {"liver": {"lesion_volume_mm3": v, "max_probability": p}}}
+        for ct, v, p in [("a", 900.0, 0.95), ("b", 40.0, 0.6), ("c", 0.0, 0.3), ("d", 500.0, 0.9)]
+    }
+    res = evaluate_detection(summaries, truth, threshold_mm3=100.0)
+    assert res["liver/all"]["n_positive"] == 2 and res["liver/all"]["n_negative"] == 1
+    assert res["liver/all"]["sensitivity"] == 0.5 and res["liver/all"]["specificity"] == 1.0
+    assert res["liver/all"]["auroc"] == 1.0
+    assert res["liver/small"]["n_positive"] == 1 and res["liver/small"]["sensitivity"] == 0.0

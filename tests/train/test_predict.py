@@ -1,0 +1,56 @@
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from train.config import load_config
+from train.predict import predict_case, resample_to_grid, restrict_to_organs
+
+
+def test_resample_to_grid_inverts_a_flip_exactly():
+    a = np.random.default_rng(0).random((4, 5, 6)).astype(np.float32)
+    ras = np.diag([2.0, 2.0, 3.0, 1.0])
+    lps = ras.copy()
+    lps[:2, :2] *= -1
+    lps[:3, 3] = ras[:3, :3] @ [3, 4, 0]  # voxel (0,0,0) of the flipped grid is voxel (3,4,0) of ras
+    back = resample_to_grid(a, ras, lps, (4, 5, 6), order=1)
+    np.testing.assert_allclose(back, a[::-1, ::-1, :], atol=1e-6)
+
+
+def test_restrict_to_organs_zeroes_lesions_outside():
+    prob = torch.zeros(2, 10, 10, 10)
+    prob[0, :5] = 0.9  # liver in the first half
+    prob[1] = 0.8
+    out = restrict_to_organs(prob, ["liver", "liver_lesion"], (1.0, 1.0, 1.0), margin_mm=1.0)
+    assert out[1, :6].min() == pytest.approx(0.8) and out[1, 7:].max() == 0.0
+
+
+class _Constant(torch.nn.Module):
+    """Lesion logit high where the normalised image is bright."""
+
+    def forward(self, x):
+        return torch.cat([x * 0 - 5, (x > 0.5).float() * 10 - 5], 1)
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_predict_writes_masks_in_the_input_geometry(tmp_path, flip):
+    hu = np.full((20, 18, 12), -100, np.int16)
+    hu[5:10, 4:9, 3:7] = 400
+    affine = np.diag([1.5, 1.5, 2.0, 1.0])
+    if flip:
+        affine[:2, :2] *= -1
+        affine[:2, 3] = [30.0, 27.0]
+    nib.save(nib.Nifti1Image(hu, affine), str(tmp_path / "ct.nii.gz"))
+    cfg = load_config(None, ["data.classes=[liver, liver_lesion]", "data.patch_size=[8, 8, 8]",
+                             "data.normalization=window"])
+    summary = predict_case(_Constant(), cfg, tmp_path / "ct.nii.gz", tmp_path / "out" / "c1", overlap=0.25,
+                           save_probabilities=True)
+    out = nib.load(str(tmp_path / "out" / "c1" / "lesions.nii.gz"))
+    np.testing.assert_allclose(out.affine, affine)
+    mask = np.asarray(out.dataobj)
+    assert mask.shape == hu.shape and ((mask == 1) == (hu > 300)).all()
+    assert summary["organs"]["liver"]["lesion_volume_mm3"] == pytest.approx(5 * 5 * 4 * 1.5 * 1.5 * 2.0)
+    assert json.loads((tmp_path / "out" / "c1" / "labels.json").read_text())["lesions"] == {"1": "liver_lesion"}
+    assert nib.load(str(tmp_path / "out" / "c1" / "probabilities.nii.gz")).shape == (20, 18, 12, 1)
