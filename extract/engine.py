@@ -7,8 +7,8 @@ validation errors back; then `failed` with the error kept. Every report taken up
 Run key: `config_hash` digests the prompt file, the schema version and LLM schema, the model (id, revision,
 quantization) and the sampling parameters. `extraction_key` = sha256(report_id, report sha256, config_hash):
 a report already stored under a key is never sent again, and a report's rows (extraction, tumors, organ
-findings) are written in one transaction, so a killed run loses at most the calls in flight and the results of
-the last quarter second (`flush_interval_s`). Reports sharing a text share one LLM call.
+findings) are written in one transaction, so a killed run loses at most the calls in flight and the results
+finished during the last write. Reports sharing a text share one LLM call.
 
 Report text is never logged unless `log_text` is set.
 """
@@ -66,8 +66,8 @@ class EngineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     limit: Optional[int] = Field(None, ge=1, description="extract at most this many pending reports")
-    write_batch: int = Field(64, ge=1, description="results per DuckDB transaction")
-    flush_interval_s: float = Field(0.25, gt=0, description="longest time a finished result waits to be written (s)")
+    write_batch: int = Field(1024, ge=1, description="most results per DuckDB transaction")
+    flush_interval_s: float = Field(0.25, gt=0, description="how often an idle writer looks for results (s)")
     max_report_chars: int = Field(30000, ge=100, description="longer reports fail without a call")
     retry_failed: bool = Field(False, description="re-extract reports whose stored result under this key failed")
     log_text: bool = Field(False, description="log report text and model output of failures (PHI!)")
@@ -239,33 +239,51 @@ def result_tables(rows: list[tuple[Job, Outcome]], run_id: str, cfg_hash: str) -
 
 
 class ResultWriter:
-    """Buffers finished reports and writes them in batches, each batch one transaction.
+    """Writes finished reports to the store from a worker thread, so calls keep flowing during writes.
 
-    A result is written at once when the last write is older than `interval_s` (slow backends: every result
-    immediately), else with the next batch, which is written when full or `interval_s` old.
+    One write at a time, each one transaction holding every result finished since the previous write: at low rates
+    (the local backend) each result is written at once; at high rates batches grow by themselves. A result waits
+    at most `interval_s` plus one write before it is stored.
     """
 
     def __init__(self, store: Any, run_id: str, cfg_hash: str, batch: int, interval_s: float) -> None:
         self.store, self.run_id, self.cfg_hash, self.batch, self.interval_s = store, run_id, cfg_hash, batch, interval_s
         self._rows: list[tuple[Job, Outcome]] = []
-        self._last_write = 0.0
+        self._wake = asyncio.Event()
+        self._closing = False
         self.written = 0
 
     def add(self, job: Job, outcome: Outcome) -> None:
         self._rows.append((job, outcome))
-        if len(self._rows) >= self.batch or self.due():
-            self.flush()
+        self._wake.set()
 
-    def due(self) -> bool:
-        return bool(self._rows) and time.monotonic() - self._last_write >= self.interval_s
-
-    def flush(self) -> None:
-        self._last_write = time.monotonic()
-        if not self._rows:
-            return
-        rows, self._rows = self._rows, []
+    def _write(self, rows: list[tuple[Job, Outcome]]) -> None:
         stats = self.store.write_extractions(*result_tables(rows, self.run_id, self.cfg_hash))
         self.written += stats.written
+
+    async def run(self) -> None:
+        """Write until `close()` has been called and nothing is left."""
+        while True:
+            if not self._rows:
+                if self._closing:
+                    return
+                self._wake.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.interval_s)
+                continue
+            rows, self._rows = self._rows[: self.batch], self._rows[self.batch:]
+            # Shielded: a cancelled run still finishes the transaction it started.
+            await asyncio.shield(asyncio.to_thread(self._write, rows))
+
+    def close(self) -> None:
+        self._closing = True
+        self._wake.set()
+
+    def write_rest(self) -> None:
+        """Synchronously write whatever is still buffered (after the writer task stopped)."""
+        while self._rows:
+            rows, self._rows = self._rows[: self.batch], self._rows[self.batch:]
+            self._write(rows)
 
 
 def pending_reports(store: Any, cfg_hash: str, limit: int | None = None) -> list[Job]:
@@ -426,15 +444,9 @@ async def _run(store: Any, backend: Backend, info: BackendInfo, prompt: Prompt, 
             out = await extract_one(backend, prompt, schema, sampling, group[0].text, config.max_report_chars)
             finish(group, out)
 
-    async def flusher() -> None:
-        while True:
-            await asyncio.sleep(config.flush_interval_s / 2)
-            if writer.due():
-                writer.flush()
-
     n_workers = max(1, min(backend.max_concurrency, len(by_text)))
     workers = asyncio.gather(*(worker() for _ in range(n_workers)))
-    flush_task = asyncio.create_task(flusher())
+    write_task = asyncio.create_task(writer.run())
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGTERM, workers.cancel)
@@ -445,10 +457,12 @@ async def _run(store: Any, backend: Backend, info: BackendInfo, prompt: Prompt, 
     finally:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.remove_signal_handler(signal.SIGTERM)
-        flush_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await flush_task
-        writer.flush()
+        writer.close()
+        try:
+            await write_task
+        except asyncio.CancelledError:  # interrupted while writing: the shielded write still completes
+            pass
+        writer.write_rest()
         bar.close()
         stats.wall_s = time.perf_counter() - t0
         store.finish_run(run_id, n_ok=stats.ok, n_repaired=stats.repaired, n_failed=stats.failed)

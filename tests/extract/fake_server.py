@@ -5,7 +5,8 @@ It speaks just enough HTTP/1.1 (keep-alive, Content-Length bodies) for httpx. Ea
 dropped connection, a slow answer, or a refusal of the `json_schema` response format. By default it replays a
 fixed answer per report text (`answers`), or an empty answer.
 
-Run standalone (benchmarks): `python tests/extract/fake_server.py [--port 0]` prints `PORT <n>` then serves.
+Run standalone (benchmarks): `python tests/extract/fake_server.py [--port 0] [--answer JSON]` prints `PORT <n>`
+then serves.
 """
 
 from __future__ import annotations
@@ -164,8 +165,10 @@ class FakeLLMServer:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--answer", default=None, help="answer JSON for every request (default: empty answer)")
     args = parser.parse_args()
-    server = FakeLLMServer(port=args.port)
+    respond = (lambda i, body: Action(content=args.answer)) if args.answer else None
+    server = FakeLLMServer(respond=respond, port=args.port)
     asyncio.run(server.serve(on_ready=lambda port: print(f"PORT {port}", flush=True)))
 
 

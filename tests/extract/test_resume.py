@@ -34,10 +34,10 @@ def test_sigkill_midway_then_rerun_does_each_report_once(tmp_path):
     with Store(db) as store:
         add_reports(store, texts)
 
-    with FakeLLMServer(respond=lambda i, body: Action(delay_s=0.15)) as server:
+    with FakeLLMServer(respond=lambda i, body: Action(delay_s=0.3)) as server:
         proc = _extract(db, server.url)
         deadline = time.monotonic() + 60
-        while len(server.requests) < 24 and time.monotonic() < deadline:
+        while len(server.requests) < 18 and time.monotonic() < deadline:
             time.sleep(0.02)
         assert proc.poll() is None, proc.communicate()[1][-2000:]
         proc.send_signal(signal.SIGKILL)
@@ -56,9 +56,9 @@ def test_sigkill_midway_then_rerun_does_each_report_once(tmp_path):
         second = [id_of[report_of(b)] for b in server.requests[len(first):]]
 
     assert not stored_after_kill & set(second)  # nothing stored was asked again
-    # in flight at the kill, or answered within the last flush interval (0.25 s, answers take 0.15 s)
+    # Lost work: the calls in flight at the kill and the answers that arrived during the last write, all recent.
     lost = set(first) - stored_after_kill
-    assert len(lost) <= 2 * CONCURRENCY + 1 and set(second) == set(texts) - stored_after_kill
+    assert lost <= set(first[-5 * CONCURRENCY:]) and set(second) == set(texts) - stored_after_kill
     with Store(db, read_only=True) as store:
         rows = store.query("SELECT report_id, status FROM extractions").to_pylist()
         per_report = store.query("SELECT report_id, count(*) AS n FROM organ_findings GROUP BY report_id").to_pylist()

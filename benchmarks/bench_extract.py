@@ -1,0 +1,207 @@
+"""Extraction benchmarks; prints one JSON line per measurement.
+
+Parts (`--parts`, comma-separated):
+- `overhead`: client + validation + DuckDB throughput against a local fake server that answers instantly with a
+  valid answer (`n_overhead` reports, 64 in flight). Also checks one LLM call per report on the happy path.
+- `tokens`: prompt tokens per dev case, the share of them in the fixed prefix (tokenizer of the embedded model).
+- `local`: the embedded llama.cpp backend on the first `--n-dev` dev cases, one thread, per model: reports/min
+  (steady state, after the prefix is cached), output tokens per report, and agreement with the gold organ summary
+  (organ state; largest diameter within 1 mm).
+
+Usage: python benchmarks/bench_extract.py [--parts overhead,tokens,local] [--n-dev 10] [--models a,b]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+DEV_CASES = REPO.parent / "shared" / "gold" / "dev_cases.jsonl"
+
+from extract.backends.base import SamplingConfig  # noqa: E402
+from extract.prompting import load_prompt  # noqa: E402
+
+SENTENCE = "Liver: 2.2 cm hypodense lesion in segment 8, likely a hemangioma."
+ANSWER = {
+    "organs": [{"organ": "liver", "side": "both", "state": "lesion", "quote": "2.2 cm hypodense lesion"}],
+    "lesions": [{"organ": "liver", "side": "none", "location": "segment 8", "count": 1, "count_exact": True,
+                 "size": "2.2 cm", "size_bound": "none", "attenuation": "hypo", "kind": "hemangioma",
+                 "certainty": "definite", "quote": SENTENCE}],
+}
+
+
+def emit(**row) -> None:
+    print(json.dumps(row), flush=True)
+
+
+def dev_cases(n: int | None = None) -> list[dict]:
+    cases = [json.loads(line) for line in DEV_CASES.read_text().splitlines() if line.strip()]
+    return cases[:n] if n else cases
+
+
+# -- overhead ------------------------------------------------------------------------------------------
+
+
+def bench_overhead(n: int) -> None:
+    import pyarrow as pa
+
+    from extract.backends.openai import OpenAIBackend, OpenAIConfig
+    from extract.engine import EngineConfig, run_extraction
+    from extract.store import Store
+
+    server = subprocess.Popen([sys.executable, str(REPO / "tests" / "extract" / "fake_server.py"), "--port", "0",
+                               "--answer", json.dumps(ANSWER)], stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(server.stdout.readline().split()[1])
+        with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "bench.duckdb") as store:
+            texts = [f"{SENTENCE} Exam {i}." for i in range(n)]
+            store.add_reports(pa.table({"report_id": [f"r{i:06d}" for i in range(n)], "text": texts}), "bench")
+            backend = OpenAIBackend(OpenAIConfig(urls=[f"http://127.0.0.1:{port}/v1"], concurrency=64))
+            t0, c0 = time.perf_counter(), time.process_time()
+            stats = asyncio.run(run_extraction(store, backend, load_prompt(), SamplingConfig(),
+                                               EngineConfig(progress=False)))
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            tumors = store.query("SELECT count(*) AS n FROM tumors").column("n")[0].as_py()
+        emit(bench="extract_client_overhead", reports=n, ok=stats.ok, failed=stats.failed, tumors_stored=tumors,
+             calls_per_report=round(stats.calls / max(stats.done, 1), 3), wall_s=round(wall, 2),
+             reports_per_s=round(stats.done / wall, 1), client_cpu_ms_per_report=round(1000 * cpu / n, 3),
+             reports_per_cpu_s=round(n / cpu, 1), concurrency=64,
+             note="fake server in a subprocess; shared 2-core machine, so CPU time per report is the stable figure")
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+# -- tokens --------------------------------------------------------------------------------------------
+
+
+class Tokens:
+    """Token counts of chat conversations with the embedded model's tokenizer and chat template."""
+
+    def __init__(self, model_key: str) -> None:
+        import llama_cpp
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        from extract.model import ensure_model
+
+        path, _ = ensure_model(model_key)
+        self.llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+        template = self.llm.metadata["tokenizer.chat_template"]
+        eos = self.llm.detokenize([self.llm.token_eos()]).decode()
+        self.fmt = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token="")
+
+    def count(self, messages: list[dict]) -> int:
+        prompt = self.fmt(messages=messages).prompt
+        return len(self.llm.tokenize(prompt.encode(), add_bos=False, special=True))
+
+    def text(self, text: str) -> int:
+        return len(self.llm.tokenize(text.encode(), add_bos=False, special=False))
+
+
+def bench_tokens(model_key: str) -> None:
+    prompt = load_prompt()
+    tok = Tokens(model_key)
+    fixed = tok.count(prompt.messages("")) - 2  # minus the turn-closing tokens that follow the report
+    totals = [tok.count(prompt.messages(c["report"])) for c in dev_cases()]
+    emit(bench="extract_prompt_tokens", model=model_key, prompt=prompt.label, dev_cases=len(totals),
+         prefix_tokens=fixed, prompt_tokens_median=statistics.median(totals),
+         prompt_tokens_mean=round(statistics.mean(totals), 1),
+         prefix_share_min=round(min(fixed / t for t in totals), 3),
+         prefix_share_mean=round(statistics.mean(fixed / t for t in totals), 3))
+
+
+# -- local backend ---------------------------------------------------------------------------------------
+
+
+def _agreement(pairs: list[tuple[dict, object]]) -> dict:
+    from schemas.records import ExtractionPayload
+    from schemas.summary import organ_summary
+
+    states = diam = diam_total = 0
+    n_state = 0
+    for case, payload in pairs:
+        gold = {r["organ"]: r for r in organ_summary(ExtractionPayload.model_validate(case["expected"]))}
+        pred = {r["organ"]: r for r in organ_summary(payload)} if payload is not None else {}
+        for organ, g in gold.items():
+            p = pred.get(organ, {"state": "not_mentioned", "largest_diameter_mm": None})
+            if g["state"] == "not_mentioned" and p["state"] == "not_mentioned":
+                continue
+            n_state += 1
+            states += g["state"] == p["state"]
+            if g["largest_diameter_mm"] is not None:
+                diam_total += 1
+                diam += p["largest_diameter_mm"] is not None and abs(p["largest_diameter_mm"] - g["largest_diameter_mm"]) <= 1
+    return {"organ_state_agreement": round(states / max(n_state, 1), 3), "organs_scored": n_state,
+            "largest_diameter_within_1mm": round(diam / max(diam_total, 1), 3), "diameters_scored": diam_total}
+
+
+def bench_local(model_key: str, n: int, max_tokens: int) -> None:
+    from extract.backends.local import LocalBackend, LocalConfig
+    from extract.engine import extract_one
+    from schemas.llm import llm_json_schema
+
+    prompt, schema = load_prompt(), llm_json_schema()
+    cases = dev_cases(n)
+
+    async def go():
+        backend = LocalBackend(LocalConfig(model=model_key, n_threads=1))
+        await backend.start()
+        outs, times = [], []
+        try:
+            for case in cases:
+                t0 = time.perf_counter()
+                outs.append(await extract_one(backend, prompt, schema, SamplingConfig(max_tokens=max_tokens),
+                                              case["report"]))
+                times.append(time.perf_counter() - t0)
+        finally:
+            await backend.aclose()
+        return outs, times
+
+    outs, times = asyncio.run(go())
+    steady = times[1:] or times
+    first_call_tokens = [o.output_tokens // max(o.calls, 1) for o in outs]
+    emit(bench="extract_local", model=model_key, dev_cases=len(cases), threads=1, max_tokens=max_tokens,
+         first_report_s=round(times[0], 1), reports_per_min=round(60 * len(steady) / sum(steady), 2),
+         calls_per_report=round(sum(o.calls for o in outs) / len(outs), 2),
+         ok=sum(o.status == "ok" for o in outs), repaired=sum(o.status == "repaired" for o in outs),
+         failed=sum(o.status == "failed" for o in outs),
+         output_tokens_per_call_median=statistics.median(first_call_tokens),
+         prompt_tokens_per_report_median=statistics.median(o.prompt_tokens // max(o.calls, 1) for o in outs),
+         **_agreement([(c, o.payload) for c, o in zip(cases, outs)]),
+         note="shared 2-core machine")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--parts", default="overhead,tokens,local")
+    parser.add_argument("--n-overhead", type=int, default=5000)
+    parser.add_argument("--n-dev", type=int, default=10, help="dev cases for the local backend (per model)")
+    parser.add_argument("--models", default="qwen2.5-coder-0.5b,qwen2.5-coder-1.5b")
+    parser.add_argument("--max-tokens", type=int, default=1024)
+    args = parser.parse_args()
+    parts = set(args.parts.split(","))
+    if "overhead" in parts:
+        bench_overhead(args.n_overhead)
+    if "tokens" in parts:
+        bench_tokens(args.models.split(",")[0])
+    if "local" in parts:
+        from extract.model import ModelError
+
+        for key in args.models.split(","):
+            try:
+                bench_local(key, args.n_dev, args.max_tokens)
+            except ModelError as exc:
+                emit(bench="extract_local", model=key, skipped=str(exc))
+
+
+if __name__ == "__main__":
+    main()
