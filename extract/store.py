@@ -670,8 +670,6 @@ class Store:
             StoreError: duplicate keys in the batch, rows whose key is not in `extractions`, or an
                 incomplete organ set; nothing is written then.
         """
-        usable = ", ".join(_sql_str(s) for s in USABLE_STATUSES)
-        n_organs = len(ORGANS)
         # `is_current` belongs to the store, never to the caller.
         extractions, organ_findings = (t.drop_columns([c for c in ("is_current",) if c in t.column_names])
                                        for t in (extractions, organ_findings))
@@ -680,48 +678,15 @@ class Store:
             con.register("_tum", tumors)
             con.register("_org", organ_findings)
             try:
-                dup = _first(con.sql(
-                    "SELECT extraction_key FROM _ext GROUP BY ALL HAVING count(*) > 1 LIMIT 1"
-                ))
-                if dup:
-                    raise StoreError(f"{self.path}: extraction_key {dup[0]} appears twice in one batch")
-                for name in ("_tum", "_org"):
-                    orphan = _first(con.sql(
-                        f"SELECT extraction_key FROM {name} ANTI JOIN _ext USING (extraction_key) LIMIT 1"
-                    ))
-                    if orphan:
-                        table = "tumors" if name == "_tum" else "organ_findings"
-                        raise StoreError(
-                            f"{self.path}: {table} row with extraction_key {orphan[0]} has no extraction row"
-                        )
-                organ_list = ", ".join(_sql_str(o) for o in ORGANS)
-                bad = _first(con.sql(
-                    f"""WITH per AS (
-                          SELECT extraction_key, count(*) AS n_rows,
-                                 count(DISTINCT organ) FILTER (WHERE organ IN ({organ_list})) AS n_keys
-                          FROM _org GROUP BY extraction_key)
-                        SELECT e.extraction_key, e.report_id, coalesce(n_keys, 0), coalesce(n_rows, 0),
-                               e.status IN ({usable}) AS usable
-                        FROM _ext e LEFT JOIN per USING (extraction_key)
-                        WHERE CASE WHEN e.status IN ({usable})
-                                   THEN coalesce(n_rows, 0) <> {n_organs} OR coalesce(n_keys, 0) <> {n_organs}
-                                   ELSE coalesce(n_rows, 0) > 0 END"""
-                ))
-                if bad and not bad[4]:
-                    raise StoreError(f"{self.path}: extraction {bad[0]} (report {bad[1]}) failed but has "
-                                     f"{bad[3]} organ_findings rows; a failed extraction has none")
-                if bad:
-                    raise StoreError(
-                        f"{self.path}: extraction {bad[0]} (report {bad[1]}) has {bad[3]} organ_findings rows "
-                        f"covering {bad[2]} organ keys; exactly one row per each of the {n_organs} keys is needed"
-                    )
+                self._check_batch(con)
                 con.execute(
                     "CREATE OR REPLACE TEMP TABLE _new_keys AS "
                     "SELECT extraction_key FROM _ext ANTI JOIN extractions USING (extraction_key)"
                 )
-                written = _first(con.sql("SELECT count(*) FROM _new_keys"))[0]
-                con.execute("INSERT INTO extractions BY NAME "
-                            "SELECT *, false AS is_current FROM _ext SEMI JOIN _new_keys USING (extraction_key)")
+                written = con.execute(
+                    "INSERT INTO extractions BY NAME "
+                    "SELECT *, false AS is_current FROM _ext SEMI JOIN _new_keys USING (extraction_key)"
+                ).fetchall()[0][0]
                 con.execute("INSERT INTO tumors BY NAME SELECT * FROM _tum SEMI JOIN _new_keys USING (extraction_key)")
                 con.execute("CREATE OR REPLACE TEMP TABLE _affected AS "
                             "SELECT DISTINCT report_id FROM _ext SEMI JOIN _new_keys USING (extraction_key)")
@@ -731,13 +696,52 @@ class Store:
                     "extraction_key IN (SELECT extraction_key FROM _cur) AS is_current "
                     "FROM _org SEMI JOIN _new_keys USING (extraction_key)"
                 )
-                con.execute("DROP TABLE _affected")
-                con.execute("DROP TABLE _cur")
-                con.execute("DROP TABLE _new_keys")
+                con.execute("DROP TABLE _affected; DROP TABLE _cur; DROP TABLE _new_keys")
             finally:
                 for name in ("_ext", "_tum", "_org"):
                     con.unregister(name)
         return WriteStats(written=int(written), skipped=int(extractions.num_rows - written))
+
+    def _check_batch(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Raise `StoreError` for the first problem of the registered batch `_ext`/`_tum`/`_org` (one query)."""
+        usable = ", ".join(_sql_str(s) for s in USABLE_STATUSES)
+        organ_list = ", ".join(_sql_str(o) for o in ORGANS)
+        n_organs = len(ORGANS)
+        problem = _first(con.sql(
+            f"""WITH per AS (
+                  SELECT extraction_key, count(*) AS n_rows,
+                         count(DISTINCT organ) FILTER (WHERE organ IN ({organ_list})) AS n_keys
+                  FROM _org GROUP BY extraction_key)
+            SELECT * FROM (
+              (SELECT 1 AS kind, extraction_key AS key, NULL AS report_id, 0 AS n_keys, 0 AS n_rows
+               FROM _ext GROUP BY extraction_key HAVING count(*) > 1 LIMIT 1)
+              UNION ALL
+              (SELECT 2, extraction_key, NULL, 0, 0 FROM _tum ANTI JOIN _ext USING (extraction_key) LIMIT 1)
+              UNION ALL
+              (SELECT 3, extraction_key, NULL, 0, 0 FROM _org ANTI JOIN _ext USING (extraction_key) LIMIT 1)
+              UNION ALL
+              (SELECT CASE WHEN e.status IN ({usable}) THEN 4 ELSE 5 END, e.extraction_key, e.report_id,
+                      coalesce(n_keys, 0), coalesce(n_rows, 0)
+               FROM _ext e LEFT JOIN per USING (extraction_key)
+               WHERE CASE WHEN e.status IN ({usable})
+                          THEN coalesce(n_rows, 0) <> {n_organs} OR coalesce(n_keys, 0) <> {n_organs}
+                          ELSE coalesce(n_rows, 0) > 0 END
+               LIMIT 1))
+            ORDER BY kind LIMIT 1"""
+        ))
+        if problem is None:
+            return
+        kind, key, report_id, n_keys, n_rows = problem
+        messages = {
+            1: f"extraction_key {key} appears twice in one batch",
+            2: f"tumors row with extraction_key {key} has no extraction row",
+            3: f"organ_findings row with extraction_key {key} has no extraction row",
+            4: f"extraction {key} (report {report_id}) has {n_rows} organ_findings rows covering {n_keys} organ "
+               f"keys; exactly one row per each of the {n_organs} keys is needed",
+            5: f"extraction {key} (report {report_id}) failed but has {n_rows} organ_findings rows; "
+               "a failed extraction has none",
+        }
+        raise StoreError(f"{self.path}: {messages[kind]}")
 
     def tumor_payloads(self, report_ids: Iterable[str]) -> dict[str, str]:
         """The validated payload JSON of the current extraction of each given report that has one."""
