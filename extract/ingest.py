@@ -355,19 +355,18 @@ def find_columns(names: Sequence[str], config: IngestConfig, path: Path, where: 
     for n in names:
         by_key.setdefault(_column_key(n), n)
 
-    def pick(given: str | None, candidates: Sequence[str], what: str, flag: str) -> str | None:
+    def pick(given: str | None, candidates: Sequence[str], flag: str) -> str | None:
         if given is not None:
             if given not in names:
                 raise IngestError(path, f"{where}no column named {given!r} ({flag}); the columns are {listing}")
             return given
         return next((by_key[c] for c in candidates if c in by_key), None)
 
-    id_col = pick(config.id_column, ID_COLUMNS, "id", "--id-column")
+    id_col = pick(config.id_column, ID_COLUMNS, "--id-column")
     if id_col is None:
         raise IngestError(path, f"{where}no recognisable id column (e.g. 'Accession Number', 'id'); the columns "
                                 f"are {listing}; name one with --id-column")
-    text_col = pick(config.text_column, [c for c in TEXT_COLUMNS if by_key.get(c) != id_col], "text",
-                    "--text-column")
+    text_col = pick(config.text_column, [c for c in TEXT_COLUMNS if by_key.get(c) != id_col], "--text-column")
     if text_col is not None:
         return _Columns(id_col, (text_col,))
     parts = [(by_key[k], label) for k, label in SECTION_COLUMNS if k in by_key]

@@ -578,15 +578,20 @@ class Store:
         with self.transaction() as con:
             con.register("_dump", table)
             try:
+                # Keys only: the text is read once, from the Arrow table, by the final INSERT.
                 con.execute(
-                    f"""CREATE OR REPLACE TEMP TABLE _incoming AS
-                    SELECT report_id::VARCHAR AS report_id, text::VARCHAR AS text, {select}, _ord FROM _dump
+                    f"""CREATE OR REPLACE TEMP VIEW _src AS
+                    SELECT report_id::VARCHAR AS report_id, text::VARCHAR AS text, {select}, _ord FROM _dump"""
+                )
+                con.execute(
+                    """CREATE OR REPLACE TEMP TABLE _incoming AS
+                    SELECT report_id, sha256, _ord FROM _src
                     QUALIFY row_number() OVER (PARTITION BY report_id, sha256 ORDER BY _ord) = 1"""
                 )
                 distinct = _first(con.sql("SELECT count(*) FROM _incoming"))[0]
                 con.execute(
                     """CREATE OR REPLACE TEMP TABLE _fresh AS
-                    SELECT i.*, m.max_version FROM _incoming i
+                    SELECT i.report_id, i._ord, m.max_version FROM _incoming i
                     ANTI JOIN reports r ON r.report_id = i.report_id AND r.sha256 = i.sha256
                     LEFT JOIN (SELECT report_id, max(version) AS max_version FROM reports GROUP BY report_id) m
                       ON m.report_id = i.report_id"""
@@ -596,24 +601,24 @@ class Store:
                               count(*) - count(DISTINCT report_id) FILTER (WHERE max_version IS NULL)
                        FROM _fresh"""
                 ))
-                con.execute(
-                    """INSERT INTO reports BY NAME
-                    SELECT report_id,
-                           (coalesce(max_version, 0)
-                            + row_number() OVER (PARTITION BY report_id ORDER BY _ord))::INTEGER AS version,
-                           sha256, text, sections, n_chars::INTEGER AS n_chars, source_file,
-                           source_row::BIGINT AS source_row, $now AS ingested_at
-                    FROM _fresh""",
-                    {"now": now},
-                )
+                if new_ids + new_versions:
+                    con.execute(
+                        """INSERT INTO reports BY NAME
+                        SELECT s.report_id,
+                               (coalesce(f.max_version, 0)
+                                + row_number() OVER (PARTITION BY s.report_id ORDER BY s._ord))::INTEGER AS version,
+                               s.sha256, s.text, s.sections, s.n_chars::INTEGER AS n_chars, s.source_file,
+                               s.source_row::BIGINT AS source_row, $now AS ingested_at
+                        FROM _src s JOIN _fresh f ON f._ord = s._ord""",
+                        {"now": now},
+                    )
                 fresh = new_ids + new_versions
                 if fresh:  # a new version of a report hides its older extractions
                     con.execute("CREATE OR REPLACE TEMP TABLE _affected AS SELECT DISTINCT report_id FROM _fresh")
                     _refresh_current(con, "_affected")
-                    con.execute("DROP TABLE _affected")
-                    con.execute("DROP TABLE _cur")
-                con.execute("DROP TABLE _incoming")  # temp tables of a failed transaction vanish with it
-                con.execute("DROP TABLE _fresh")
+                    con.execute("DROP TABLE _affected; DROP TABLE _cur")
+                # Temp objects of a failed transaction vanish with it.
+                con.execute("DROP TABLE _incoming; DROP TABLE _fresh; DROP VIEW _src")
             finally:
                 con.unregister("_dump")
         return IngestStats(
