@@ -394,7 +394,7 @@ def build_sample(
     plan = plan_sample(cached, case, config, rng)
     shape = plan.labels.shape
     labels = np.zeros((plan.num_channels, *shape), bool)
-    unknown = np.zeros_like(labels)
+    unknown = np.zeros(labels.shape, bool)  # np.zeros_like would write the zeros
     group_masks = np.zeros((len(plan.groups), *shape), bool)
     paint_masks(plan, labels, unknown, group_masks)
     groups = [
@@ -597,7 +597,7 @@ def dense_batch(samples: list[dict]) -> dict:
     k = max(1, max(len(p.groups) for p in plans))
     t = max(1, max(sum(len(g.tumors) for g in p.groups) for p in plans))
     labels = np.zeros((b, plans[0].num_channels, *spatial), bool)
-    unknown = np.zeros_like(labels)
+    unknown = np.zeros(labels.shape, bool)  # np.zeros_like would write the zeros
     group_masks = np.zeros((b, k, *spatial), bool)
     image = torch.empty((b, 1, *spatial), dtype=torch.float32)
     image_hu = np.empty((b, 1, *spatial), np.float32)

@@ -80,3 +80,100 @@ def test_batch_contract(phantom_set, cases):
         known = t.tumor_size_known
         assert (t.tumor_volume_mm3[known] > 0).all() and (t.tumor_group[known] >= 0).all()
         assert np.allclose(t.spacing_mm.numpy()[0], ds.cached(batch_items[0][0]).spacing_mm)
+
+
+def test_dilate_box_matches_scipy_maximum_filter():
+    from scipy import ndimage
+
+    from train.data.dataset import dilate_box
+
+    rng = np.random.default_rng(4)
+    for radius in [(0, 0, 0), (1, 2, 3), (2, 0, 1), (4, 4, 4), (9, 1, 0)]:
+        mask = rng.random((11, 9, 7)) < 0.03
+        expected = ndimage.maximum_filter(mask.view(np.uint8), size=[2 * r + 1 for r in radius]).astype(bool)
+        got = dilate_box(mask, radius)
+        assert np.array_equal(got, expected), radius
+        assert got.sum() >= mask.sum()
+
+
+def _monai_augmentation(image, seed: int, p: float):
+    """The augmentation as written with MONAI's random transforms (the reference)."""
+    import torch
+    from monai.transforms import RandAdjustContrast, RandScaleIntensity, RandShiftIntensity
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    if rng.random() < p:
+        image = torch.from_numpy(ndimage.gaussian_filter(image.numpy(), sigma=(0, *rng.uniform(0.5, 1.5, 3))))
+    for transform in (RandScaleIntensity(factors=0.3, prob=1.0), RandShiftIntensity(offsets=0.1, prob=1.0),
+                      RandAdjustContrast(gamma=(0.7, 1.5), prob=1.0)):
+        if rng.random() < p:
+            transform.set_random_state(seed=int(rng.integers(2**31)))
+            image = torch.as_tensor(transform(image)).as_subclass(torch.Tensor)
+    if rng.random() < p:
+        image = image + torch.from_numpy(rng.standard_normal(image.shape, dtype=np.float32) * rng.uniform(0.0, 0.2))
+    return image.float()
+
+
+@pytest.mark.parametrize("p", [1.0, 0.5])
+def test_intensity_augmentation_matches_monai_transforms(p):
+    import torch
+
+    from train.data.dataset import IntensityAugmentation
+
+    image = torch.from_numpy(np.random.default_rng(0).normal(size=(1, 12, 10, 8)).astype(np.float32))
+    augment = IntensityAugmentation(p)
+    changed = 0
+    for seed in range(8):
+        got = augment(image, seed)
+        assert got.dtype == torch.float32 and torch.equal(got, _monai_augmentation(image, seed, p))
+        changed += not torch.equal(got, image)
+    assert changed >= 4
+
+
+def test_collate_paints_what_build_sample_builds(phantom_set, cases):
+    import torch
+
+    config = DataConfig(patch_size=(32, 32, 24), intensity_augmentation=False, unknown_margin_mm=7.0)
+    ds = CaseDataset(cases, phantom_set / "cache", config)
+    items = [(i, seed) for i in range(len(cases)) for seed in (5, 6)]
+    batch = collate([ds[item] for item in items])
+    t = batch["targets"]
+    grown = 0
+    for b, (index, seed) in enumerate(items):
+        s = build_sample(ds.cached(index), cases[index], config, np.random.default_rng([seed, index]))
+        for key in ("image", "image_hu", "labels", "unknown_mask"):
+            assert np.array_equal(batch[key][b].numpy(), s[key]), key
+        assert len(s["groups"]) == int((t.group_channel[b] >= 0).sum())
+        for j, g in enumerate(s["groups"]):
+            assert np.array_equal(t.group_masks[b, j].numpy(), g["mask"])
+            assert (t.group_channel[b, j].item(), t.group_state[b, j].item()) == (g["channel"], g["state"])
+        grown += any(0 < u.sum() < u.size for u in s["unknown_mask"])
+    assert grown > 0  # some report crop had a grown (partial) unknown region
+    assert batch["image"].dtype == torch.float32 and batch["labels"].dtype == torch.bool
+
+
+def test_batch_is_sent_compact_and_rebuilt(phantom_set, cases):
+    import pickle
+
+    import torch
+
+    from train.data.dataset import BATCH_KEYS, Batch
+
+    config = DataConfig(patch_size=(32, 32, 24))
+    ds = CaseDataset(cases, phantom_set / "cache", config)
+    sampler = MixedBatchSampler(cases, batch_size=2, batches=2, mask_fraction=0.5, seed=9)
+    expected = [collate([ds[i] for i in items]) for items in sampler]
+    sampler.epoch = 0
+    sent = pickle.dumps(collate([ds[i] for i in next(iter(sampler))]))
+    dense = sum(expected[0][k].numel() * expected[0][k].element_size() for k in ("labels", "unknown_mask"))
+    assert len(sent) < dense / 3
+    sampler.epoch = 0
+    loader = torch.utils.data.DataLoader(ds, batch_sampler=sampler, collate_fn=collate, num_workers=1)
+    for got, want in zip(loader, expected):
+        assert isinstance(got, Batch) and tuple(got) == BATCH_KEYS
+        for key in ("image", "image_hu", "labels", "unknown_mask", "has_mask"):
+            assert torch.equal(got[key], want[key]), key
+        assert torch.equal(got["targets"].group_masks, want["targets"].group_masks)
+        rebuilt = Batch(dict(got.items()))  # how DataLoader's pin_memory rebuilds a mapping
+        assert rebuilt["labels"] is got["labels"]
