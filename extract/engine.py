@@ -191,7 +191,7 @@ async def extract_one(backend: Backend, prompt: Prompt, schema: dict[str, Any], 
         try:
             c = await backend.complete(messages, schema, sampling)
         except BackendError as exc:
-            outcome.error = f"transport: {exc}"
+            outcome.error = f"transport: {exc}" + (f" | {outcome.error}" if outcome.error else "")
             return outcome
         _add(outcome, c)
         if c.finish_reason == "length":
