@@ -105,7 +105,12 @@ class Ellipsoid:
     def contains(self, points: np.ndarray) -> np.ndarray:
         """Bool (N,) for points (N, 3) in mm."""
         q = (points - self.center) / self.semi_axes
-        return np.einsum("ij,ij->i", q, q) <= 1.0
+        return _in_unit_ball(q[:, 0], q[:, 1], q[:, 2])
+
+
+def _in_unit_ball(q0: np.ndarray, q1: np.ndarray, q2: np.ndarray) -> np.ndarray:
+    """q0^2 + q1^2 + q2^2 <= 1, summed in the order numpy's einsum used before, so phantoms stay bit-identical."""
+    return q0 * q0 + q2 * q2 + q1 * q1 <= 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,7 +169,9 @@ def _pancreas_parameter(points: np.ndarray, anatomy: Anatomy) -> tuple[np.ndarra
     lo, hi = curve.min(0) - radius.max(), curve.max(0) + radius.max()
     cand = np.flatnonzero(np.all((points >= lo) & (points <= hi), axis=1))
     if cand.size:
-        d2 = ((points[cand, None, :] - curve[None, :, :]) ** 2).sum(-1)  # (n, P)
+        p = points[cand]
+        dx, dy, dz = ((p[:, w, None] - curve[None, :, w]) ** 2 for w in range(3))
+        d2 = dx + dy + dz  # (n, P); the order of .sum(-1) over the last axis
         nearest = d2.argmin(1)
         inside[cand] = d2[np.arange(cand.size), nearest] <= radius[nearest] ** 2
         t_near[cand] = nearest / (len(curve) - 1)
@@ -298,6 +305,92 @@ def voxel_world_points(affine: np.ndarray, shape: tuple[int, int, int]) -> np.nd
     return (affine[:3, :3].astype(np.float32) @ idx + affine[:3, 3:4].astype(np.float32)).T
 
 
+def voxel_world_axes(affine: np.ndarray, shape: tuple[int, int, int]) -> list[np.ndarray]:
+    """World x, y, z (float32 mm) of the voxel centres as three arrays broadcastable to ``shape``.
+
+    A coordinate that depends on one array axis only (any axis-aligned affine, flipped or not) stays 1D along that
+    axis, so whole-grid expressions in x and y cost a 2D array. Values equal :func:`voxel_world_points`.
+    """
+    a32, t32 = affine[:3, :3].astype(np.float32), affine[:3, 3].astype(np.float32)
+    out = []
+    for w in range(3):
+        terms = [
+            (a32[w, a] * np.arange(n, dtype=np.float32)).reshape([n if b == a else 1 for b in range(3)])
+            for a, n in enumerate(shape) if a32[w, a] != 0
+        ]
+        acc = terms[0] if terms else np.zeros((1, 1, 1), np.float32)
+        for term in terms[1:]:
+            acc = acc + term
+        out.append(acc + t32[w])
+    return out
+
+
+def _index_box(affine: np.ndarray, shape: tuple[int, ...], lo_mm: np.ndarray, hi_mm: np.ndarray) -> tuple[slice, ...]:
+    """Voxel-index slices covering the world box [lo_mm, hi_mm], one voxel of slack for rounding."""
+    corners = np.array(np.meshgrid(*zip(lo_mm, hi_mm), indexing="ij")).reshape(3, -1)
+    idx = np.linalg.solve(affine[:3, :3], corners - affine[:3, 3:4])
+    lo = np.clip(np.floor(idx.min(1)).astype(int) - 1, 0, shape)
+    hi = np.clip(np.ceil(idx.max(1)).astype(int) + 2, 0, shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+
+
+def _box_axes(axes: list[np.ndarray], box: tuple[slice, ...]) -> list[np.ndarray]:
+    """The part of broadcastable coordinate arrays inside ``box`` (axes of length 1 are kept)."""
+    return [c[tuple(s if c.shape[d] > 1 else slice(None) for d, s in enumerate(box))] for c in axes]
+
+
+def _box_points(axes: list[np.ndarray], mask: np.ndarray) -> np.ndarray:
+    """(N, 3) float32 world points of the voxels set in ``mask`` (a box), C order."""
+    return np.stack([np.broadcast_to(c, mask.shape)[mask] for c in axes], axis=1)
+
+
+def _ellipsoid_in_box(e: Ellipsoid, axes: list[np.ndarray]) -> np.ndarray:
+    """Bool mask of the box: voxel centres inside ``e`` (same arithmetic as :meth:`Ellipsoid.contains`)."""
+    q = [((c.astype(np.float64) - e.center[w]) / e.semi_axes[w]) for w, c in enumerate(axes)]
+    return np.broadcast_to(_in_unit_ball(*q), np.broadcast_shapes(*(c.shape for c in axes)))
+
+
+def organ_labels_grid(anatomy: Anatomy, affine: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """Organ label values (uint8, ``shape``) of every voxel centre; equal to :func:`organ_labels_at` on
+    :func:`voxel_world_points`, but each organ is evaluated only on the voxel box around it."""
+    axes = voxel_world_axes(affine, shape)
+    labels = np.zeros(shape, np.uint8)
+
+    def ellipsoid(e: Ellipsoid) -> tuple[tuple[slice, ...], np.ndarray]:
+        box = _index_box(affine, shape, e.center - e.semi_axes, e.center + e.semi_axes)
+        return box, _ellipsoid_in_box(e, _box_axes(axes, box))
+
+    box, inside = ellipsoid(anatomy.liver)
+    if inside.any():
+        sub = labels[box]
+        sub[inside] = _liver_segment(_box_points(_box_axes(axes, box), inside), anatomy.liver)
+    box, inside = ellipsoid(anatomy.spleen)
+    labels[box][inside] = _LABEL_VALUE["spleen"]
+    curve, radius = anatomy.pancreas_curve, anatomy.pancreas_radius
+    lo, hi = curve.min(0) - radius.max(), curve.max(0) + radius.max()
+    box = _index_box(affine, shape, lo, hi)
+    box_axes = _box_axes(axes, box)
+    sub_shape = np.broadcast_shapes(*(c.shape for c in box_axes))
+    cand = np.ones(sub_shape, bool)
+    for w, c in enumerate(box_axes):
+        cand &= (c >= lo[w]) & (c <= hi[w])
+    if cand.any():
+        in_pancreas, t = _pancreas_parameter(_box_points(box_axes, cand), anatomy)
+        part = np.where(t < _PANCREAS_HEAD_END, 9, np.where(t < _PANCREAS_BODY_END, 10, 11)).astype(np.uint8)
+        sub = labels[box]
+        values = sub[cand]
+        values[in_pancreas] = part[in_pancreas]
+        sub[cand] = values
+    box, inside = ellipsoid(anatomy.kidney_right)
+    labels[box][inside] = _LABEL_VALUE["kidney_right"]
+    box, inside = ellipsoid(anatomy.kidney_left)
+    labels[box][inside] = _LABEL_VALUE["kidney_left"]
+    x, y = axes[0].astype(np.float64), axes[1].astype(np.float64)
+    inside_body = (x / anatomy.body_semi_axes[0]) ** 2 + (y / anatomy.body_semi_axes[1]) ** 2 <= 1.0
+    labels *= np.broadcast_to(inside_body, shape)
+    return labels
+
+
 def render_case(
     anatomy: Anatomy,
     tumors: list[Tumor],
@@ -307,29 +400,37 @@ def render_case(
     noise_hu: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Render CT (int16 HU), organ labels and lesion labels (uint8), each of ``shape``."""
-    pts = voxel_world_points(affine, shape)
-    organs = organ_labels_at(pts, anatomy)
-    x, y = pts[:, 0], pts[:, 1]
+    organs = organ_labels_grid(anatomy, affine, shape)
+    axes = voxel_world_axes(affine, shape)
+    x, y = axes[0], axes[1]
+
+    def fill(where: np.ndarray, value: float) -> None:
+        hu[np.broadcast_to(where, shape)] = value
+
     body_r = (x / anatomy.body_semi_axes[0]) ** 2 + (y / anatomy.body_semi_axes[1]) ** 2
-    hu = np.full(len(pts), _HU["air"], np.float32)
-    hu[body_r <= 1.0] = _HU["fat"]
-    hu[(body_r <= 0.93) & (body_r > 0.78)] = _HU["muscle"]  # abdominal wall
-    hu[(x**2 + (y + 80) ** 2) <= 18**2] = _HU["bone"]  # vertebral body
-    hu[(x**2 + (y + 50) ** 2) <= 11**2] = _HU["aorta"]
-    for value, name in ORGAN_LABELS.items():
-        if value:
-            hu[organs == value] = _HU[_ORGAN_OF_LABEL[value]]
-    lesions = np.zeros(len(pts), np.uint8)
+    hu = np.full(shape, _HU["air"], np.float32)
+    fill(body_r <= 1.0, _HU["fat"])
+    fill((body_r <= 0.93) & (body_r > 0.78), _HU["muscle"])  # abdominal wall
+    fill((x**2 + (y + 80) ** 2) <= 18**2, _HU["bone"])  # vertebral body
+    fill((x**2 + (y + 50) ** 2) <= 11**2, _HU["aorta"])
+    organ_hu = np.array([0.0] + [_HU[_ORGAN_OF_LABEL[v]] for v in range(1, len(ORGAN_LABELS))], np.float32)
+    hu = np.where(organs > 0, organ_hu[organs], hu)
+    lesions = np.zeros(shape, np.uint8)
     for tumor in tumors:
         lo = tumor.center_mm - tumor.diameters_mm.max() / 2
         hi = tumor.center_mm + tumor.diameters_mm.max() / 2
-        cand = np.flatnonzero(np.all((pts >= lo) & (pts <= hi), axis=1))
-        inside = cand[tumor.contains(pts[cand])]
-        lesions[inside] = _LESION_VALUE[tumor.organ]
-        hu[inside] = _HU[tumor.organ] + tumor.hu_delta
-    hu += rng.normal(0.0, noise_hu, len(pts)).astype(np.float32)
+        box = _index_box(affine, shape, lo, hi)
+        box_axes = _box_axes(axes, box)
+        cand = np.ones(np.broadcast_shapes(*(c.shape for c in box_axes)), bool)
+        for w, c in enumerate(box_axes):
+            cand &= (c >= lo[w]) & (c <= hi[w])
+        inside = cand.copy()
+        inside[cand] = tumor.contains(_box_points(box_axes, cand))
+        lesions[box][inside] = _LESION_VALUE[tumor.organ]
+        hu[box][inside] = _HU[tumor.organ] + tumor.hu_delta
+    hu += rng.normal(0.0, noise_hu, shape).astype(np.float32)
     ct = np.clip(np.rint(hu), -1024, 3071).astype(np.int16)
-    return ct.reshape(shape), organs.reshape(shape), lesions.reshape(shape)
+    return ct, organs, lesions
 
 
 # --------------------------------------------------------------------------------------------- reports

@@ -44,3 +44,32 @@ def test_written_set_matches_report_and_truth(phantom_set):
             assert organ in {"liver", "pancreas", "kidney", "spleen"}
     with open(phantom_set / "case_reports.csv", newline="") as fh:
         assert [r["report_id"] for r in csv.DictReader(fh)] == [g["report_id"] for g in truth]
+
+
+def test_grid_rendering_matches_point_evaluation():
+    from train.data.phantoms import (case_affine, organ_labels_at, organ_labels_grid, render_case, sample_anatomy,
+                                     sample_tumors, voxel_world_points)
+
+    rng = np.random.default_rng(3)
+    anatomy = sample_anatomy(rng)
+    tumors = sample_tumors(rng, anatomy, 3, 0.0)
+    shape = (40, 36, 30)
+    for affine in (case_affine(shape, np.array([8.5, 9.0, 8.0]), False),
+                   case_affine(shape, np.array([9.0, 8.0, 8.2]), True)):
+        points = voxel_world_points(affine, shape)
+        expected = organ_labels_at(points, anatomy).reshape(shape)
+        assert np.array_equal(organ_labels_grid(anatomy, affine, shape), expected)
+        ct, organs, lesions = render_case(anatomy, tumors, affine, shape, np.random.default_rng(0), 0.0)
+        inside = np.zeros(len(points), bool)
+        for t in tumors:
+            inside |= t.contains(points)
+        assert inside.any() and np.array_equal(lesions.reshape(-1) > 0, inside)
+        assert np.array_equal(organs, expected) and ct[organs == 14].min() >= 100  # spleen HU (no noise)
+    # An oblique grid: coordinates are summed differently from the matrix product, so allow rare boundary flips.
+    theta = 0.3
+    rot = np.array([[np.cos(theta), -np.sin(theta), 0], [np.sin(theta), np.cos(theta), 0], [0, 0, 1]])
+    oblique = case_affine(shape, np.array([9.0, 9.0, 8.0]), False)
+    oblique[:3, :3] = rot @ oblique[:3, :3]
+    expected = organ_labels_at(voxel_world_points(oblique, shape), anatomy).reshape(shape)
+    got = organ_labels_grid(anatomy, oblique, shape)
+    assert (expected > 0).sum() > 1000 and np.count_nonzero(got != expected) <= 0.001 * got.size
