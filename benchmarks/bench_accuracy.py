@@ -6,6 +6,13 @@ scores them with `extract.evaluation`. Gold sets: data/gold/dev_gold.jsonl (opti
 
     python benchmarks/bench_accuracy.py --subset data/gold/ci_subset.txt      # CI subset, embedded model
     python benchmarks/bench_accuracy.py --backend openai --llm-url http://host:8000/v1 --model NAME
+    python benchmarks/bench_accuracy.py --subset data/gold/ci_subset.txt --prompt prompts/extract_v2.yaml
+    python benchmarks/bench_accuracy.py --rescore-from build/eval/bench-dev_gold-local.duckdb   # no LLM calls
+
+`--rescore-from DB` re-runs only the deterministic conversion (`schemas.llm.to_payload` + organ summary) on the
+raw LLM answers stored in DB (one run key: the latest run's, or `--config-hash PREFIX`) and scores them again,
+so conversion rules can be changed and measured in seconds. Gold reports without a stored answer are skipped
+(not counted as failures); an answer the conversion rejects counts as failed.
 
 Wall times depend on the machine and its load; say which machine gave them.
 """
@@ -42,6 +49,60 @@ def _metrics(result: dict) -> dict:
     }
 
 
+def stored_answers(db: Path, config_hash: str | None = None) -> tuple[str, dict[str, dict]]:
+    """Raw answers of one run key from a store: (config_hash, {report_id: {"raw", "text", "status"}}).
+
+    Args:
+        config_hash: a prefix of the run key to read; default the key of the most recently started run.
+    """
+    from extract.store import Store
+
+    with Store(db, read_only=True) as store:
+        runs = store.query("SELECT config_hash, prompt_id, prompt_sha256, model_id, started_at FROM extraction_runs "
+                           "ORDER BY started_at DESC").to_pylist()
+        keys = [r["config_hash"] for r in runs if config_hash is None or r["config_hash"].startswith(config_hash)]
+        if not keys:
+            raise SystemExit(f"{db}: no extraction run with config_hash {config_hash or '(any)'}")
+        key = keys[0]
+        rows = store.query(
+            "SELECT e.report_id, e.status, e.raw_output, r.text FROM extractions e JOIN reports r "
+            "ON r.report_id = e.report_id AND r.version = e.report_version "
+            f"WHERE e.config_hash = '{key}' ORDER BY e.created_at").to_pylist()
+    return key, {r["report_id"]: {"raw": r["raw_output"], "text": r["text"], "status": r["status"]} for r in rows}
+
+
+def rescore_prediction(raw: str | None, text: str) -> "ev.Prediction":
+    """The organ-summary prediction the current conversion rules give for one stored raw answer."""
+    from pydantic import ValidationError
+
+    from schemas.llm import to_payload
+    from schemas.summary import organ_summary
+
+    if not raw:
+        return ev.Prediction("failed")
+    try:
+        payload, _ = to_payload(raw, text)
+    except (ValidationError, ValueError):
+        return ev.Prediction("failed")
+    return ev.Prediction("ok", {row["organ"]: row for row in organ_summary(payload)})
+
+
+def rescore(name: str, reports: list, db: Path, config_hash: str | None, out: Path | None) -> tuple[dict, dict]:
+    """Score the stored raw answers of `db` again with the current conversion: (JSON line, full result)."""
+    start = time.perf_counter()
+    key, answers = stored_answers(db, config_hash)
+    scored = [r for r in reports if r.id in answers]
+    preds = {r.id: rescore_prediction(answers[r.id]["raw"], r.report) for r in scored}
+    result = ev.evaluate(scored, preds)
+    if out is not None:
+        out.write_text(json.dumps(result, indent=1, default=str) + "\n", encoding="utf-8")
+    line = {"bench": "accuracy_rescore", "gold": name, "store": str(db), "config_hash": key[:12],
+            "reports": len(scored), "not_in_store": len(reports) - len(scored),
+            "rescore_s": round(time.perf_counter() - start, 2), **_metrics(result),
+            "result_file": str(out) if out else None}
+    return line, result
+
+
 def run_one(name: str, reports: list, args: argparse.Namespace) -> dict:
     from extract.backends.base import SamplingConfig
     from extract.run_cli import BackendName, build_backend
@@ -49,18 +110,20 @@ def run_one(name: str, reports: list, args: argparse.Namespace) -> dict:
     backend = build_backend(BackendName(args.backend), urls=args.llm_url, model=args.model, model_path=None,
                             model_revision="", quantization="", concurrency=args.concurrency, timeout_s=300.0,
                             retries=2, threads=args.threads)
-    db = WORK / f"bench-{name}-{args.backend}.duckdb"
+    db = args.store or WORK / f"bench-{name}-{args.backend}.duckdb"
     start = time.perf_counter()
-    summary = ev.extract_gold(reports, db, backend, sampling=SamplingConfig(max_tokens=args.max_tokens))
+    summary = ev.extract_gold(reports, db, backend, sampling=SamplingConfig(max_tokens=args.max_tokens),
+                              prompt_path=args.prompt)
     wall_s = time.perf_counter() - start
     result = ev.evaluate(reports, ev.predictions_from_store(db, [r.id for r in reports]))
-    out = WORK / f"bench-{name}-{args.backend}.json"
+    out = db.with_suffix(".json")
     out.write_text(json.dumps(result, indent=1, default=str) + "\n", encoding="utf-8")
     extracted = summary.get("ok", 0) + summary.get("repaired", 0) + summary.get("failed", 0)
     return {"bench": "accuracy", "gold": name, "reports": len(reports), "backend": args.backend,
-            "model": args.model, "extracted_now": extracted, "wall_s": round(wall_s, 1),
+            "model": args.model,
+            "prompt": str(args.prompt) if args.prompt else "default", "extracted_now": extracted, "wall_s": round(wall_s, 1),
             "s_per_extracted_report": round(wall_s / extracted, 2) if extracted else None,
-            "machine": platform.node(), **_metrics(result), "result_file": str(out.relative_to(ROOT))}
+            "machine": platform.node(), **_metrics(result), "result_file": str(out)}
 
 
 def main() -> None:
@@ -75,12 +138,28 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=1024)
+    parser.add_argument("--prompt", type=Path, help="prompt template (default: the engine's default prompt)")
+    parser.add_argument("--store", type=Path, help="working store (default build/eval/bench-<gold>-<backend>.duckdb)")
+    parser.add_argument("--rescore-from", type=Path, metavar="DB",
+                        help="no LLM calls: convert and score the raw answers stored in DB again")
+    parser.add_argument("--config-hash", help="with --rescore-from: run key prefix to read (default latest run)")
+    parser.add_argument("--out", type=Path, help="with --rescore-from: write the full result JSON here")
+    parser.add_argument("--table", action="store_true", help="also print the per-organ table (stderr)")
+    parser.add_argument("--mismatches", type=int, default=0, help="print N mismatches (ids, organs, values; stderr)")
     args = parser.parse_args()
 
     WORK.mkdir(parents=True, exist_ok=True)
     ids = ev.load_id_list(args.subset) if args.subset else None
     reports = ev.load_gold(args.gold, ids)[: args.limit]
     name = args.gold.stem + (f"-{args.subset.stem}" if args.subset else "") + (f"-first{args.limit}" if args.limit else "")
+    if args.rescore_from:
+        line, result = rescore(name, reports, args.rescore_from, args.config_hash, args.out)
+        print(json.dumps(line), flush=True)
+        if args.table:
+            print(ev.format_table(result), file=sys.stderr)
+        for m in result["mismatches"][: args.mismatches]:
+            print(json.dumps(m, default=str), file=sys.stderr)
+        return
     print(json.dumps(run_one(name, reports, args)), flush=True)
     if not args.no_cases and args.subset is None and SHARED_CASES.exists():
         converted = WORK / "dev_cases_gold.jsonl"  # holds report text: generated, never committed

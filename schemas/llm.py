@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -18,11 +19,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from schemas.measure import parse_size_text
 from schemas.records import ExtractionPayload, _match_key
 from schemas.vocab import (
+    NEGATION_CUES,
     PAIRED_ORGANS,
+    POST_NEGATION_CUES,
+    PRESENCE_HEDGES,
     TYPE_ORGANS,
     LesionType,
     Organ,
     attenuation_in_text,
+    composition_in_text,
+    group_word_in_text,
+    lesion_word_in_text,
+    named_organs,
     side_in_text,
     subsegments_in_text,
 )
@@ -38,25 +46,27 @@ class _LLMModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# Field order is the order a constrained decoder writes: the quote comes right after the organ, so every
+# later field is decided with the copied report words already in context.
 class LLMOrgan(_LLMModel):
     organ: OrganKey
+    quote: str = Field(max_length=160)
     side: Literal["left", "right", "both"]
     state: Literal["lesion", "equivocal", "no_lesion", "resected"]
-    quote: str = Field(max_length=160)
 
 
 class LLMLesion(_LLMModel):
     organ: OrganKey
+    quote: str = Field(max_length=200)
     side: Literal["left", "right", "both", "none"]
     location: str = Field(max_length=60, description="location words as written, or empty")
-    count: int = Field(ge=1, le=99)
-    count_exact: bool
     size: str = Field(max_length=40, description="the current measurement exactly as written, or empty")
     size_bound: Literal["none", "subcentimeter", "tiny", "small", "large", "massive"]
+    count: int = Field(ge=1, le=99)
+    count_exact: bool
     attenuation: Literal["hypo", "iso", "hyper", "heterogeneous", "unknown"]
     kind: KindKey
     certainty: Literal["definite", "probable", "possible"]
-    quote: str = Field(max_length=200)
 
 
 class LLMAnswer(_LLMModel):
@@ -70,6 +80,12 @@ def llm_json_schema() -> dict[str, Any]:
 
 
 # --- deterministic conversion ------------------------------------------------------------------------
+#
+# A small model copies the example answers, calls normal organs lesions and attaches a quote about one organ
+# to another. The rules below therefore trust the report text over the model: a lesion is kept only when its
+# quote is in the report, its sentence asserts a lesion word that no negation covers, and that sentence (or
+# its section header) does not speak of other organs only. Side, count, certainty and attenuation are read
+# from the quoted wording where it states them.
 
 #: Words that make a finding "not a lesion" when no lesion word is present (stones, collections, ...).
 _NOT_LESION = re.compile(
@@ -77,23 +93,32 @@ _NOT_LESION = re.compile(
     r"collections?|abscess|atelectasis|hydronephrosis|ductal dilatation|dilated duct|granuloma|scar(?:ring)?)\b",
     re.IGNORECASE,
 )
-_LESION_WORD = re.compile(
-    r"\b(?:lesions?|mass(?:es)?|nodules?|nodular|cysts?|cystic|tumou?rs?|metastas[ie]s|neoplasm|carcinoma|"
-    r"hypodensit(?:y|ies)|hyperdensit(?:y|ies)|foc(?:us|i)|hemangiomas?|adenomas?|implants?|thickening|"
-    r"lymphadenopathy|adenopathy|enlarged|pseudocyst)\b",
-    re.IGNORECASE,
-)
-_NODE_ABNORMAL = re.compile(
-    r"\b(?:enlarged|pathologic(?:al)?|suspicious|metasta\w*|necrotic|bulky|lymphadenopathy|adenopathy)\b",
-    re.IGNORECASE,
-)
-_NEGATED = re.compile(r"^\s*(?:no|without|negative for|resolved|free of)\b", re.IGNORECASE)
 _HEDGE_PROBABLE = re.compile(r"\b(?:likely|probabl[ey]|consistent with|compatible with|in keeping with|"
                              r"suggest\w*|highly suspicious)\b", re.IGNORECASE)
 _HEDGE_POSSIBLE = re.compile(r"\b(?:suspicious for|concerning for|cannot be excluded|cannot exclude|"
                              r"possibl[ey]|questionable|may represent)\b", re.IGNORECASE)
 _EACH = re.compile(r"\beach\b|\b(?:two|three|four|five|\d+)\s+(?:\d+(?:\.\d+)?\s*(?:mm|cm))", re.IGNORECASE)
 _QUALIFIER_WORDS = {"subcentimeter": 10.0}
+
+
+def _cue_pattern(words: tuple[str, ...]) -> re.Pattern[str]:
+    alternatives = sorted(words, key=len, reverse=True)
+    return re.compile(r"\b(?:" + "|".join(re.escape(w) for w in alternatives) + r")\b", re.IGNORECASE)
+
+
+# "not" is a negation except in hedges ("is not excluded"), which keep the lesion possible.
+_PRE_NEGATION = re.compile(
+    r"\b(?:" + "|".join(re.escape(w) for w in sorted(NEGATION_CUES, key=len, reverse=True) if w != "not")
+    + r"|not(?!\s+(?:be\s+)?(?:excluded|ruled out)))\b", re.IGNORECASE)
+_POST_NEGATION = _cue_pattern(POST_NEGATION_CUES)
+_PRESENCE_HEDGE = _cue_pattern(PRESENCE_HEDGES)
+_NEGATION_END = re.compile(r"[;.]|\b(?:but|however|except|other than|whereas)\b", re.IGNORECASE)
+_CLAUSE_BREAK = re.compile(r"[,;:]|\b(?:but|however|whereas)\b", re.IGNORECASE)
+# A sentence ends at ; ! ? a line break, or a period that is not a decimal point ("2.3 cm").
+_SENTENCE_BREAK = re.compile(r"[;!?\n]|\.(?!\d)")
+_HEADER = re.compile(r"^\s*([A-Za-z][A-Za-z /&,()-]{0,40}):")
+_MIXED = re.compile(r"\b(?:cystic and solid|solid and cystic|mixed cystic|complex cystic|partially cystic)\b",
+                    re.IGNORECASE)
 
 
 def _canonical_quote(text: str) -> str:
@@ -104,28 +129,157 @@ def _in_report(quote: str, report_key: str) -> bool:
     return bool(quote) and _match_key(quote) in report_key
 
 
-def _lesion_record(lesion: LLMLesion, record_id: int, report_key: str, warnings: list[str]) -> dict | None:
+@dataclass(frozen=True)
+class QuoteContext:
+    """Where a quote sits in the report.
+
+    Attributes:
+        span: (start, end) character offsets of the matched text in the NFKC-normalised report.
+        text: the matched report text (the quote, or its longest part found in the report).
+        sentence: the sentence (up to `;`, `.`, line break) holding the match.
+        header: the section header of its line ("Right kidney"), or "".
+    """
+
+    span: tuple[int, int]
+    text: str
+    sentence: str
+    header: str
+
+
+def _normalised_with_index(text: str) -> tuple[str, list[int]]:
+    """Casefolded text with whitespace runs collapsed, and the source offset of every kept character."""
+    chars: list[str] = []
+    index: list[int] = []
+    for i, ch in enumerate(text):
+        if ch.isspace():
+            if chars and chars[-1] == " ":
+                continue
+            ch = " "
+        for folded in ch.casefold():
+            chars.append(folded)
+            index.append(i)
+    return "".join(chars), index
+
+
+def _quote_fragments(quote: str) -> list[str]:
+    """The quote, then its parts between punctuation (3+ words), longest first."""
+    parts = [p.strip() for p in re.split(r"[,;:()]|\.(?!\d)", quote)]
+    parts = [p for p in parts if len(p.split()) >= 3 and p != quote]
+    return [quote.strip(" .,;:"), *sorted(parts, key=len, reverse=True)]
+
+
+def locate_quote(quote: str, report: str) -> QuoteContext | None:
+    """Find `quote` in `report` (case and whitespace insensitive; failing that, its longest part of three or
+    more words) with its sentence and section header. None when no part of it is in the report."""
+    report = unicodedata.normalize("NFKC", report)
+    norm, index = _normalised_with_index(report)
+    for fragment in _quote_fragments(unicodedata.normalize("NFKC", quote)):
+        key = _match_key(fragment)
+        if len(key) < 3:
+            continue
+        pos = norm.find(key)
+        if pos < 0:
+            continue
+        start, end = index[pos], index[pos + len(key) - 1] + 1
+        breaks = [m for m in _SENTENCE_BREAK.finditer(report)]
+        sent_start = max((m.end() for m in breaks if m.end() <= start), default=0)
+        sent_end = min((m.start() for m in breaks if m.start() >= max(start, end - 1)), default=len(report))
+        line_start = report.rfind("\n", 0, start) + 1
+        header = _HEADER.match(report[line_start:start])
+        header_text = header.group(1) if header else ""
+        if not header_text and line_start > 0:
+            previous = report[: line_start - 1].rsplit("\n", 1)[-1].strip()
+            if previous.endswith(":") and len(previous) <= 42:
+                header_text = previous[:-1]
+        return QuoteContext((start, end), report[start:end], report[sent_start:sent_end].strip(), header_text)
+    return None
+
+
+def _negated_blanked(text: str) -> str:
+    """`text` with negated stretches blanked: from a negation cue to the clause end ("no focal lesion"), and
+    the clause before a closing cue ("the segment 8 lesion has resolved")."""
+    chars = list(text)
+    for m in _PRE_NEGATION.finditer(text):
+        stop = _NEGATION_END.search(text, m.end())
+        for i in range(m.start(), stop.start() if stop else len(text)):
+            chars[i] = " "
+    for m in _POST_NEGATION.finditer(text):
+        begin = max((b.end() for b in _CLAUSE_BREAK.finditer(text, 0, m.start())), default=0)
+        for i in range(begin, m.end()):
+            chars[i] = " "
+    return "".join(chars)
+
+
+def _clauses(text: str) -> list[tuple[int, int]]:
+    bounds = [0, *(m.start() for m in _CLAUSE_BREAK.finditer(text)), len(text)]
+    return [(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
+
+
+def lesion_assertion(organ: Organ, sentence: str) -> str:
+    """How a sentence speaks of a lesion of `organ`: `definite` (an unnegated lesion word in a clause without
+    doubt), `possible` (lesion words only in clauses that doubt it: "a neoplasm cannot be excluded") or `none`
+    (no lesion word outside negations: "no focal lesion", "the lesion has resolved", "kidneys: normal")."""
+    blanked = _negated_blanked(sentence)
+    asserted = [(a, b) for a, b in _clauses(sentence) if lesion_word_in_text(organ, blanked[a:b])]
+    if not asserted:
+        return "none"
+    if all(_PRESENCE_HEDGE.search(sentence[a:b]) for a, b in asserted):
+        return "possible"
+    return "definite"
+
+
+def _lesion_side(lesion: LLMLesion, ctx: QuoteContext) -> str | None:
+    """Side of a paired-organ lesion: the quote's words, else the location's, the header's, the sentence's,
+    else the model's left/right. `bilateral` needs the words ("bilateral", "both", left and right)."""
+    for text in (ctx.text, lesion.location, ctx.header, ctx.sentence):
+        side = side_in_text(text)
+        if side is not None:
+            return side
+    return lesion.side if lesion.side in ("left", "right") else None
+
+
+def _attenuation_and_composition(ctx: QuoteContext, kind: LesionType) -> tuple[str, str]:
+    """Attenuation and composition as written: the quote first, then its sentence. Nothing written: unknown
+    (the model's guess is not used); a cyst is cystic."""
+    attenuation, composition = "unknown", "unknown"
+    for text in (ctx.text, ctx.sentence):
+        found = attenuation_in_text(text)
+        stated = "mixed" if _MIXED.search(text) else composition_in_text(text)
+        if found or stated:
+            attenuation, composition = found or "unknown", stated or "unknown"
+            break
+    if kind in (LesionType.CYST, LesionType.PSEUDOCYST) and composition not in ("cystic", "mixed"):
+        composition = "cystic"
+    return attenuation, composition
+
+
+def _lesion_record(lesion: LLMLesion, record_id: int, report_text: str, report_key: str,
+                   warnings: list[str]) -> tuple[dict, QuoteContext] | None:
     organ = Organ(lesion.organ)
     quote = _canonical_quote(lesion.quote)
-    context = f"{lesion.location} {quote}"
     where = f"lesion {record_id} ({organ.value})"
-    if _NEGATED.search(quote) and not _LESION_WORD.search(quote.split(",")[0][4:]):
-        warnings.append(f"{where}: quote is a negation; dropped")
+    ctx = locate_quote(quote, report_text)
+    if ctx is None:
+        warnings.append(f"{where}: quote is not in the report; dropped")
         return None
-    if _NOT_LESION.search(quote) and not _LESION_WORD.search(quote):
+    assertion = lesion_assertion(organ, ctx.sentence)
+    if assertion == "none":
+        warnings.append(f"{where}: its sentence asserts no lesion (negated, normal or not a lesion); dropped")
+        return None
+    if _NOT_LESION.search(ctx.text) and not lesion_word_in_text(organ, _negated_blanked(ctx.text)):
         warnings.append(f"{where}: not a lesion (stone/collection/...); dropped")
         return None
-    if organ is Organ.LYMPH_NODE and not _NODE_ABNORMAL.search(quote):
-        warnings.append(f"{where}: lymph node not called enlarged or suspicious; dropped")
+    named = named_organs(f"{ctx.header} {ctx.sentence}")
+    if named and organ not in named:
+        warnings.append(f"{where}: its sentence is about {sorted(o.value for o in named)}; dropped")
         return None
+    context = f"{lesion.location} {ctx.text}"
 
-    side = {"both": "bilateral", "none": None}.get(lesion.side, lesion.side)
-    if organ in PAIRED_ORGANS:
-        side = side or side_in_text(context)
-    else:
-        side = None
+    side = _lesion_side(lesion, ctx) if organ in PAIRED_ORGANS else None
     count, count_exact = lesion.count, lesion.count_exact
-    if not count_exact and count < 2:
+    if not group_word_in_text(f"{ctx.text} {ctx.sentence}"):
+        count, count_exact = 1, True  # nothing in the wording speaks of more than one lesion
+    elif not count_exact and count < 2:
         count = 2  # "multiple" without a number: at least two
     if side == "bilateral" and count == 1 and count_exact:
         count, count_exact = 2, False
@@ -140,7 +294,7 @@ def _lesion_record(lesion: LLMLesion, record_id: int, report_key: str, warnings:
         group = count > 1 or not count_exact
         refers_to = "lesion" if not group else ("each_of_group" if _EACH.search(quote) else "largest_of_group")
         size = {"status": "measured", "diameters_mm": diameters, "reported_text": size_text, "refers_to": refers_to}
-    elif lesion.size_bound == "subcentimeter" or re.search(r"\bsub-?centimeter\b", quote, re.IGNORECASE):
+    elif lesion.size_bound == "subcentimeter" or re.search(r"\bsub-?centimeter\b", ctx.text, re.IGNORECASE):
         size = {"status": "bounded", "upper_bound_mm": _QUALIFIER_WORDS["subcentimeter"], "qualifier": "subcentimeter"}
     elif lesion.size_bound != "none":
         size = {"status": "qualitative", "qualifier": lesion.size_bound}
@@ -152,14 +306,17 @@ def _lesion_record(lesion: LLMLesion, record_id: int, report_key: str, warnings:
         kind = LesionType.LESION_UNSPECIFIED
     if kind in (LesionType.LESION_UNSPECIFIED, LesionType.NODULE):
         type_certainty = "not_stated"
-    elif _HEDGE_POSSIBLE.search(quote):
+    elif _HEDGE_POSSIBLE.search(ctx.sentence):
         type_certainty = "possible"
-    elif _HEDGE_PROBABLE.search(quote):
+    elif _HEDGE_PROBABLE.search(ctx.sentence):
         type_certainty = "probable"
     else:
         type_certainty = "stated"
-    attenuation = attenuation_in_text(quote) or lesion.attenuation
-    return {
+    # Doubt about existence is read from the wording; a model's "possible" without such wording is not kept.
+    presence = "possible" if assertion == "possible" else (
+        "definite" if lesion.certainty == "possible" else lesion.certainty)
+    attenuation, composition = _attenuation_and_composition(ctx, kind)
+    record = {
         "id": record_id,
         "organ": organ.value,
         "laterality": side,
@@ -167,14 +324,17 @@ def _lesion_record(lesion: LLMLesion, record_id: int, report_key: str, warnings:
         "location_text": lesion.location or None,
         "lesion_type": kind.value,
         "type_certainty": type_certainty,
-        "presence": lesion.certainty,
+        "presence": presence,
         "attenuation": attenuation,
+        "composition": composition,
         "size": size,
         "count": count,
         "count_exact": count_exact,
-        "innumerable": bool(re.search(r"\binnumerable|too numerous to count\b", quote, re.IGNORECASE)),
-        "evidence": [quote[:400]] if _in_report(quote, report_key) and len(quote) >= 3 else [],
+        "innumerable": bool(re.search(r"\binnumerable|too numerous to count\b", ctx.sentence, re.IGNORECASE))
+        and not count_exact,
+        "evidence": [ctx.text[:400]] if len(ctx.text) >= 3 else [],
     }
+    return record, ctx
 
 
 def _organ_statuses(answer: LLMAnswer, tumors: list[dict], report_key: str, warnings: list[str]) -> list[dict]:
@@ -224,16 +384,24 @@ def to_payload(answer: LLMAnswer | dict | str, report_text: str) -> tuple[Extrac
     warnings: list[str] = []
     tumors: list[dict] = []
     seen: set[tuple] = set()
+    spans: dict[tuple[str, tuple[int, int]], bool] = {}
     for lesion in answer.lesions:
-        record = _lesion_record(lesion, len(tumors) + 1, report_key, warnings)
-        if record is None:
+        kept = _lesion_record(lesion, len(tumors) + 1, report_text, report_key, warnings)
+        if kept is None:
             continue
+        record, ctx = kept
         # The same lesion repeated (findings + impression) collapses into one record.
         identity = (record["organ"], record["laterality"], tuple(record["size"].get("diameters_mm", ())),
                     tuple(record["segments"]))
         if identity in seen and record["size"]["status"] == "measured":
             warnings.append(f"lesion {record['id']}: duplicate of an earlier record; dropped")
             continue
+        # A second entry on the very same words is a copy unless the words speak of several lesions.
+        span_key = (record["organ"], ctx.span)
+        if span_key in spans and not spans[span_key]:
+            warnings.append(f"lesion {record['id']}: same quote as an earlier single lesion; dropped")
+            continue
+        spans[span_key] = group_word_in_text(ctx.text)
         seen.add(identity)
         tumors.append(record)
     organs = _organ_statuses(answer, tumors, report_key, warnings)

@@ -146,6 +146,8 @@ DEFAULT_MAX_DIAMETER_MM = 350.0
 
 # --- word tables (lower-case, matched on word boundaries) -------------------------------------------
 
+_ROMAN_NUMERALS = ("i", "ii", "iii", "iv", "v", "vi", "vii", "viii")
+
 ORGAN_WORDS: dict[Organ, tuple[str, ...]] = {
     Organ.LIVER: ("liver", "hepatic", "hepato"),
     Organ.PANCREAS: ("pancreas", "pancreatic", "uncinate"),
@@ -165,6 +167,69 @@ ORGAN_WORDS: dict[Organ, tuple[str, ...]] = {
     Organ.BREAST: ("breast", "breasts"),
     Organ.OVARY_ADNEXA: ("ovary", "ovaries", "ovarian", "adnexa", "adnexal"),
     Organ.LYMPH_NODE: ("lymph node", "lymph nodes", "node", "nodes", "lymphadenopathy", "adenopathy"),
+}
+
+#: Location words that name an organ without its name ("segment 6" is the liver, "lingula" the lung).
+ORGAN_IMPLIED_WORDS: dict[Organ, tuple[str, ...]] = {
+    Organ.LIVER: tuple(f"segment {n}" for n in (*"12345678", "4a", "4b", *_ROMAN_NUMERALS)) + (
+        "segments", "caudate", "hepatic dome", "couinaud", "li-rads", "lr-5", "lr-4"),
+    Organ.PANCREAS: ("uncinate process",),
+    Organ.KIDNEY: ("upper pole", "lower pole", "interpolar", "bosniak", "nephrectomy"),
+    Organ.LUNG: ("upper lobe", "lower lobe", "middle lobe", "lingula", "lingular", "lobectomy", "ground-glass",
+                 "ground glass"),
+    Organ.GALLBLADDER: ("cholecystectomy",),
+    Organ.ADRENAL_GLAND: ("adrenalectomy",),
+    Organ.SPLEEN: ("splenectomy",),
+}
+
+#: Nouns that name a focal lesion in any organ.
+LESION_WORDS: tuple[str, ...] = (
+    "lesion", "lesions", "mass", "masses", "nodule", "nodules", "nodular", "cyst", "cysts", "cystic", "tumor",
+    "tumors", "tumour", "tumours", "metastasis", "metastases", "metastatic", "neoplasm", "neoplasms", "carcinoma",
+    "carcinomas", "adenocarcinoma", "cancer", "malignancy", "sarcoma", "lymphoma", "hypodensity", "hypodensities",
+    "hyperdensity", "hyperdensities", "focus", "foci", "hemangioma", "hemangiomas", "hamartoma", "hamartomas",
+    "adenoma", "adenomas", "angiomyolipoma", "myelolipoma", "oncocytoma", "pheochromocytoma", "cystadenoma",
+    "ipmn", "ipmns", "implant", "implants", "deposit", "deposits", "pseudocyst", "fibroid", "fibroids", "polyp",
+    "polyps", "observation", "soft tissue", "ground-glass opacity", "ground glass opacity", "primary",
+    "recurrence", "carcinomatosis",
+)
+#: Extra lesion words for some organs only: wall thickening of hollow organs, enlarged or suspicious nodes.
+ORGAN_LESION_WORDS: dict[Organ, tuple[str, ...]] = {
+    **{o: ("thickening", "wall thickening") for o in (Organ.COLON, Organ.STOMACH, Organ.ESOPHAGUS, Organ.BLADDER,
+                                                      Organ.DUODENUM, Organ.GALLBLADDER)},
+    Organ.LYMPH_NODE: ("enlarged", "lymphadenopathy", "adenopathy", "necrotic", "bulky", "pathologic",
+                       "pathological", "suspicious", "metastatic"),
+}
+#: Cues that negate what follows them up to the end of the clause ("no focal lesion", "without a mass").
+NEGATION_CUES: tuple[str, ...] = ("no", "not", "without", "negative for", "free of", "absence of", "absent",
+                                  "no evidence of", "nor", "neither")
+#: Cues that negate the clause they end ("... has resolved", "... is no longer seen").
+POST_NEGATION_CUES: tuple[str, ...] = (
+    "resolved", "has resolved", "have resolved", "no longer seen", "no longer visualized", "no longer identified",
+    "no longer evident", "no longer present", "not seen", "not identified", "not visualized", "not present",
+    "has been resected", "have been resected", "removed", "is absent", "are absent",
+)
+#: Wording that doubts whether a lesion exists at all (certainty `possible`, organ `equivocal`).
+PRESENCE_HEDGES: tuple[str, ...] = (
+    "cannot be excluded", "can not be excluded", "cannot be ruled out", "not excluded", "cannot exclude",
+    "can't exclude", "not be excluded", "questionable", "equivocal", "possible", "possibly", "may represent",
+    "could represent", "might represent", "versus artifact", "vs artifact", "vs. artifact", "pseudolesion",
+    "perfusional", "perfusion anomaly", "perfusion artifact", "not well seen", "suggestion of",
+)
+#: Wording that makes an entry stand for more than one lesion.
+GROUP_WORDS: tuple[str, ...] = (
+    "multiple", "several", "numerous", "innumerable", "countless", "scattered", "few", "various", "bilateral",
+    "bilaterally", "both", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "too numerous",
+    "lesions", "masses", "nodules", "cysts", "metastases", "hypodensities", "hyperdensities", "foci",
+    "hemangiomas", "hamartomas", "adenomas", "implants", "deposits", "fibroids", "polyps", "ipmns", "tumors",
+    "lymphadenopathy", "nodes",
+)
+#: Composition wording (`schemas.records.Composition`) when no attenuation word is given.
+COMPOSITION_WORDS: dict[str, tuple[str, ...]] = {
+    "fat_containing": ("macroscopic fat", "fat-containing", "fat containing", "containing fat", "contains fat",
+                       "intralesional fat"),
+    "calcified": ("calcified", "densely calcified"),
+    "cystic": ("cyst", "cysts", "cystic"),
 }
 
 ATTENUATION_WORDS: dict[str, tuple[str, ...]] = {
@@ -187,6 +252,42 @@ def _words_pattern(words: tuple[str, ...]) -> re.Pattern[str]:
 
 _ORGAN_PATTERNS = {organ: _words_pattern(words) for organ, words in ORGAN_WORDS.items()}
 _ATTENUATION_PATTERNS = {value: _words_pattern(words) for value, words in ATTENUATION_WORDS.items()}
+_IMPLIED_PATTERNS = {organ: _words_pattern(words) for organ, words in ORGAN_IMPLIED_WORDS.items()}
+_LESION_PATTERN = _words_pattern(LESION_WORDS)
+_ORGAN_LESION_PATTERNS = {organ: _words_pattern(LESION_WORDS + words) for organ, words in ORGAN_LESION_WORDS.items()}
+_COMPOSITION_PATTERNS = {value: _words_pattern(words) for value, words in COMPOSITION_WORDS.items()}
+_GROUP_PATTERN = _words_pattern(GROUP_WORDS)
+
+
+def organ_named_in_text(organ: Organ, text: str) -> bool:
+    """Whether `text` names `organ`, by name ("renal") or by a location only it has ("lower pole")."""
+    implied = _IMPLIED_PATTERNS.get(organ)
+    return bool(_ORGAN_PATTERNS[organ].search(text) or (implied is not None and implied.search(text)))
+
+
+def named_organs(text: str) -> set[Organ]:
+    """Every organ `text` names, by name or implied location."""
+    return {organ for organ in _ORGAN_PATTERNS if organ_named_in_text(organ, text)}
+
+
+def lesion_word_in_text(organ: Organ, text: str) -> bool:
+    """Whether `text` holds a word naming a focal lesion of `organ` ("mass", "cyst"; "thickening" for hollow
+    organs; "enlarged" for lymph nodes)."""
+    return bool(_ORGAN_LESION_PATTERNS.get(organ, _LESION_PATTERN).search(text))
+
+
+def group_word_in_text(text: str) -> bool:
+    """Whether `text` speaks of more than one lesion ("multiple", "two", plural lesion nouns)."""
+    return bool(_GROUP_PATTERN.search(text))
+
+
+def composition_in_text(text: str) -> str | None:
+    """`fat_containing`, `calcified` or `cystic` as a phrase states it, else None (fat and calcium win over
+    "cystic", which they may qualify)."""
+    for value in ("fat_containing", "calcified", "cystic"):
+        if _COMPOSITION_PATTERNS[value].search(text):
+            return value
+    return None
 
 
 def organs_in_text(text: str) -> list[Organ]:
@@ -287,11 +388,11 @@ def subsegments_in_text(organ: Organ, text: str) -> list[SubSegment]:
 
 
 def side_in_text(text: str) -> str | None:
-    """`left`, `right` or `bilateral` as a phrase states it, else None."""
+    """`left`, `right` or `bilateral` as a phrase states it, else None. The lingula is part of the left lung."""
     t = text.lower()
     if re.search(r"\bbilateral(?:ly)?\b|\bboth\b", t):
         return "bilateral"
-    left = re.search(r"\bleft\b", t) is not None
+    left = re.search(r"\bleft\b|\blingula(?:r)?\b", t) is not None
     right = re.search(r"\bright\b", t) is not None
     if left and right:
         return "bilateral"
