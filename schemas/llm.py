@@ -116,7 +116,8 @@ _NEGATION_END = re.compile(r"[;.]|\b(?:but|however|except|other than|whereas)\b"
 _CLAUSE_BREAK = re.compile(r"[,;:]|\b(?:but|however|whereas)\b", re.IGNORECASE)
 # A sentence ends at ; ! ? a line break, or a period that is not a decimal point ("2.3 cm").
 _SENTENCE_BREAK = re.compile(r"[;!?\n]|\.(?!\d)")
-_HEADER = re.compile(r"^\s*([A-Za-z][A-Za-z /&,()-]{0,40}):")
+# A section header opens a line or follows a sentence end: "Right kidney: ...", "... normal. Spleen: ...".
+_HEADER = re.compile(r"(?:^|[.;]\s+)\s*([A-Za-z][A-Za-z /&,()-]{0,40}):")
 _MIXED = re.compile(r"\b(?:cystic and solid|solid and cystic|mixed cystic|complex cystic|partially cystic)\b",
                     re.IGNORECASE)
 
@@ -185,8 +186,8 @@ def locate_quote(quote: str, report: str) -> QuoteContext | None:
         sent_start = max((m.end() for m in breaks if m.end() <= start), default=0)
         sent_end = min((m.start() for m in breaks if m.start() >= max(start, end - 1)), default=len(report))
         line_start = report.rfind("\n", 0, start) + 1
-        header = _HEADER.match(report[line_start:start])
-        header_text = header.group(1) if header else ""
+        headers = list(_HEADER.finditer(report[line_start:start]))
+        header_text = headers[-1].group(1).strip() if headers else ""
         if not header_text and line_start > 0:
             previous = report[: line_start - 1].rsplit("\n", 1)[-1].strip()
             if previous.endswith(":") and len(previous) <= 42:

@@ -92,3 +92,116 @@ def test_bad_json_raises_validation_error():
         to_payload('{"organs": [], "lesions": [{"organ": "heart"}]}', "text")
     with pytest.raises(ValidationError):
         LLMAnswer.model_validate_json('{"organs": [')
+
+
+# -- text-grounded conversion rules (own sentences, not gold reports) ----------------------------------------
+
+
+def states(answer, report):
+    rows, warnings = summary(answer, report)
+    return {organ: row["state"] for organ, row in rows.items() if row["state"] != "not_mentioned"}, rows, warnings
+
+
+def test_lesion_on_a_normal_organ_or_surgery_quote_is_dropped():
+    report = "Liver: Diffuse fatty infiltration. Pancreas: Unremarkable. Status post cholecystectomy."
+    answer = {"organs": [{"organ": "pancreas", "side": "both", "state": "no_lesion", "quote": "Pancreas: Unremarkable."}],
+              "lesions": [lesion(organ="pancreas", kind="metastasis", quote="Pancreas: Unremarkable."),
+                          lesion(organ="gallbladder", quote="Status post cholecystectomy."),
+                          lesion(quote="Diffuse fatty infiltration.")]}
+    found, _, warnings = states(answer, report)
+    assert found == {"pancreas": "no_lesion"}
+    assert sum("asserts no lesion" in w for w in warnings) == 3
+
+
+def test_quote_from_elsewhere_or_about_another_organ_is_dropped():
+    report = "Spleen: 2.4 cm hypodense splenic mass. Pancreas: 9 mm cyst in the pancreatic body."
+    answer = {"organs": [], "lesions": [
+        lesion(organ="spleen", size="2.4 cm", quote="2.4 cm hypodense splenic mass"),
+        lesion(organ="kidney", side="left", quote="9 mm cyst in the pancreatic body"),
+        lesion(organ="liver", quote="A focal lesion cannot be excluded on this phase."),
+    ]}
+    found, rows, warnings = states(answer, report)
+    assert found == {"spleen": "lesion"}
+    assert rows["spleen"]["largest_diameter_mm"] == 24.0
+    assert any("not in the report" in w for w in warnings) and any("is about ['pancreas']" in w for w in warnings)
+
+
+@pytest.mark.parametrize("sentence", [
+    "No suspicious renal mass.",
+    "The previously seen renal lesion has resolved.",
+    "Kidneys are normal in size without focal lesions or hydronephrosis.",
+])
+def test_negated_or_resolved_lesions_are_dropped(sentence):
+    answer = {"organs": [], "lesions": [lesion(organ="kidney", side="both", quote=sentence)]}
+    found, _, _ = states(answer, sentence)
+    assert found == {}
+
+
+@pytest.mark.parametrize(("sentence", "state"), [
+    ("Adrenals: a small left adrenal nodule cannot be excluded.", "equivocal"),
+    ("Questionable 4 mm hypodensity in the left adrenal gland.", "equivocal"),
+    ("Left adrenal nodule measuring 1.9 cm; metastasis is not excluded.", "lesion"),
+    ("Left adrenal nodule measuring 1.9 cm, possibly an adenoma.", "lesion"),
+])
+def test_doubt_about_existence_makes_the_organ_equivocal(sentence, state):
+    answer = {"organs": [], "lesions": [lesion(organ="adrenal_gland", side="left", quote=sentence)]}
+    found, _, _ = states(answer, sentence)
+    assert found == {"adrenal_gland": state}
+
+
+def test_model_doubt_without_doubt_words_is_not_kept():
+    report = "Left kidney: 2.0 cm simple cyst."
+    answer = {"organs": [], "lesions": [lesion(organ="kidney", side="none", certainty="possible", kind="cyst",
+                                               size="2.0 cm", quote="2.0 cm simple cyst")]}
+    found, rows, _ = states(answer, report)
+    kidney = rows["kidney"]
+    assert found == {"kidney": "lesion"}
+    # side from the line header, cystic from the wording (the model gave no attenuation words)
+    assert (kidney["largest_location"], kidney["sides"], kidney["largest_attenuation"]) == ("left", ["left"], "cystic")
+
+
+def test_lingula_is_left_upper_lobe_and_single_nodule_count_is_one():
+    report = "Chest: A 6 mm ground-glass nodule in the lingula. Otherwise clear lungs."
+    answer = {"organs": [], "lesions": [lesion(organ="lung", side="both", count=2, count_exact=False, size="6 mm",
+                                               location="lingula", quote="A 6 mm ground-glass nodule in the lingula")]}
+    _, rows, _ = states(answer, report)
+    lung = rows["lung"]
+    assert (lung["lesion_count"], lung["count_is_lower_bound"]) == (1, False)
+    assert (lung["largest_location"], lung["sides"]) == ("left_upper_lobe", ["left"])
+
+
+def test_attenuation_comes_from_the_wording_not_the_model():
+    report = "Liver: 3 cm heterogeneously enhancing mass in segment 2. Right kidney: 2 cm lesion containing macroscopic fat."
+    answer = {"organs": [], "lesions": [
+        lesion(size="3 cm", attenuation="hypo", quote="3 cm heterogeneously enhancing mass in segment 2"),
+        lesion(organ="kidney", side="right", size="2 cm", attenuation="hypo", quote="2 cm lesion containing macroscopic fat"),
+    ]}
+    _, rows, _ = states(answer, report)
+    assert rows["liver"]["largest_attenuation"] == "heterogeneous"
+    assert rows["kidney"]["largest_attenuation"] == "fat"
+
+
+def test_second_entry_on_the_same_single_lesion_words_is_dropped_but_groups_stay():
+    report = "Right kidney: 4.1 cm enhancing mass in the lower pole. Liver: Multiple cysts, the largest 2 cm."
+    answer = {"organs": [], "lesions": [
+        lesion(organ="kidney", side="right", size="4.1 cm", quote="4.1 cm enhancing mass in the lower pole"),
+        lesion(organ="kidney", side="left", count=2, count_exact=False, certainty="possible",
+               quote="4.1 cm enhancing mass in the lower pole"),
+        lesion(size="2 cm", quote="Multiple cysts, the largest 2 cm"),
+        lesion(count=2, count_exact=False, quote="Multiple cysts, the largest 2 cm"),
+    ]}
+    _, rows, warnings = states(answer, report)
+    assert (rows["kidney"]["lesion_count"], rows["kidney"]["sides"]) == (1, ["right"])
+    assert rows["liver"]["lesion_count"] == 3 and rows["liver"]["count_is_lower_bound"]
+    assert sum("same quote" in w for w in warnings) == 1
+
+
+def test_quote_with_small_differences_is_located_by_its_longest_part():
+    from schemas.llm import locate_quote
+
+    report = "FINDINGS:\nPancreas: 2.1 cm hypoattenuating mass in the pancreatic tail, abutting the splenic vein.\nSpleen: Normal."
+    ctx = locate_quote("2.1 cm hypoattenuating mass in the pancreatic tail; abutting splenic vein", report)
+    assert ctx is not None and ctx.text == "2.1 cm hypoattenuating mass in the pancreatic tail"
+    assert ctx.header == "Pancreas"
+    assert ctx.sentence == "Pancreas: 2.1 cm hypoattenuating mass in the pancreatic tail, abutting the splenic vein"
+    assert locate_quote("Spleen: 1 cm cyst", report) is None

@@ -79,3 +79,37 @@ def test_sides_and_summary_location():
     assert summary_location(Organ.PANCREAS, [SubSegment.PANCREAS_NECK], None) == "neck"
     assert summary_location(Organ.KIDNEY, [SubSegment.KIDNEY_UPPER_POLE], "left") == "left"
     assert summary_location(Organ.LUNG, [SubSegment.LUNG_LOWER_LOBE], "right") == "right_lower_lobe"
+
+
+def test_lingula_counts_as_left():
+    assert side_in_text("nodule in the lingula") == "left"
+    assert side_in_text("lingular nodule and right lower lobe nodule") == "bilateral"
+
+
+def test_organs_named_by_implied_location_words():
+    from schemas.vocab import named_organs, organ_named_in_text
+
+    assert named_organs("Segment VI cyst measures 9 mm") == {Organ.LIVER}
+    assert named_organs("spiculated mass in the apicoposterior segment of the left upper lobe") == {Organ.LUNG}
+    assert organ_named_in_text(Organ.KIDNEY, "exophytic lesion in the lower pole")
+    assert not organ_named_in_text(Organ.SPLEEN, "liver and pancreas")
+
+
+def test_lesion_words_depend_on_the_organ():
+    from schemas.vocab import lesion_word_in_text
+
+    assert lesion_word_in_text(Organ.LIVER, "two hypodensities")
+    assert not lesion_word_in_text(Organ.SPLEEN, "the spleen is enlarged")
+    assert lesion_word_in_text(Organ.LYMPH_NODE, "enlarged hilar node")
+    assert lesion_word_in_text(Organ.COLON, "circumferential wall thickening")
+    assert not lesion_word_in_text(Organ.ADRENAL_GLAND, "mild thickening of the adrenal limb")
+
+
+def test_group_and_composition_words():
+    from schemas.vocab import composition_in_text, group_word_in_text
+
+    assert group_word_in_text("Three cysts") and group_word_in_text("scattered nodules")
+    assert not group_word_in_text("a 2 cm cyst in the left kidney")
+    assert composition_in_text("cystic lesion containing macroscopic fat") == "fat_containing"
+    assert composition_in_text("simple cyst") == "cystic"
+    assert composition_in_text("solid mass") is None
