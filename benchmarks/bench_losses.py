@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
+import os
 import re
 import statistics
 import time
@@ -68,7 +69,7 @@ def _rss_kb(field: str) -> int:
 
 
 def _measure(fn, device: str, repeats: int, logits_bytes: int) -> dict:
-    times, peaks = [], []
+    times, cpu_times, peaks = [], [], []
     for r in range(repeats + 1):  # first run warms up caches and kernels
         if device == "cuda":
             torch.cuda.synchronize()
@@ -79,18 +80,22 @@ def _measure(fn, device: str, repeats: int, logits_bytes: int) -> dict:
             with open("/proc/self/clear_refs", "w") as fh:
                 fh.write("5")
             base = _rss_kb("VmRSS") * 1024
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         info = fn()
         if device == "cuda":
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - start
+        cpu = time.process_time() - cpu_start
         peak = (torch.cuda.max_memory_allocated() if device == "cuda" else _rss_kb("VmHWM") * 1024) - base
         if r > 0:
             times.append(elapsed)
+            cpu_times.append(cpu)
             peaks.append(peak)
     return {
         "median_s": round(statistics.median(times), 4),
         "runs_s": [round(t, 4) for t in times],
+        "median_cpu_s": round(statistics.median(cpu_times), 4),
+        "load_avg_1min": round(os.getloadavg()[0], 2),
         "peak_extra_mb": round(max(peaks) / 2**20, 1),
         "peak_extra_x_logits": round(max(peaks) / logits_bytes, 2),
         **(info or {}),
@@ -104,6 +109,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=None, help="timed runs (default 3 on CPU, 20 on CUDA)")
     parser.add_argument("--scenarios", nargs="*", default=list(SCENARIOS))
+    parser.add_argument("--losses", nargs="*", default=None, help="subset of the measured losses (default all)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = args.device
@@ -148,6 +154,8 @@ def main() -> None:
 
         cases = {"ball": ball, "volume": volume, "attenuation": attenuation, "seg_one_head": seg, "step_two_heads": step}
         for loss_name, fn in cases.items():
+            if args.losses and loss_name not in args.losses:
+                continue
             result = _measure(run(fn), device, repeats, logits_bytes)
             line = {"bench": "losses", "loss": loss_name, "scenario": name, "S": size, "channels": CHANNELS,
                     "device": device, "threads": args.threads, **result}

@@ -19,9 +19,9 @@ from torch import nn
 from train.losses.attenuation import contrast_penalty, tumor_organ_contrast
 from train.losses.ball import BallParams, BallSize, ball_loss_terms, place_tumors
 from train.losses.config import LossConfig
-from train.losses.morphology import dilate_any, dilate_mm
+from train.losses.morphology import area_downsample, dilate_mm
 from train.losses.plan import GroupPlan, TumorStatus, plan_groups
-from train.losses.segmentation import masked_bce_dice
+from train.losses.segmentation import coverage_codes, known_from_unknown, masked_bce_dice
 from train.losses.targets import GroupState, ReportTargets
 from train.losses.volume import soft_volume, volume_band_loss, volume_bounds_mm3
 
@@ -67,8 +67,8 @@ def downsample_groups(groups: GroupTensors, shape: tuple[int, int, int]) -> Grou
     if tuple(full) == tuple(shape):
         return groups
     ratio = [f / s for f, s in zip(full, shape)]
-    masks = F.adaptive_avg_pool3d(groups.masks.unsqueeze(1), shape).squeeze(1)
-    grown = F.adaptive_avg_pool3d(groups.grown.unsqueeze(1), shape).squeeze(1)
+    masks = area_downsample(groups.masks, shape)
+    grown = area_downsample(groups.grown, shape)
     spacing = [tuple(s * r for s, r in zip(sp, ratio)) for sp in groups.spacing]
     return dataclasses.replace(groups, masks=masks, grown=grown, spacing=spacing)
 
@@ -263,17 +263,6 @@ def _head_index(index: int, num_heads: int) -> int | None:
     return resolved if 0 <= resolved < num_heads else None
 
 
-def _downsample_seg_targets(
-    labels: torch.Tensor, unknown: torch.Tensor, shape: tuple[int, int, int]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Labels by area averaging (soft targets), unknown voxels by max pooling (conservative)."""
-    if tuple(labels.shape[-3:]) == tuple(shape):
-        return labels, unknown
-    lab = F.adaptive_avg_pool3d(labels.float(), shape)
-    unk = F.adaptive_max_pool3d(unknown.float(), shape) > 0
-    return lab, unk
-
-
 class ReportSupervisionLoss(nn.Module):
     """Masked BCE + Dice on every head plus the report losses (Volume, Ball, Attenuation).
 
@@ -316,11 +305,14 @@ class ReportSupervisionLoss(nn.Module):
         cfg = self.cfg
         heads = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
         head_w = cfg.head_weights(len(heads))
-        full_shape = tuple(heads[0].shape[-3:])
         batch = heads[0].shape[0]
         device = heads[0].device
-        spacing_list = targets.spacing_mm.cpu().tolist()
+        # One host read of small tensors: report plan, spacing, mask flags and which channels are (un)known.
+        coverage_dev = coverage_codes(unknown_mask.bool()) if cfg.seg_weight > 0 else None
         plans = plan_groups(targets, cfg.lesion_channels)
+        spacing_list = [tuple(s) for s in targets.spacing_mm.cpu().tolist()]
+        has_mask_list = has_mask.bool().cpu().tolist()
+        coverage = coverage_dev.cpu().tolist() if coverage_dev is not None else None
         report_on = cfg.report_weight > 0 and bool(plans)
         volume_heads = {_head_index(i, len(heads)) for i in cfg.volume_heads} - {None} if report_on else set()
         ball_heads = {_head_index(i, len(heads)) for i in cfg.ball_heads} - {None} if report_on else set()
@@ -328,15 +320,13 @@ class ReportSupervisionLoss(nn.Module):
         groups = build_group_tensors(targets, plans, cfg.group_margin_mm) if report_on else None
 
         # Unknown voxels (plus margin) and report-only CTs gate the segmentation loss.
-        unknown = unknown_mask.bool()
-        if cfg.unknown_dilation_mm > 0:
-            unknown = torch.stack(
-                [dilate_any(unknown[b], cfg.unknown_dilation_mm, tuple(spacing_list[b])) for b in range(batch)]
-            )
-        if not cfg.seg_on_report_cts:
-            unknown = unknown | ~has_mask.bool().view(-1, 1, 1, 1, 1)
+        known = None
+        if coverage is not None:
+            skip = frozenset() if cfg.seg_on_report_cts else frozenset(b for b, m in enumerate(has_mask_list) if not m)
+            known = known_from_unknown(unknown_mask.bool(), coverage, cfg.unknown_dilation_mm, spacing_list, skip)
 
-        zero = heads[0].sum() * 0.0
+        # Not heads[0].sum() * 0: its expanded zero gradient would cost a full-size addition in backward.
+        zero = heads[0].new_zeros(())
         total = zero
         parts = {k: zero.detach() for k in ("seg_bce", "seg_dice", "volume", "ball_bce", "ball_dice", "attenuation")}
         counts = {"n_volume": zero.detach(), "n_ball_groups": zero.detach(), "n_attenuation": zero.detach()}
@@ -349,11 +339,9 @@ class ReportSupervisionLoss(nn.Module):
             need_report = j in volume_heads or j in ball_heads
             select = (groups.items, groups.channels) if need_report else None
             if cfg.seg_weight > 0:
-                lab, unk = _downsample_seg_targets(labels, unknown, shape)
-                known = (~unk).to(logits.dtype)
-                del unk
-                bce, dice, selected = masked_bce_dice(logits, lab, known, select)
-                del known, lab
+                lab = area_downsample(labels, shape)
+                bce, dice, selected = masked_bce_dice(logits, lab, known.downsample(shape), select)
+                del lab
                 total = total + a * cfg.seg_weight * (bce + cfg.seg_dice_weight * dice)
                 parts["seg_bce"] = parts["seg_bce"] + a * bce.detach()
                 parts["seg_dice"] = parts["seg_dice"] + a * dice.detach()
@@ -370,7 +358,7 @@ class ReportSupervisionLoss(nn.Module):
             if j in ball_heads:
                 hu = None
                 if image_hu is not None and cfg.attenuation_weight > 0:
-                    hu = image_hu if tuple(image_hu.shape[-3:]) == shape else F.adaptive_avg_pool3d(image_hu, shape)
+                    hu = image_hu if tuple(image_hu.shape[-3:]) == shape else area_downsample(image_hu, shape)
                 out = report_ball_losses(selected, head_groups, cfg, batch, targets.num_tumors, hu)
                 report = (
                     cfg.ball_bce_weight * out.bce + cfg.ball_dice_weight * out.dice
@@ -384,6 +372,8 @@ class ReportSupervisionLoss(nn.Module):
                 counts["n_attenuation"] = torch.maximum(counts["n_attenuation"], zero.detach() + out.n_attenuation)
                 if j == min(ball_heads):
                     status = torch.where(out.status != int(TumorStatus.PADDING), out.status, status)
+        if not total.requires_grad and heads[0].requires_grad:
+            total = total + heads[0].flatten()[0] * 0.0  # nothing supervised: still a differentiable zero
         components = {**parts, **counts, "total": total.detach(), "tumor_status": status}
         return total, components
 

@@ -1,73 +1,219 @@
-"""Masked BCE + soft Dice for multi-label sigmoid outputs, fused for speed and memory.
+"""Masked BCE + soft Dice for multi-label sigmoid outputs, streamed over channel chunks.
 
-The gradient is written out by hand and every full-size step runs in place, so forward + backward allocate only
-two C x D x H x W float tensors (the saved probabilities and the returned gradient) plus one scratch buffer in
-the forward pass; a plain autograd graph of the same formula keeps about ten of them alive. On a CPU each fresh
-full-size allocation costs as much as several arithmetic passes (page faults), so this matters there too.
+The forward pass only accumulates per-channel sums; the backward pass recomputes each chunk's probabilities and
+writes its gradient straight into the output gradient. Apart from that gradient (which autograd needs anyway)
+nothing of the full (B, C, D, H, W) size is allocated: on a CPU every fresh full-size tensor costs page faults
+worth several arithmetic passes, while chunk-sized scratch tensors are reused by the allocator and stay in cache.
 
-The same function can hand out selected channels (the lesion channels the report losses need): their gradient
-is added in place into the segmentation gradient instead of materialising a second full-size gradient.
+Which voxels are supervised is described by :class:`KnownVoxels`: per (item, channel) nothing, everything, or a
+mask, so channels that are entirely known or entirely unknown (the usual case) carry no mask at all.
+
+The function can also hand out selected channels (the lesion channels the report losses need): their gradient is
+added in place into the segmentation gradient instead of materialising a second full-size gradient.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import enum
+import math
+
 import torch
+import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from train.losses.morphology import Spacing, dilate_mm
+
 _EPS = 1e-5
+# CPU chunks of about 4 MB of float32: large enough that per-call overhead is negligible, small enough to be
+# reused from the heap (glibc maps larger blocks afresh each time) and to stay in cache.
+_CPU_CHUNK_ELEMENTS = 1 << 20
+
+
+class Coverage(enum.IntEnum):
+    """Which voxels of one (item, channel) pair the segmentation loss supervises."""
+
+    NONE = 0  # channel entirely unknown: no loss, zero gradient
+    ALL = 1  # every voxel known: no mask needed
+    PARTIAL = 2  # known voxels given by a mask row
+
+
+@dataclasses.dataclass(frozen=True)
+class KnownVoxels:
+    """Supervised voxels of a (B, C, D, H, W) output in compact form.
+
+    Attributes:
+        coverage: host (B x C) nested tuple of :class:`Coverage` codes.
+        masks: (N, D, H, W) known voxels (bool, or {0, 1} floats) of the PARTIAL pairs in row-major (item,
+            channel) order; N may be 0.
+    """
+
+    coverage: tuple[tuple[int, ...], ...]
+    masks: torch.Tensor
+
+    @classmethod
+    def dense(cls, known: torch.Tensor) -> KnownVoxels:
+        """Every pair PARTIAL with its row of a dense (B, C, D, H, W) known tensor (a view, no copy)."""
+        b, c = known.shape[:2]
+        return cls(((int(Coverage.PARTIAL),) * c,) * b, known.reshape(b * c, *known.shape[2:]))
+
+    def downsample(self, shape: tuple[int, int, int]) -> KnownVoxels:
+        """Known voxels at a lower resolution: a voxel is unknown if any of its sub-voxels is (max pooling)."""
+        if self.masks.shape[0] == 0 or tuple(self.masks.shape[-3:]) == tuple(shape):
+            return self
+        unknown = (self.masks == 0).to(torch.float32)
+        return dataclasses.replace(self, masks=F.adaptive_max_pool3d(unknown, shape) == 0)
+
+
+def coverage_codes(unknown: torch.Tensor) -> torch.Tensor:
+    """long (B, C) :class:`Coverage` code of each pair of a bool (B, C, D, H, W) unknown mask (on its device)."""
+    flat = unknown.flatten(2).view(torch.uint8)  # uint8 max / min reductions are far faster than bool any / all
+    partial = torch.where(flat.amax(-1) > 0, int(Coverage.PARTIAL), int(Coverage.ALL))
+    return torch.where(flat.amin(-1) > 0, int(Coverage.NONE), partial)
+
+
+def known_from_unknown(
+    unknown: torch.Tensor,
+    coverage: list[list[int]],
+    dilation_mm: float,
+    spacing: list[Spacing],
+    skip_items: frozenset[int] = frozenset(),
+) -> KnownVoxels:
+    """Known voxels = not (unknown grown by ``dilation_mm``); only PARTIAL pairs are dilated and stored.
+
+    Args:
+        unknown: bool (B, C, D, H, W), True = not supervised.
+        coverage: host (B x C) codes from :func:`coverage_codes` of the same mask.
+        dilation_mm: safety margin around unknown voxels (mm).
+        spacing: per item, voxel spacing (mm) along D, H, W.
+        skip_items: items excluded from the loss altogether (every pair NONE).
+    """
+    codes = tuple(
+        tuple(int(Coverage.NONE) if b in skip_items else int(code) for code in row) for b, row in enumerate(coverage)
+    )
+    pairs = [(b, c) for b, row in enumerate(codes) for c, code in enumerate(row) if code == Coverage.PARTIAL]
+    if not pairs:
+        return KnownVoxels(codes, unknown.new_zeros((0, *unknown.shape[2:])))
+    device = unknown.device
+    rows = unknown[torch.tensor([b for b, _ in pairs], device=device), torch.tensor([c for _, c in pairs], device=device)]
+    for b in sorted({b for b, _ in pairs}):
+        idx = [i for i, (item, _) in enumerate(pairs) if item == b]
+        sl = slice(idx[0], idx[-1] + 1)  # rows of one item are contiguous (row-major order)
+        rows[sl] = dilate_mm(rows[sl], dilation_mm, spacing[b])
+    return KnownVoxels(codes, ~rows)
+
+
+def _chunks(coverage, voxels: int, max_elements: int | None):
+    """Runs of consecutive channels of one item with the same coverage: (item, c0, c1, code, first mask row)."""
+    max_rows = len(coverage[0]) if max_elements is None else max(1, max_elements // max(voxels, 1))
+    row = 0
+    for b, codes in enumerate(coverage):
+        c = 0
+        while c < len(codes):
+            end = c + 1
+            while end < len(codes) and end - c < max_rows and codes[end] == codes[c]:
+                end += 1
+            yield b, c, end, codes[c], row
+            if codes[c] == Coverage.PARTIAL:
+                row += end - c
+            c = end
+
+
+def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise dot products of (n, V) tensors; a single row uses BLAS dot (no temporary)."""
+    if a.shape[0] == 1:
+        return torch.dot(a[0], b[0]).unsqueeze(0)
+    return (a * b).sum(-1)
 
 
 class _MaskedBceDice(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits, labels, known, sel_b, sel_c):  # type: ignore[override]
-        dims = tuple(range(2, logits.dim()))
+    def forward(ctx, logits, sel_b, sel_c, labels, known):  # type: ignore[override]
+        b_size, c_size = logits.shape[:2]
+        voxels = math.prod(logits.shape[2:])
+        dtype = logits.dtype
+        z_all = logits.detach().reshape(b_size, c_size, voxels)
+        y_all = labels.reshape(b_size, c_size, voxels)
+        k_all = known.masks.reshape(known.masks.shape[0], voxels)
+        sums = logits.new_zeros(3, b_size, c_size)  # sum p k, sum p y k, sum y k
+        bce = logits.new_zeros(())
+        n_known = logits.new_zeros(())
+        n_all = 0  # known voxels of fully known pairs, counted on the host (exact)
+        max_el = _CPU_CHUNK_ELEMENTS if logits.device.type == "cpu" else None
         with torch.no_grad():
-            p = torch.sigmoid(logits)
-            n_known = known.sum().clamp_min(1.0)
-            # BCE(z, y) = log1p(exp(-|z|)) + relu(z) - z * y, and log1p(exp(-|z|)) = -log(max(p, 1 - p)),
-            # which reuses p and needs one logarithm (no overflow: the argument lies in [0.5, 1]).
-            buf = torch.sub(p, 0.5)
-            buf.abs_().add_(0.5).log_().mul_(known)
-            bce = -buf.sum()
-            buf.copy_(logits).clamp_(min=0).mul_(known)
-            bce = bce + buf.sum()
-            buf.copy_(logits).mul_(labels).mul_(known)
-            bce = (bce - buf.sum()) / n_known
-            buf.copy_(p).mul_(known)
-            sum_p = buf.sum(dims)
-            inter = buf.mul_(labels).sum(dims)
-            sum_y = buf.copy_(labels).mul_(known).sum(dims)
-            del buf
-            valid = (sum_y > 0).to(logits.dtype)  # empty targets give Dice 1 with no gradient: skip them
+            for b, c0, c1, code, row in _chunks(known.coverage, voxels, max_el):
+                if code == Coverage.NONE:
+                    continue
+                z = z_all[b, c0:c1]
+                y = y_all[b, c0:c1].to(dtype)
+                buf = torch.sigmoid(z)
+                # BCE(z, y) = relu(z) + log1p(exp(-|z|)) - z y, and log1p(exp(-|z|)) = -log(max(p, 1 - p)): one
+                # logarithm of a value in [0.5, 1] reusing p (no overflow, no second transcendental pass).
+                if code == Coverage.ALL:
+                    sums[0, b, c0:c1] = buf.sum(-1)
+                    sums[1, b, c0:c1] = _rowdot(buf, y)
+                    sums[2, b, c0:c1] = y.sum(-1)
+                    bce -= _rowdot(z, y).sum()
+                    bce -= buf.sub_(0.5).abs_().add_(0.5).log_().sum()
+                    bce += torch.clamp(z, min=0, out=buf).sum()
+                    n_all += (c1 - c0) * voxels
+                else:
+                    k = k_all[row : row + c1 - c0].to(dtype)
+                    yk = y * k
+                    sums[0, b, c0:c1] = _rowdot(buf, k)
+                    sums[1, b, c0:c1] = _rowdot(buf, yk)
+                    sums[2, b, c0:c1] = yk.sum(-1)
+                    bce -= _rowdot(z, yk).sum()
+                    bce -= _rowdot(buf.sub_(0.5).abs_().add_(0.5).log_(), k).sum()
+                    bce += _rowdot(torch.clamp(z, min=0, out=buf), k).sum()
+                    n_known += k.sum()
+            sum_p, inter, sum_y = sums
+            n_known = (n_known + n_all).clamp_min(1.0)
+            bce = bce / n_known
+            valid = (sum_y > 0).to(dtype)  # empty targets give Dice 1 with no gradient: skip them
             n_valid = valid.sum().clamp_min(1.0)
             den = sum_p + sum_y + _EPS
             dice = ((1.0 - (2.0 * inter + _EPS) / den) * valid).sum() / n_valid
-            selected = logits[sel_b, sel_c]
-        ctx.save_for_backward(p, labels, known, inter, den, valid, n_valid, n_known, sel_b, sel_c)
-        ctx.consumed = False
+            selected = logits.detach()[sel_b, sel_c]
+        ctx.save_for_backward(logits, labels, inter, den, valid, n_valid, n_known, sel_b, sel_c)
+        ctx.known = known
         return torch.stack([bce, dice]), selected
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad, grad_selected):  # type: ignore[override]
-        if ctx.consumed:
-            raise RuntimeError("masked_bce_dice: backward reuses its saved buffer and can run only once")
-        ctx.consumed = True
-        p, labels, known, inter, den, valid, n_valid, n_known, sel_b, sel_c = ctx.saved_tensors
-        g_bce, g_dice = grad[0], grad[1]
-        shape = (*den.shape, *([1] * (p.dim() - 2)))
-        # d(1 - Dice)/dp = k * (a * y + b) per (item, class); written as b * (1 + (a / b) * y) to stay in place.
-        b = ((2.0 * inter + _EPS) * valid / (n_valid * den * den) * g_dice).view(shape)
-        a_over_b = (-2.0 * den / (2.0 * inter + _EPS) * valid).view(shape)
-        out = p - labels
-        out.mul_(g_bce / n_known)
-        sp = p.addcmul_(p, p, value=-1.0)  # sigmoid'(z) = p - p^2, overwriting the saved p
-        sp.mul_(b)
-        out.add_(sp)
-        sp.mul_(a_over_b).mul_(labels)
-        out.add_(sp)
-        out.mul_(known)
-        if grad_selected is not None:
+        known = ctx.known
+        if known is None:
+            raise RuntimeError("masked_bce_dice: backward can run only once (it releases its known-voxel masks)")
+        ctx.known = None  # free the masks as soon as possible (they can be large)
+        logits, labels, inter, den, valid, n_valid, n_known, sel_b, sel_c = ctx.saved_tensors
+        b_size, c_size = logits.shape[:2]
+        voxels = math.prod(logits.shape[2:])
+        dtype = logits.dtype
+        z_all = logits.detach().reshape(b_size, c_size, voxels)
+        y_all = labels.reshape(b_size, c_size, voxels)
+        k_all = known.masks.reshape(known.masks.shape[0], voxels)
+        g_bce = grad[0] / n_known
+        # d(1 - Dice)/dp = b + a y per (item, class) on known voxels; times sigmoid'(z) = p - p^2.
+        coef_b = ((2.0 * inter + _EPS) * valid / (n_valid * den * den) * grad[1]).unsqueeze(-1)
+        coef_a = (-2.0 * valid / (n_valid * den) * grad[1]).unsqueeze(-1)
+        out = torch.empty_like(logits)
+        out_all = out.view(b_size, c_size, voxels)
+        max_el = _CPU_CHUNK_ELEMENTS if logits.device.type == "cpu" else None
+        for b, c0, c1, code, row in _chunks(known.coverage, voxels, max_el):
+            o = out_all[b, c0:c1]
+            if code == Coverage.NONE:
+                o.zero_()
+                continue
+            z = z_all[b, c0:c1]
+            y = y_all[b, c0:c1].to(dtype)
+            p = torch.sigmoid(z)
+            torch.sub(p, y, out=o).mul_(g_bce)
+            slope = p.addcmul_(p, p, value=-1.0)
+            o.addcmul_(slope, torch.addcmul(coef_b[b, c0:c1], y, coef_a[b, c0:c1]))
+            if code == Coverage.PARTIAL:
+                o.mul_(k_all[row : row + c1 - c0].to(dtype))
+        if grad_selected is not None and sel_b.numel():
             out.index_put_((sel_b, sel_c), grad_selected, accumulate=True)
         return out, None, None, None, None
 
@@ -75,17 +221,16 @@ class _MaskedBceDice(torch.autograd.Function):
 def masked_bce_dice(
     logits: torch.Tensor,
     labels: torch.Tensor,
-    known: torch.Tensor,
+    known: torch.Tensor | KnownVoxels,
     select: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """BCE and soft Dice restricted to known voxels, optionally returning selected channels.
 
     Args:
         logits: float (B, C, D, H, W) sigmoid logits.
-        labels: (B, C, D, H, W) targets in [0, 1] (soft targets allowed, e.g. area-downsampled masks); bool is
-            converted (one extra full-size copy).
-        known: float (B, C, D, H, W) in {0, 1}: 1 = supervise this voxel / class (bool is converted; float is
-            much faster than bool in the CPU kernels).
+        labels: (B, C, D, H, W) targets in [0, 1] (soft targets allowed, e.g. area-downsampled masks); other
+            dtypes are converted chunk by chunk.
+        known: :class:`KnownVoxels`, or a dense (B, C, D, H, W) tensor in {0, 1} (1 = supervise this voxel).
         select: optional ``(item_index, channel_index)`` long (G,) tensors.
 
     Returns:
@@ -93,14 +238,12 @@ def masked_bce_dice(
         averaged over the pairs whose known target is non-empty (0 if none); ``logits[item_index,
         channel_index]`` as (G, D, H, W), differentiable (empty when ``select`` is None).
 
-    The backward pass may run only once (it reuses its saved buffer).
+    The backward pass may run only once (it releases the known-voxel masks).
     """
-    if labels.dtype != logits.dtype:
-        labels = labels.to(logits.dtype)
-    if known.dtype != logits.dtype:
-        known = known.to(logits.dtype)
+    if not isinstance(known, KnownVoxels):
+        known = KnownVoxels.dense(known)
     if select is None:
         empty = torch.zeros(0, dtype=torch.long, device=logits.device)
         select = (empty, empty)
-    out, selected = _MaskedBceDice.apply(logits, labels, known, select[0], select[1])
+    out, selected = _MaskedBceDice.apply(logits, select[0], select[1], labels, known)
     return out[0], out[1], selected
