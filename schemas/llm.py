@@ -16,10 +16,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.measure import parse_size_text
+from schemas.measure import find_measurements, parse_size_text
 from schemas.records import ExtractionPayload, _match_key
 from schemas.vocab import (
     NEGATION_CUES,
+    ORGAN_WORDS,
     PAIRED_ORGANS,
     POST_NEGATION_CUES,
     PRESENCE_HEDGES,
@@ -229,6 +230,19 @@ def lesion_assertion(organ: Organ, sentence: str) -> str:
     return "definite"
 
 
+_PRIOR_WORDS = re.compile(r"\b(?:previous(?:ly)?|prior|was|were|from|compared|baseline|earlier|before|then)\b",
+                          re.IGNORECASE)
+
+
+def _size_from_quote(text: str) -> list[float] | None:
+    """The one measurement a quote holds when the model left `size` empty; None when it holds none, several,
+    or speaks of an earlier study (a prior size must never become the current one)."""
+    found = find_measurements(text)
+    if len(found) != 1 or _PRIOR_WORDS.search(text):
+        return None
+    return list(found[0].diameters_mm)
+
+
 def _lesion_side(lesion: LLMLesion, ctx: QuoteContext) -> str | None:
     """Side of a paired-organ lesion: the quote's words, else the location's, the header's, the sentence's,
     else the model's left/right. `bilateral` needs the words ("bilateral", "both", left and right)."""
@@ -291,6 +305,11 @@ def _lesion_record(lesion: LLMLesion, record_id: int, report_text: str, report_k
     if diameters is not None and not _in_report(size_text, report_key):
         warnings.append(f"{where}: size {size_text!r} is not in the report; ignored")
         diameters = None
+    if diameters is None and not size_text and count == 1 and count_exact:
+        diameters = _size_from_quote(ctx.text)
+        if diameters is not None:
+            size_text = find_measurements(ctx.text)[0].text
+            warnings.append(f"{where}: size read from the quote")
     if diameters is not None:
         group = count > 1 or not count_exact
         refers_to = "lesion" if not group else ("each_of_group" if _EACH.search(quote) else "largest_of_group")
@@ -338,13 +357,67 @@ def _lesion_record(lesion: LLMLesion, record_id: int, report_text: str, report_k
     return record, ctx
 
 
-def _organ_statuses(answer: LLMAnswer, tumors: list[dict], report_key: str, warnings: list[str]) -> list[dict]:
+# Wording that clears an organ: "unremarkable", "normal", "clear", "no focal lesion", "no lymphadenopathy".
+_NORMAL = re.compile(
+    r"\b(?:unremarkable|normal(?! in size| size| caliber| calibre)|clear|within normal limits|"
+    r"no(?:\s+\S+){0,3}?\s+(?:lesions?|mass(?:es)?|nodules?|lymphadenopathy|adenopathy|metastas[ie]s|"
+    r"abnormalit(?:y|ies)|tumou?rs?)|without(?:\s+\S+){0,3}?\s+(?:lesions?|mass(?:es)?|nodules?))\b",
+    re.IGNORECASE)
+
+
+def _sentences(report: str) -> list[tuple[str, str]]:
+    """(section header, sentence) for every sentence of the report."""
+    out: list[tuple[str, str]] = []
+    header = ""
+    for line in report.splitlines():
+        stripped = line.strip()
+        if stripped.endswith(":") and len(stripped) <= 42:
+            header = stripped[:-1]
+            continue
+        line_header = header
+        for part in _SENTENCE_BREAK.split(line):
+            m = _HEADER.match(part)
+            if m:
+                line_header = m.group(1).strip()
+            if part.strip():
+                out.append((line_header, part.strip()))
+    return out
+
+
+def normal_organs(report: str) -> dict[Organ, str]:
+    """Organs a sentence of the report clears ("The liver, spleen and kidneys are unremarkable.",
+    "Spleen: Normal.", "No lymphadenopathy."), with that sentence. Organs named in the sentence count; when it
+    names none, its section header's. A sentence that asserts a lesion of the organ clears nothing."""
+    cleared: dict[Organ, str] = {}
+    for header, sentence in _sentences(report):
+        if not _NORMAL.search(sentence):
+            continue
+        organs = {o for o in Organ if o is not Organ.OTHER and _ORGAN_NAME[o].search(sentence)}
+        if not organs and header:
+            organs = {o for o in Organ if o is not Organ.OTHER and _ORGAN_NAME[o].search(header)}
+        for organ in organs:
+            if lesion_assertion(organ, sentence) == "none":
+                cleared.setdefault(organ, sentence)
+    return cleared
+
+
+_ORGAN_NAME = {organ: re.compile(r"\b(?:" + "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+                                 + r")\b", re.IGNORECASE) for organ, words in ORGAN_WORDS.items()}
+
+
+def _organ_statuses(answer: LLMAnswer, tumors: list[dict], report_text: str, report_key: str,
+                    warnings: list[str]) -> list[dict]:
     statuses: dict[tuple[str, str | None], dict] = {}
     for stated in answer.organs:
         organ = Organ(stated.organ)
         side = stated.side if organ in PAIRED_ORGANS and stated.side != "both" else None
         key = (organ.value, side)
         if key in statuses:
+            continue
+        ctx = locate_quote(stated.quote, report_text)
+        named = named_organs(f"{ctx.header} {ctx.sentence}") if ctx else set()
+        if ctx is None or organ not in named:
+            warnings.append(f"organ {organ.value}: quote not in the report or not about this organ; ignored")
             continue
         quote = _canonical_quote(stated.quote)
         status: dict[str, Any] = {"organ": organ.value, "laterality": side,
@@ -368,6 +441,14 @@ def _organ_statuses(answer: LLMAnswer, tumors: list[dict], report_key: str, warn
             warnings.append(f"organ {organ}: called {status['state']} without a lesion record; not_mentioned")
             status["state"] = "not_mentioned"
         status["lesion_count"] = None
+
+    # Organs the report clears in so many words but the model left out.
+    said = {organ for (organ, _), st in statuses.items() if st["state"] != "not_mentioned"} | {t["organ"] for t in tumors}
+    for organ, sentence in normal_organs(report_text).items():
+        if organ.value not in said:
+            statuses.pop((organ.value, None), None)
+            statuses[(organ.value, None)] = {"organ": organ.value, "laterality": None, "state": "no_lesion",
+                                             "lesion_count": None, "evidence": [sentence[:400]]}
     return list(statuses.values())
 
 
@@ -405,7 +486,24 @@ def to_payload(answer: LLMAnswer | dict | str, report_text: str) -> tuple[Extrac
         spans[span_key] = group_word_in_text(ctx.text)
         seen.add(identity)
         tumors.append(record)
-    organs = _organ_statuses(answer, tumors, report_key, warnings)
+    for stated in answer.organs:
+        # The model called the organ abnormal but listed no lesion: the organ quote stands for one, when its
+        # words pass the same checks as a lesion quote.
+        if stated.state not in ("lesion", "equivocal"):
+            continue
+        side = stated.side if Organ(stated.organ) in PAIRED_ORGANS and stated.side != "both" else None
+        if any(t["organ"] == stated.organ and (side is None or t["laterality"] in (side, "bilateral")) for t in tumors):
+            continue
+        group = group_word_in_text(stated.quote)
+        stand_in = LLMLesion(organ=stated.organ, quote=stated.quote, side="none" if side is None else side,
+                             location="", size="", size_bound="none", count=2 if group else 1,
+                             count_exact=not group, attenuation="unknown", kind="lesion_unspecified",
+                             certainty="possible" if stated.state == "equivocal" else "definite")
+        kept = _lesion_record(stand_in, len(tumors) + 1, report_text, report_key, [])
+        if kept is not None:
+            warnings.append(f"organ {stated.organ}: lesion record made from the organ statement")
+            tumors.append(kept[0])
+    organs = _organ_statuses(answer, tumors, report_text, report_key, warnings)
     payload = ExtractionPayload.model_validate({"tumors": tumors, "organs": organs},
                                                context={"report_text": report_text})
     return payload, warnings

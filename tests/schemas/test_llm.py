@@ -126,15 +126,34 @@ def test_quote_from_elsewhere_or_about_another_organ_is_dropped():
     assert any("not in the report" in w for w in warnings) and any("is about ['pancreas']" in w for w in warnings)
 
 
-@pytest.mark.parametrize("sentence", [
-    "No suspicious renal mass.",
-    "The previously seen renal lesion has resolved.",
-    "Kidneys are normal in size without focal lesions or hydronephrosis.",
+@pytest.mark.parametrize(("sentence", "expected"), [
+    ("No suspicious renal mass.", {"kidney": "no_lesion"}),
+    ("The previously seen renal lesion has resolved.", {}),
+    ("Kidneys are normal in size without focal lesions or hydronephrosis.", {"kidney": "no_lesion"}),
+    ("Kidneys are normal in size. Mild hydronephrosis.", {}),
 ])
-def test_negated_or_resolved_lesions_are_dropped(sentence):
+def test_negated_or_resolved_lesions_are_dropped(sentence, expected):
     answer = {"organs": [], "lesions": [lesion(organ="kidney", side="both", quote=sentence)]}
     found, _, _ = states(answer, sentence)
-    assert found == {}
+    assert found == expected
+
+
+def test_organs_cleared_in_a_grouped_sentence_are_no_lesion_and_foreign_statements_are_ignored():
+    report = "The liver, spleen and adrenal glands are unremarkable. No hydronephrosis.\nLungs: Clear."
+    answer = {"organs": [{"organ": "pancreas", "side": "both", "state": "no_lesion", "quote": "No hydronephrosis."}],
+              "lesions": []}
+    found, _, _ = states(answer, report)
+    assert found == {"liver": "no_lesion", "spleen": "no_lesion", "adrenal_gland": "no_lesion", "lung": "no_lesion"}
+
+
+def test_organ_called_abnormal_without_a_lesion_entry_gets_one_from_its_quote():
+    report = "Spleen: 1.8 cm hypodense lesion. Liver: Hepatic steatosis."
+    answer = {"organs": [{"organ": "spleen", "side": "both", "state": "lesion", "quote": "1.8 cm hypodense lesion"},
+                         {"organ": "liver", "side": "both", "state": "lesion", "quote": "Hepatic steatosis."}],
+              "lesions": []}
+    found, rows, _ = states(answer, report)
+    assert found == {"spleen": "lesion"}
+    assert (rows["spleen"]["largest_diameter_mm"], rows["spleen"]["largest_attenuation"]) == (18.0, "hypo")
 
 
 @pytest.mark.parametrize(("sentence", "state"), [
@@ -193,7 +212,7 @@ def test_second_entry_on_the_same_single_lesion_words_is_dropped_but_groups_stay
     _, rows, warnings = states(answer, report)
     assert (rows["kidney"]["lesion_count"], rows["kidney"]["sides"]) == (1, ["right"])
     assert rows["liver"]["lesion_count"] == 3 and rows["liver"]["count_is_lower_bound"]
-    assert sum("same quote" in w for w in warnings) == 1
+    assert sum("same quote" in w or "duplicate" in w for w in warnings) == 1
 
 
 def test_quote_with_small_differences_is_located_by_its_longest_part():
