@@ -1,0 +1,126 @@
+"""The science benchmark's plumbing: test-set strata, mask-case draw, per-CT metrics, and a minuscule end-to-end run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_science", REPO / "benchmarks" / "bench_science.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_science"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tumor_diameters_match_the_rendered_phantom(bench):
+    from train.data.phantoms import PhantomConfig, generate_case
+
+    config = PhantomConfig(n=4, seed=5, shape=(24, 24, 16))
+    for i in range(4):
+        truth = [max(t["true_diameters_mm"]) for t in generate_case(config, i).ground_truth["tumors"]]
+        assert bench.tumor_diameters(config, i) == pytest.approx(truth, abs=0.01)
+
+
+def test_strata_and_quotas(bench):
+    assert bench.test_stratum([], 5, 40, 20) == "free"
+    assert bench.test_stratum([12.0, 19.9], 5, 40, 20) == "small"
+    assert bench.test_stratum([12.0, 20.0], 5, 40, 20) == "large"
+    assert bench.test_stratum([4.0, 30.0], 5, 40, 20) is None
+    assert bench.test_stratum([41.0], 5, 40, 20) is None
+    assert bench.test_quotas(60, 0.3, 0.5) == {"free": 18, "small": 21, "large": 21}
+    assert bench.test_quotas(3, 0.3, 0.5) == {"free": 1, "small": 1, "large": 1}
+
+
+def _settings(bench, tmp_path: Path, **kw):
+    base = dict(scale="test", train_config=REPO / "configs/science/cpu.yaml", work_dir=tmp_path / "work",
+                results=tmp_path / "out" / "results.json", pool_cases=4, mask_cases=2, test_cases=3,
+                phantom_shape=(32, 32, 24))
+    return bench.ScienceSettings(**{**base, **kw})
+
+
+def test_select_test_indices_fills_every_stratum(bench, tmp_path):
+    settings = _settings(bench, tmp_path, test_cases=10)
+    config = bench.test_phantom_config(settings)
+    indices = bench.select_test_indices(settings)
+    strata = [bench.test_stratum(bench.tumor_diameters(config, i), 5, 40, 20) for i in indices]
+    assert len(set(indices)) == 10
+    assert {s: strata.count(s) for s in set(strata)} == {"free": 3, "small": 4, "large": 3}
+
+
+def test_mask_case_ids_depend_on_seed_only(bench):
+    ids = [f"CT{i:02d}" for i in range(30)]
+    a = bench.mask_case_ids(ids, 10, 0)
+    assert len(a) == 10 and a <= set(ids)
+    assert a == bench.mask_case_ids(list(reversed(ids)), 10, 0)
+    assert a != bench.mask_case_ids(ids, 10, 1)
+
+
+def test_per_ct_metrics_pools_organs_and_splits_small(bench):
+    def summary(vol_liver, vol_kidney, p):
+        return {"organs": {"liver": {"lesion_volume_mm3": vol_liver, "max_probability": p},
+                           "kidney": {"lesion_volume_mm3": vol_kidney, "max_probability": p / 2}}}
+
+    def truth(*sizes):
+        return {"tumors": [{"true_diameters_mm": [s, s * 0.8, s * 0.7]} for s in sizes]}
+
+    summaries = {"a": summary(60, 60, 0.9), "b": summary(0, 0, 0.4), "c": summary(500, 0, 0.8),
+                 "d": summary(0, 0, 0.1), "e": summary(150, 0, 0.7)}
+    gt = {"a": truth(10.0), "b": truth(12.0, 30.0), "c": truth(25.0), "d": truth(), "e": truth()}
+    dice = {"a": 0.5, "b": 0.0, "c": 0.9}
+    m = bench.per_ct_metrics(summaries, gt, dice, threshold_mm3=100.0, small_mm=20.0)
+    # all: positives a (120 mm3: hit), b (miss), c (hit); negatives d (ok), e (150 mm3: false positive)
+    assert (m["n_positive"], m["n_negative"]) == (3, 2)
+    assert m["sensitivity"] == pytest.approx(2 / 3)
+    assert m["specificity"] == pytest.approx(0.5)
+    assert m["f1"] == pytest.approx(2 * 2 / (2 * 2 + 1 + 1))
+    assert m["auroc"] == pytest.approx(5 / 6)  # scores a .9, b .4, c .8 vs d .1, e .7
+    assert m["dice"] == pytest.approx((0.5 + 0.0 + 0.9) / 3)
+    # small: only a among the positives (b's largest is 30 mm)
+    assert (m["n_positive_small"], m["n_negative_small"]) == (1, 2)
+    assert m["sensitivity_small"] == 1.0
+    assert m["f1_small"] == pytest.approx(2 / 3)
+    assert m["dice_small"] == pytest.approx(0.5)
+
+
+def test_summarise_mean_and_std(bench):
+    rows = [{"arm": "masks_only", "seed": s, **{k: v for k in bench.METRIC_KEYS}, "train_seconds": 1.0,
+             "eval_seconds": 2.0} for s, v in ((0, 0.2), (1, 0.4))]
+    rows[1]["dice_small"] = math.nan
+    s = bench.summarise(rows)["masks_only"]
+    assert s["f1"][0] == pytest.approx(0.3) and s["f1"][1] == pytest.approx(0.1414, abs=1e-3)
+    assert s["dice_small"] == (0.2, 0.0, 1)
+
+
+def test_minuscule_run_writes_one_entry_per_arm_and_seed(bench, tmp_path, monkeypatch):
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    argv = ["--scale", "smoke", "--work-dir", str(tmp_path / "work"), "--results", str(tmp_path / "out/results.json"),
+            "--seeds", "3", "--arms", "masks_only", "masks_reports_truth",
+            "--set", "pool_cases=4", "--set", "mask_cases=2", "--set", "test_cases=3",
+            "--set", "phantom_shape=[32,32,24]", "--set", "jobs=1",
+            "--train-set", "optim.total_steps=2", "--train-set", "optim.warmup_steps=1",
+            "--train-set", "data.patch_size=[16,16,16]"]
+    entries = bench.main(argv)
+    written = json.loads((tmp_path / "out/results.json").read_text())
+    assert written == entries
+    assert [(e["arm"], e["seed"]) for e in written] == [("masks_only", 3), ("masks_reports_truth", 3)]
+    for e in written:
+        assert set(bench.METRIC_KEYS) <= set(e)
+        assert e["mask_cases"] == 2 and e["steps"] == 2
+        assert 0.0 <= e["specificity"] <= 1.0 and 0.0 <= e["sensitivity"] <= 1.0
+    assert written[0]["report_cases"] == 0 and written[1]["report_cases"] == 2
+    assert (tmp_path / "out/results.md").read_text().count("masks_reports_truth") >= 3
+    assert (tmp_path / "out/results.png").stat().st_size > 1000
+    # A rerun reuses the finished runs instead of training again.
+    stamp = (tmp_path / "work/runs/masks_only_seed3/result.json").stat().st_mtime_ns
+    assert bench.main(argv) == entries
+    assert (tmp_path / "work/runs/masks_only_seed3/result.json").stat().st_mtime_ns == stamp
