@@ -243,6 +243,23 @@ def _size_from_quote(text: str) -> list[float] | None:
     return list(found[0].diameters_mm)
 
 
+_IMPRESSION = re.compile(r"\b(?:IMPRESSION|CONCLUSIONS?|SUMMARY)\b|\b(?:Impression|Conclusions?)\s*:")
+
+
+def _in_impression(report: str, position: int) -> bool:
+    """Whether `position` of the (NFKC) report lies in its impression / conclusion section."""
+    return bool(_IMPRESSION.search(unicodedata.normalize("NFKC", report)[:position]))
+
+
+def _repeats_findings(record: dict, earlier: list[dict]) -> bool:
+    same = [t for t in earlier if t["organ"] == record["organ"]
+            and (t["laterality"] == record["laterality"] or None in (t["laterality"], record["laterality"]))]
+    if not same:
+        return False
+    size = record["size"].get("diameters_mm")
+    return size is None or any(t["size"].get("diameters_mm") == size for t in same)
+
+
 def _lesion_side(lesion: LLMLesion, ctx: QuoteContext) -> str | None:
     """Side of a paired-organ lesion: the quote's words, else the location's, the header's, the sentence's,
     else the model's left/right. `bilateral` needs the words ("bilateral", "both", left and right)."""
@@ -482,6 +499,11 @@ def to_payload(answer: LLMAnswer | dict | str, report_text: str) -> tuple[Extrac
         span_key = (record["organ"], ctx.span)
         if span_key in spans and not spans[span_key]:
             warnings.append(f"lesion {record['id']}: same quote as an earlier single lesion; dropped")
+            continue
+        # The impression repeats findings: an entry there on an organ (side) the findings already hold is the
+        # same lesion unless it carries a size no earlier record has.
+        if _in_impression(report_text, ctx.span[0]) and _repeats_findings(record, tumors):
+            warnings.append(f"lesion {record['id']}: impression repeats an earlier record; dropped")
             continue
         spans[span_key] = group_word_in_text(ctx.text)
         seen.add(identity)

@@ -224,3 +224,19 @@ def test_quote_with_small_differences_is_located_by_its_longest_part():
     assert ctx.header == "Pancreas"
     assert ctx.sentence == "Pancreas: 2.1 cm hypoattenuating mass in the pancreatic tail, abutting the splenic vein"
     assert locate_quote("Spleen: 1 cm cyst", report) is None
+
+
+def test_impression_repeat_is_one_lesion_but_a_new_sized_lesion_stays():
+    report = ("FINDINGS: Pancreas: 3.0 cm hypoenhancing mass in the pancreatic head. Liver: 8 mm cyst in segment 3.\n"
+              "IMPRESSION: Pancreatic head mass. 1.5 cm liver metastasis in segment 6.")
+    answer = {"organs": [], "lesions": [
+        lesion(organ="pancreas", size="3.0 cm", location="pancreatic head",
+               quote="3.0 cm hypoenhancing mass in the pancreatic head"),
+        lesion(size="8 mm", kind="cyst", location="segment 3", quote="8 mm cyst in segment 3"),
+        lesion(organ="pancreas", location="pancreatic head", quote="Pancreatic head mass."),
+        lesion(size="1.5 cm", location="segment 6", quote="1.5 cm liver metastasis in segment 6"),
+    ]}
+    _, rows, warnings = states(answer, report)
+    assert (rows["pancreas"]["lesion_count"], rows["pancreas"]["largest_diameter_mm"]) == (1, 30.0)
+    assert (rows["liver"]["lesion_count"], rows["liver"]["largest_location"]) == (2, "segment_6")
+    assert sum("impression repeats" in w for w in warnings) == 1
