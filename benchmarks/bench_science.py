@@ -397,6 +397,8 @@ def train_arm(config: Any, cases: list) -> tuple[Path, float]:
     trainer = Trainer(config, data, setup_distributed(config.device), resume=True)
     if trainer.step < config.optim.total_steps:
         trainer.fit()
+    if trainer.step < config.optim.total_steps:  # stopped by a signal: never score a half-trained network
+        raise RuntimeError(f"{config.output_dir}: training stopped at step {trainer.step}; rerun to resume")
     return Path(config.output_dir) / "latest.pt", time.perf_counter() - t0
 
 
