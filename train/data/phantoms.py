@@ -18,6 +18,7 @@ Output layout of :func:`write_phantom_set` (one folder per case, see docs/data.m
 
 from __future__ import annotations
 
+import concurrent.futures
 import csv
 import dataclasses
 import json
@@ -683,13 +684,20 @@ def write_phantom_set(out: Path, config: PhantomConfig, progress: bool = False) 
         indices = tqdm(indices, desc="phantoms", unit="case")
     n_tumors = 0
     reports, mapping, truth = [], [], []
-    for i in indices:
-        case = generate_case(config, i)
-        write_case(case, out / "cases" / case.ct_id)
-        reports.append((case.report_id, case.report))
-        mapping.append((case.ct_id, case.report_id))
-        truth.append(json.dumps(case.ground_truth))
-        n_tumors += len(case.ground_truth["tumors"])
+    # gzip (zlib) releases the GIL: case i is compressed and written while case i + 1 is rendered.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as writer:
+        pending: concurrent.futures.Future | None = None
+        for i in indices:
+            case = generate_case(config, i)
+            if pending is not None:
+                pending.result()  # re-raises a failed write; at most two cases are held in memory
+            pending = writer.submit(write_case, case, out / "cases" / case.ct_id)
+            reports.append((case.report_id, case.report))
+            mapping.append((case.ct_id, case.report_id))
+            truth.append(json.dumps(case.ground_truth))
+            n_tumors += len(case.ground_truth["tumors"])
+        if pending is not None:
+            pending.result()
     _write_csv(out / "reports.csv", ["Accession Number", "Report Text"], reports)
     _write_csv(out / "case_reports.csv", ["ct_id", "report_id"], mapping)
     tmp = out / "ground_truth.jsonl.tmp"
