@@ -20,6 +20,8 @@ from schemas.measure import find_measurements, parse_size_text
 from schemas.records import ExtractionPayload, _match_key
 from schemas.vocab import (
     NEGATION_CUES,
+    NOT_CURRENT_CUES,
+    NOT_FINDINGS_HEADERS,
     ORGAN_WORDS,
     PAIRED_ORGANS,
     POST_NEGATION_CUES,
@@ -112,6 +114,15 @@ _PRE_NEGATION = re.compile(
     r"\b(?:" + "|".join(re.escape(w) for w in sorted(NEGATION_CUES, key=len, reverse=True) if w != "not")
     + r"|not(?!\s+(?:be\s+)?(?:excluded|ruled out)))\b", re.IGNORECASE)
 _POST_NEGATION = _cue_pattern(POST_NEGATION_CUES)
+# "known", "from" and "metastatic" mark history or origin only before a disease word ("known colon cancer",
+# "metastasis from renal cell carcinoma", "metastatic renal cell carcinoma"), not in "the known 2 cm lesion".
+_NOT_CURRENT = re.compile(
+    r"\b(?:" + "|".join(re.escape(w) for w in NOT_CURRENT_CUES if w not in ("known", "from"))
+    + r"|(?:known|from)(?=(?:\s+[\w-]+){0,2}?\s+(?:cancer|carcinoma|malignancy|lymphoma|disease|primary)\b)"
+    + r"|metastatic(?=(?:\s+[\w-]+){0,2}?\s+(?:cancer|carcinoma)\b))\b",
+    re.IGNORECASE)
+_NOT_FINDINGS_HEADER = re.compile(r"^(?:" + "|".join(re.escape(w) for w in NOT_FINDINGS_HEADERS) + r")\b",
+                                  re.IGNORECASE)
 _PRESENCE_HEDGE = _cue_pattern(PRESENCE_HEDGES)
 _NEGATION_END = re.compile(r"[;.]|\b(?:but|however|except|other than|whereas)\b", re.IGNORECASE)
 _CLAUSE_BREAK = re.compile(r"[,;:]|\b(?:but|however|whereas)\b", re.IGNORECASE)
@@ -201,7 +212,7 @@ def _negated_blanked(text: str) -> str:
     """`text` with negated stretches blanked: from a negation cue to the clause end ("no focal lesion"), and
     the clause before a closing cue ("the segment 8 lesion has resolved")."""
     chars = list(text)
-    for m in _PRE_NEGATION.finditer(text):
+    for m in [*_PRE_NEGATION.finditer(text), *_NOT_CURRENT.finditer(text)]:
         stop = _NEGATION_END.search(text, m.end())
         for i in range(m.start(), stop.start() if stop else len(text)):
             chars[i] = " "
@@ -294,6 +305,9 @@ def _lesion_record(lesion: LLMLesion, record_id: int, report_text: str, report_k
     if ctx is None:
         warnings.append(f"{where}: quote is not in the report; dropped")
         return None
+    if _NOT_FINDINGS_HEADER.match(ctx.header):
+        warnings.append(f"{where}: quote is in the history/technique section; dropped")
+        return None
     assertion = lesion_assertion(organ, ctx.sentence)
     if assertion == "none":
         warnings.append(f"{where}: its sentence asserts no lesion (negated, normal or not a lesion); dropped")
@@ -301,7 +315,8 @@ def _lesion_record(lesion: LLMLesion, record_id: int, report_text: str, report_k
     if _NOT_LESION.search(ctx.text) and not lesion_word_in_text(organ, _negated_blanked(ctx.text)):
         warnings.append(f"{where}: not a lesion (stone/collection/...); dropped")
         return None
-    named = named_organs(f"{ctx.header} {ctx.sentence}")
+    # Organs named only in negated or history wording ("metastasis from renal cell carcinoma") do not count.
+    named = named_organs(f"{ctx.header} {_negated_blanked(ctx.sentence)}")
     if named and organ not in named:
         warnings.append(f"{where}: its sentence is about {sorted(o.value for o in named)}; dropped")
         return None

@@ -203,11 +203,17 @@ ORGAN_LESION_WORDS: dict[Organ, tuple[str, ...]] = {
 #: Cues that negate what follows them up to the end of the clause ("no focal lesion", "without a mass").
 NEGATION_CUES: tuple[str, ...] = ("no", "not", "without", "negative for", "free of", "absence of", "absent",
                                   "no evidence of", "nor", "neither")
+#: Cues after which a lesion word is history, not a current finding ("history of", "known colon cancer").
+NOT_CURRENT_CUES: tuple[str, ...] = ("history of", "resolution of", "evaluate for", "evaluation for", "rule out",
+                                     "to exclude", "known", "from")
+#: Section headers whose sentences are history or technique, never current findings.
+NOT_FINDINGS_HEADERS: tuple[str, ...] = ("history", "clinical history", "indication", "indications", "reason",
+                                         "exam", "examination", "technique", "comparison", "procedure", "clinical")
 #: Cues that negate the clause they end ("... has resolved", "... is no longer seen").
 POST_NEGATION_CUES: tuple[str, ...] = (
     "resolved", "has resolved", "have resolved", "no longer seen", "no longer visualized", "no longer identified",
     "no longer evident", "no longer present", "not seen", "not identified", "not visualized", "not present",
-    "has been resected", "have been resected", "removed", "is absent", "are absent",
+    "has been resected", "have been resected", "removed", "is absent", "are absent", "screening",
 )
 #: Wording that doubts whether a lesion exists at all (certainty `possible`, organ `equivocal`).
 PRESENCE_HEDGES: tuple[str, ...] = (

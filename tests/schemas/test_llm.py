@@ -240,3 +240,19 @@ def test_impression_repeat_is_one_lesion_but_a_new_sized_lesion_stays():
     assert (rows["pancreas"]["lesion_count"], rows["pancreas"]["largest_diameter_mm"]) == (1, 30.0)
     assert (rows["liver"]["lesion_count"], rows["liver"]["largest_location"]) == (2, "segment_6")
     assert sum("impression repeats" in w for w in warnings) == 1
+
+
+def test_history_and_origin_wording_is_not_a_current_lesion():
+    report = ("CLINICAL HISTORY: Renal cell carcinoma status post left nephrectomy.\n"
+              "FINDINGS: Pancreas: 1.2 cm enhancing lesion in the pancreatic tail, suspicious for metastatic renal cell "
+              "carcinoma. Liver: The known 2.3 cm liver metastasis in segment 6 has grown.")
+    answer = {"organs": [], "lesions": [
+        lesion(organ="kidney", side="left", quote="Renal cell carcinoma status post left nephrectomy"),
+        lesion(organ="kidney", quote="suspicious for metastatic renal cell carcinoma"),
+        lesion(organ="pancreas", size="1.2 cm", quote="1.2 cm enhancing lesion in the pancreatic tail"),
+        lesion(size="2.3 cm", quote="The known 2.3 cm liver metastasis in segment 6 has grown"),
+    ]}
+    found, rows, warnings = states(answer, report)
+    assert found == {"pancreas": "lesion", "liver": "lesion"}
+    assert rows["liver"]["largest_diameter_mm"] == 23.0
+    assert any("history/technique" in w for w in warnings)
