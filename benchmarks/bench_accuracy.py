@@ -8,6 +8,7 @@ scores them with `extract.evaluation`. Gold sets: data/gold/dev_gold.jsonl (opti
     python benchmarks/bench_accuracy.py --backend openai --llm-url http://host:8000/v1 --model NAME
     python benchmarks/bench_accuracy.py --subset data/gold/ci_subset.txt --prompt prompts/extract_v2.yaml
     python benchmarks/bench_accuracy.py --rescore-from build/eval/bench-dev_gold-local.duckdb   # no LLM calls
+    python benchmarks/bench_accuracy.py --rule-ceiling          # no LLM: gold organs the rules cannot reach
 
 `--rescore-from DB` re-runs only the deterministic conversion (`schemas.llm.to_payload` + organ summary) on the
 raw LLM answers stored in DB (one run key: the latest run's, or `--config-hash PREFIX`) and scores them again,
@@ -103,6 +104,48 @@ def rescore(name: str, reports: list, db: Path, config_hash: str | None, out: Pa
     return line, result
 
 
+_RANK = {"none": 0, "possible": 1, "definite": 2}
+
+
+def rule_ceiling(reports: list) -> dict:
+    """What the conversion rules alone allow, with no LLM: per gold organ, the strongest lesion assertion any
+    of its report's sentences makes for it (`schemas.llm.lesion_assertion`; organs named only in negated or
+    history wording do not count). `unreachable` lists gold lesion (equivocal) organs with no definite
+    (possible) sentence: whatever the LLM answers, the rules would drop it. `exposed` lists gold-negative
+    organs with a lesion-asserting sentence: there only the LLM's organ choice prevents a false positive.
+    Ids and organs only, never report text."""
+    from schemas.llm import _NOT_FINDINGS_HEADER, _negated_blanked, _sentences, lesion_assertion
+    from schemas.vocab import Organ, named_organs
+
+    unreachable, exposed = [], []
+    for gold in reports:
+        best: dict[str, str] = {}
+        unnamed: dict[str, str] = {}  # sentences naming no organ: the rules accept them for any organ
+        for header, sentence in _sentences(gold.report):
+            if _NOT_FINDINGS_HEADER.match(header):
+                continue
+            organs = named_organs(f"{header} {_negated_blanked(sentence)}")
+            for organ in organs or (Organ(o) for o in gold.organs):
+                found = lesion_assertion(organ, sentence)
+                target = best if organs else unnamed
+                if _RANK[found] > _RANK[target.get(organ.value, "none")]:
+                    target[organ.value] = found
+        for organ in {*gold.organs, *best}:
+            states = ev.accepted_values(gold.organs.get(organ, {}).get("state", "not_mentioned"))
+            got = max(best.get(organ, "none"), unnamed.get(organ, "none"), key=_RANK.get)
+            negative_ok = bool({"no_lesion", "not_mentioned"} & set(states))
+            if negative_ok and got == "none":
+                continue
+            if "lesion" in states and got != "definite" and not ("equivocal" in states and got == "possible"):
+                unreachable.append(f"{gold.id}:{organ}")
+            elif "equivocal" in states and "lesion" not in states and got != "possible":
+                unreachable.append(f"{gold.id}:{organ}")
+            elif best.get(organ, "none") != "none" and not {"lesion", "equivocal"} & set(states):
+                exposed.append(f"{gold.id}:{organ}")
+    return {"bench": "accuracy_rule_ceiling", "reports": len(reports), "unreachable": sorted(unreachable),
+            "exposed": sorted(exposed)}
+
+
 def run_one(name: str, reports: list, args: argparse.Namespace) -> dict:
     from extract.backends.base import SamplingConfig
     from extract.run_cli import BackendName, build_backend
@@ -144,6 +187,8 @@ def main() -> None:
                         help="no LLM calls: convert and score the raw answers stored in DB again")
     parser.add_argument("--config-hash", help="with --rescore-from: run key prefix to read (default latest run)")
     parser.add_argument("--out", type=Path, help="with --rescore-from: write the full result JSON here")
+    parser.add_argument("--rule-ceiling", action="store_true",
+                        help="no LLM: which gold organs the conversion rules alone cannot get right")
     parser.add_argument("--table", action="store_true", help="also print the per-organ table (stderr)")
     parser.add_argument("--mismatches", type=int, default=0, help="print N mismatches (ids, organs, values; stderr)")
     args = parser.parse_args()
@@ -152,6 +197,9 @@ def main() -> None:
     ids = ev.load_id_list(args.subset) if args.subset else None
     reports = ev.load_gold(args.gold, ids)[: args.limit]
     name = args.gold.stem + (f"-{args.subset.stem}" if args.subset else "") + (f"-first{args.limit}" if args.limit else "")
+    if args.rule_ceiling:
+        print(json.dumps(rule_ceiling(reports)), flush=True)
+        return
     if args.rescore_from:
         line, result = rescore(name, reports, args.rescore_from, args.config_hash, args.out)
         print(json.dumps(line), flush=True)
