@@ -306,12 +306,16 @@ def organs_in_text(text: str) -> list[Organ]:
     return [organ for _, organ in sorted(hits, key=lambda h: h[0])]
 
 
+_NOT_ENHANCING = re.compile(r"\b(?:non|not|without)[\s-]*(?:\w+\s+)?enhanc\w*", re.IGNORECASE)
+
+
 def attenuation_in_text(text: str) -> str | None:
     """The attenuation a phrase states (`hypo`, `hyper`, `iso`, `heterogeneous`), or None.
 
     Heterogeneous wins over enhancement words ("heterogeneously enhancing" is heterogeneous); hypo-/iso- words
     win over the bare word "enhancing" that they contain.
     """
+    text = _NOT_ENHANCING.sub(" ", text)  # "non-enhancing" says nothing about hyperenhancement
     for value in ("heterogeneous", "hypo", "iso", "hyper"):
         if _ATTENUATION_PATTERNS[value].search(text):
             return value

@@ -113,3 +113,10 @@ def test_group_and_composition_words():
     assert composition_in_text("cystic lesion containing macroscopic fat") == "fat_containing"
     assert composition_in_text("simple cyst") == "cystic"
     assert composition_in_text("solid mass") is None
+
+
+def test_non_enhancing_is_not_hyper():
+    assert attenuation_in_text("non-enhancing cyst") is None
+    assert attenuation_in_text("without internal enhancement") is None
+    assert attenuation_in_text("nonenhancing hypodense lesion") == "hypo"
+    assert attenuation_in_text("enhancing solid mass") == "hyper"
