@@ -56,8 +56,12 @@ def tumor_organ_contrast(
     Returns:
         float (N,) contrast in HU.
     """
-    w_t = probabilities.unsqueeze(0) * tumor_regions
-    mean_t = (w_t * hu).flatten(1).sum(1) / (w_t.flatten(1).sum(1) + _EPS)
-    w_o = (1.0 - probabilities) * organ_tissue
-    mean_o = (w_o * hu).sum() / (w_o.sum() + _EPS)
+    # Every sum is linear in p, so each one is a dot product with a fixed vector (one pass, one pass back).
+    p = probabilities.reshape(-1)
+    regions = tumor_regions.reshape(tumor_regions.shape[0], -1).to(p.dtype)
+    hu_flat = hu.reshape(-1).to(p.dtype)
+    tissue = organ_tissue.reshape(-1).to(p.dtype)
+    mean_t = (regions * hu_flat) @ p / (regions @ p + _EPS)
+    q = 1.0 - p  # elementwise, not sum(tissue) - tissue @ p: no cancellation when p is close to 1
+    mean_o = (tissue * hu_flat) @ q / (tissue @ q + _EPS)
     return mean_t - mean_o

@@ -14,6 +14,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from train.losses.morphology import Spacing, dilate_mm, ellipsoid_kernel, fft_correlate
 from train.losses.plan import TumorStatus
@@ -186,6 +187,41 @@ def place_tumors(
     return Placement(positive.view(shape), weight.view(shape), core, guard, status)
 
 
+class _BallTerms(torch.autograd.Function):
+    """Fused forward / hand-written backward of :func:`ball_loss_terms` (one softplus, one sigmoid, dot products)."""
+
+    @staticmethod
+    def forward(ctx, logits, positive, weight, negative):  # type: ignore[override]
+        with torch.no_grad():
+            z = logits.reshape(-1)
+            pos, w, neg = positive.reshape(-1), weight.reshape(-1), negative.reshape(-1)
+            n_pos = pos.sum().clamp_min(1.0)
+            n_neg = neg.sum().clamp_min(1.0)
+            has_pos = (pos.sum() > 0).to(z.dtype)
+            sp = F.softplus(z)
+            bce_neg = torch.dot(sp, neg) / n_neg
+            bce_pos = torch.dot(sp.sub_(z), w) / n_pos  # softplus(-z) = softplus(z) - z
+            p = torch.sigmoid(z)
+            inter = torch.dot(p, pos)
+            den = inter + torch.dot(p, neg) + pos.sum() + _EPS
+            dice = (1.0 - (2.0 * inter + _EPS) / den) * has_pos
+        ctx.save_for_backward(p, pos, w, neg, n_pos, n_neg, has_pos, inter, den)
+        ctx.shape = logits.shape
+        return bce_pos + bce_neg, dice
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_bce, g_dice):  # type: ignore[override]
+        p, pos, w, neg, n_pos, n_neg, has_pos, inter, den = ctx.saved_tensors
+        # d(1 - Dice)/dp = a_pos * positive + a_neg * negative, times sigmoid'(z) = p - p^2.
+        a_neg = g_dice * has_pos * (2.0 * inter + _EPS) / (den * den)
+        a_pos = a_neg - g_dice * has_pos * 2.0 / den
+        grad = torch.addcmul(p, p, p, value=-1.0).mul_(torch.addcmul(pos * a_pos, neg, a_neg))
+        grad.addcmul_(p - 1.0, w * (g_bce / n_pos))  # d softplus(-z)/dz = p - 1
+        grad.addcmul_(p, neg * (g_bce / n_neg))  # d softplus(z)/dz = p
+        return grad.view(ctx.shape), None, None, None
+
+
 def ball_loss_terms(
     logits: torch.Tensor, positive: torch.Tensor, weight: torch.Tensor, negative: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -201,12 +237,5 @@ def ball_loss_terms(
         ``(bce, dice)``: mean weighted BCE over positives plus mean BCE over negatives (each 0 when its set is
         empty); ``1 - Dice`` on positives + negatives (0 when there are no positives).
     """
-    n_pos = positive.sum()
-    n_neg = negative.sum()
-    bce_pos = (F.softplus(-logits) * weight).sum() / n_pos.clamp_min(1.0)
-    bce_neg = (F.softplus(logits) * negative).sum() / n_neg.clamp_min(1.0)
-    p = torch.sigmoid(logits)
-    inter = (p * positive).sum()
-    den = (p * (positive + negative)).sum() + n_pos
-    dice = (1.0 - (2.0 * inter + _EPS) / (den + _EPS)) * (n_pos > 0)
-    return bce_pos + bce_neg, dice
+    bce, dice = _BallTerms.apply(logits, positive, weight, negative)
+    return bce, dice

@@ -6,6 +6,7 @@ a "ball of radius r mm" is an axis-aligned ellipsoid in voxel space when the spa
 
 from __future__ import annotations
 
+import collections
 import math
 
 import torch
@@ -62,7 +63,22 @@ def ellipsoid_kernel(
     return torch.exp(-dist2 / (2.0 * sigma * sigma)) * inside
 
 
-def fft_correlate(volume: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+def _kernel_spectrum(kernel: torch.Tensor, fast: list[int]) -> torch.Tensor:
+    """Real FFT of a centred kernel placed with wrap-around (offset u at index u mod period) in a ``fast`` grid."""
+    halves = [k // 2 for k in kernel.shape]
+    wrap = [torch.arange(-h, h + 1, device=kernel.device) % f for h, f in zip(halves, fast)]
+    padded = torch.zeros(fast, dtype=torch.float32, device=kernel.device)
+    padded[wrap[0][:, None, None], wrap[1][None, :, None], wrap[2][None, None, :]] = kernel.float()
+    return torch.fft.rfftn(padded)
+
+
+# Spectra of kernels that recur every step (the group margin and guard balls at a fixed spacing), keyed by the
+# kernel's parameters, period and device. Tumour kernels are not cached: their sizes change with every report.
+_SPECTRUM_CACHE: collections.OrderedDict = collections.OrderedDict()
+_SPECTRUM_CACHE_SIZE = 8
+
+
+def fft_correlate(volume: torch.Tensor, kernel: torch.Tensor, cache_key: tuple | None = None) -> torch.Tensor:
     """Same-size zero-padded cross-correlation ``out[x] = sum_u volume[x + u] * kernel[u]`` by FFT.
 
     Equivalent to ``F.conv3d(volume, kernel, padding=half)`` (PyTorch convolutions are correlations) but its
@@ -71,21 +87,26 @@ def fft_correlate(volume: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     Args:
         volume: float (..., D, H, W); leading dimensions are batched.
         kernel: float (kd, kh, kw) with odd edges, centred.
+        cache_key: hashable description of ``kernel``; if given, its spectrum is kept in a small LRU cache.
 
     Returns:
         float (..., D, H, W).
     """
     shape = volume.shape[-3:]
-    halves = [k // 2 for k in kernel.shape]
     # Linear (not circular) correlation needs a period of at least size + half-kernel per axis.
-    fast = [next_fast_len(n + h) for n, h in zip(shape, halves)]
-    # Kernel offset u goes to index u mod period (wrap-around placement instead of a roll).
-    wrap = [torch.arange(-h, h + 1, device=kernel.device) % f for h, f in zip(halves, fast)]
-    padded = torch.zeros(fast, dtype=torch.float32, device=kernel.device)
-    padded[wrap[0][:, None, None], wrap[1][None, :, None], wrap[2][None, None, :]] = kernel.float()
-    spec_k = torch.fft.rfftn(padded)
+    fast = [next_fast_len(n + k // 2) for n, k in zip(shape, kernel.shape)]
+    key = None if cache_key is None else (cache_key, tuple(fast), str(kernel.device))
+    spec_k = _SPECTRUM_CACHE.get(key) if key is not None else None
+    if spec_k is None:
+        spec_k = _kernel_spectrum(kernel, fast)
+        if key is not None:
+            _SPECTRUM_CACHE[key] = spec_k
+            while len(_SPECTRUM_CACHE) > _SPECTRUM_CACHE_SIZE:
+                _SPECTRUM_CACHE.popitem(last=False)
+    else:
+        _SPECTRUM_CACHE.move_to_end(key)
     spec_v = torch.fft.rfftn(volume.float(), s=fast, dim=(-3, -2, -1))
-    out = torch.fft.irfftn(spec_v * spec_k.conj(), s=fast, dim=(-3, -2, -1))
+    out = torch.fft.irfftn(spec_v.mul_(spec_k.conj()), s=fast, dim=(-3, -2, -1))
     return out[..., : shape[0], : shape[1], : shape[2]]
 
 
@@ -102,11 +123,15 @@ def _dilate_by_shifts(mask: torch.Tensor, radius_mm: float, spacing: Spacing) ->
     for axis, s in enumerate(spacing):
         dim = dist2.dim() - 3 + axis
         n = dist2.shape[dim]
+        steps = min(int(radius_mm / s + 1e-6), n - 1)
+        if steps < 1:
+            continue
         out = dist2.clone()
-        for o in range(1, min(int(radius_mm / s + 1e-6), n - 1) + 1):
+        for o in range(1, steps + 1):
             cost = (o * s) ** 2
-            out.narrow(dim, o, n - o).copy_(torch.minimum(out.narrow(dim, o, n - o), dist2.narrow(dim, 0, n - o) + cost))
-            out.narrow(dim, 0, n - o).copy_(torch.minimum(out.narrow(dim, 0, n - o), dist2.narrow(dim, o, n - o) + cost))
+            for dst, src in ((out.narrow(dim, o, n - o), dist2.narrow(dim, 0, n - o)),
+                             (out.narrow(dim, 0, n - o), dist2.narrow(dim, o, n - o))):
+                torch.minimum(dst, src + cost, out=dst)
         dist2 = out
     return dist2 <= radius_mm * radius_mm + 1e-6
 
@@ -131,8 +156,9 @@ def dilate_mm(mask: torch.Tensor, radius_mm: float, spacing: Spacing) -> torch.T
         if radius_mm / min(spacing) <= _SMALL_RADIUS_VOXELS:
             return _dilate_by_shifts(mask, radius_mm, spacing)
         shape = mask.shape[-3:]
-        kernel = ellipsoid_kernel(2.0 * radius_mm, spacing, max_half=tuple(n - 1 for n in shape), device=mask.device)
-        return fft_correlate(mask.float(), kernel) > 0.5
+        max_half = tuple(n - 1 for n in shape)
+        kernel = ellipsoid_kernel(2.0 * radius_mm, spacing, max_half=max_half, device=mask.device)
+        return fft_correlate(mask.float(), kernel, cache_key=("ball", radius_mm, tuple(spacing), max_half)) > 0.5
 
 
 def dilate_any(mask: torch.Tensor, radius_mm: float, spacing: Spacing) -> torch.Tensor:
