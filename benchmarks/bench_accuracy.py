@@ -72,6 +72,33 @@ def stored_answers(db: Path, config_hash: str | None = None) -> tuple[str, dict[
     return key, {r["report_id"]: {"raw": r["raw_output"], "text": r["text"], "status": r["status"]} for r in rows}
 
 
+def _answer_within_older_bounds(raw: str):
+    """The stored answer as an `LLMAnswer`. Answers stored under an earlier schema may hold strings or arrays
+    longer than today's bounds (the bounds limit generation, not meaning): those are accepted as they are;
+    any other schema error is raised."""
+    from pydantic import ValidationError
+
+    from schemas.llm import LLMAnswer, LLMLesion, LLMOrgan
+
+    try:
+        return LLMAnswer.model_validate_json(raw)
+    except ValidationError as exc:
+        if any(e["type"] not in ("string_too_long", "too_long") for e in exc.errors()):
+            raise
+    data = json.loads(raw)
+
+    def checked(model, item: dict):
+        # every other constraint (enums, counts) is still checked, on a copy cut to today's bounds
+        cut = {k: v[: model.model_fields[k].metadata[0].max_length]
+               if isinstance(v, str) and k in model.model_fields and model.model_fields[k].metadata else v
+               for k, v in item.items()}
+        model.model_validate(cut)
+        return model.model_construct(**item)
+
+    return LLMAnswer.model_construct(organs=[checked(LLMOrgan, o) for o in data["organs"]],
+                                     lesions=[checked(LLMLesion, x) for x in data["lesions"]])
+
+
 def rescore_prediction(raw: str | None, text: str) -> "ev.Prediction":
     """The organ-summary prediction the current conversion rules give for one stored raw answer."""
     from pydantic import ValidationError
@@ -82,7 +109,7 @@ def rescore_prediction(raw: str | None, text: str) -> "ev.Prediction":
     if not raw:
         return ev.Prediction("failed")
     try:
-        payload, _ = to_payload(raw, text)
+        payload, _ = to_payload(_answer_within_older_bounds(raw), text)
     except (ValidationError, ValueError):
         return ev.Prediction("failed")
     return ev.Prediction("ok", {row["organ"]: row for row in organ_summary(payload)})
@@ -180,7 +207,7 @@ def main() -> None:
     parser.add_argument("--llm-url", action="append", default=[])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--max-tokens", type=int, default=1024)
+    parser.add_argument("--max-tokens", type=int, default=2048, help="output tokens per call (schemas.llm.ANSWER_TOKEN_BUDGET)")
     parser.add_argument("--prompt", type=Path, help="prompt template (default: the engine's default prompt)")
     parser.add_argument("--store", type=Path, help="working store (default build/eval/bench-<gold>-<backend>.duckdb)")
     parser.add_argument("--rescore-from", type=Path, metavar="DB",

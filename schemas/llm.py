@@ -41,8 +41,12 @@ from schemas.vocab import (
 OrganKey = Literal[tuple(o.value for o in Organ)]  # type: ignore[valid-type]
 KindKey = Literal[tuple(t.value for t in LesionType)]  # type: ignore[valid-type]
 
-MAX_LESIONS = 12
-MAX_ORGANS = 19
+# Bounds keep the longest answer the grammar allows (a small model repeating entries until the arrays are full)
+# under 2,048 output tokens of the Qwen2.5 tokenizer, so such an answer still ends as valid JSON.
+MAX_LESIONS = 10
+MAX_ORGANS = 12
+#: Output tokens that always hold a complete answer (tests/schemas/test_llm.py measures the worst case).
+ANSWER_TOKEN_BUDGET = 2048
 
 
 class _LLMModel(BaseModel):
@@ -53,17 +57,17 @@ class _LLMModel(BaseModel):
 # later field is decided with the copied report words already in context.
 class LLMOrgan(_LLMModel):
     organ: OrganKey
-    quote: str = Field(max_length=160)
+    quote: str = Field(max_length=64)
     side: Literal["left", "right", "both"]
     state: Literal["lesion", "equivocal", "no_lesion", "resected"]
 
 
 class LLMLesion(_LLMModel):
     organ: OrganKey
-    quote: str = Field(max_length=200)
+    quote: str = Field(max_length=100)
     side: Literal["left", "right", "both", "none"]
-    location: str = Field(max_length=60, description="location words as written, or empty")
-    size: str = Field(max_length=40, description="the current measurement exactly as written, or empty")
+    location: str = Field(max_length=32, description="location words as written, or empty")
+    size: str = Field(max_length=24, description="the current measurement exactly as written, or empty")
     size_bound: Literal["none", "subcentimeter", "tiny", "small", "large", "massive"]
     count: int = Field(ge=1, le=99)
     count_exact: bool

@@ -256,3 +256,31 @@ def test_history_and_origin_wording_is_not_a_current_lesion():
     assert found == {"pancreas": "lesion", "liver": "lesion"}
     assert rows["liver"]["largest_diameter_mm"] == 23.0
     assert any("history/technique" in w for w in warnings)
+
+
+def test_longest_answer_the_schema_allows_fits_the_token_budget():
+    """A model that repeats entries until every array and string is full of report-like words still ends
+    inside the budget (measured with the embedded model's tokenizer)."""
+    from pathlib import Path
+
+    from schemas.llm import ANSWER_TOKEN_BUDGET, MAX_LESIONS, MAX_ORGANS, LLMLesion, LLMOrgan
+
+    llama_cpp = pytest.importorskip("llama_cpp")
+    gguf = Path.home() / ".cache" / "rsuper" / "models" / "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+    if not gguf.is_file():
+        pytest.skip("embedded model not joined yet")
+    tokenizer = llama_cpp.Llama(model_path=str(gguf), vocab_only=True, verbose=False)
+
+    words = "hypodense lesion in the right lobe of the liver measuring 3.6 x 3.3 x 3.1 cm, previously 2.2 cm "
+
+    def longest(model, field):
+        return (words * 4)[: model.model_fields[field].metadata[0].max_length]
+
+    organ = {"organ": "adrenal_gland", "quote": longest(LLMOrgan, "quote"), "side": "right", "state": "no_lesion"}
+    item = {"organ": "adrenal_gland", "quote": longest(LLMLesion, "quote"), "side": "right",
+            "location": longest(LLMLesion, "location"), "size": longest(LLMLesion, "size"),
+            "size_bound": "subcentimeter", "count": 99, "count_exact": False, "attenuation": "heterogeneous",
+            "kind": "pancreatic_neuroendocrine_tumor", "certainty": "probable"}
+    text = json.dumps({"organs": [organ] * MAX_ORGANS, "lesions": [item] * MAX_LESIONS})
+    LLMAnswer.model_validate_json(text)
+    assert len(tokenizer.tokenize(text.encode(), add_bos=False)) < ANSWER_TOKEN_BUDGET
