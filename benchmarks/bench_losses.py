@@ -4,6 +4,10 @@ Inputs: random logits 1 x 42 x S^3 (1 mm voxels), an ellipsoidal organ (radii 36
 channel 39, and 1-3 reported spherical tumours (10; 20 + 10; 40 + 25 + 10 mm). The step loss adds a second,
 half-resolution head, labels for 20 organ channels, an unknown-voxel mask on the lesion channel and HU.
 
+Times: "median_s" is wall clock, "median_cpu_s" the process CPU time (all threads) of the same runs, and
+"load_avg_1min" the machine's load when the line was written: on a shared machine compare CPU times, and wall
+times only at similar load.
+
 Memory: "peak_extra" is the peak memory of the measured call above what was allocated before it (logits,
 targets), divided by the bytes of the full-resolution logits. On CUDA it comes from
 ``torch.cuda.max_memory_allocated``; on CPU from the process peak resident set (VmHWM in /proc/self/status,
@@ -12,6 +16,7 @@ reset before each call by writing 5 to /proc/self/clear_refs), which counts ever
 tensors do not hide later ones).
 
 Usage: python benchmarks/bench_losses.py [--device cpu|cuda] [--size S] [--threads 2] [--repeats 3]
+       [--scenarios 10mm ...] [--losses ball volume attenuation seg_one_head step_two_heads]
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import time
 import torch
 
 from train.losses import Attenuation, AttenuationLoss, BallLoss, LossConfig, ReportSupervisionLoss, VolumeLoss
-from train.losses.segmentation import masked_bce_dice
+from train.losses.segmentation import coverage_codes, known_from_unknown, masked_bce_dice
 from train.losses.targets import GroupEntry, TumorEntry, build_report_targets
 
 CHANNELS = 42
@@ -142,8 +147,10 @@ def main() -> None:
         def attenuation():
             return AttenuationLoss(cfg)(z, targets, hu), None
 
-        def seg():
-            bce, dice, _ = masked_bce_dice(z, labels, (~unknown).float())
+        def seg():  # as the step computes it: channel coverage, partial channels dilated by 2 mm, fused loss
+            coverage = coverage_codes(unknown).tolist()
+            known = known_from_unknown(unknown, coverage, cfg.unknown_dilation_mm, [(1.0, 1.0, 1.0)])
+            bce, dice, _ = masked_bce_dice(z, labels, known)
             return bce + dice, None
 
         step_loss = ReportSupervisionLoss(cfg)

@@ -64,9 +64,13 @@ def ellipsoid_kernel(
 
 
 def _kernel_spectrum(kernel: torch.Tensor, fast: list[int]) -> torch.Tensor:
-    """Real FFT of a centred kernel placed with wrap-around (offset u at index u mod period) in a ``fast`` grid."""
+    """Conjugate real FFT of a centred kernel in a ``fast`` grid, ready to multiply for a correlation.
+
+    Offset u goes to index -u mod period: the mirrored placement's spectrum is the conjugate of the direct one
+    (real kernel), so no conjugated copy is needed later.
+    """
     halves = [k // 2 for k in kernel.shape]
-    wrap = [torch.arange(-h, h + 1, device=kernel.device) % f for h, f in zip(halves, fast)]
+    wrap = [-torch.arange(-h, h + 1, device=kernel.device) % f for h, f in zip(halves, fast)]
     padded = torch.zeros(fast, dtype=torch.float32, device=kernel.device)
     padded[wrap[0][:, None, None], wrap[1][None, :, None], wrap[2][None, None, :]] = kernel.float()
     return torch.fft.rfftn(padded)
@@ -106,7 +110,7 @@ def fft_correlate(volume: torch.Tensor, kernel: torch.Tensor, cache_key: tuple |
     else:
         _SPECTRUM_CACHE.move_to_end(key)
     spec_v = torch.fft.rfftn(volume.float(), s=fast, dim=(-3, -2, -1))
-    out = torch.fft.irfftn(spec_v.mul_(spec_k.conj()), s=fast, dim=(-3, -2, -1))
+    out = torch.fft.irfftn(spec_v.mul_(spec_k), s=fast, dim=(-3, -2, -1))
     return out[..., : shape[0], : shape[1], : shape[2]]
 
 

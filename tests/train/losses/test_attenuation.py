@@ -1,7 +1,7 @@
 import torch
 
 from train.losses import Attenuation, AttenuationLoss
-from train.losses.attenuation import contrast_penalty
+from train.losses.attenuation import contrast_penalty, tumor_organ_contrast
 from train.losses.targets import GroupEntry, TumorEntry, build_report_targets
 
 from .synthetic import ellipsoid
@@ -50,3 +50,15 @@ def test_contrast_penalty_table():
     codes = torch.tensor([0, 1, 2, 3, 2])
     out = contrast_penalty(delta, codes, margin_hu=10.0, scale_hu=10.0)
     assert out.tolist() == [0.0, 0.0, 2.0, 4.0, 0.0]
+
+
+def test_contrast_is_the_probability_weighted_mean_difference():
+    torch.manual_seed(5)
+    p = torch.rand(6, 7, 8, dtype=torch.float64)
+    hu = 200 * torch.rand(6, 7, 8, dtype=torch.float64) - 50
+    regions = (torch.rand(2, 6, 7, 8) > 0.8).double()
+    tissue = (torch.rand(6, 7, 8) > 0.3).double()
+    got = tumor_organ_contrast(p, hu, regions, tissue)
+    mean_t = [(p * r * hu).sum() / ((p * r).sum() + 1e-3) for r in regions]
+    mean_o = ((1 - p) * tissue * hu).sum() / (((1 - p) * tissue).sum() + 1e-3)
+    assert torch.allclose(got, torch.stack(mean_t) - mean_o, rtol=1e-12)

@@ -1,9 +1,11 @@
 import math
 
+import pytest
 import torch
+import torch.nn.functional as F
 
 from train.losses import BallLoss, GroupState, LossConfig, TumorStatus
-from train.losses.ball import BallParams, BallSize, place_tumors
+from train.losses.ball import BallParams, BallSize, ball_loss_terms, place_tumors
 from train.losses.targets import GroupEntry, TumorEntry, build_report_targets
 
 from .synthetic import dice, ellipsoid
@@ -126,3 +128,33 @@ def test_count_only_report_with_prior_size_places_balls():
 def test_lesion_free_groups_are_not_ball_supervised():
     tg = _targets(ORGAN, [], state=GroupState.LESION_FREE)
     assert BallLoss()(_logits(), tg).n_groups == 0
+
+
+def _terms_by_autograd(logits, positive, weight, negative, eps=1e-5):
+    n_pos, n_neg = positive.sum(), negative.sum()
+    bce = (F.softplus(-logits) * weight).sum() / n_pos.clamp_min(1.0)
+    bce = bce + (F.softplus(logits) * negative).sum() / n_neg.clamp_min(1.0)
+    p = torch.sigmoid(logits)
+    inter = (p * positive).sum()
+    dice = (1.0 - (2.0 * inter + eps) / ((p * (positive + negative)).sum() + n_pos + eps)) * (n_pos > 0)
+    return bce, dice
+
+
+@pytest.mark.parametrize("case", ["both", "no_positives", "no_negatives"])
+def test_fused_ball_terms_match_autograd(case):
+    torch.manual_seed(4)
+    shape = (5, 6, 7)
+    positive = (torch.rand(shape) > 0.7).double() * (case != "no_positives")
+    negative = (torch.rand(shape) > 0.5).double() * (1 - positive) * (case != "no_negatives")
+    weight = positive * torch.rand(shape, dtype=torch.float64)
+    z = (4 * torch.randn(shape, dtype=torch.float64)).requires_grad_(True)
+    results = []
+    for fn in (ball_loss_terms, _terms_by_autograd):
+        z.grad = None
+        bce, dice = fn(z, positive, weight, negative)
+        (1.3 * bce + 0.7 * dice).backward()
+        results.append((bce.item(), dice.item(), z.grad.clone()))
+    (fb, fd, fg), (rb, rd, rg) = results
+    assert fb == pytest.approx(rb, rel=1e-12) and fd == pytest.approx(rd, rel=1e-12, abs=1e-15)
+    assert torch.allclose(fg, rg, atol=1e-15)
+    assert fg.abs().max() > 0

@@ -3,7 +3,15 @@ import torch
 import torch.nn.functional as F
 
 from .synthetic import ellipsoid
-from train.losses.morphology import dilate_any, dilate_mm, ellipsoid_kernel, fft_correlate, next_fast_len
+from train.losses import morphology
+from train.losses.morphology import (
+    area_downsample,
+    dilate_any,
+    dilate_mm,
+    ellipsoid_kernel,
+    fft_correlate,
+    next_fast_len,
+)
 
 
 def test_next_fast_len_is_smooth_and_even():
@@ -53,3 +61,36 @@ def test_both_dilation_paths_match_brute_force(radius):
     grid = torch.stack(torch.meshgrid(*[torch.arange(n) for n in mask.shape], indexing="ij"), -1).double()
     d2 = (((grid.view(-1, 1, 3) - pts.view(1, -1, 3)) * sp) ** 2).sum(-1).min(1).values
     assert torch.equal(grown.flatten(), d2 <= radius**2 + 1e-4)
+
+
+@pytest.mark.parametrize("shape", [(4, 6, 5), (8, 3, 15), (5, 5, 5)])  # ratios 2; 1, 4, 1; non-integer
+def test_area_downsample_matches_adaptive_pooling(shape):
+    torch.manual_seed(2)
+    x = torch.rand(2, 3, 8, 12, 15) > 0.5
+    expected = F.adaptive_avg_pool3d(x.float(), shape)
+    got = area_downsample(x, shape)
+    assert got.dtype == torch.float32 and got.shape == expected.shape
+    assert torch.allclose(got, expected, atol=1e-6)
+    soft = torch.rand(1, 2, 8, 12, 15, dtype=torch.float64)
+    assert torch.allclose(area_downsample(soft, shape), F.adaptive_avg_pool3d(soft, shape), atol=1e-12)
+
+
+def test_area_downsample_keeps_full_resolution_untouched():
+    x = torch.rand(1, 2, 4, 4, 4)
+    assert area_downsample(x, (4, 4, 4)) is x
+
+
+def test_cached_kernel_spectrum_gives_the_same_correlation():
+    torch.manual_seed(3)
+    volume = torch.rand(20, 18, 22)
+    kernel = ellipsoid_kernel(7.0, (1.0, 1.5, 1.0))
+    morphology._SPECTRUM_CACHE.clear()
+    plain = fft_correlate(volume, kernel)
+    first = fft_correlate(volume, kernel, cache_key=("test", 7.0))
+    assert len(morphology._SPECTRUM_CACHE) == 1
+    second = fft_correlate(volume * 2.0, kernel, cache_key=("test", 7.0))
+    assert len(morphology._SPECTRUM_CACHE) == 1  # hit, not a new entry
+    assert torch.equal(plain, first) and torch.allclose(second, 2.0 * first, atol=1e-4)
+    for i in range(morphology._SPECTRUM_CACHE_SIZE + 2):
+        fft_correlate(volume, kernel, cache_key=("fill", i))
+    assert len(morphology._SPECTRUM_CACHE) == morphology._SPECTRUM_CACHE_SIZE

@@ -98,3 +98,23 @@ def test_targets_contract():
     object.__setattr__(bad, "tumor_group", torch.tensor([[5]]))
     with pytest.raises(ValueError, match="tumor_group"):
         bad.validate()
+
+
+def test_nothing_supervised_is_still_a_differentiable_zero():
+    labels, unknown, has_mask, targets, hu = _batch()
+    z = torch.randn(2, 4, S, S, S, requires_grad=True)
+    cfg = LossConfig(seg_weight=0.0, report_weight=0.0)
+    loss, _ = ReportSupervisionLoss(cfg)(z, labels, unknown, has_mask, targets)
+    loss.backward()
+    assert loss.item() == 0.0 and z.grad.abs().max() == 0
+
+
+def test_auxiliary_head_with_a_non_integer_size_ratio():
+    torch.manual_seed(2)
+    labels, unknown, has_mask, targets, hu = _batch()
+    heads = [torch.randn(2, 4, S, S, S, requires_grad=True), torch.randn(2, 4, 12, 12, 12, requires_grad=True)]
+    loss, parts = ReportSupervisionLoss(LossConfig(lesion_channels=[2, 3]))(heads, labels, unknown, has_mask,
+                                                                            targets, hu)
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(h.grad).all() for h in heads)
+    assert parts["n_volume"].item() == 2.0 and heads[1].grad[0, 2].abs().sum() > 0

@@ -2,7 +2,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from train.losses.segmentation import masked_bce_dice
+from train.losses import segmentation
+from train.losses.morphology import dilate_mm
+from train.losses.segmentation import coverage_codes, known_from_unknown, masked_bce_dice
 
 
 def _reference(z, y, k):
@@ -50,3 +52,64 @@ def test_backward_twice_is_refused():
     bce.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="only once"):
         bce.backward()
+
+
+def _unknown_with_every_coverage(shape):
+    """Channels: 0 fully known, 1 fully unknown, 2 and 3 partially unknown (a small block)."""
+    unknown = torch.zeros(shape, dtype=torch.bool)
+    unknown[:, 1] = True
+    unknown[:, 2:, 1:3, 2:4, 2:5] = True
+    return unknown
+
+
+def test_coverage_codes_classify_channels():
+    unknown = _unknown_with_every_coverage((2, 4, 5, 6, 7))
+    unknown[1, 3] = False
+    assert coverage_codes(unknown).tolist() == [[1, 0, 2, 2], [1, 0, 2, 1]]
+
+
+@pytest.mark.parametrize("chunk_elements", [1, 2 * 5 * 6 * 7, 1 << 22])  # one channel, two, everything
+def test_compact_known_voxels_match_the_dense_mask(monkeypatch, chunk_elements):
+    monkeypatch.setattr(segmentation, "_CPU_CHUNK_ELEMENTS", chunk_elements)
+    torch.manual_seed(2)
+    shape = (2, 4, 5, 6, 7)
+    unknown = _unknown_with_every_coverage(shape)
+    spacing = [(1.0, 1.0, 1.0), (2.0, 1.0, 1.0)]
+    known = known_from_unknown(unknown, coverage_codes(unknown).tolist(), 1.0, spacing, skip_items=frozenset({1}))
+    dense = torch.stack([~dilate_mm(unknown[b], 1.0, spacing[b]) for b in range(2)]).double()
+    dense[1] = 0.0  # skipped item
+    assert known.coverage == ((1, 0, 2, 2), (0, 0, 0, 0))
+    y = (torch.rand(shape) > 0.6).double()
+    z = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    sel = (torch.tensor([0, 1]), torch.tensor([3, 2]))
+    grads, values = [], []
+    for k in (known, dense):
+        z.grad = None
+        bce, dice, selected = masked_bce_dice(z, y, k, sel)
+        (bce + 0.5 * dice + (selected**3).sum()).backward()
+        grads.append(z.grad.clone())
+        values.append((bce.item(), dice.item()))
+    rb, rd = _reference(z.detach(), y, dense)
+    assert values[0] == pytest.approx((rb.item(), rd.item()), rel=1e-10)
+    assert values[1] == pytest.approx(values[0], rel=1e-10)
+    assert torch.allclose(grads[0], grads[1], atol=1e-12)
+    assert grads[0][1, :2].abs().max() == 0  # skipped item, channels without selection: no gradient
+
+
+def test_known_voxels_downsample_marks_any_unknown_sub_voxel():
+    unknown = torch.zeros(1, 2, 4, 4, 4, dtype=torch.bool)
+    unknown[0, 1, 0, 0, 0] = True
+    known = known_from_unknown(unknown, coverage_codes(unknown).tolist(), 0.0, [(1.0, 1.0, 1.0)])
+    low = known.downsample((2, 2, 2))
+    assert low.coverage == known.coverage and low.masks.shape == (1, 2, 2, 2)
+    expected = torch.ones(2, 2, 2, dtype=torch.bool)
+    expected[0, 0, 0] = False
+    assert torch.equal(low.masks[0], expected)
+
+
+def test_labels_of_another_dtype_are_converted_per_chunk():
+    torch.manual_seed(3)
+    y = torch.rand(1, 3, 4, 4, 4) > 0.5
+    z = torch.randn(1, 3, 4, 4, 4)
+    k = torch.ones_like(z)
+    assert masked_bce_dice(z, y, k)[0].item() == pytest.approx(masked_bce_dice(z, y.float(), k)[0].item(), rel=1e-6)
