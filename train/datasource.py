@@ -70,6 +70,37 @@ class _StepBatches(torch.utils.data.Sampler):
             step += 1
 
 
+def rank_validation_cases(cases: list, cache_dir: Path, config: DataConfig) -> list:
+    """Held-out cases ordered by lesion voxel count, largest first (ties by ct_id), so that the few validated
+    at each validation hold lesions a network can segment."""
+    from train.data.cache import ensure_cached
+
+    def lesion_voxels(case) -> int:
+        cached = ensure_cached(cache_dir, case.files, config.preprocess)
+        return int(np.count_nonzero(cached.lesions)) if cached.lesions is not None else 0
+
+    counts = {c.files.ct_id: lesion_voxels(c) for c in cases}
+    return sorted(cases, key=lambda c: (-counts[c.files.ct_id], c.files.ct_id))
+
+
+def organ_box(label_boxes: dict[str, list[list[int]]], shape, spacing_mm, margin_mm: float,
+              min_size) -> tuple[slice, slice, slice]:
+    """Voxel slices of the box around every labelled structure, grown by ``margin_mm`` and to at least
+    ``min_size`` voxels per axis (centred, clipped to the volume). The whole volume when nothing is labelled."""
+    if not label_boxes:
+        return tuple(slice(0, n) for n in shape)
+    lo = np.min([b[0] for b in label_boxes.values()], axis=0)
+    hi = np.max([b[1] for b in label_boxes.values()], axis=0) + 1
+    grow = np.ceil(margin_mm / np.asarray(spacing_mm, float)).astype(int)
+    lo, hi = lo - grow, hi + grow
+    short = np.maximum(np.asarray(min_size) - (hi - lo), 0)
+    lo, hi = lo - short // 2, hi + short - short // 2
+    shape = np.asarray(shape)
+    shift = np.maximum(-lo, 0) - np.maximum(hi - shape, 0)  # slide back inside before clipping
+    lo, hi = np.clip(lo + shift, 0, shape), np.clip(hi + shift, 0, shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+
+
 class CaseData:
     """Cases under a root folder, split into training and validation by the cases table's split column."""
 
@@ -81,8 +112,9 @@ class CaseData:
         self.config = config
         self.classes = list(config.classes)
         self.in_channels = 1
-        self.train_cases, self._val_cases = train_cases, val_cases[: config.max_val_cases]
         self.cache_dir = cache_dir
+        self.train_cases = train_cases
+        self._val_cases = rank_validation_cases(val_cases, cache_dir, config)[: config.max_val_cases]
         self._fingerprint = fingerprint
         self.dataset = CaseDataset(train_cases, cache_dir, config)
 
@@ -151,6 +183,10 @@ class CaseData:
             cached = ensure_cached(self.cache_dir, case.files, self.config.preprocess)
             shape = tuple(cached.meta["shape"])
             sample = self._whole_volume_sample(case, shape)
+            box = tuple(slice(0, n) for n in shape)
+            if self.config.val_crop_margin_mm is not None:
+                box = organ_box(cached.meta["label_boxes"], shape, cached.spacing_mm, self.config.val_crop_margin_mm,
+                                self.config.patch_size)
             tumors = []
             if case.records is not None:
                 report_case = TrainingCase(dataclasses.replace(case.files, lesion_mask_path=None), case.records)
@@ -158,13 +194,16 @@ class CaseData:
                     for t in g["tumors"]:
                         if t.size_known:
                             tumors.append({"channel": g["channel"], "diameters_mm": list(t.diameters_mm),
-                                           "group_mask": g["mask"]})
+                                           "group_mask": g["mask"][box]})
+            affine = np.asarray(cached.meta["affine"], float).copy()
+            affine[:3, 3] += affine[:3, :3] @ [b.start for b in box]  # the crop's first voxel
+            crop = (slice(None), *box)
             out.append(VolumeCase(
                 ct_id=case.files.ct_id,
-                image=torch.from_numpy(np.ascontiguousarray(sample["image"])),
-                image_hu=torch.from_numpy(np.ascontiguousarray(sample["image_hu"])),
-                labels=torch.from_numpy(sample["labels"].astype(np.float32)),
-                affine=np.asarray(cached.meta["affine"], float),
+                image=torch.from_numpy(np.ascontiguousarray(sample["image"][crop])),
+                image_hu=torch.from_numpy(np.ascontiguousarray(sample["image_hu"][crop])),
+                labels=torch.from_numpy(np.ascontiguousarray(sample["labels"][crop], dtype=np.float32)),
+                affine=affine,
                 reported_tumors=tumors,
             ))
         return out

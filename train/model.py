@@ -112,6 +112,17 @@ def dynunet_topology(levels: int) -> tuple[list[list[int]], list[list[int]]]:
     return kernels, strides
 
 
+def fill_output_bias(heads: Sequence[nn.Module], value: float | None) -> None:
+    """Set the bias of each output head's convolution to ``value`` (a logit prior); None leaves them alone."""
+    if value is None:
+        return
+    with torch.no_grad():
+        for head in heads:
+            if head.bias is None:
+                raise ValueError(f"model.output_bias: output head {type(head).__name__} has no bias")
+            head.bias.fill_(value)
+
+
 @register_network("dynunet")
 def build_dynunet(config: ModelConfig, in_channels: int, out_channels: int) -> nn.Module:
     """MONAI DynUNet (nnU-Net style) with ``deep_supervision_heads`` auxiliary heads."""
@@ -138,7 +149,10 @@ def build_dynunet(config: ModelConfig, in_channels: int, out_channels: int) -> n
         res_block=True,
     )
     kwargs.update(config.kwargs)
-    return _DynUNetHeads(DynUNet(**kwargs))
+    net = DynUNet(**kwargs)
+    fill_output_bias([net.output_block.conv.conv, *(h.conv.conv for h in net.deep_supervision_heads)],
+                     config.output_bias)
+    return _DynUNetHeads(net)
 
 
 @register_network("segresnet")
@@ -157,7 +171,10 @@ def build_segresnet(config: ModelConfig, in_channels: int, out_channels: int) ->
         norm="instance",
     )
     kwargs.update(config.kwargs)
-    return DeepSupervisionAdapter(SegResNetDS(**kwargs), config.deep_supervision_heads + 1)
+    net = SegResNetDS(**kwargs)
+    fill_output_bias([layer.head for layer in net.up_layers if getattr(layer, "head", None) is not None],
+                     config.output_bias)
+    return DeepSupervisionAdapter(net, config.deep_supervision_heads + 1)
 
 
 def divisor_of(config: ModelConfig) -> int:

@@ -189,6 +189,8 @@ class Trainer:
         if list(data.classes) != list(config.data.classes):
             raise ValueError(f"data source classes {data.classes} != data.classes {config.data.classes}")
 
+        if config.cpu_threads is not None:
+            torch.set_num_threads(config.cpu_threads)
         torch.manual_seed(config.seed + self.dist.rank)
         np.random.seed(config.seed + self.dist.rank)
         self.net = build_network(config.model, data.in_channels, len(data.classes)).to(self.device)
@@ -345,7 +347,7 @@ class Trainer:
         for i, case in enumerate(self.data.val_cases()):
             prob = predict_probabilities(
                 net, case.image, self.config.data.patch_size, self.config.validation.overlap, self.device,
-                amp=self.config.optim.amp,
+                amp=self.config.optim.amp, sw_batch_size=self.config.validation.sw_batch_size,
             )
             pred = prob > 0.5
             if case.labels is not None:

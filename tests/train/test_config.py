@@ -31,4 +31,5 @@ def test_bad_field_names_file_and_path(tmp_path):
 def test_fingerprint_tracks_training_settings_only():
     base = load_config(None)
     assert load_config(None, ["output_dir=elsewhere"]).fingerprint() == base.fingerprint()
+    assert load_config(None, ["cpu_threads=1"]).fingerprint() == base.fingerprint()
     assert load_config(None, ["optim.lr=0.5"]).fingerprint() != base.fingerprint()

@@ -33,3 +33,18 @@ def test_patch_size_must_pass_every_level():
     check_patch_size(ModelConfig(filters=[4, 8, 16]), (16, 16, 8))
     with pytest.raises(ValueError, match="multiples of 4"):
         check_patch_size(ModelConfig(filters=[4, 8, 16]), (18, 16, 8))
+
+
+@pytest.mark.parametrize("name", ["dynunet", "segresnet"])
+def test_output_bias_sets_a_background_prior_on_every_head(name):
+    cfg = ModelConfig(name=name, filters=[4, 8, 16], deep_supervision_heads=1, output_bias=-3.0)
+    torch.manual_seed(0)
+    net = build_network(cfg, 1, 3).eval()
+    with torch.no_grad():
+        # A constant input gives constant features; the head's bias decides the mean logit.
+        probs = torch.sigmoid(net(torch.zeros(1, 1, 16, 16, 8)))
+    assert probs.shape == (1, 3, 16, 16, 8)
+    torch.manual_seed(0)
+    default = torch.sigmoid(build_network(cfg.model_copy(update={"output_bias": None}), 1, 3).eval()(
+        torch.zeros(1, 1, 16, 16, 8)).detach())
+    assert default.mean() > 0.3 and probs.mean() < 0.1

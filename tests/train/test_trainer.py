@@ -3,12 +3,13 @@ import math
 import pytest
 import torch
 
-from train.checkpoint import CheckpointError, LATEST, load_checkpoint
+from train.checkpoint import BEST, LATEST, CheckpointError, load_checkpoint
 from train.config import load_config
 from train.synthetic import SyntheticData
 from train.trainer import EMA, Trainer, lr_factor
 
 TINY = [
+    "cpu_threads=1",
     "data.source=synthetic",
     "data.classes=[liver, kidney, liver_lesion, kidney_lesion]",
     "data.patch_size=[16, 16, 16]",
@@ -21,8 +22,21 @@ TINY = [
 ]
 
 
-def tiny_config(tmp_path, *extra):
-    return load_config(None, [*TINY, f"output_dir={tmp_path / 'run'}", *extra])
+def tiny_config(out, *extra):
+    return load_config(None, [*TINY, f"output_dir={out}", *extra])
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """One short run shared by the tests below: 4 of 6 scheduled steps, validated at steps 2 and 4."""
+    threads = torch.get_num_threads()
+    out = tmp_path_factory.mktemp("fit") / "run"
+    cfg = tiny_config(out, "validation.every_steps=2", "validation.png_cases=1", "log_every_steps=1")
+    data = SyntheticData(cfg.data, volume_shape=(16, 16, 16), num_val=1)
+    trainer = Trainer(cfg, data, resume=False)
+    summary = trainer.fit(max_steps=4)
+    yield {"cfg": cfg, "data": data, "trainer": trainer, "summary": summary, "out": out}
+    torch.set_num_threads(threads)
 
 
 def test_lr_schedule_warmup_then_poly():
@@ -43,13 +57,25 @@ def test_ema_follows_weights_with_warmup_decay():
 
 
 def test_train_steps_decrease_the_loss_on_a_fixed_batch(tmp_path):
-    cfg = tiny_config(tmp_path, "optim.ema_decay=null")
+    cfg = tiny_config(tmp_path / "run", "optim.ema_decay=null")
     data = SyntheticData(cfg.data)
     trainer = Trainer(cfg, data, resume=False)
+    assert torch.get_num_threads() == 1  # cpu_threads applied
     batch = next(data.train_batches(0, 1, 0))
     losses = [trainer.train_step(batch)["loss"] for _ in range(5)]
     assert losses[-1] < losses[0]
     assert trainer.step == 5
+
+
+def test_fit_validates_and_writes_best_and_png(fitted):
+    out, summary = fitted["out"], fitted["summary"]
+    assert summary["step"] == 4 and 0.0 <= summary["val_dice_lesion"] <= 1.0
+    assert (out / BEST).is_file()
+    assert sorted(p.name for p in (out / "val_png").iterdir()) == ["step_0000002.png", "step_0000004.png"]
+    assert load_checkpoint(out / LATEST)["step"] == 4  # written at the max_steps stop
+    assert load_checkpoint(out / BEST)["best_metric"] == fitted["trainer"].best_metric
+    kinds = [line.split('"kind": "')[1][:3] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert kinds.count("val") == 2 and kinds.count("tra") == 4
 
 
 def _same_state(a, b):
@@ -62,45 +88,25 @@ def _same_state(a, b):
     return a == b or (isinstance(a, float) and math.isnan(a) and math.isnan(b))
 
 
-@pytest.mark.slow
-def test_checkpoint_round_trip_is_bit_identical(tmp_path):
-    cfg = tiny_config(tmp_path)
-    data = SyntheticData(cfg.data)
-    trainer = Trainer(cfg, data, resume=False)
-    batches = data.train_batches(0, 1, 0)
-    for _ in range(2):
-        trainer.train_step(next(batches))
-    trainer.save(LATEST)
-    restored = Trainer(cfg, data, resume=True)
-    assert restored.resumed and restored.step == 2
+def test_refuses_to_resume_into_a_different_config(fitted):
+    changed = tiny_config(fitted["out"], "optim.lr=0.5")
+    with pytest.raises(CheckpointError, match="refusing to resume"):
+        Trainer(changed, fitted["data"], resume=True)
+    assert Trainer(changed, fitted["data"], resume=True, allow_config_change=True).resumed
+
+
+def test_checkpoint_round_trip_is_bit_identical(fitted):
+    # Last: it steps the shared trainer on.
+    trainer, data = fitted["trainer"], fitted["data"]
+    restored = Trainer(fitted["cfg"], data, resume=True)
+    assert restored.resumed and restored.step == 4
     assert _same_state(trainer.net.state_dict(), restored.net.state_dict())
     assert _same_state(trainer.optimizer.state_dict(), restored.optimizer.state_dict())
     assert _same_state(trainer.ema.shadow, restored.ema.shadow)
-    assert restored.scheduler.get_last_lr() == trainer.scheduler.get_last_lr()
-    # The next step is identical too (same data, same state).
-    nxt = next(data.train_batches(0, 1, 0, start_step=2))
-    assert trainer.train_step(nxt)["loss"] == restored.train_step(nxt)["loss"]
-
-
-def test_refuses_to_resume_into_a_different_config(tmp_path):
-    cfg = tiny_config(tmp_path)
-    data = SyntheticData(cfg.data)
-    Trainer(cfg, data, resume=False).save(LATEST)
-    changed = tiny_config(tmp_path, "optim.lr=0.5")
-    with pytest.raises(CheckpointError, match="refusing to resume"):
-        Trainer(changed, data, resume=True)
-    assert Trainer(changed, data, resume=True, allow_config_change=True).resumed
-
-
-@pytest.mark.slow
-def test_fit_validates_and_writes_best_and_png(tmp_path):
-    cfg = tiny_config(tmp_path, "optim.total_steps=2", "validation.every_steps=2", "validation.png_cases=1",
-                      "log_every_steps=1")
-    data = SyntheticData(cfg.data, num_val=1)
-    summary = Trainer(cfg, data, resume=False).fit()
-    out = tmp_path / "run"
-    assert summary["step"] == 2 and 0.0 <= summary["val_dice_lesion"] <= 1.0
-    assert (out / "best.pt").is_file() and (out / "val_png" / "step_0000002.png").is_file()
-    assert load_checkpoint(out / LATEST)["step"] == 2
-    kinds = [line.split('"kind": "')[1][:3] for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert kinds.count("val") == 1 and kinds.count("tra") == 2
+    assert restored.scheduler.get_last_lr() == trainer.scheduler.get_last_lr() != [0.0]
+    assert restored.best_metric == trainer.best_metric
+    # The next two steps are identical too: same data, same weights and optimizer moments.
+    a, b = data.train_batches(0, 1, 0, start_step=4), data.train_batches(0, 1, 0, start_step=4)
+    for _ in range(2):
+        assert trainer.train_step(next(a))["loss"] == restored.train_step(next(b))["loss"]
+    assert _same_state(trainer.net.state_dict(), restored.net.state_dict())

@@ -1,0 +1,19 @@
+from train.datasource import organ_box
+
+
+def test_organ_box_grows_by_margin_in_mm():
+    boxes = {"liver": [[10, 20, 5], [19, 29, 9]], "kidney_left": [[30, 22, 6], [35, 25, 8]]}
+    # union [10..35] x [20..29] x [5..9], grown by 4 mm at 2 x 2 x 4 mm voxels = 2, 2, 1 voxels
+    box = organ_box(boxes, (64, 64, 32), (2.0, 2.0, 4.0), 4.0, (8, 8, 8))
+    assert box == (slice(8, 38), slice(18, 32), slice(4, 11 + 1))
+
+
+def test_organ_box_reaches_min_size_and_stays_inside():
+    boxes = {"spleen": [[0, 60, 2], [3, 62, 3]]}
+    box = organ_box(boxes, (64, 64, 16), (1.0, 1.0, 1.0), 0.0, (16, 16, 16))
+    assert [s.stop - s.start for s in box] == [16, 16, 16]
+    assert box == (slice(0, 16), slice(48, 64), slice(0, 16))
+
+
+def test_organ_box_without_labels_is_the_whole_volume():
+    assert organ_box({}, (5, 6, 7), (1.0, 1.0, 1.0), 10.0, (4, 4, 4)) == (slice(0, 5), slice(0, 6), slice(0, 7))
