@@ -275,6 +275,53 @@ def _repeats_findings(record: dict, earlier: list[dict]) -> bool:
     return size is None or any(t["size"].get("diameters_mm") == size for t in same)
 
 
+def _current_measurements(text: str) -> list:
+    """Measurements in `text` that are not prior sizes (no "previously"/"prior"/... just before them)."""
+    return [m for m in find_measurements(text) if not _PRIOR_WORDS.search(text[max(0, m.start - 25): m.start])]
+
+
+_LARGEST = re.compile(r"\b(?:the\s+)?(?:largest|dominant|biggest)\b", re.IGNORECASE)
+
+
+def split_by_measurement(record: dict, text: str) -> list[dict]:
+    """A group record whose words size its members one by one ("1.1 cm in segment 2 and 3.4 cm in segment 7",
+    "right 1.4 cm and left 2.6 cm") becomes one record per current measurement, each with the side and
+    sub-segments written next to it. A group whose one measurement is its largest member's ("the largest
+    1.8 cm in the right lower lobe") becomes that member plus the rest (count >= 2, lower bound, unsized).
+    Anything else is returned unchanged."""
+    group = record["count"] > 1 or not record["count_exact"]
+    found = _current_measurements(text)
+    organ = Organ(record["organ"])
+    if not group or not found:
+        return [record]
+    def member(window: str, diameters: tuple[float, ...], reported: str) -> dict:
+        side = side_in_text(window) if organ in PAIRED_ORGANS else None
+        segments = [s.value for s in subsegments_in_text(organ, window)]
+        return {**record, "count": 1, "count_exact": True, "innumerable": False,
+                "laterality": side if side in ("left", "right") else
+                (record["laterality"] if record["laterality"] != "bilateral" else None),
+                "segments": segments or record["segments"],
+                "size": {"status": "measured", "diameters_mm": list(diameters), "reported_text": reported,
+                         "refers_to": "lesion"}}
+    if len(found) >= 2:
+        parts = []
+        for i, m in enumerate(found):
+            before = text[max(0, m.start - 12): m.start]
+            after = text[m.end: found[i + 1].start if i + 1 < len(found) else len(text)]
+            parts.append(member(before.split(",")[-1] + " " + after, m.diameters_mm, m.text))
+        return parts
+    largest = _LARGEST.search(text)
+    if largest is None:
+        return [record]
+    m = found[0]
+    window = text[largest.start():]
+    largest_member = member(window, m.diameters_mm, m.text)
+    if largest_member["laterality"] == record["laterality"] and largest_member["segments"] == record["segments"]:
+        return [record]  # nothing more specific is written about the largest
+    rest = {**record, "count": max(2, record["count"] - 1), "count_exact": False, "size": {"status": "not_reported"}}
+    return [largest_member, rest]
+
+
 def _lesion_side(lesion: LLMLesion, ctx: QuoteContext) -> str | None:
     """Side of a paired-organ lesion: the quote's words, else the location's, the header's, the sentence's,
     else the model's left/right. `bilateral` needs the words ("bilateral", "both", left and right)."""
@@ -488,6 +535,73 @@ def _organ_statuses(answer: LLMAnswer, tumors: list[dict], report_text: str, rep
     return list(statuses.values())
 
 
+def _missed_lesions(report_text: str, report_key: str, tumors: list[dict]) -> list[dict]:
+    """Records for findings sentences that assert a lesion of exactly one organ (side) no record covers.
+
+    A small model often skips a lesion it was shown; the sentence passes the same checks as a quoted lesion
+    (not history, not negated, organ named), so it stands for one lesion, or a group when it says so.
+    """
+    added: list[dict] = []
+    for header, sentence in _sentences(report_text):
+        if _NOT_FINDINGS_HEADER.match(header):
+            continue
+        organs = named_organs(_negated_blanked(sentence)) or named_organs(header)
+        if len(organs) != 1:
+            continue
+        (organ,) = organs
+        if lesion_assertion(organ, sentence) == "none":
+            continue
+        side = (side_in_text(sentence) or side_in_text(header)) if organ in PAIRED_ORGANS else None
+        known = [t for t in [*tumors, *added] if t["organ"] == organ.value]
+        sizes = [m.diameters_mm for m in _current_measurements(sentence)]
+        covered = any(side is None or t["laterality"] in (side, "bilateral", None) or side == "bilateral"
+                      for t in known)
+        if covered and (not sizes or any(tuple(t["size"].get("diameters_mm", ())) in sizes for t in known)):
+            continue  # nothing new: the organ (side) holds a record, and no new current size is written
+        key = _match_key(sentence)
+        if any(e and _match_key(e) in key for t in known for e in t["evidence"]):
+            continue  # the answer quoted this sentence: its reading (sizes included) stands
+        group = group_word_in_text(sentence)
+        stand_in = LLMLesion.model_construct(
+            organ=organ.value, quote=sentence, side="none" if side in (None, "bilateral") else side, location="",
+            size="", size_bound="none", count=2 if group else 1, count_exact=not group, attenuation="unknown",
+            kind="lesion_unspecified", certainty="definite")
+        kept = _lesion_record(stand_in, len(tumors) + len(added) + 1, report_text, report_key, [])
+        if kept is None:
+            continue
+        record, ctx = kept
+        if _in_impression(report_text, ctx.span[0]) and known:
+            continue
+        for part in split_by_measurement(record, ctx.text):
+            part["id"] = len(tumors) + len(added) + 1
+            added.append(part)
+    return added
+
+
+def _keep_lesion(record: dict, ctx: QuoteContext, report_text: str, tumors: list[dict], seen: set[tuple],
+                 spans: dict[tuple[str, tuple[int, int]], bool], warnings: list[str]) -> None:
+    """Append `record` to `tumors` unless it repeats one already there."""
+    # The same lesion repeated (findings + impression) collapses into one record.
+    identity = (record["organ"], record["laterality"], tuple(record["size"].get("diameters_mm", ())),
+                tuple(record["segments"]))
+    if identity in seen and record["size"]["status"] == "measured":
+        warnings.append(f"lesion {record['id']}: duplicate of an earlier record; dropped")
+        return
+    # A second entry on the very same words is a copy unless the words speak of several lesions.
+    span_key = (record["organ"], ctx.span)
+    if span_key in spans and not spans[span_key]:
+        warnings.append(f"lesion {record['id']}: same quote as an earlier single lesion; dropped")
+        return
+    # The impression repeats findings: an entry there on an organ (side) the findings already hold is the
+    # same lesion unless it carries a size no earlier record has.
+    if _in_impression(report_text, ctx.span[0]) and _repeats_findings(record, tumors):
+        warnings.append(f"lesion {record['id']}: impression repeats an earlier record; dropped")
+        return
+    spans[span_key] = group_word_in_text(ctx.text)
+    seen.add(identity)
+    tumors.append(record)
+
+
 def to_payload(answer: LLMAnswer | dict | str, report_text: str) -> tuple[ExtractionPayload, list[str]]:
     """Convert an LLM answer into a validated payload for `report_text`, with conversion warnings.
 
@@ -508,25 +622,9 @@ def to_payload(answer: LLMAnswer | dict | str, report_text: str) -> tuple[Extrac
         if kept is None:
             continue
         record, ctx = kept
-        # The same lesion repeated (findings + impression) collapses into one record.
-        identity = (record["organ"], record["laterality"], tuple(record["size"].get("diameters_mm", ())),
-                    tuple(record["segments"]))
-        if identity in seen and record["size"]["status"] == "measured":
-            warnings.append(f"lesion {record['id']}: duplicate of an earlier record; dropped")
-            continue
-        # A second entry on the very same words is a copy unless the words speak of several lesions.
-        span_key = (record["organ"], ctx.span)
-        if span_key in spans and not spans[span_key]:
-            warnings.append(f"lesion {record['id']}: same quote as an earlier single lesion; dropped")
-            continue
-        # The impression repeats findings: an entry there on an organ (side) the findings already hold is the
-        # same lesion unless it carries a size no earlier record has.
-        if _in_impression(report_text, ctx.span[0]) and _repeats_findings(record, tumors):
-            warnings.append(f"lesion {record['id']}: impression repeats an earlier record; dropped")
-            continue
-        spans[span_key] = group_word_in_text(ctx.text)
-        seen.add(identity)
-        tumors.append(record)
+        for part in split_by_measurement(record, ctx.text):
+            part["id"] = len(tumors) + 1
+            _keep_lesion(part, ctx, report_text, tumors, seen, spans, warnings)
     for stated in answer.organs:
         # The model called the organ abnormal but listed no lesion: the organ quote stands for one, when its
         # words pass the same checks as a lesion quote.
@@ -544,6 +642,9 @@ def to_payload(answer: LLMAnswer | dict | str, report_text: str) -> tuple[Extrac
         if kept is not None:
             warnings.append(f"organ {stated.organ}: lesion record made from the organ statement")
             tumors.append(kept[0])
+    for record in _missed_lesions(report_text, report_key, tumors):
+        warnings.append(f"lesion {record['id']} ({record['organ']}): made from a report sentence the answer left out")
+        tumors.append(record)
     organs = _organ_statuses(answer, tumors, report_text, report_key, warnings)
     payload = ExtractionPayload.model_validate({"tumors": tumors, "organs": organs},
                                                context={"report_text": report_text})

@@ -184,7 +184,7 @@ ORGAN_IMPLIED_WORDS: dict[Organ, tuple[str, ...]] = {
 
 #: Nouns that name a focal lesion in any organ.
 LESION_WORDS: tuple[str, ...] = (
-    "lesion", "lesions", "mass", "masses", "nodule", "nodules", "nodular", "cyst", "cysts", "cystic", "tumor",
+    "lesion", "lesions", "mass", "masses", "nodule", "nodules", "cyst", "cysts", "cystic", "tumor",
     "tumors", "tumour", "tumours", "metastasis", "metastases", "metastatic", "neoplasm", "neoplasms", "carcinoma",
     "carcinomas", "adenocarcinoma", "cancer", "malignancy", "sarcoma", "lymphoma", "hypodensity", "hypodensities",
     "hyperdensity", "hyperdensities", "focus", "foci", "hemangioma", "hemangiomas", "hamartoma", "hamartomas",

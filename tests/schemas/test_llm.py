@@ -121,8 +121,8 @@ def test_quote_from_elsewhere_or_about_another_organ_is_dropped():
         lesion(organ="liver", quote="A focal lesion cannot be excluded on this phase."),
     ]}
     found, rows, warnings = states(answer, report)
-    assert found == {"spleen": "lesion"}
-    assert rows["spleen"]["largest_diameter_mm"] == 24.0
+    assert found == {"spleen": "lesion", "pancreas": "lesion"}  # the pancreas cyst from its own sentence
+    assert rows["spleen"]["largest_diameter_mm"] == 24.0 and rows["pancreas"]["largest_diameter_mm"] == 9.0
     assert any("not in the report" in w for w in warnings) and any("is about ['pancreas']" in w for w in warnings)
 
 
@@ -284,3 +284,37 @@ def test_longest_answer_the_schema_allows_fits_the_token_budget():
     text = json.dumps({"organs": [organ] * MAX_ORGANS, "lesions": [item] * MAX_LESIONS})
     LLMAnswer.model_validate_json(text)
     assert len(tokenizer.tokenize(text.encode(), add_bos=False)) < ANSWER_TOKEN_BUDGET
+
+
+def test_sentence_asserting_a_lesion_the_answer_left_out_becomes_a_record():
+    report = ("Liver: 2.1 cm hypodense lesion in segment 7. Left kidney: 1.4 cm simple cyst. Right kidney: Normal.\n"
+              "Pancreatic head mass invading the duodenum.")
+    answer = {"organs": [], "lesions": [lesion(size="2.1 cm", quote="2.1 cm hypodense lesion in segment 7")]}
+    found, rows, warnings = states(answer, report)
+    # the two-organ sentence is left to the model; the kidney sentence names one organ and one side
+    assert found == {"liver": "lesion", "kidney": "lesion"}
+    kidney = rows["kidney"]
+    assert (kidney["lesion_count"], kidney["largest_diameter_mm"], kidney["sides"]) == (1, 14.0, ["left"])
+    assert kidney["largest_attenuation"] == "cystic"
+    assert sum("left out" in w for w in warnings) == 1
+
+
+@pytest.mark.parametrize(("report", "organ", "expected"), [
+    ("Liver: Two hemangiomas, measuring 1.1 cm in segment 2 and 3.4 cm in segment 7.", "liver", (2, 34.0, "segment_7")),
+    ("Adrenals: Bilateral adrenal nodules, right 1.4 cm and left 2.6 cm.", "adrenal_gland", (2, 26.0, "left")),
+    ("Lungs: Multiple bilateral nodules, the largest 1.8 cm in the right lower lobe.", "lung",
+     (3, 18.0, "right_lower_lobe")),
+])
+def test_group_members_sized_one_by_one_are_split(report, organ, expected):
+    answer = {"organs": [], "lesions": [lesion(organ=organ, side="both", count=2, count_exact=False,
+                                               quote=report.split(": ", 1)[1])]}
+    _, rows, _ = states(answer, report)
+    row = rows[organ]
+    assert (row["lesion_count"], row["largest_diameter_mm"], row["largest_location"]) == expected
+
+
+def test_single_lesion_with_a_component_size_is_not_split():
+    report = "An 8 mm part-solid nodule in the lingula with a 3 mm solid component."
+    answer = {"organs": [], "lesions": [lesion(organ="lung", size="8 mm", quote=report)]}
+    _, rows, _ = states(answer, report)
+    assert (rows["lung"]["lesion_count"], rows["lung"]["largest_diameter_mm"]) == (1, 8.0)
