@@ -9,6 +9,7 @@ scores them with `extract.evaluation`. Gold sets: data/gold/dev_gold.jsonl (opti
     python benchmarks/bench_accuracy.py --subset data/gold/ci_subset.txt --prompt prompts/extract_v2.yaml
     python benchmarks/bench_accuracy.py --rescore-from build/eval/bench-dev_gold-local.duckdb   # no LLM calls
     python benchmarks/bench_accuracy.py --rule-ceiling          # no LLM: gold organs the rules cannot reach
+    python benchmarks/bench_accuracy.py --rules-only            # no LLM: what the conversion finds from an empty answer
 
 `--rescore-from DB` re-runs only the deterministic conversion (`schemas.llm.to_payload` + organ summary) on the
 raw LLM answers stored in DB (one run key: the latest run's, or `--config-hash PREFIX`) and scores them again,
@@ -35,6 +36,7 @@ from extract import evaluation as ev  # noqa: E402
 DEV_GOLD = ROOT / "data" / "gold" / "dev_gold.jsonl"
 SHARED_CASES = ROOT.parent / "shared" / "gold" / "dev_cases.jsonl"
 WORK = ROOT / "build" / "eval"
+EMPTY_ANSWER = '{"organs": [], "lesions": []}'
 
 
 def _metrics(result: dict) -> dict:
@@ -214,6 +216,8 @@ def main() -> None:
                         help="no LLM calls: convert and score the raw answers stored in DB again")
     parser.add_argument("--config-hash", help="with --rescore-from: run key prefix to read (default latest run)")
     parser.add_argument("--out", type=Path, help="with --rescore-from: write the full result JSON here")
+    parser.add_argument("--rules-only", action="store_true",
+                        help="no LLM: score the conversion of an empty answer (what the rules find on their own)")
     parser.add_argument("--rule-ceiling", action="store_true",
                         help="no LLM: which gold organs the conversion rules alone cannot get right")
     parser.add_argument("--table", action="store_true", help="also print the per-organ table (stderr)")
@@ -226,6 +230,14 @@ def main() -> None:
     name = args.gold.stem + (f"-{args.subset.stem}" if args.subset else "") + (f"-first{args.limit}" if args.limit else "")
     if args.rule_ceiling:
         print(json.dumps(rule_ceiling(reports)), flush=True)
+        return
+    if args.rules_only:
+        result = ev.evaluate(reports, {r.id: rescore_prediction(EMPTY_ANSWER, r.report) for r in reports})
+        print(json.dumps({"bench": "accuracy_rules_only", "gold": name, "reports": len(reports), **_metrics(result)}))
+        if args.table:
+            print(ev.format_table(result), file=sys.stderr)
+        for m in result["mismatches"][: args.mismatches]:
+            print(json.dumps(m, default=str), file=sys.stderr)
         return
     if args.rescore_from:
         line, result = rescore(name, reports, args.rescore_from, args.config_hash, args.out)
