@@ -12,13 +12,14 @@ PYHASH := $(shell (cat pyproject.toml; echo $(TORCH)) | sha256sum | cut -c1-12)
 
 export RSUPER_DB := $(DB)
 
-.PHONY: help extract test train bench bench-schema bench-ingest bench-losses bench-extract bench-data bench-train bench-science clean-venv
+.PHONY: help extract test train bench bench-schema bench-ingest bench-losses bench-extract bench-data bench-train bench-resume bench-accuracy eval-ci bench-science clean-venv
 
 help:
 	@echo "make extract  - ingest the demo PACS dump in data/ and extract tumor records with the embedded model"
 	@echo "make test     - run the test suite (CPU only)"
 	@echo "make train    - train on the bundled phantom set (CPU, a few minutes)"
 	@echo "make bench    - all benchmarks (bench-schema, bench-ingest, bench-losses, bench-extract, bench-data, bench-train)"
+	@echo "make bench-accuracy / eval-ci / bench-resume / bench-science - slower measurements (see README)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -72,6 +73,16 @@ bench-data: $(VENV)/.train-$(PYHASH)
 
 bench-train: $(VENV)/.train-$(PYHASH)
 	$(BIN)/python benchmarks/bench_train.py
+
+bench-resume: $(VENV)/.train-$(PYHASH)
+	$(BIN)/python benchmarks/bench_resume.py
+
+# Extraction accuracy on the development gold set with the embedded model (slow on CPU: minutes per report under load).
+bench-accuracy: $(VENV)/.extract-$(PYHASH)
+	$(BIN)/python benchmarks/bench_accuracy.py
+
+eval-ci: $(VENV)/.extract-$(PYHASH)
+	$(BIN)/python benchmarks/bench_accuracy.py --subset data/gold/ci_subset.txt
 
 bench-science: $(VENV)/.test-$(PYHASH)
 	$(BIN)/python benchmarks/bench_science.py
