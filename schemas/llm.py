@@ -250,12 +250,10 @@ _PRIOR_WORDS = re.compile(r"\b(?:previous(?:ly)?|prior|was|were|from|compared|ba
 
 
 def _size_from_quote(text: str) -> list[float] | None:
-    """The one measurement a quote holds when the model left `size` empty; None when it holds none, several,
-    or speaks of an earlier study (a prior size must never become the current one)."""
-    found = find_measurements(text)
-    if len(found) != 1 or _PRIOR_WORDS.search(text):
-        return None
-    return list(found[0].diameters_mm)
+    """The one current measurement a quote holds when the model left `size` empty; None when it holds none or
+    several. Sizes right after "previously", "prior", "was", "from" are earlier studies' and never count."""
+    found = _current_measurements(text)
+    return list(found[0].diameters_mm) if len(found) == 1 else None
 
 
 _IMPRESSION = re.compile(r"\b(?:IMPRESSION|CONCLUSIONS?|SUMMARY)\b|\b(?:Impression|Conclusions?)\s*:")
@@ -391,7 +389,7 @@ def _lesion_record(lesion: LLMLesion, record_id: int, report_text: str, report_k
     if diameters is None and not size_text and count == 1 and count_exact:
         diameters = _size_from_quote(ctx.text)
         if diameters is not None:
-            size_text = find_measurements(ctx.text)[0].text
+            size_text = _current_measurements(ctx.text)[0].text
             warnings.append(f"{where}: size read from the quote")
     if diameters is not None:
         group = count > 1 or not count_exact
@@ -535,6 +533,30 @@ def _organ_statuses(answer: LLMAnswer, tumors: list[dict], report_text: str, rep
     return list(statuses.values())
 
 
+def _lesion_sentences(report_text: str, report_key: str):
+    """(header, text, organ) for every findings sentence, or clause, about exactly one organ: a sentence naming
+    several organs is read clause by clause ("1.3 cm splenic lesion and 9 mm left adrenal nodule"); one naming
+    none takes the organ of the sentence it continues after a semicolon, else its section header's."""
+    previous: set[Organ] = set()
+    previous_text = ""
+    for header, sentence in _sentences(report_text):
+        if _NOT_FINDINGS_HEADER.match(header):
+            previous, previous_text = set(), sentence
+            continue
+        organs = named_organs(_negated_blanked(sentence))
+        if not organs and previous and _match_key(f"{previous_text}; {sentence}") in report_key:
+            organs = previous
+        organs = organs or named_organs(header)
+        previous, previous_text = organs, sentence
+        if len(organs) == 1:
+            yield header, sentence, next(iter(organs))
+            continue
+        for clause in re.split(r",|\band\b", sentence):
+            named = named_organs(_negated_blanked(clause))
+            if len(named) == 1 and len(clause.strip()) >= 3:
+                yield header, clause.strip(), next(iter(named))
+
+
 def _missed_lesions(report_text: str, report_key: str, tumors: list[dict]) -> list[dict]:
     """Records for findings sentences that assert a lesion of exactly one organ (side) no record covers.
 
@@ -542,13 +564,7 @@ def _missed_lesions(report_text: str, report_key: str, tumors: list[dict]) -> li
     (not history, not negated, organ named), so it stands for one lesion, or a group when it says so.
     """
     added: list[dict] = []
-    for header, sentence in _sentences(report_text):
-        if _NOT_FINDINGS_HEADER.match(header):
-            continue
-        organs = named_organs(_negated_blanked(sentence)) or named_organs(header)
-        if len(organs) != 1:
-            continue
-        (organ,) = organs
+    for header, sentence, organ in _lesion_sentences(report_text, report_key):
         if lesion_assertion(organ, sentence) == "none":
             continue
         side = (side_in_text(sentence) or side_in_text(header)) if organ in PAIRED_ORGANS else None

@@ -244,7 +244,8 @@ ATTENUATION_WORDS: dict[str, tuple[str, ...]] = {
              "hypoenhancing", "hypoenhancement", "hypodensity", "hypodensities", "low attenuation",
              "hypovascular"),
     "hyper": ("hyperdense", "hyperattenuating", "hyperenhancing", "hyperenhancement", "arterially enhancing",
-              "enhancing", "hypervascular", "high density", "too dense to be a simple cyst"),
+              "enhancing", "hypervascular", "high density", "too dense to be a simple cyst",
+              "too dense to represent a simple cyst", "too dense for a simple cyst"),
     "iso": ("isodense", "isoattenuating", "isoenhancing"),
 }
 

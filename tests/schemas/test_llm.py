@@ -318,3 +318,19 @@ def test_single_lesion_with_a_component_size_is_not_split():
     answer = {"organs": [], "lesions": [lesion(organ="lung", size="8 mm", quote=report)]}
     _, rows, _ = states(answer, report)
     assert (rows["lung"]["lesion_count"], rows["lung"]["largest_diameter_mm"]) == (1, 8.0)
+
+
+def test_sentences_read_clause_by_clause_and_across_a_semicolon():
+    report = ("New 1.3 cm enhancing splenic lesion and new 9 mm left adrenal nodule, both suspicious for metastases. "
+              "Subtle hypoenhancing area in the pancreatic tail; a small mass cannot be excluded.")
+    found, rows, _ = states({"organs": [], "lesions": []}, report)
+    assert found == {"spleen": "lesion", "adrenal_gland": "lesion", "pancreas": "equivocal"}
+    assert (rows["adrenal_gland"]["largest_diameter_mm"], rows["adrenal_gland"]["sides"]) == (9.0, ["left"])
+    assert rows["spleen"]["largest_attenuation"] == "hyper"
+
+
+def test_prior_size_in_the_quote_is_not_the_current_one():
+    report = "Liver: The segment 4 metastasis now measures 1.9 cm, previously 2.5 cm."
+    answer = {"organs": [], "lesions": [lesion(kind="metastasis", quote=report.split(": ", 1)[1])]}
+    _, rows, _ = states(answer, report)
+    assert rows["liver"]["largest_diameter_mm"] == 19.0
