@@ -78,7 +78,7 @@ def ball_score_map(probabilities: torch.Tensor, diameter_mm: float, spacing: Spa
         diameter_mm, spacing, max_half=tuple(n - 1 for n in shape), sigma_factor=sigma_factor,
         device=probabilities.device,
     )
-    return fft_correlate(probabilities, kernel)
+    return fft_correlate(probabilities, kernel, even=True)
 
 
 def _window(center: torch.Tensor, shape, spacing: Spacing, radius_mm: float):

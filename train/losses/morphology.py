@@ -76,13 +76,36 @@ def _kernel_spectrum(kernel: torch.Tensor, fast: list[int]) -> torch.Tensor:
     return torch.fft.rfftn(padded)
 
 
+def _even_kernel_spectrum(kernel: torch.Tensor, fast: list[int]) -> torch.Tensor:
+    """Real FFT of a kernel that is symmetric along each axis, as three small cosine-matrix products.
+
+    For such a kernel the spectrum is real, ``K(f) = sum_u k(u) prod_a cos(2 pi f_a u_a / P_a)``: a separable
+    transform of the small kernel, much cheaper than an FFT of the zero-padded period (a few ms instead of tens at
+    120^3 on a CPU). Phases are reduced modulo the period in integers first, so float32 keeps full precision.
+    """
+    def cosines(axis: int, n_freq: int) -> torch.Tensor:  # (n_freq, kernel edge)
+        h = kernel.shape[axis] // 2
+        offsets = torch.arange(-h, h + 1, device=kernel.device)
+        phase = (torch.arange(n_freq, device=kernel.device)[:, None] * offsets[None, :]) % fast[axis]
+        return torch.cos(phase.float() * (2.0 * math.pi / fast[axis]))
+
+    kd, kh, _ = kernel.shape
+    fw = fast[2] // 2 + 1
+    out = kernel.float() @ cosines(2, fw).T  # (kd, kh, fw)
+    out = out.transpose(1, 2) @ cosines(1, fast[1]).T  # (kd, fw, P_h)
+    out = cosines(0, fast[0]) @ out.reshape(kd, -1)  # (P_d, fw * P_h)
+    return out.view(fast[0], fw, fast[1]).transpose(1, 2).contiguous()
+
+
 # Spectra of kernels that recur every step (the group margin and guard balls at a fixed spacing), keyed by the
 # kernel's parameters, period and device. Tumour kernels are not cached: their sizes change with every report.
 _SPECTRUM_CACHE: collections.OrderedDict = collections.OrderedDict()
 _SPECTRUM_CACHE_SIZE = 8
 
 
-def fft_correlate(volume: torch.Tensor, kernel: torch.Tensor, cache_key: tuple | None = None) -> torch.Tensor:
+def fft_correlate(
+    volume: torch.Tensor, kernel: torch.Tensor, cache_key: tuple | None = None, even: bool = False
+) -> torch.Tensor:
     """Same-size zero-padded cross-correlation ``out[x] = sum_u volume[x + u] * kernel[u]`` by FFT.
 
     Equivalent to ``F.conv3d(volume, kernel, padding=half)`` (PyTorch convolutions are correlations) but its
@@ -92,6 +115,8 @@ def fft_correlate(volume: torch.Tensor, kernel: torch.Tensor, cache_key: tuple |
         volume: float (..., D, H, W); leading dimensions are batched.
         kernel: float (kd, kh, kw) with odd edges, centred.
         cache_key: hashable description of ``kernel``; if given, its spectrum is kept in a small LRU cache.
+        even: the caller guarantees ``kernel`` is symmetric along each axis (``kernel.flip(a) == kernel``), as
+            every :func:`ellipsoid_kernel` is; its real spectrum is then computed without an FFT.
 
     Returns:
         float (..., D, H, W).
@@ -99,10 +124,10 @@ def fft_correlate(volume: torch.Tensor, kernel: torch.Tensor, cache_key: tuple |
     shape = volume.shape[-3:]
     # Linear (not circular) correlation needs a period of at least size + half-kernel per axis.
     fast = [next_fast_len(n + k // 2) for n, k in zip(shape, kernel.shape)]
-    key = None if cache_key is None else (cache_key, tuple(fast), str(kernel.device))
+    key = None if cache_key is None else (cache_key, even, tuple(fast), str(kernel.device))
     spec_k = _SPECTRUM_CACHE.get(key) if key is not None else None
     if spec_k is None:
-        spec_k = _kernel_spectrum(kernel, fast)
+        spec_k = _even_kernel_spectrum(kernel, fast) if even else _kernel_spectrum(kernel, fast)
         if key is not None:
             _SPECTRUM_CACHE[key] = spec_k
             while len(_SPECTRUM_CACHE) > _SPECTRUM_CACHE_SIZE:
@@ -162,7 +187,8 @@ def dilate_mm(mask: torch.Tensor, radius_mm: float, spacing: Spacing) -> torch.T
         shape = mask.shape[-3:]
         max_half = tuple(n - 1 for n in shape)
         kernel = ellipsoid_kernel(2.0 * radius_mm, spacing, max_half=max_half, device=mask.device)
-        return fft_correlate(mask.float(), kernel, cache_key=("ball", radius_mm, tuple(spacing), max_half)) > 0.5
+        key = ("ball", radius_mm, tuple(spacing), max_half)
+        return fft_correlate(mask.float(), kernel, cache_key=key, even=True) > 0.5
 
 
 def dilate_any(mask: torch.Tensor, radius_mm: float, spacing: Spacing) -> torch.Tensor:

@@ -94,3 +94,13 @@ def test_cached_kernel_spectrum_gives_the_same_correlation():
     for i in range(morphology._SPECTRUM_CACHE_SIZE + 2):
         fft_correlate(volume, kernel, cache_key=("fill", i))
     assert len(morphology._SPECTRUM_CACHE) == morphology._SPECTRUM_CACHE_SIZE
+
+
+@pytest.mark.parametrize("diameter,spacing", [(9.0, (1.0, 1.0, 1.0)), (14.0, (2.5, 0.7, 0.7))])
+def test_even_kernel_spectrum_matches_the_fft(diameter, spacing):
+    torch.manual_seed(4)
+    volume = torch.rand(30, 34, 32)
+    kernel = ellipsoid_kernel(diameter, spacing, sigma_factor=1.5)
+    general = fft_correlate(volume, kernel)
+    even = fft_correlate(volume, kernel, even=True)
+    assert torch.allclose(even, general, rtol=1e-5, atol=1e-5 * general.abs().max().item())
