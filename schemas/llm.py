@@ -179,10 +179,13 @@ def _normalised_with_index(text: str) -> tuple[str, list[int]]:
 
 
 def _quote_fragments(quote: str) -> list[str]:
-    """The quote, then its parts between punctuation (3+ words), longest first."""
+    """The quote, the quote without its last word, then its parts between punctuation (3+ words), longest
+    first."""
     parts = [p.strip() for p in re.split(r"[,;:()]|\.(?!\d)", quote)]
     parts = [p for p in parts if len(p.split()) >= 3 and p != quote]
-    return [quote.strip(" .,;:"), *sorted(parts, key=len, reverse=True)]
+    # A quote cut at the schema's length bound ends in a partial word.
+    cut = quote.strip(" .,;:").rsplit(" ", 1)[0]
+    return [quote.strip(" .,;:"), cut, *sorted(parts, key=len, reverse=True)]
 
 
 def locate_quote(quote: str, report: str) -> QuoteContext | None:
