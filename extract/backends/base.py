@@ -21,7 +21,8 @@ class SamplingConfig(BaseModel):
 
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    max_tokens: int = Field(1024, ge=16, le=16384, description="output tokens per call")
+    max_tokens: int = Field(2048, ge=16, le=16384,
+                            description="output tokens per call (>= schemas.llm.ANSWER_TOKEN_BUDGET)")
     seed: int = 0
 
 
