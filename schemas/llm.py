@@ -281,7 +281,9 @@ def _current_measurements(text: str) -> list:
     return [m for m in find_measurements(text) if not _PRIOR_WORDS.search(text[max(0, m.start - 25): m.start])]
 
 
-_LARGEST = re.compile(r"\b(?:the\s+)?(?:largest|dominant|biggest)\b", re.IGNORECASE)
+_LARGEST = re.compile(r"\b(?:(?:the\s+)?(?:largest|dominant|biggest)|up to)\b", re.IGNORECASE)
+# A sentence that only sizes the largest member of the group before it ("The largest measures 4.5 cm.").
+_LARGEST_FOLLOW_UP = re.compile(r"^(?:the\s+)?(?:largest|dominant|biggest)\b", re.IGNORECASE)
 
 
 def split_by_measurement(record: dict, text: str) -> list[dict]:
@@ -317,7 +319,8 @@ def split_by_measurement(record: dict, text: str) -> list[dict]:
     m = found[0]
     window = text[largest.start():]
     largest_member = member(window, m.diameters_mm, m.text)
-    if largest_member["laterality"] == record["laterality"] and largest_member["segments"] == record["segments"]:
+    if (largest_member["laterality"] == record["laterality"] and largest_member["segments"] == record["segments"]
+            and record["size"]["status"] == "measured"):
         return [record]  # nothing more specific is written about the largest
     rest = {**record, "count": max(2, record["count"] - 1), "count_exact": False, "size": {"status": "not_reported"}}
     return [largest_member, rest]
@@ -542,7 +545,13 @@ def _lesion_sentences(report_text: str, report_key: str):
     none takes the organ of the sentence it continues after a semicolon, else its section header's."""
     previous: set[Organ] = set()
     previous_text = ""
+    sentences: list[tuple[str, str]] = []
     for header, sentence in _sentences(report_text):
+        if sentences and _LARGEST_FOLLOW_UP.match(sentence):
+            sentences[-1] = (sentences[-1][0], f"{sentences[-1][1]}. {sentence}")
+        else:
+            sentences.append((header, sentence))
+    for header, sentence in sentences:
         if _NOT_FINDINGS_HEADER.match(header):
             previous, previous_text = set(), sentence
             continue

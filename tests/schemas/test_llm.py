@@ -212,7 +212,8 @@ def test_second_entry_on_the_same_single_lesion_words_is_dropped_but_groups_stay
     _, rows, warnings = states(answer, report)
     assert (rows["kidney"]["lesion_count"], rows["kidney"]["sides"]) == (1, ["right"])
     assert rows["liver"]["lesion_count"] == 3 and rows["liver"]["count_is_lower_bound"]
-    assert sum("same quote" in w or "duplicate" in w for w in warnings) == 1
+    # the kidney copy, and the liver group's largest member (already the first liver entry)
+    assert sum("same quote" in w or "duplicate" in w for w in warnings) == 2
 
 
 def test_quote_with_small_differences_is_located_by_its_longest_part():
@@ -336,3 +337,14 @@ def test_prior_size_in_the_quote_is_not_the_current_one():
     answer = {"organs": [], "lesions": [lesion(kind="metastasis", quote=report.split(": ", 1)[1])]}
     _, rows, _ = states(answer, report)
     assert rows["liver"]["largest_diameter_mm"] == 19.0
+
+
+@pytest.mark.parametrize(("report", "organ", "location", "size"), [
+    ("Liver: Numerous hypodense lesions. The largest in segment 8 measures 3.2 cm (previously 2.0 cm).", "liver",
+     "segment_8", 32.0),
+    ("Kidneys: Multiple bilateral renal cysts measuring up to 3.1 cm on the right.", "kidney", "right", 31.0),
+])
+def test_largest_member_of_a_group_gives_location_and_size(report, organ, location, size):
+    _, rows, _ = states({"organs": [], "lesions": []}, report)
+    row = rows[organ]
+    assert (row["largest_location"], row["largest_diameter_mm"], row["count_is_lower_bound"]) == (location, size, True)
