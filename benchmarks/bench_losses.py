@@ -159,7 +159,9 @@ def main() -> None:
             total, parts = step_loss([z, a], labels, unknown, torch.tensor([False], device=device), targets, hu)
             return total, {"status": parts["tumor_status"].tolist()}
 
-        cases = {"ball": ball, "volume": volume, "attenuation": attenuation, "seg_one_head": seg, "step_two_heads": step}
+        cases = {
+            "ball": ball, "volume": volume, "attenuation": attenuation, "seg_one_head": seg, "step_two_heads": step
+        }
         for loss_name, fn in cases.items():
             if args.losses and loss_name not in args.losses:
                 continue

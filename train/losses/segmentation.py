@@ -95,8 +95,8 @@ def known_from_unknown(
     pairs = [(b, c) for b, row in enumerate(codes) for c, code in enumerate(row) if code == Coverage.PARTIAL]
     if not pairs:
         return KnownVoxels(codes, unknown.new_zeros((0, *unknown.shape[2:])))
-    device = unknown.device
-    rows = unknown[torch.tensor([b for b, _ in pairs], device=device), torch.tensor([c for _, c in pairs], device=device)]
+    index = torch.tensor(pairs, dtype=torch.long, device=unknown.device)
+    rows = unknown[index[:, 0], index[:, 1]]
     for b in sorted({b for b, _ in pairs}):
         idx = [i for i, (item, _) in enumerate(pairs) if item == b]
         sl = slice(idx[0], idx[-1] + 1)  # rows of one item are contiguous (row-major order)
