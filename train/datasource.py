@@ -70,6 +70,25 @@ class _StepBatches(torch.utils.data.Sampler):
             step += 1
 
 
+def canonical(value) -> str:
+    """A process-independent JSON text of records (dataclasses, tuples, sets): sets are sorted, since their
+    iteration order changes with Python's per-process string hashing."""
+    import dataclasses
+
+    def plain(v):
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, (set, frozenset)):
+            return sorted(plain(x) for x in v)
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {str(k): plain(x) for k, x in v.items()}
+        return v
+
+    return json.dumps(plain(value), sort_keys=True)
+
+
 def rank_validation_cases(cases: list, cache_dir: Path, config: DataConfig) -> list:
     """Held-out cases ordered by lesion voxel count, largest first (ties by ct_id), so that the few validated
     at each validation hold lesions a network can segment."""
@@ -139,7 +158,7 @@ class CaseData:
         val = [c for c in val if c.has_mask]
         digest = hashlib.sha256()
         for c in train + val:
-            digest.update(f"{c.files.ct_id}:{c.files.content_sha256}:{c.has_mask}:{c.records!r}\n".encode())
+            digest.update(f"{c.files.ct_id}:{c.files.content_sha256}:{c.has_mask}:{canonical(c.records)}\n".encode())
         cache_dir = Path(config.cache_dir) if config.cache_dir else root / "cache"
         data = cls(config, train, val, cache_dir, digest.hexdigest()[:16])
         data.dataset.prepare(progress=False)

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from train.config import ConfigError, load_config, parse_override
@@ -33,3 +35,10 @@ def test_fingerprint_tracks_training_settings_only():
     assert load_config(None, ["output_dir=elsewhere"]).fingerprint() == base.fingerprint()
     assert load_config(None, ["cpu_threads=1"]).fingerprint() == base.fingerprint()
     assert load_config(None, ["optim.lr=0.5"]).fingerprint() != base.fingerprint()
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "two_stage_1_masks.yaml", "two_stage_2_reports.yaml"])
+def test_bundled_configs_load(name):
+    cfg = load_config(Path(__file__).parents[2] / "configs" / name)
+    assert cfg.data.lesion_channels == cfg.loss.lesion_channels != []
+    assert all(p % 2 ** (len(cfg.model.filters) - 1) == 0 for p in cfg.data.patch_size)

@@ -1,4 +1,5 @@
-from train.datasource import organ_box
+from train.data.records import CaseRecords, TumorEntry
+from train.datasource import canonical, organ_box
 
 
 def test_organ_box_grows_by_margin_in_mm():
@@ -17,3 +18,13 @@ def test_organ_box_reaches_min_size_and_stays_inside():
 
 def test_organ_box_without_labels_is_the_whole_volume():
     assert organ_box({}, (5, 6, 7), (1.0, 1.0, 1.0), 10.0, (4, 4, 4)) == (slice(0, 5), slice(0, 6), slice(0, 7))
+
+
+def test_canonical_records_sort_sets():
+    # Set iteration order changes with each process's string hash seed; the fingerprint text must not.
+    a = CaseRecords("r1", (TumorEntry("liver", diameters_mm=(30.0,)),),
+                    frozenset({"kidney", "spleen", "pancreas", "kidney_left"}))
+    text = canonical(a)
+    assert '"lesion_free": ["kidney", "kidney_left", "pancreas", "spleen"]' in text
+    assert '"diameters_mm": [30.0]' in text and '"organ": "liver"' in text
+    assert canonical(CaseRecords("r1", a.tumors, frozenset({"kidney", "spleen"}))) != text
