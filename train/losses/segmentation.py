@@ -22,13 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from train.losses.morphology import Spacing, dilate_mm
+from train.losses.morphology import CPU_BLOCK_ELEMENTS, Spacing, dilate_mm
 
 _EPS = 1e-5
-# CPU chunks of at most 28 MB of float32 (8 channels of 96^3): below glibc's 32 MB mmap ceiling, so scratch blocks
-# are reused from the heap instead of page-faulted anew, yet few enough calls that two threads on a busy machine
-# do not spend their time waiting for each other at the end of every small operation.
-_CPU_CHUNK_ELEMENTS = 7 << 20
+_CPU_CHUNK_ELEMENTS = CPU_BLOCK_ELEMENTS  # 8 channels of 96^3 per chunk
 
 
 class Coverage(enum.IntEnum):
