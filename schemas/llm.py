@@ -252,6 +252,12 @@ _PRIOR_WORDS = re.compile(r"\b(?:previous(?:ly)?|prior|was|were|from|compared|ba
                           re.IGNORECASE)
 
 
+def _is_prior_size(size_text: str, sentence: str) -> bool:
+    """Whether every place `sentence` writes `size_text` follows "previously", "prior", "was", "from" ..."""
+    spots = [m.start() for m in re.finditer(re.escape(size_text), sentence, re.IGNORECASE)]
+    return bool(spots) and all(_PRIOR_WORDS.search(sentence[max(0, i - 25): i]) for i in spots)
+
+
 def _size_from_quote(text: str) -> list[float] | None:
     """The one current measurement a quote holds when the model left `size` empty; None when it holds none or
     several. Sizes right after "previously", "prior", "was", "from" are earlier studies' and never count."""
@@ -392,7 +398,11 @@ def _lesion_record(lesion: LLMLesion, record_id: int, report_text: str, report_k
     if diameters is not None and not _in_report(size_text, report_key):
         warnings.append(f"{where}: size {size_text!r} is not in the report; ignored")
         diameters = None
-    if diameters is None and not size_text and count == 1 and count_exact:
+    prior = diameters is not None and _is_prior_size(size_text, ctx.sentence)
+    if prior:
+        warnings.append(f"{where}: size {size_text!r} is a prior size in the report; ignored")
+        diameters = None
+    if diameters is None and (not size_text or prior) and count == 1 and count_exact:
         diameters = _size_from_quote(ctx.text)
         if diameters is not None:
             size_text = _current_measurements(ctx.text)[0].text

@@ -348,3 +348,11 @@ def test_largest_member_of_a_group_gives_location_and_size(report, organ, locati
     _, rows, _ = states({"organs": [], "lesions": []}, report)
     row = rows[organ]
     assert (row["largest_location"], row["largest_diameter_mm"], row["count_is_lower_bound"]) == (location, size, True)
+
+
+def test_model_size_that_is_a_prior_size_is_replaced_by_the_current_one():
+    report = "Liver: Segment 7 lesion previously measuring 2.5 cm now measures 1.4 cm after ablation."
+    answer = {"organs": [], "lesions": [lesion(size="2.5 cm", location="segment 7", quote=report.split(": ", 1)[1])]}
+    _, rows, warnings = states(answer, report)
+    assert rows["liver"]["largest_diameter_mm"] == 14.0
+    assert any("prior size" in w for w in warnings)
