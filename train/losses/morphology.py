@@ -194,24 +194,6 @@ def dilate_mm(mask: torch.Tensor, radius_mm: float, spacing: Spacing) -> torch.T
         return fft_correlate(mask.float(), kernel, cache_key=key, even=True) > 0.5
 
 
-def dilate_any(mask: torch.Tensor, radius_mm: float, spacing: Spacing) -> torch.Tensor:
-    """Like :func:`dilate_mm` but only transforms the (N, D, H, W) slices that are neither empty nor full.
-
-    Costs one host synchronisation (to find those slices); worth it when most slices are trivial, as for
-    unknown-voxel masks over all classes.
-    """
-    if radius_mm <= 0:
-        return mask
-    flat = mask.flatten(-3)
-    partial = (flat.any(-1) & ~flat.all(-1)).flatten()
-    idx = partial.nonzero().flatten()
-    if idx.numel() == 0:
-        return mask
-    out = mask.reshape(-1, *mask.shape[-3:]).clone()
-    out[idx] = dilate_mm(out[idx], radius_mm, spacing)
-    return out.view(mask.shape)
-
-
 def area_downsample(x: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
     """Area average of (..., D, H, W) to ``shape`` (float; other dtypes become float32).
 

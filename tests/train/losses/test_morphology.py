@@ -6,7 +6,6 @@ from .synthetic import ellipsoid
 from train.losses import morphology
 from train.losses.morphology import (
     area_downsample,
-    dilate_any,
     dilate_mm,
     ellipsoid_kernel,
     fft_correlate,
@@ -39,15 +38,6 @@ def test_dilate_mm_is_the_physical_ball_under_anisotropic_spacing():
     assert torch.equal(grown, ellipsoid((20, 20, 20), (10, 10, 10), (5.0, 5.0, 5.0), spacing))
     assert grown[10, 10, 10 + 7] and not grown[10, 10, 10 + 8]  # 7 * 0.7 = 4.9 mm, 8 * 0.7 = 5.6 mm
     assert grown[12, 10, 10] and not grown[13, 10, 10]  # 2 * 2.5 = 5 mm, 3 * 2.5 = 7.5 mm
-
-
-def test_dilate_any_skips_empty_and_full_slices():
-    mask = torch.zeros(3, 10, 10, 10, dtype=torch.bool)
-    mask[1] = True
-    mask[2, 5, 5, 5] = True
-    out = dilate_any(mask, 1.0, (1.0, 1.0, 1.0))
-    assert not out[0].any() and out[1].all()
-    assert out[2].sum().item() == 7
 
 
 @pytest.mark.parametrize("radius", [3.0, 9.0])  # shift path and FFT path
