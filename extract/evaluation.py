@@ -150,19 +150,16 @@ def parse_gold_line(obj: Any, where: str) -> GoldReport:
     return GoldReport(id=obj["id"], report=obj["report"], organs=organs, phenomena=tuple(phenomena))
 
 
-def load_gold(path: str | Path, ids: Optional[Sequence[str]] = None) -> list[GoldReport]:
-    """Read and validate a gold JSONL file; with `ids`, keep only those (in file order).
+def _jsonl_objects(path: Path, what: str) -> Iterable[tuple[str, Any]]:
+    """(`"<file> line N"`, parsed object) for each non-blank line of a JSONL file.
 
     Raises:
-        GoldError: unreadable file, bad JSON, invalid line, duplicate id, or an id of `ids` not in the file.
+        GoldError: the file cannot be read, or a line is not valid JSON (naming file and line).
     """
-    path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise GoldError(f"{path}: cannot read the gold file: {exc}") from exc
-    reports: list[GoldReport] = []
-    seen: set[str] = set()
+        raise GoldError(f"{path}: cannot read {what}: {exc}") from exc
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -171,6 +168,19 @@ def load_gold(path: str | Path, ids: Optional[Sequence[str]] = None) -> list[Gol
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             raise GoldError(f"{where}: not valid JSON ({exc.msg})") from exc
+        yield where, obj
+
+
+def load_gold(path: str | Path, ids: Optional[Sequence[str]] = None) -> list[GoldReport]:
+    """Read and validate a gold JSONL file; with `ids`, keep only those (in file order).
+
+    Raises:
+        GoldError: unreadable file, bad JSON, invalid line, duplicate id, or an id of `ids` not in the file.
+    """
+    path = Path(path)
+    reports: list[GoldReport] = []
+    seen: set[str] = set()
+    for where, obj in _jsonl_objects(path, "the gold file"):
         report = parse_gold_line(obj, where)
         if report.id in seen:
             raise GoldError(f"{where}: duplicate id {report.id!r}")
@@ -559,18 +569,7 @@ def predictions_from_jsonl(path: str | Path) -> dict[str, Prediction]:
     path = Path(path)
     out: dict[str, Prediction] = {}
     flat: list[dict[str, Any]] = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise GoldError(f"{path}: cannot read the predictions: {exc}") from exc
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{path} line {number}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise GoldError(f"{where}: not valid JSON ({exc.msg})") from exc
+    for where, obj in _jsonl_objects(path, "the predictions"):
         report_id = obj.get("id", obj.get("report_id")) if isinstance(obj, dict) else None
         if report_id is None:
             raise GoldError(f"{where}: field 'id' (or 'report_id') is missing")
