@@ -394,7 +394,8 @@ def train_arm(config: Any, cases: list) -> tuple[Path, float]:
     data = CaseData(config.data, cases, [], cache, digest.hexdigest()[:16])
     data.dataset.prepare(progress=False)
     t0 = time.perf_counter()
-    trainer = Trainer(config, data, setup_distributed(config.device), resume=True)
+    # The benchmark fingerprint guards the settings; code edits elsewhere may change the trainer's own hash.
+    trainer = Trainer(config, data, setup_distributed(config.device), resume=True, allow_config_change=True)
     if trainer.step < config.optim.total_steps:
         trainer.fit()
     if trainer.step < config.optim.total_steps:  # stopped by a signal: never score a half-trained network
