@@ -169,18 +169,9 @@ def test_phantom_config(settings: ScienceSettings):
                          small_lesion_probability=0.0)
 
 
-def _write_csv(path: Path, header: list[str], rows: list[tuple]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(header)
-        writer.writerows(rows)
-    os.replace(tmp, path)
-
-
 def write_case_subset(out: Path, config: Any, indices: list[int]) -> None:
     """Render phantoms ``indices`` of ``config`` into ``out`` with the layout of ``rsuper phantoms``."""
-    from train.data.phantoms import LESION_LABELS, ORGAN_LABELS, generate_case, write_case
+    from train.data.phantoms import LESION_LABELS, ORGAN_LABELS, generate_case, write_case, write_csv_atomic
 
     (out / "cases").mkdir(parents=True, exist_ok=True)
     (out / "labels.json").write_text(json.dumps({str(k): v for k, v in ORGAN_LABELS.items()}, indent=1) + "\n")
@@ -192,8 +183,8 @@ def write_case_subset(out: Path, config: Any, indices: list[int]) -> None:
         reports.append((case.report_id, case.report))
         mapping.append((case.ct_id, case.report_id))
         truth.append(json.dumps(case.ground_truth))
-    _write_csv(out / "reports.csv", ["Accession Number", "Report Text"], reports)
-    _write_csv(out / "case_reports.csv", ["ct_id", "report_id"], mapping)
+    write_csv_atomic(out / "reports.csv", ["Accession Number", "Report Text"], reports)
+    write_csv_atomic(out / "case_reports.csv", ["ct_id", "report_id"], mapping)
     tmp = out / "ground_truth.jsonl.tmp"
     tmp.write_text("\n".join(truth) + "\n")
     os.replace(tmp, out / "ground_truth.jsonl")  # written last: its presence marks a finished set
@@ -246,6 +237,8 @@ def start_extraction(settings: ScienceSettings, pool: Path) -> list[subprocess.P
     Every shard holds every ``extract_workers``-th report. Ingest is idempotent and extract only takes reports
     without a result under the current run key, so rerunning costs nothing once done.
     """
+    from train.data.phantoms import write_csv_atomic
+
     out = settings.work_dir / "extract"
     out.mkdir(parents=True, exist_ok=True)
     with (pool / "reports.csv").open(newline="", encoding="utf-8") as fh:
@@ -254,7 +247,7 @@ def start_extraction(settings: ScienceSettings, pool: Path) -> list[subprocess.P
     procs = []
     for k, store in enumerate(shard_stores(settings)):
         shard_csv = out / f"shard{k}.csv"
-        _write_csv(shard_csv, header, [tuple(r) for r in body[k :: settings.extract_workers]])
+        write_csv_atomic(shard_csv, header, [tuple(r) for r in body[k :: settings.extract_workers]])
         subprocess.run([*_rsuper(), "ingest", str(shard_csv), "--db", str(store), "--json"], check=True,
                        stdout=subprocess.DEVNULL)
         log = (out / f"shard{k}.log").open("a")

@@ -698,15 +698,16 @@ def write_phantom_set(out: Path, config: PhantomConfig, progress: bool = False) 
             n_tumors += len(case.ground_truth["tumors"])
         if pending is not None:
             pending.result()
-    _write_csv(out / "reports.csv", ["Accession Number", "Report Text"], reports)
-    _write_csv(out / "case_reports.csv", ["ct_id", "report_id"], mapping)
+    write_csv_atomic(out / "reports.csv", ["Accession Number", "Report Text"], reports)
+    write_csv_atomic(out / "case_reports.csv", ["ct_id", "report_id"], mapping)
     tmp = out / "ground_truth.jsonl.tmp"
     tmp.write_text("\n".join(truth) + "\n")
     os.replace(tmp, out / "ground_truth.jsonl")
     return {"cases": config.n, "tumors": n_tumors, "out": str(out)}
 
 
-def _write_csv(path: Path, header: list[str], rows: list[tuple]) -> None:
+def write_csv_atomic(path: Path, header: list[str], rows: list[tuple]) -> None:
+    """Write a CSV through a temporary file and a rename, so a killed run never leaves half a file."""
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
