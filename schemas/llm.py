@@ -672,7 +672,8 @@ def to_payload(answer: LLMAnswer | dict | str, report_text: str) -> tuple[Extrac
         if any(t["organ"] == stated.organ and (side is None or t["laterality"] in (side, "bilateral")) for t in tumors):
             continue
         group = group_word_in_text(stated.quote)
-        stand_in = LLMLesion(organ=stated.organ, quote=stated.quote, side="none" if side is None else side,
+        stand_in = LLMLesion.model_construct(organ=stated.organ, quote=stated.quote,
+                             side="none" if side is None else side,
                              location="", size="", size_bound="none", count=2 if group else 1,
                              count_exact=not group, attenuation="unknown", kind="lesion_unspecified",
                              certainty="possible" if stated.state == "equivocal" else "definite")
