@@ -54,7 +54,7 @@ def eval_extraction(
     llm_url: list[str] = typer.Option([], help="--backend openai: OpenAI-compatible base URL (repeatable)"),
     model_path: Optional[Path] = typer.Option(None, help="--backend local: a GGUF file"),
     threads: int = typer.Option(1, min=1, help="--backend local: CPU threads"),
-    max_tokens: int = typer.Option(1024, min=16, help="--backend: output tokens per call"),
+    max_tokens: int = typer.Option(2048, min=16, help="--backend: output tokens per call"),
     prompt: Optional[Path] = typer.Option(None, help="--backend: prompt template (default prompts/extract_v1.yaml)"),
     predictions: Optional[Path] = typer.Option(None, help="read predictions from an organ-summary JSONL file"),
     db: Optional[Path] = typer.Option(
