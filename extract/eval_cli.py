@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from extract import evaluation as ev
+from extract.backends.base import SamplingConfig
 
 DEFAULT_OUT_DIR = Path("build") / "eval"
 
@@ -27,7 +28,6 @@ def _work_db(gold: Path, subset: Optional[Path], limit: Optional[int]) -> Path:
 def _run_engine(reports: list, db: Path, backend: str, *, model: Optional[str], llm_url: list[str],
                 model_path: Optional[Path], threads: int, max_tokens: int, prompt: Optional[Path]) -> dict:
     try:
-        from extract.backends.base import SamplingConfig
         from extract.run_cli import BackendName, build_backend
     except ImportError as exc:
         raise ev.EngineUnavailable(f"the extraction engine cannot be imported ({exc})") from exc
@@ -54,7 +54,8 @@ def eval_extraction(
     llm_url: list[str] = typer.Option([], help="--backend openai: OpenAI-compatible base URL (repeatable)"),
     model_path: Optional[Path] = typer.Option(None, help="--backend local: a GGUF file"),
     threads: int = typer.Option(1, min=1, help="--backend local: CPU threads"),
-    max_tokens: int = typer.Option(2048, min=16, help="--backend: output tokens per call"),
+    max_tokens: int = typer.Option(
+        SamplingConfig.model_fields["max_tokens"].default, min=16, help="--backend: output tokens per call"),
     prompt: Optional[Path] = typer.Option(None, help="--backend: prompt template (default prompts/extract_v1.yaml)"),
     predictions: Optional[Path] = typer.Option(None, help="read predictions from an organ-summary JSONL file"),
     db: Optional[Path] = typer.Option(

@@ -97,7 +97,7 @@ def register(app: typer.Typer) -> None:
         prompt: Optional[Path] = typer.Option(None, "--prompt", help="prompt template (default prompts/extract_v1.yaml)"),
         limit: Optional[int] = typer.Option(None, "--limit", min=1, help="at most this many pending reports"),
         concurrency: int = typer.Option(64, "--concurrency", min=1, help="openai: requests in flight"),
-        max_tokens: int = typer.Option(2048, "--max-tokens", min=16, help="output tokens per call"),
+        max_tokens: int = typer.Option(SamplingConfig.model_fields["max_tokens"].default, "--max-tokens", min=16, help="output tokens per call"),
         temperature: float = typer.Option(0.0, "--temperature", min=0.0),
         seed: int = typer.Option(0, "--seed"),
         timeout: float = typer.Option(300.0, "--timeout", help="openai: read timeout per request (s)"),

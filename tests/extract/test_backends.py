@@ -206,6 +206,19 @@ def gguf_path() -> Path:
         pytest.skip(f"embedded model not installed: {exc}")
 
 
+def _wait_for_models(url: str, timeout_s: float, poll_s: float) -> bool:
+    """True once the OpenAI-compatible server at `url` answers GET /models, False after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/models", timeout=1).status_code == 200:
+                return True
+        except httpx.TransportError:
+            pass
+        time.sleep(poll_s)
+    return False
+
+
 @pytest.fixture
 def llama_server(gguf_path):
     pytest.importorskip("llama_cpp.server")
@@ -215,14 +228,7 @@ def llama_server(gguf_path):
          "--port", str(port), "--n_threads", "1", "--n_ctx", "2048"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/models", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.5)
-    else:
+    if not _wait_for_models(url, timeout_s=120, poll_s=0.5):
         proc.kill()
         pytest.fail("llama.cpp server did not come up in 120 s")
     yield url
@@ -295,14 +301,7 @@ def test_vllm_cpu_server_three_reports(store):
          '{"backend": "xgrammar", "disable_any_whitespace": true}'])
     url = f"http://127.0.0.1:{port}/v1"
     try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "/models", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(2)
-        else:
+        if not _wait_for_models(url, timeout_s=300, poll_s=2):
             pytest.fail("vllm-cpu server did not come up in 300 s")
         add_reports(store, {"v1": LIVER_REPORT, "v2": TINY_REPORTS["t1"], "v3": TINY_REPORTS["t2"]})
         backend = OpenAIBackend(OpenAIConfig(urls=[url], concurrency=3, timeout_s=600))
