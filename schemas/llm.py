@@ -8,9 +8,11 @@ enums, bounded strings and arrays, no `allOf` / `uniqueItems` / `multipleOf`.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import unicodedata
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -22,7 +24,6 @@ from schemas.vocab import (
     NEGATION_CUES,
     NOT_CURRENT_CUES,
     NOT_FINDINGS_HEADERS,
-    ORGAN_WORDS,
     PAIRED_ORGANS,
     POST_NEGATION_CUES,
     PRESENCE_HEDGES,
@@ -34,8 +35,10 @@ from schemas.vocab import (
     group_word_in_text,
     lesion_word_in_text,
     named_organs,
+    organs_named_by_word,
     side_in_text,
     subsegments_in_text,
+    words_alternation,
 )
 
 OrganKey = Literal[tuple(o.value for o in Organ)]  # type: ignore[valid-type]
@@ -109,14 +112,13 @@ _QUALIFIER_WORDS = {"subcentimeter": 10.0}
 
 
 def _cue_pattern(words: tuple[str, ...]) -> re.Pattern[str]:
-    alternatives = sorted(words, key=len, reverse=True)
-    return re.compile(r"\b(?:" + "|".join(re.escape(w) for w in alternatives) + r")\b", re.IGNORECASE)
+    return re.compile(r"\b" + words_alternation(words), re.IGNORECASE)
 
 
 # "not" is a negation except in hedges ("is not excluded"), which keep the lesion possible.
 _PRE_NEGATION = re.compile(
-    r"\b(?:" + "|".join(re.escape(w) for w in sorted(NEGATION_CUES, key=len, reverse=True) if w != "not")
-    + r"|not(?!\s+(?:be\s+)?(?:excluded|ruled out)))\b", re.IGNORECASE)
+    r"\b(?:" + words_alternation(w for w in NEGATION_CUES if w != "not")
+    + r"|not(?!\s+(?:be\s+)?(?:excluded|ruled out))\b)", re.IGNORECASE)
 _POST_NEGATION = _cue_pattern(POST_NEGATION_CUES)
 # "known", "from" and "metastatic" mark history or origin only before a disease word ("known colon cancer",
 # "metastasis from renal cell carcinoma", "metastatic renal cell carcinoma"), not in "the known 2 cm lesion".
@@ -163,8 +165,30 @@ class QuoteContext:
     header: str
 
 
+_WHITESPACE_RUN = re.compile(r"\s+")
+
+
 def _normalised_with_index(text: str) -> tuple[str, list[int]]:
     """Casefolded text with whitespace runs collapsed, and the source offset of every kept character."""
+    if text.isascii():
+        # ASCII casefolds one character to one, so only whitespace runs move offsets: each becomes one " " at
+        # the offset of its first character (`\s` and `str.isspace` agree on every character).
+        parts: list[str] = []
+        offsets: list[int] = []
+        pos = 0
+        for m in _WHITESPACE_RUN.finditer(text):
+            parts.append(text[pos:m.start()].lower())
+            parts.append(" ")
+            offsets.extend(range(pos, m.start() + 1))
+            pos = m.end()
+        parts.append(text[pos:].lower())
+        offsets.extend(range(pos, len(text)))
+        return "".join(parts), offsets
+    return _normalised_chars(text)
+
+
+def _normalised_chars(text: str) -> tuple[str, list[int]]:
+    """`_normalised_with_index` for any text, character by character."""
     chars: list[str] = []
     index: list[int] = []
     for i, ch in enumerate(text):
@@ -188,11 +212,37 @@ def _quote_fragments(quote: str) -> list[str]:
     return [quote.strip(" .,;:"), cut, *sorted(parts, key=len, reverse=True)]
 
 
+@dataclass(frozen=True)
+class _ReportText:
+    """What every quote lookup in one report needs, computed once per report (`_report_text`).
+
+    Attributes:
+        text: the NFKC-normalised report.
+        norm: `text` casefolded with whitespace runs collapsed (`_normalised_with_index`).
+        index: the offset in `text` of every character of `norm`.
+        break_starts / break_ends: start and end offsets of the sentence breaks of `text`, ascending.
+    """
+
+    text: str
+    norm: str
+    index: list[int]
+    break_starts: list[int]
+    break_ends: list[int]
+
+
+@functools.lru_cache(maxsize=8)  # one conversion reads one report; a few recent ones are kept
+def _report_text(report: str) -> _ReportText:
+    text = unicodedata.normalize("NFKC", report)
+    norm, index = _normalised_with_index(text)
+    breaks = list(_SENTENCE_BREAK.finditer(text))
+    return _ReportText(text, norm, index, [m.start() for m in breaks], [m.end() for m in breaks])
+
+
 def locate_quote(quote: str, report: str) -> QuoteContext | None:
     """Find `quote` in `report` (case and whitespace insensitive; failing that, its longest part of three or
     more words) with its sentence and section header. None when no part of it is in the report."""
-    report = unicodedata.normalize("NFKC", report)
-    norm, index = _normalised_with_index(report)
+    indexed = _report_text(report)
+    report, norm, index = indexed.text, indexed.norm, indexed.index
     for fragment in _quote_fragments(unicodedata.normalize("NFKC", quote)):
         key = _match_key(fragment)
         if len(key) < 3:
@@ -201,9 +251,11 @@ def locate_quote(quote: str, report: str) -> QuoteContext | None:
         if pos < 0:
             continue
         start, end = index[pos], index[pos + len(key) - 1] + 1
-        breaks = [m for m in _SENTENCE_BREAK.finditer(report)]
-        sent_start = max((m.end() for m in breaks if m.end() <= start), default=0)
-        sent_end = min((m.start() for m in breaks if m.start() >= max(start, end - 1)), default=len(report))
+        # The last break ending at or before the match, the first one starting at or after its last character.
+        before = bisect_right(indexed.break_ends, start)
+        sent_start = indexed.break_ends[before - 1] if before else 0
+        after = bisect_left(indexed.break_starts, max(start, end - 1))
+        sent_end = indexed.break_starts[after] if after < len(indexed.break_starts) else len(report)
         line_start = report.rfind("\n", 0, start) + 1
         headers = list(_HEADER.finditer(report[line_start:start]))
         header_text = headers[-1].group(1).strip() if headers else ""
@@ -215,18 +267,19 @@ def locate_quote(quote: str, report: str) -> QuoteContext | None:
     return None
 
 
+# Cached: one report asks about the same sentence several times, and templated sentences recur across reports.
+@functools.lru_cache(maxsize=4096)
 def _negated_blanked(text: str) -> str:
     """`text` with negated stretches blanked: from a negation cue to the clause end ("no focal lesion"), and
     the clause before a closing cue ("the segment 8 lesion has resolved")."""
     chars = list(text)
     for m in [*_PRE_NEGATION.finditer(text), *_NOT_CURRENT.finditer(text)]:
         stop = _NEGATION_END.search(text, m.end())
-        for i in range(m.start(), stop.start() if stop else len(text)):
-            chars[i] = " "
+        end = stop.start() if stop else len(text)
+        chars[m.start():end] = " " * max(0, end - m.start())
     for m in _POST_NEGATION.finditer(text):
         begin = max((b.end() for b in _CLAUSE_BREAK.finditer(text, 0, m.start())), default=0)
-        for i in range(begin, m.end()):
-            chars[i] = " "
+        chars[begin:m.end()] = " " * max(0, m.end() - begin)
     return "".join(chars)
 
 
@@ -235,6 +288,7 @@ def _clauses(text: str) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
 
 
+@functools.lru_cache(maxsize=4096)
 def lesion_assertion(organ: Organ, sentence: str) -> str:
     """How a sentence speaks of a lesion of `organ`: `definite` (an unnegated lesion word in a clause without
     doubt), `possible` (lesion words only in clauses that doubt it: "a neoplasm cannot be excluded") or `none`
@@ -270,7 +324,7 @@ _IMPRESSION = re.compile(r"\b(?:IMPRESSION|CONCLUSIONS?|SUMMARY)\b|\b(?:Impressi
 
 def _in_impression(report: str, position: int) -> bool:
     """Whether `position` of the (NFKC) report lies in its impression / conclusion section."""
-    return bool(_IMPRESSION.search(unicodedata.normalize("NFKC", report)[:position]))
+    return bool(_IMPRESSION.search(_report_text(report).text[:position]))
 
 
 def _repeats_findings(record: dict, earlier: list[dict]) -> bool:
@@ -464,6 +518,11 @@ _NORMAL = re.compile(
 
 def _sentences(report: str) -> list[tuple[str, str]]:
     """(section header, sentence) for every sentence of the report."""
+    return list(_report_sentences(report))
+
+
+@functools.lru_cache(maxsize=16)  # read twice per conversion (cleared organs, missed lesions)
+def _report_sentences(report: str) -> tuple[tuple[str, str], ...]:
     out: list[tuple[str, str]] = []
     header = ""
     for line in report.splitlines():
@@ -478,7 +537,7 @@ def _sentences(report: str) -> list[tuple[str, str]]:
                 line_header = m.group(1).strip()
             if part.strip():
                 out.append((line_header, part.strip()))
-    return out
+    return tuple(out)
 
 
 def normal_organs(report: str) -> dict[Organ, str]:
@@ -489,17 +548,13 @@ def normal_organs(report: str) -> dict[Organ, str]:
     for header, sentence in _sentences(report):
         if not _NORMAL.search(sentence):
             continue
-        organs = {o for o in Organ if o is not Organ.OTHER and _ORGAN_NAME[o].search(sentence)}
+        organs = organs_named_by_word(sentence)
         if not organs and header:
-            organs = {o for o in Organ if o is not Organ.OTHER and _ORGAN_NAME[o].search(header)}
+            organs = organs_named_by_word(header)
         for organ in organs:
             if lesion_assertion(organ, sentence) == "none":
                 cleared.setdefault(organ, sentence)
     return cleared
-
-
-_ORGAN_NAME = {organ: re.compile(r"\b(?:" + "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
-                                 + r")\b", re.IGNORECASE) for organ, words in ORGAN_WORDS.items()}
 
 
 def _organ_statuses(answer: LLMAnswer, tumors: list[dict], report_text: str, report_key: str,

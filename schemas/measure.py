@@ -6,6 +6,7 @@ become a diameter.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import unicodedata
@@ -53,6 +54,11 @@ def _to_mm(groups: tuple[str | None, ...]) -> tuple[float, ...] | None:
 
 def find_measurements(text: str) -> list[Measurement]:
     """All unit-bearing 1-3 axis measurements in `text` (mm), skipping HU values and series/image numbers."""
+    return list(_measurements(text))
+
+
+@functools.lru_cache(maxsize=1024)  # the conversion reads a quote and its sentence several times
+def _measurements(text: str) -> tuple[Measurement, ...]:
     canonical = _canonical(text)
     found = []
     for m in MEASUREMENT.finditer(canonical):
@@ -60,7 +66,7 @@ def find_measurements(text: str) -> list[Measurement]:
         if diameters is None:
             continue
         found.append(Measurement(diameters, text[m.start():m.end()], m.start(), m.end()))
-    return found
+    return tuple(found)
 
 
 def parse_size_text(text: str) -> list[float] | None:

@@ -48,9 +48,13 @@ DiameterMm = Annotated[float, Field(ge=1.0, le=400.0, description="diameter in m
 EvidenceQuote = Annotated[str, Field(min_length=3, max_length=400)]
 
 
+_WHITESPACE = re.compile(r"\s+")
+_SUBSEGMENT_ORDER = {s: i for i, s in enumerate(SubSegment)}
+
+
 def _match_key(text: str) -> str:
     """Loose key for 'is this quote in the report': NFKC, casefold, collapsed whitespace."""
-    return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text).casefold()).strip()
+    return _WHITESPACE.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
 
 
 class _Strict(BaseModel):
@@ -143,8 +147,7 @@ class TumorRecord(_Strict):
     @field_validator("segments")
     @classmethod
     def _sorted_unique(cls, v: list[SubSegment]) -> list[SubSegment]:
-        order = list(SubSegment)
-        return sorted(set(v), key=order.index)
+        return sorted(set(v), key=_SUBSEGMENT_ORDER.__getitem__)
 
     @property
     def is_group(self) -> bool:

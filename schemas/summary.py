@@ -89,6 +89,13 @@ def organ_row(organ: Organ, payload: ExtractionPayload) -> dict[str, Any]:
     }
 
 
+_ORGAN_KEYS = tuple(Organ(key) for key in ORGANS)
+
+
 def organ_summary(payload: ExtractionPayload) -> list[dict[str, Any]]:
     """One row per organ key (all 18, in `ORGANS` order) with the organ-summary columns."""
-    return [organ_row(Organ(key), payload) for key in ORGANS]
+    # An organ with neither a statement nor a record is `not_mentioned` (what `organ_row` gives it), and so are
+    # most organs of most reports.
+    said = {s.organ for s in payload.organs} | {t.organ for t in payload.tumors}
+    return [organ_row(organ, payload) if organ in said else _empty_row(organ.value, "not_mentioned")
+            for organ in _ORGAN_KEYS]

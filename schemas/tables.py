@@ -89,31 +89,79 @@ def _flatten(model: BaseModel, prefix: str = "") -> dict[str, Any]:
             row.update(_flatten(value, prefix=f"{prefix}{name}_"))
             continue
         column = "tumor_id" if (prefix, name) == ("", "id") else prefix + name
-        if isinstance(value, enum.Enum):
-            value = value.value
-        elif isinstance(value, list):
-            value = [v.value if isinstance(v, enum.Enum) else v for v in value]
-        row[column] = value
+        row[column] = _plain(value)
     return row
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, list):
+        return [v.value if isinstance(v, enum.Enum) else v for v in value]
+    return value
+
+
+def _size_known(tumor: TumorRecord) -> bool:
+    # Size is known for the trainer when every lesion the record stands for has its own measured diameters.
+    return tumor.size.status == "measured" and (not tumor.is_group or (
+        tumor.count_exact and tumor.size.refers_to == "each_of_group"))
 
 
 def tumor_row(extraction_key: str, report_id: str, tumor: TumorRecord) -> dict[str, Any]:
     row = {"extraction_key": extraction_key, "report_id": report_id, **_flatten(tumor)}
-    # Size is known for the trainer when every lesion the record stands for has its own measured diameters.
-    size_known = tumor.size.status == "measured" and (not tumor.is_group or (
-        tumor.count_exact and tumor.size.refers_to == "each_of_group"))
     row["largest_diameter_mm"] = tumor.size.largest_mm
     row["volume_mm3"] = ellipsoid_volume_mm3(tumor.size.diameters_mm)
-    row["size_known"] = size_known
+    row["size_known"] = _size_known(tumor)
     return row
 
 
+def _attribute_paths(model: type[BaseModel], path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """The attribute path of every flat column of `model`, in `_flat_fields` order."""
+    out: list[tuple[str, ...]] = []
+    for name, info in model.model_fields.items():
+        if name in _EXCLUDED_FIELDS:
+            continue
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            out.extend(_attribute_paths(annotation, (*path, name)))
+        else:
+            out.append((*path, name))
+    return out
+
+
+_TUMOR_PATHS = _attribute_paths(TumorRecord)
+_TUMOR_RECORD_COLUMNS = [f.name for f in _flat_fields(TumorRecord)]
+
+
+def _columns(schema: pa.Schema, columns: dict[str, list[Any]]) -> pa.Table:
+    return pa.Table.from_arrays([pa.array(columns[f.name], f.type) for f in schema], schema=schema)
+
+
 def extraction_tables(items: Iterable[tuple[str, str, ExtractionPayload]]) -> tuple[pa.Table, pa.Table]:
-    """`tumors` and `organ_findings` Arrow tables for (extraction_key, report_id, payload) triples."""
-    tumors: list[dict[str, Any]] = []
-    findings: list[dict[str, Any]] = []
+    """`tumors` and `organ_findings` Arrow tables for (extraction_key, report_id, payload) triples.
+
+    Built column by column (the same values `tumor_row` and `organ_summary` give, row for row): a batch of
+    results becomes two tables without a dict per row.
+    """
+    tumors: dict[str, list[Any]] = {f.name: [] for f in TUMORS_SCHEMA}
+    findings: dict[str, list[Any]] = {f.name: [] for f in ORGAN_FINDINGS_SCHEMA}
+    record_columns = [tumors[c] for c in _TUMOR_RECORD_COLUMNS]
+    summary_columns = [(findings[c], c) for c in ORGAN_FINDINGS_SCHEMA.names if c not in ("extraction_key", "report_id")]
     for key, report_id, payload in items:
-        tumors.extend(tumor_row(key, report_id, t) for t in payload.tumors)
-        findings.extend({"extraction_key": key, "report_id": report_id, **row} for row in organ_summary(payload))
-    return (pa.Table.from_pylist(tumors, schema=TUMORS_SCHEMA),
-            pa.Table.from_pylist(findings, schema=ORGAN_FINDINGS_SCHEMA))
+        for t in payload.tumors:
+            tumors["extraction_key"].append(key)
+            tumors["report_id"].append(report_id)
+            for column, path in zip(record_columns, _TUMOR_PATHS):
+                value: Any = t
+                for name in path:
+                    value = getattr(value, name)
+                column.append(_plain(value))
+            tumors["largest_diameter_mm"].append(t.size.largest_mm)
+            tumors["volume_mm3"].append(ellipsoid_volume_mm3(t.size.diameters_mm))
+            tumors["size_known"].append(_size_known(t))
+        rows = organ_summary(payload)
+        findings["extraction_key"].extend([key] * len(rows))
+        findings["report_id"].extend([report_id] * len(rows))
+        for column, name in summary_columns:
+            column.extend([row.get(name) for row in rows])
+    return _columns(TUMORS_SCHEMA, tumors), _columns(ORGAN_FINDINGS_SCHEMA, findings)

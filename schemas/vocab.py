@@ -5,7 +5,9 @@ wording onto them. Everything downstream (LLM schema, validation, DuckDB tables,
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from enum import Enum
+from typing import Any
 
 
 class Organ(str, Enum):
@@ -252,9 +254,47 @@ ATTENUATION_WORDS: dict[str, tuple[str, ...]] = {
 _ROMAN = {"i": 1, "ii": 2, "iii": 3, "iv": 4, "v": 5, "vi": 6, "vii": 7, "viii": 8}
 
 
+def _trie(words: dict[str, str]) -> str:
+    """Regex matching any of `words` (keys; lower-case ASCII), written as a trie, each word followed by its value
+    (a regex: a word-end check, a named group, ...).
+
+    At every node the longer continuations come before the word that ends there, and no two branches of a node
+    can match the same character (distinct lower-case letters under IGNORECASE), so the trie finds at each
+    position the same word as the alternation of the words sorted longest first, while trying a few characters
+    instead of every word.
+    """
+    root: dict[str, dict] = {}
+    for word, tail in words.items():
+        node = root
+        for ch in word:
+            node = node.setdefault(ch, {})
+        node[""] = tail
+
+    def emit(node: dict[str, Any]) -> str:
+        branches = [re.escape(ch) + emit(child) for ch, child in node.items() if ch]
+        if "" in node:
+            branches.append(node[""])
+        return branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+
+    return emit(root)
+
+
+def _trie_safe(words: Iterable[str]) -> bool:
+    return all(w.isascii() and w == w.lower() for w in words)
+
+
+def words_alternation(words: Iterable[str]) -> str:
+    """`(?:w1|w2|...)\\b`: any of `words` followed by a word boundary, longest first (as a trie when all words
+    are lower-case ASCII, which is the same match, faster). Compile with IGNORECASE after a leading `\\b`."""
+    words = list(words)
+    if _trie_safe(words):
+        return _trie({w: r"\b" for w in words})
+    return "(?:" + "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True)) + r")\b"
+
+
 def _words_pattern(words: tuple[str, ...]) -> re.Pattern[str]:
-    alternatives = sorted(words, key=len, reverse=True)
-    return re.compile(r"\b(?:" + "|".join(re.escape(w) for w in alternatives) + r")\b", re.IGNORECASE)
+    """Any of `words` as a whole word, case-insensitive (`\\b(?:longest|...|short)\\b`)."""
+    return re.compile(r"\b" + words_alternation(words), re.IGNORECASE)
 
 
 _ORGAN_PATTERNS = {organ: _words_pattern(words) for organ, words in ORGAN_WORDS.items()}
@@ -266,6 +306,67 @@ _COMPOSITION_PATTERNS = {value: _words_pattern(words) for value, words in COMPOS
 _GROUP_PATTERN = _words_pattern(GROUP_WORDS)
 
 
+def _organ_scan(words: dict[Organ, tuple[str, ...]]) -> tuple[re.Pattern[str], dict[str, Organ], frozenset[Organ]]:
+    """One pattern that finds, in a single pass, every organ with a word of `words` in a text.
+
+    A zero-width lookahead at each word start holds all words as one trie (so a position costs a few character
+    tests, not one test per word), each word ending in its own empty named group: every start position is
+    tried, so overlapping words ("gall bladder" and "bladder") are all found, exactly as one `_words_pattern`
+    search per organ would. Returns the pattern, the organ of each group name and the organs that need their
+    own search: those with a word that another organ also has, or that is a whole-word prefix of another organ's
+    word ("lymph" / "lymph node"), which the other could hide at a shared start (none in the current tables).
+    """
+    group_organ: dict[str, Organ] = {}
+    tails: dict[str, str] = {}
+    for organ, alternatives in words.items():
+        for word in alternatives:
+            if word.lower() not in tails:
+                name = f"g{len(group_organ)}"
+                group_organ[name] = organ
+                tails[word.lower()] = f"(?P<{name}>)\\b"
+    if not _trie_safe(tails):
+        raise ValueError("organ words must be ASCII")
+
+    hidden = frozenset(
+        a_organ for a_organ, a_words in words.items() for b_organ, b_words in words.items() if a_organ is not b_organ
+        for a in a_words for b in b_words
+        if b.lower().startswith(a.lower()) and (len(b) == len(a) or not re.match(r"\w", b[len(a)])))
+    return re.compile(r"\b(?=" + _trie(tails) + ")", re.IGNORECASE), group_organ, hidden
+
+
+_ORGAN_OR_IMPLIED_WORDS = {organ: words + ORGAN_IMPLIED_WORDS.get(organ, ()) for organ, words in ORGAN_WORDS.items()}
+_NAMED_SCAN, _NAMED_GROUPS, _NAMED_HIDDEN = _organ_scan(_ORGAN_OR_IMPLIED_WORDS)
+_NAME_SCAN, _NAME_GROUPS, _NAME_HIDDEN = _organ_scan(ORGAN_WORDS)
+_NAMED_SEPARATE = {organ: _words_pattern(_ORGAN_OR_IMPLIED_WORDS[organ]) for organ in _NAMED_HIDDEN}
+_NAME_SEPARATE = {organ: _ORGAN_PATTERNS[organ] for organ in _NAME_HIDDEN}
+
+
+# The same scans without IGNORECASE, for lower-cased ASCII text (the usual report): a case-sensitive pattern
+# rejects a branch on its first character, about twice as fast, and for ASCII text matching lower-cased text
+# case-sensitively is exactly matching the text case-insensitively.
+_CASED_SCANS = {scan: re.compile(scan.pattern) for scan in (_NAMED_SCAN, _NAME_SCAN)}
+
+
+def _cased(scan: re.Pattern[str]) -> re.Pattern[str]:
+    cased = _CASED_SCANS.get(scan)
+    if cased is None:
+        cased = _CASED_SCANS[scan] = re.compile(scan.pattern)
+    return cased
+
+
+def _scan_organs(text: str, scan: re.Pattern[str], groups: dict[str, Organ],
+                 separate: dict[Organ, re.Pattern[str]]) -> set[Organ]:
+    if text.isascii():
+        found = {groups[m.lastgroup] for m in _cased(scan).finditer(text.lower())}
+    else:
+        found = {groups[m.lastgroup] for m in scan.finditer(text)}
+    found.update(organ for organ, pattern in separate.items() if pattern.search(text))
+    if not found:
+        return set()
+    # Built in vocabulary order, as the per-organ loop it replaces built it (set iteration order included).
+    return {organ for organ in _ORGAN_PATTERNS if organ in found}
+
+
 def organ_named_in_text(organ: Organ, text: str) -> bool:
     """Whether `text` names `organ`, by name ("renal") or by a location only it has ("lower pole")."""
     implied = _IMPLIED_PATTERNS.get(organ)
@@ -274,7 +375,12 @@ def organ_named_in_text(organ: Organ, text: str) -> bool:
 
 def named_organs(text: str) -> set[Organ]:
     """Every organ `text` names, by name or implied location."""
-    return {organ for organ in _ORGAN_PATTERNS if organ_named_in_text(organ, text)}
+    return _scan_organs(text, _NAMED_SCAN, _NAMED_GROUPS, _NAMED_SEPARATE)
+
+
+def organs_named_by_word(text: str) -> set[Organ]:
+    """Every organ `text` names by one of its `ORGAN_WORDS` (implied locations do not count)."""
+    return _scan_organs(text, _NAME_SCAN, _NAME_GROUPS, _NAME_SEPARATE)
 
 
 def lesion_word_in_text(organ: Organ, text: str) -> bool:
@@ -379,6 +485,9 @@ _LUNG_PARTS = (
 )
 
 
+_SUBSEGMENT_ORDER = {s: i for i, s in enumerate(SubSegment)}
+
+
 def subsegments_in_text(organ: Organ, text: str) -> list[SubSegment]:
     """Sub-segments of `organ` named in a location phrase, in vocabulary order (a union: the lesion lies
     somewhere inside them). Empty when the phrase names none."""
@@ -394,8 +503,7 @@ def subsegments_in_text(organ: Organ, text: str) -> list[SubSegment]:
         found = {seg for pattern, seg in _KIDNEY_PARTS if re.search(pattern, t)}
     elif organ is Organ.LUNG:
         found = {seg for pattern, seg in _LUNG_PARTS if re.search(pattern, t)}
-    order = list(SubSegment)
-    return sorted(found, key=order.index)
+    return sorted(found, key=_SUBSEGMENT_ORDER.__getitem__)
 
 
 def side_in_text(text: str) -> str | None:

@@ -229,6 +229,24 @@ def test_quote_with_small_differences_is_located_by_its_longest_part():
     assert cut is not None and cut.text == "2.1 cm hypoattenuating mass in the pancreatic tail, abutting the splenic"
 
 
+def test_quote_location_is_the_same_for_ascii_and_other_reports():
+    from schemas.llm import _normalised_chars, _normalised_with_index, locate_quote
+
+    for text in ["", "  Liver:\t2 cm  LESION.\r\n\nSpleen: ok  ", "a\x1c\x1db  c\x0b", "X" * 3]:
+        assert _normalised_with_index(text) == _normalised_chars(text)
+    report = "FINDINGS:\nLiver:  2.2 cm   HYPODENSE lesion in segment 8. Spleen: normal.\nIMPRESSION: Cyst."
+    ctx = locate_quote("2.2 cm hypodense lesion", report)
+    assert (ctx.text, ctx.sentence, ctx.header) == ("2.2 cm   HYPODENSE lesion",
+                                                    "Liver:  2.2 cm   HYPODENSE lesion in segment 8", "Liver")
+    assert locate_quote("2.2 cm hypodense lesion", report) == ctx  # the report's index is reused
+    assert locate_quote("Cyst", report).sentence == "IMPRESSION: Cyst"
+    # Non-ASCII: casefolding changes lengths ("ß" -> "ss"); offsets still point into the NFKC report.
+    other = "Leber:\u00a0Straße 2 cm Läsion; ﬁbrous CYST in segment 4."
+    ctx = locate_quote("strasse 2 cm läsion", other)
+    assert ctx.text == "Straße 2 cm Läsion" and ctx.sentence == "Leber: Straße 2 cm Läsion"
+    assert locate_quote("fibrous cyst", other).text == "fibrous CYST"
+
+
 def test_impression_repeat_is_one_lesion_but_a_new_sized_lesion_stays():
     report = ("FINDINGS: Pancreas: 3.0 cm hypoenhancing mass in the pancreatic head. Liver: 8 mm cyst in segment 3.\n"
               "IMPRESSION: Pancreatic head mass. 1.5 cm liver metastasis in segment 6.")

@@ -34,3 +34,32 @@ def test_extraction_tables_rows_and_derived_values():
     assert rows[0]["segments"] == ["kidney_upper_pole"] and rows[0]["size_known"] is True
     assert abs(rows[0]["volume_mm3"] - math.pi * 20 * 10 * 15 / 6) < 1e-9
     assert rows[1]["size_known"] is False and rows[1]["volume_mm3"] is None
+
+
+def test_batched_tables_hold_the_rows_of_each_payload_in_order():
+    from schemas.summary import organ_summary
+    from schemas.tables import tumor_row
+
+    payloads = [
+        ExtractionPayload.model_validate({"tumors": [
+            {"id": 1, "organ": "lung", "laterality": "bilateral", "count": 4, "count_exact": False,
+             "segments": ["lung_lower_lobe", "lung_upper_lobe"], "lesion_type": "metastasis",
+             "size": {"status": "measured", "diameters_mm": [9], "reported_text": "9 mm",
+                      "refers_to": "largest_of_group"},
+             "comparison": {"change": "increased", "prior_diameters_mm": [6], "prior_text": "6 mm"}},
+            {"id": 2, "organ": "liver", "presence": "possible",
+             "size": {"status": "bounded", "upper_bound_mm": 10, "qualifier": "subcentimeter"}},
+        ], "organs": [{"organ": "kidney", "state": "no_lesion"}, {"organ": "spleen", "state": "not_mentioned"}]}),
+        ExtractionPayload(),
+        ExtractionPayload.model_validate({"tumors": [{"id": 1, "organ": "pancreas", "segments": ["pancreas_head"]}]}),
+    ]
+    items = [(f"k{i}", f"r{i}", p) for i, p in enumerate(payloads)]
+    tumors, findings = extraction_tables(items)
+    expected_tumors = [tumor_row(k, r, t) for k, r, p in items for t in p.tumors]
+    expected_findings = [{"extraction_key": k, "report_id": r, **row} for k, r, p in items for row in organ_summary(p)]
+    assert tumors.to_pylist() == pa.Table.from_pylist(expected_tumors, schema=TUMORS_SCHEMA).to_pylist()
+    assert findings.to_pylist() == pa.Table.from_pylist(expected_findings, schema=ORGAN_FINDINGS_SCHEMA).to_pylist()
+    assert tumors.num_rows == 3 and findings.num_rows == 3 * len(ORGANS)
+    empty_tumors, empty_findings = extraction_tables([])
+    assert (empty_tumors.schema, empty_tumors.num_rows) == (TUMORS_SCHEMA, 0)
+    assert (empty_findings.schema, empty_findings.num_rows) == (ORGAN_FINDINGS_SCHEMA, 0)

@@ -95,6 +95,60 @@ def test_organs_named_by_implied_location_words():
     assert not organ_named_in_text(Organ.SPLEEN, "liver and pancreas")
 
 
+_TRICKY_TEXTS = [
+    "Gall bladder wall thickening; the urinary bladder is normal.",
+    "LOWER POLE renal cyst and a lower lobe nodule", "lymph nodes: none", "lymphadenopathy", "node-negative",
+    "hepatic dome (segment 4A/segment VIII)", "LI-RADS 5 observation", "ground-glass opacity", "gallbladders",
+    "adrenals and adrenal glands", "segment 9", "segmental", "renal/adrenal", "Kidney\tand  spleen", "",
+]
+
+
+def test_one_pass_organ_scan_agrees_with_a_search_per_organ():
+    import re
+
+    from schemas.vocab import ORGAN_WORDS, named_organs, organ_named_in_text, organs_named_by_word
+
+    def per_organ(words, text):
+        return {o for o, ws in words.items() if re.search(r"\b(?:" + "|".join(
+            re.escape(w) for w in sorted(ws, key=len, reverse=True)) + r")\b", text, re.IGNORECASE)}
+
+    for text in _TRICKY_TEXTS:
+        assert named_organs(text) == {o for o in Organ if o is not Organ.OTHER and organ_named_in_text(o, text)}
+        assert organs_named_by_word(text) == per_organ(ORGAN_WORDS, text)
+    assert named_organs("Gall bladder wall") == {Organ.GALLBLADDER, Organ.BLADDER}  # overlapping words
+
+
+def test_organ_scan_searches_separately_for_words_another_organ_could_hide():
+    from schemas.vocab import _organ_scan, _scan_organs, _words_pattern
+
+    words = {Organ.LYMPH_NODE: ("lymph",), Organ.BONE: ("lymph node", "bone"), Organ.LIVER: ("liver",),
+             Organ.SPLEEN: ("liver",)}
+    scan, groups, hidden = _organ_scan(words)
+    assert hidden == {Organ.LYMPH_NODE, Organ.LIVER, Organ.SPLEEN}
+    separate = {organ: _words_pattern(words[organ]) for organ in hidden}
+    assert _scan_organs("a lymph node", scan, groups, separate) == {Organ.LYMPH_NODE, Organ.BONE}
+    assert _scan_organs("Liver", scan, groups, separate) == {Organ.LIVER, Organ.SPLEEN}
+    assert _scan_organs("lymphoma", scan, groups, separate) == set()
+
+
+def test_word_patterns_written_as_tries_match_what_the_word_lists_say():
+    import re
+
+    from schemas.vocab import GROUP_WORDS, LESION_WORDS, _words_pattern
+
+    texts = [*_TRICKY_TEXTS, "Multiple MASSES, a mass and massive nodes", "cyst cystic cysts cystadenoma",
+             "ground glass opacity; ground-glass opacities", "two-three foci", "fibroid(s)"]
+    for words in (LESION_WORDS, GROUP_WORDS, ("no", "no evidence of", "nor", "not", "none")):
+        flat = re.compile(r"\b(?:" + "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True)) + r")\b",
+                          re.IGNORECASE)
+        trie = _words_pattern(words)
+        assert trie.pattern != flat.pattern
+        for text in texts:
+            assert [m.span() for m in trie.finditer(text)] == [m.span() for m in flat.finditer(text)], text
+    mixed = _words_pattern(("Ab", "ab cd"))  # not all lower-case ASCII: plain alternation, longest first
+    assert mixed.pattern == r"\b(?:ab\ cd|Ab)\b" and mixed.search("AB CD").span() == (0, 5)
+
+
 def test_lesion_words_depend_on_the_organ():
     from schemas.vocab import lesion_word_in_text
 
