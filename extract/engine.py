@@ -287,29 +287,10 @@ class ResultWriter:
 
 
 def pending_reports(store: Any, cfg_hash: str, limit: int | None = None) -> list[Job]:
-    """Latest report versions with no stored extraction under `cfg_hash`, ordered by report id.
-
-    A stored row of any status counts as done (its key is derived from exactly report id, sha256 and
-    `cfg_hash`), so re-running never calls the LLM for it again.
-    """
-    sql = """SELECT r.report_id, r.version, r.sha256, r.text FROM latest_reports r
-             WHERE NOT EXISTS (SELECT 1 FROM extractions e WHERE e.config_hash = $cfg
-                               AND e.report_id = r.report_id AND e.report_sha256 = r.sha256)
-             ORDER BY r.report_id"""
-    if limit is not None:
-        sql += f" LIMIT {int(limit)}"
-    rows = store.con.execute(sql, {"cfg": cfg_hash}).fetchall()
-    return [Job(str(rid), int(version), str(sha), str(text)) for rid, version, sha, text in rows]
-
-
-def delete_failed(store: Any, cfg_hash: str) -> int:
-    """Remove the `failed` results stored under `cfg_hash` (they have no tumor or organ rows), so they are
-    extracted again. Returns how many were removed."""
-    with store.transaction() as con:
-        n = con.execute("SELECT count(*) FROM extractions WHERE config_hash = $cfg AND status = 'failed'",
-                        {"cfg": cfg_hash}).fetchone()[0]
-        con.execute("DELETE FROM extractions WHERE config_hash = $cfg AND status = 'failed'", {"cfg": cfg_hash})
-    return int(n)
+    """Latest report versions with no stored extraction under `cfg_hash`, ordered by report id, as jobs
+    (`Store.pending_reports`: a stored row of any status counts as done, so re-running never calls the LLM
+    for it again)."""
+    return [Job(rid, version, sha, text) for rid, version, sha, text in store.pending_reports(cfg_hash, limit)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -386,7 +367,7 @@ async def _run(store: Any, backend: Backend, info: BackendInfo, prompt: Prompt, 
     run_id = f"{_utcnow():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
     stats = RunStats(run_id=run_id, config_hash=cfg_hash)
     if config.retry_failed:
-        delete_failed(store, cfg_hash)
+        store.delete_failed(cfg_hash)
     jobs = pending_reports(store, cfg_hash, config.limit)
     stats.pending = len(jobs)
     try:

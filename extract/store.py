@@ -23,6 +23,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from schemas.vocab import ORGANS
 
@@ -659,6 +660,40 @@ class Store:
                 {"t": _utcnow(), "ok": n_ok, "rep": n_repaired, "fail": n_failed, "id": run_id},
             )
 
+    def pending_reports(self, config_hash: str, limit: int | None = None) -> list[tuple[str, int, str, str]]:
+        """Latest report versions with no stored extraction under `config_hash`, ordered by report id.
+
+        A stored row of any status counts as done: its extraction key derives from exactly the report id, the
+        text's sha256 and `config_hash`, so a run never calls the LLM for it again. A new version of a report
+        (new text, new sha256) is pending again.
+
+        Returns:
+            (report_id, version, sha256, text) per pending report, at most `limit` of them.
+        """
+        sql = """SELECT r.report_id, r.version, r.sha256, r.text FROM latest_reports r
+                 WHERE NOT EXISTS (SELECT 1 FROM extractions e WHERE e.config_hash = $cfg
+                                   AND e.report_id = r.report_id AND e.report_sha256 = r.sha256)
+                 ORDER BY r.report_id"""
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        try:
+            rows = self.con.execute(sql, {"cfg": config_hash}).fetchall()
+        except duckdb.Error as exc:
+            raise _translate(exc, self.path) from exc
+        return [(str(rid), int(version), str(sha), str(text)) for rid, version, sha, text in rows]
+
+    def delete_failed(self, config_hash: str) -> int:
+        """Remove the `failed` extractions stored under `config_hash`, so a run extracts those reports again.
+
+        A failed extraction has no tumor or organ rows and is never current, so nothing else changes. Returns
+        how many were removed.
+        """
+        with self.transaction() as con:
+            n = con.execute("SELECT count(*) FROM extractions WHERE config_hash = $cfg AND status = 'failed'",
+                            {"cfg": config_hash}).fetchall()[0][0]
+            con.execute("DELETE FROM extractions WHERE config_hash = $cfg AND status = 'failed'", {"cfg": config_hash})
+        return int(n)
+
     def write_extractions(self, extractions: pa.Table, tumors: pa.Table, organ_findings: pa.Table) -> WriteStats:
         """Store extraction results in one transaction: a report's rows are all there or none are.
 
@@ -683,7 +718,8 @@ class Store:
             con.register("_tum", tumors)
             con.register("_org", organ_findings)
             try:
-                self._check_batch(con)
+                if not _batch_is_consistent(extractions, tumors, organ_findings):
+                    self._check_batch(con)  # finds the problem and says which
                 con.execute(
                     "CREATE OR REPLACE TEMP TABLE _new_keys AS "
                     "SELECT extraction_key FROM _ext ANTI JOIN extractions USING (extraction_key)"
@@ -712,7 +748,8 @@ class Store:
         usable = ", ".join(_sql_str(s) for s in USABLE_STATUSES)
         organ_list = ", ".join(_sql_str(o) for o in ORGANS)
         n_organs = len(ORGANS)
-        problem = _first(con.sql(
+        # `execute`, not a relation: the query is bound once, and LIMIT 1 is part of it.
+        rows = con.execute(
             f"""WITH per AS (
                   SELECT extraction_key, count(*) AS n_rows,
                          count(DISTINCT organ) FILTER (WHERE organ IN ({organ_list})) AS n_keys
@@ -733,10 +770,10 @@ class Store:
                           ELSE coalesce(n_rows, 0) > 0 END
                LIMIT 1))
             ORDER BY kind LIMIT 1"""
-        ))
-        if problem is None:
+        ).fetchall()
+        if not rows:
             return
-        kind, key, report_id, n_keys, n_rows = problem
+        kind, key, report_id, n_keys, n_rows = rows[0]
         messages = {
             1: f"extraction_key {key} appears twice in one batch",
             2: f"tumors row with extraction_key {key} has no extraction row",
@@ -831,6 +868,37 @@ class Store:
             return self.con.sql(sql).to_arrow_table()
         except duckdb.Error as exc:
             raise _translate(exc, self.path) from exc
+
+
+def _batch_is_consistent(extractions: pa.Table, tumors: pa.Table, organ_findings: pa.Table) -> bool:
+    """Whether a batch certainly passes `Store._check_batch`, decided in Arrow in a few milliseconds (that
+    query costs tens of milliseconds per write). False means "let the query decide", never "invalid".
+
+    Sufficient conditions: unique extraction keys; every tumor row keyed by an extraction; organ rows keyed only
+    by usable extractions, all with an organ key of `ORGANS`, as many distinct (key, organ) pairs as rows, and
+    18 rows per usable extraction (so each has exactly one row per organ key, and a failed one has none).
+    """
+    try:
+        keys = extractions.column("extraction_key").combine_chunks()
+        if pc.count_distinct(keys, mode="all").as_py() != extractions.num_rows:
+            return False
+        tumor_keys = tumors.column("extraction_key")
+        if tumor_keys.null_count or (len(tumor_keys) and not pc.all(pc.is_in(tumor_keys, value_set=keys)).as_py()):
+            return False
+        usable = pc.filter(keys, pc.is_in(extractions.column("status").combine_chunks(),
+                                          value_set=pa.array(USABLE_STATUSES)))
+        org_keys, organs = organ_findings.column("extraction_key"), organ_findings.column("organ")
+        if usable.null_count or org_keys.null_count or organ_findings.num_rows != len(ORGANS) * len(usable):
+            return False
+        if organ_findings.num_rows == 0:
+            return True
+        if not (pc.all(pc.is_in(org_keys, value_set=usable)).as_py()
+                and pc.all(pc.is_in(organs, value_set=pa.array(ORGANS))).as_py()):
+            return False
+        pairs = organ_findings.select(["extraction_key", "organ"]).group_by(["extraction_key", "organ"]).aggregate([])
+        return pairs.num_rows == organ_findings.num_rows
+    except (pa.ArrowException, KeyError):
+        return False
 
 
 def _first(rel: duckdb.DuckDBPyRelation) -> tuple | None:

@@ -288,6 +288,77 @@ def test_write_extractions_refuses_incomplete_batches_and_writes_nothing(store):
     assert _count(store, "SELECT count(*) FROM organ_findings") == 0
 
 
+def _sha(store: Store, report_id: str) -> str:
+    return store.con.sql(f"SELECT sha256 FROM latest_reports WHERE report_id = '{report_id}'").fetchall()[0][0]
+
+
+def _stored(store: Store, key: str, report_id: str, status: str, cfg: str) -> None:
+    """An extraction row of `status` under config `cfg` for the latest version of `report_id`."""
+    payload = _payload() if status != "failed" else None
+    ext, tumors, organs = _extraction(key, report_id, payload, status=status)
+    for name, value in (("report_sha256", _sha(store, report_id)), ("config_hash", cfg)):
+        ext = ext.set_column(ext.schema.get_field_index(name), name, pa.array([value]))
+    store.write_extractions(ext, tumors, organs)
+
+
+def test_pending_reports_are_the_latest_versions_without_a_result_under_the_config(store):
+    store.add_reports(_reports(("R3", "three"), ("R1", "one"), ("R2", "two"), ("R4", "four v1")), source="x")
+    store.add_reports(_reports(("R4", "four v2")), source="y")
+    _stored(store, "k1", "R1", "ok", "cfg")
+    _stored(store, "k2", "R2", "failed", "cfg")  # a failed result counts as done too
+    _stored(store, "k3", "R3", "ok", "other")
+    assert store.pending_reports("cfg") == [("R3", 1, _sha(store, "R3"), "three"),
+                                            ("R4", 2, _sha(store, "R4"), "four v2")]
+    assert [r[0] for r in store.pending_reports("other")] == ["R1", "R2", "R4"]
+    assert [r[0] for r in store.pending_reports("cfg", limit=1)] == ["R3"]
+    # A new text for a done report makes it pending again.
+    store.add_reports(_reports(("R1", "one, amended")), source="z")
+    assert [r[:2] for r in store.pending_reports("cfg")] == [("R1", 2), ("R3", 1), ("R4", 2)]
+
+
+def test_delete_failed_removes_only_the_failed_results_of_the_config(tmp_path):
+    path = tmp_path / "s.duckdb"
+    with Store(path) as store:
+        store.add_reports(_reports(("R1", "one"), ("R2", "two"), ("R3", "three")), source="x")
+        _stored(store, "k1", "R1", "ok", "cfg")
+        _stored(store, "k2", "R2", "failed", "cfg")
+        _stored(store, "k3", "R3", "failed", "other")
+        assert store.delete_failed("cfg") == 1
+        assert [r[0] for r in store.pending_reports("cfg")] == ["R2", "R3"]
+        assert store.query("SELECT extraction_key FROM extractions ORDER BY 1").column(0).to_pylist() == ["k1", "k3"]
+        assert _count(store, "SELECT count(*) FROM organ_summary") == len(ORGANS)  # R1's rows stay current
+        assert store.delete_failed("cfg") == 0
+    with Store(path, read_only=True) as ro:
+        with pytest.raises(StoreReadOnlyError):
+            ro.delete_failed("other")
+        assert [r[0] for r in ro.pending_reports("other")] == ["R1", "R2"]
+
+
+def test_a_consistent_batch_skips_the_check_query_and_every_broken_one_runs_it(store, monkeypatch):
+    from extract.store import _batch_is_consistent
+
+    ext, tumors, organs = _extraction("k1", "R1", _payload(LIVER_CYST))
+    ext2, _, organs2 = _extraction("k2", "R2", _payload())
+    failed, no_tumors, no_organs = _extraction("k3", "R3", None, status="failed")
+    batch = (pa.concat_tables([ext, ext2, failed], promote_options="default"), tumors,
+             pa.concat_tables([organs, organs2]))
+    assert _batch_is_consistent(*batch)
+    assert _batch_is_consistent(ext.slice(0, 0), no_tumors, no_organs)
+    broken = [
+        (ext, tumors, organs.slice(1)),  # 17 organ rows
+        (ext, tumors, pa.concat_tables([organs.slice(1), organs.slice(1, 1)])),  # 18 rows, one organ twice
+        (ext, tumors.set_column(0, "extraction_key", pa.array(["zz"] * tumors.num_rows)), organs),
+        (pa.concat_tables([ext, ext]), tumors, organs),
+        (failed, no_tumors, organs.set_column(0, "extraction_key", pa.array(["k3"] * organs.num_rows))),
+        (ext, tumors, organs.set_column(organs.schema.get_field_index("organ"), "organ",
+                                        pa.array(["liver"] + list(ORGANS[1:-1]) + ["spleen_x"]))),
+    ]
+    for case in broken:
+        assert not _batch_is_consistent(*case)
+    monkeypatch.setattr(Store, "_check_batch", lambda self, con: pytest.fail("the check query ran"))
+    assert store.write_extractions(*batch).written == 3
+
+
 def test_runs_are_recorded_and_finished(store):
     store.record_run({"run_id": "r1", "config_hash": "c", "backend": "local", "sampling": json.dumps({"t": 0}),
                       "started_at": T0})
