@@ -32,7 +32,7 @@ import time
 import torch
 
 from train.losses import Attenuation, AttenuationLoss, BallLoss, LossConfig, ReportSupervisionLoss, VolumeLoss
-from train.losses.segmentation import coverage_codes, known_from_unknown, masked_bce_dice
+from train.losses.segmentation import coverage_codes, known_from_unknown, label_occupancy, masked_bce_dice
 from train.losses.targets import GroupEntry, TumorEntry, build_report_targets
 
 CHANNELS = 42
@@ -147,10 +147,11 @@ def main() -> None:
         def attenuation():
             return AttenuationLoss(cfg)(z, targets, hu), None
 
-        def seg():  # as the step computes it: channel coverage, partial channels dilated by 2 mm, fused loss
+        def seg():  # as the step computes it: channel coverage and label occupancy, partial channels dilated, fused
             coverage = coverage_codes(unknown).tolist()
+            occupied = label_occupancy(labels).tolist()
             known = known_from_unknown(unknown, coverage, cfg.unknown_dilation_mm, [(1.0, 1.0, 1.0)])
-            bce, dice, _ = masked_bce_dice(z, labels, known)
+            bce, dice, _ = masked_bce_dice(z, labels, known, nonempty=occupied)
             return bce + dice, None
 
         step_loss = ReportSupervisionLoss(cfg)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from train.losses.morphology import Spacing, dilate_mm, ellipsoid_kernel, fft_correlate
+from train.losses.morphology import Box, Spacing, box_slices, dilate_mm, ellipsoid_kernel, fft_correlate, mask_box
 from train.losses.plan import TumorStatus
 
 _EPS = 1e-5
@@ -104,11 +104,18 @@ def _window(center: torch.Tensor, shape, spacing: Spacing, radius_mm: float):
 
 @torch.no_grad()
 def place_tumors(
-    probabilities: torch.Tensor, region: torch.Tensor, sizes: list[BallSize], spacing: Spacing, params: BallParams
+    probabilities: torch.Tensor,
+    region: torch.Tensor,
+    sizes: list[BallSize],
+    spacing: Spacing,
+    params: BallParams,
+    box: Box | None = None,
 ) -> Placement:
     """Place the reported tumours of one group on the current prediction.
 
-    Only the score map covers the whole crop; ranking and suppression run in a box around the chosen centre.
+    The score map covers the box of the region (it is zero outside, and only region voxels can be centres, so
+    this equals the whole-crop map); ranking and suppression run in a window around the chosen centre, placed in
+    the whole crop exactly as without the box.
 
     Args:
         probabilities: float (D, H, W) sigmoid probabilities of the group's lesion channel (detached).
@@ -116,12 +123,17 @@ def place_tumors(
         sizes: tumours to place, largest first.
         spacing: voxel spacing (mm) along D, H, W.
         params: Ball Loss constants.
+        box: ``(start, stop)`` per axis holding every voxel of ``region`` (an empty range if it is empty); None
+            = computed from ``region`` (one host read).
 
     Returns:
         The group's :class:`Placement`.
     """
     shape = tuple(probabilities.shape)
     device = probabilities.device
+    if box is None:
+        box = mask_box(region)
+    box_sl = box_slices(box) if box is not None and all(hi > lo for lo, hi in box) else None
     voxel_mm3 = math.prod(spacing)
     diag_mm = math.sqrt(sum((n * s) ** 2 for n, s in zip(shape, spacing)))
     numel = probabilities.numel()
@@ -130,6 +142,7 @@ def place_tumors(
     core = torch.zeros(numel, dtype=torch.long, device=device)
     guard = torch.zeros(numel, dtype=torch.bool, device=device)
     free = region.clone().flatten()
+    free3 = free.view(shape)
     prob_flat = probabilities.flatten()
     statuses = []
     for i, size in enumerate(sizes):
@@ -139,18 +152,23 @@ def place_tumors(
         eq_diameter = (6.0 * size.volume_mm3 / math.pi) ** (1.0 / 3.0)
         place_radius = 0.5 * (1.0 + params.search_margin) * max(size.max_diameter_mm, eq_diameter)
 
-        q = prob_flat * free
-        score = ball_score_map(q.view(shape), eq_diameter, spacing, params.kernel_sigma_factor).flatten()
-        center_flat = torch.where(free, score, float("-inf")).argmax()
-        center = torch.stack([center_flat // (shape[1] * shape[2]), (center_flat // shape[2]) % shape[1],
-                              center_flat % shape[2]])
+        if box_sl is not None:
+            free_box = free3[box_sl]
+            q = probabilities[box_sl] * free_box
+            score = ball_score_map(q, eq_diameter, spacing, params.kernel_sigma_factor)
+            local = torch.where(free_box, score, float("-inf")).flatten().argmax()
+            bh, bw = q.shape[1], q.shape[2]
+            offset = torch.tensor([lo for lo, _ in box], device=device)
+            center = torch.stack([local // (bh * bw), (local // bw) % bh, local % bw]) + offset
+        else:  # nothing free anywhere: every ranked voxel is invalid, wherever the window is
+            center = torch.zeros(3, dtype=torch.long, device=device)
         flat, dist2 = _window(center, shape, spacing, place_radius)
         window_shape = flat.shape
         flat, dist2 = flat.flatten(), dist2.flatten()
         free_w = free[flat]
         # Ranking key: inside the placement ball by probability (2 + p); if the ball holds too few free voxels
         # the mask grows to the nearest free voxels of the box (0..1); taken / outside-region voxels: -1.
-        key = torch.where(dist2 <= place_radius**2, q[flat] + 2.0, 1.0 - torch.sqrt(dist2) / (diag_mm + 1.0))
+        key = torch.where(dist2 <= place_radius**2, prob_flat[flat] + 2.0, 1.0 - torch.sqrt(dist2) / (diag_mm + 1.0))
         key = torch.where(free_w, key, -1.0)
         k = min(n_core, key.numel())
         top = torch.topk(key, k, sorted=True)

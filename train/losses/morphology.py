@@ -13,6 +13,43 @@ import torch
 import torch.nn.functional as F
 
 Spacing = tuple[float, float, float]
+Box = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]  # (start, stop) voxel range per axis
+
+
+def ball_halves(radius_mm: float, spacing: Spacing) -> tuple[int, int, int]:
+    """Reach in voxels along each axis of a physical ball of ``radius_mm`` (the half-size of its kernel)."""
+    return tuple(int(math.floor(max(radius_mm, 0.0) / s + 1e-6)) for s in spacing)
+
+
+def grow_box(box: Box, margin: tuple[int, int, int], shape: tuple[int, ...]) -> Box:
+    """``box`` widened by ``margin`` voxels per axis, clipped to a volume of ``shape`` (D, H, W)."""
+    return tuple((max(0, lo - m), min(n, hi + m)) for (lo, hi), m, n in zip(box, margin, shape[-3:]))
+
+
+def union_box(boxes: list[Box | None]) -> Box | None:
+    """Smallest box holding every given box (None entries are empty)."""
+    boxes = [b for b in boxes if b is not None]
+    if not boxes:
+        return None
+    return tuple((min(b[a][0] for b in boxes), max(b[a][1] for b in boxes)) for a in range(3))
+
+
+def box_slices(box: Box) -> tuple[slice, slice, slice]:
+    """Index of a box into the last three dimensions."""
+    return tuple(slice(lo, hi) for lo, hi in box)
+
+
+def mask_box(mask: torch.Tensor) -> Box | None:
+    """Bounding box of the non-zero voxels of a (D, H, W) mask (host read), None when empty."""
+    m = (mask != 0).view(torch.uint8)
+    box = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        hits = m.amax(dim=other).nonzero().flatten().tolist()
+        if not hits:
+            return None
+        box.append((hits[0], hits[-1] + 1))
+    return tuple(box)
 
 
 def next_fast_len(n: int) -> int:
@@ -190,16 +227,22 @@ def dilate_mm(mask: torch.Tensor, radius_mm: float, spacing: Spacing) -> torch.T
         shape = mask.shape[-3:]
         max_half = tuple(n - 1 for n in shape)
         kernel = ellipsoid_kernel(2.0 * radius_mm, spacing, max_half=max_half, device=mask.device)
-        key = ("ball", radius_mm, tuple(spacing), max_half)
+        key = ("ball", radius_mm, tuple(spacing), tuple(kernel.shape))
         return fft_correlate(mask.float(), kernel, cache_key=key, even=True) > 0.5
 
 
-def area_downsample(x: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+def area_downsample(x: torch.Tensor, shape: tuple[int, int, int], rows: list[int] | None = None) -> torch.Tensor:
     """Area average of (..., D, H, W) to ``shape`` (float; other dtypes become float32).
 
     Integer ratios are summed by strided slices, a block of volumes (at most ~28 MB) at a time: on a CPU this is
     several times faster than the pooling kernels on a many-channel tensor and never converts the whole input at
     once. Non-integer ratios use ``F.adaptive_avg_pool3d``.
+
+    Args:
+        x: (..., D, H, W) input.
+        shape: output (D, H, W).
+        rows: optional indices into the flattened leading dimensions: only these volumes are computed, the others
+            are zero (e.g. channels that are empty or never read).
     """
     full = tuple(x.shape[-3:])
     if full == tuple(shape):
@@ -208,11 +251,22 @@ def area_downsample(x: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tenso
         return F.adaptive_avg_pool3d(x if x.is_floating_point() else x.float(), shape)
     dtype = x.dtype if x.is_floating_point() else torch.float32
     factors = [f // s for f, s in zip(full, shape)]
-    rows = x.reshape(-1, *full)
-    out = torch.empty((rows.shape[0], *shape), dtype=dtype, device=x.device)
-    block = max(1, CPU_BLOCK_ELEMENTS // math.prod(full)) if x.device.type == "cpu" else rows.shape[0]
-    for start in range(0, rows.shape[0], block):
-        y = rows[start : start + block].to(dtype)
+    flat = x.reshape(-1, *full)
+    n_rows = flat.shape[0]
+    block = max(1, CPU_BLOCK_ELEMENTS // math.prod(full)) if x.device.type == "cpu" else n_rows
+    if rows is None:
+        out = torch.empty((n_rows, *shape), dtype=dtype, device=x.device)
+        spans = [(start, min(start + block, n_rows)) for start in range(0, n_rows, block)]
+    else:
+        out = torch.zeros((n_rows, *shape), dtype=dtype, device=x.device)
+        spans = []
+        for r in sorted(set(rows)):  # runs of consecutive rows, at most ``block`` long
+            if spans and spans[-1][1] == r and r - spans[-1][0] < block:
+                spans[-1] = (spans[-1][0], r + 1)
+            else:
+                spans.append((r, r + 1))
+    for start, end in spans:
+        y = flat[start:end].to(dtype)
         for axis, f in enumerate(factors, start=1):
             if f == 1:
                 continue
@@ -222,5 +276,5 @@ def area_downsample(x: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tenso
                 index[axis] = slice(k, None, f)
                 parts.append(y[tuple(index)])
             y = torch.stack(parts).sum(0) if f > 2 else parts[0] + parts[1]
-        out[start : start + block] = y
+        out[start:end] = y
     return out.mul_(1.0 / math.prod(factors)).view(*x.shape[:-3], *shape)

@@ -49,6 +49,8 @@ class GroupPlan:
     count_is_lower_bound: bool
     tumors: tuple[TumorPlan, ...]
     spacing_mm: tuple[float, float, float]
+    box: tuple[tuple[int, int], tuple[int, int], tuple[int, int]] | None = None
+    """Bounding box of the group mask at full resolution, ``(start, stop)`` per axis (None = empty mask)."""
 
     @property
     def known_tumors(self) -> tuple[TumorPlan, ...]:
@@ -69,6 +71,26 @@ class GroupPlan:
     def fully_sized(self) -> bool:
         """True when every reported lesion has a size and the count is exact: the rest is known tumour-free."""
         return self.n_unknown_size == 0 and not self.count_is_lower_bound
+
+
+def _mask_projections(masks: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, K, D + H + W): which slices along each axis of bool (B, K, D, H, W) masks hold a voxel."""
+    m = (masks if masks.dtype == torch.bool else masks != 0).view(torch.uint8)  # uint8 max: faster than bool any
+    rows = m.amax(-1)  # (B, K, D, H)
+    return torch.cat([rows.amax(-1), rows.amax(-2), m.amax(-2).amax(-2)], dim=-1)
+
+
+def _box(projection: list[int], shape: tuple[int, int, int]):
+    """Bounding box ``((start, stop),) * 3`` from one group's concatenated axis projections (None if empty)."""
+    box = []
+    offset = 0
+    for n in shape:
+        hits = [i for i, v in enumerate(projection[offset : offset + n]) if v]
+        if not hits:
+            return None
+        box.append((hits[0], hits[-1] + 1))
+        offset += n
+    return tuple(box)
 
 
 def plan_groups(targets: ReportTargets, lesion_channels: list[int] | None = None) -> list[GroupPlan]:
@@ -95,9 +117,11 @@ def plan_groups(targets: ReportTargets, lesion_channels: list[int] | None = None
         targets.tumor_size_known,
         targets.tumor_attenuation,
         targets.spacing_mm,
+        _mask_projections(targets.group_masks),
     ]
     host = [t.cpu().tolist() for t in small]
-    channel, state, count, lower, t_group, diam, vol, known, att, spacing = host
+    channel, state, count, lower, t_group, diam, vol, known, att, spacing, projections = host
+    shape = tuple(targets.group_masks.shape[-3:])
     allowed = set(lesion_channels or [])
     plans = []
     for b in range(len(channel)):
@@ -129,6 +153,7 @@ def plan_groups(targets: ReportTargets, lesion_channels: list[int] | None = None
                     count_is_lower_bound=bool(lower[b][k]),
                     tumors=tumors,
                     spacing_mm=tuple(spacing[b]),
+                    box=_box(projections[b][k], shape),
                 )
             )
     return plans

@@ -15,13 +15,15 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from train.losses.attenuation import contrast_penalty, tumor_organ_contrast
 from train.losses.ball import BallParams, BallSize, ball_loss_terms, place_tumors
+from train.losses.buffers import new_tensor
 from train.losses.config import LossConfig
-from train.losses.morphology import area_downsample, dilate_mm
+from train.losses.morphology import Box, area_downsample, ball_halves, box_slices, dilate_mm, grow_box, union_box
 from train.losses.plan import GroupPlan, TumorStatus, plan_groups
-from train.losses.segmentation import coverage_codes, known_from_unknown, masked_bce_dice
+from train.losses.segmentation import Coverage, coverage_codes, known_from_unknown, label_occupancy, masked_bce_dice
 from train.losses.targets import GroupState, ReportTargets
 from train.losses.volume import soft_volume, volume_band_loss, volume_bounds_mm3
 
@@ -37,6 +39,8 @@ class GroupTensors:
         masks: float (G, D, H, W) organ / sub-segment in [0, 1] (fractions after downsampling).
         grown: float (G, D, H, W) the same grown by ``group_margin_mm``.
         spacing: per group, voxel spacing (mm) of this resolution.
+        boxes: per group, a box holding every non-zero voxel of ``grown`` (and so of ``masks``), None when the
+            group mask is empty: per-group work is cropped to it.
     """
 
     plans: list[GroupPlan]
@@ -45,20 +49,49 @@ class GroupTensors:
     masks: torch.Tensor
     grown: torch.Tensor
     spacing: list[tuple[float, float, float]]
+    boxes: list[Box | None]
 
 
 def build_group_tensors(targets: ReportTargets, plans: list[GroupPlan], margin_mm: float) -> GroupTensors:
-    """Gather the supervised groups' masks at full resolution and grow them by ``margin_mm`` (no gradient)."""
+    """Gather the supervised groups' masks at full resolution and grow them by ``margin_mm`` (no gradient).
+
+    The growth of each item's groups runs on the union of their boxes (mask box plus the margin's reach), which
+    holds every voxel of the result: identical to growing the whole crop.
+    """
     device = targets.group_masks.device
     items = torch.tensor([g.item for g in plans], dtype=torch.long, device=device)
     slots = torch.tensor([g.slot for g in plans], dtype=torch.long, device=device)
     channels = torch.tensor([g.channel for g in plans], dtype=torch.long, device=device)
     masks = targets.group_masks[items, slots]
+    shape = tuple(masks.shape[-3:])
+    boxes = [
+        None if g.box is None else grow_box(g.box, ball_halves(margin_mm, g.spacing_mm), shape) for g in plans
+    ]
     grown = torch.zeros_like(masks)
     for b in sorted({g.item for g in plans}):
-        rows = [i for i, g in enumerate(plans) if g.item == b]
-        grown[rows] = dilate_mm(masks[rows], margin_mm, plans[rows[0]].spacing_mm)
-    return GroupTensors(plans, items, channels, masks.float(), grown.float(), [g.spacing_mm for g in plans])
+        rows = [i for i, g in enumerate(plans) if g.item == b]  # contiguous: plans are in (item, slot) order
+        box = union_box([boxes[i] for i in rows])
+        if box is None:
+            continue
+        index = (slice(rows[0], rows[-1] + 1), *box_slices(box))
+        grown[index] = dilate_mm(masks[index], margin_mm, plans[rows[0]].spacing_mm)
+    return GroupTensors(
+        plans, items, channels, masks.float(), grown.float(), [g.spacing_mm for g in plans], boxes
+    )
+
+
+def _scale_box(box: Box | None, full: tuple[int, ...], shape: tuple[int, ...]) -> Box | None:
+    """A box at resolution ``shape`` holding every output voxel that area-averages part of ``box`` at ``full``."""
+    if box is None:
+        return None
+    out = []
+    for (lo, hi), f, s in zip(box, full, shape):
+        if f % s == 0:
+            r = f // s
+            out.append((lo // r, -(-hi // r)))
+        else:  # adaptive pooling windows overlap: one voxel of slack on each side
+            out.append((max(0, lo * s // f - 1), min(s, -(-hi * s // f) + 1)))
+    return tuple(out)
 
 
 def downsample_groups(groups: GroupTensors, shape: tuple[int, int, int]) -> GroupTensors:
@@ -70,7 +103,8 @@ def downsample_groups(groups: GroupTensors, shape: tuple[int, int, int]) -> Grou
     masks = area_downsample(groups.masks, shape)
     grown = area_downsample(groups.grown, shape)
     spacing = [tuple(s * r for s, r in zip(sp, ratio)) for sp in groups.spacing]
-    return dataclasses.replace(groups, masks=masks, grown=grown, spacing=spacing)
+    boxes = [_scale_box(b, tuple(full), tuple(shape)) for b in groups.boxes]
+    return dataclasses.replace(groups, masks=masks, grown=grown, spacing=spacing, boxes=boxes)
 
 
 def _same_channel_others(groups: GroupTensors, index: int, state: GroupState) -> list[int]:
@@ -199,7 +233,8 @@ def report_ball_losses(
             continue
         sizes, slots = _sizes_to_place(g, cfg)
         region = groups.grown[i] >= 0.5
-        placement = place_tumors(detached[i], region, sizes, groups.spacing[i], params)
+        box = groups.boxes[i] if groups.boxes[i] is not None else ((0, 0),) * 3
+        placement = place_tumors(detached[i], region, sizes, groups.spacing[i], params, box=box)
         placements[i] = (placement, slots)
         nonempty = groups.masks[i].sum() > 0
         for j, slot in enumerate(slots):
@@ -209,20 +244,23 @@ def report_ball_losses(
             if (g.item, t.slot) not in statuses:
                 statuses[(g.item, t.slot)] = torch.tensor(int(TumorStatus.PRESENCE_ONLY), device=device)
 
+    # The loss terms only involve voxels of the grown group mask: computed on its box.
     bce_terms, dice_terms, att_terms = [], [], []
     for i, (placement, slots) in placements.items():
         g = groups.plans[i]
-        region = groups.grown[i] >= 0.5
+        sl = box_slices(groups.boxes[i]) if groups.boxes[i] is not None else (slice(None),) * 3
+        region = groups.grown[i][sl] >= 0.5
         exact = g.fully_sized or (cfg.count_prior_diameter_mm is not None and not g.count_is_lower_bound)
-        guard_all = placement.guard.clone()
+        guard_all = placement.guard[sl].clone()
         for j in _same_channel_others(groups, i, GroupState.LESIONS):
-            guard_all |= groups.masks[j] >= 0.5
+            guard_all |= groups.masks[j][sl] >= 0.5
             if j in placements:
-                guard_all |= placements[j][0].guard
-        negative = (region & ~guard_all).float() if exact else torch.zeros_like(placement.positive)
+                guard_all |= placements[j][0].guard[sl]
+        positive = placement.positive[sl]
+        negative = (region & ~guard_all).float() if exact else torch.zeros_like(positive)
         if not slots and not exact:
             continue
-        bce, dice = ball_loss_terms(logits[i], placement.positive, placement.weight, negative)
+        bce, dice = ball_loss_terms(logits[i][sl], positive, placement.weight[sl], negative)
         bce_terms.append(bce)
         dice_terms.append(dice)
         if image_hu is None:
@@ -233,10 +271,11 @@ def report_ball_losses(
         if not att_slots:
             continue
         lo, hi = cfg.attenuation_hu_window
-        hu = image_hu[g.item, 0].clamp(lo, hi)
-        regions = torch.stack([(placement.core == j + 1).float() for j, _ in att_slots])
-        tissue = ((groups.masks[i] >= 0.5) & ~guard_all).float()
-        delta = tumor_organ_contrast(probabilities[i], hu, regions, tissue)
+        hu = image_hu[g.item, 0][sl].clamp(lo, hi)
+        core = placement.core[sl]
+        regions = torch.stack([(core == j + 1).float() for j, _ in att_slots])
+        tissue = ((groups.masks[i][sl] >= 0.5) & ~guard_all).float()
+        delta = tumor_organ_contrast(probabilities[i][sl], hu, regions, tissue)
         codes_t = torch.tensor([c for _, c in att_slots], dtype=torch.long, device=device)
         att_terms.append(contrast_penalty(delta, codes_t, cfg.attenuation_margin_hu, cfg.attenuation_scale_hu))
 
@@ -309,10 +348,12 @@ class ReportSupervisionLoss(nn.Module):
         device = heads[0].device
         # One host read of small tensors: report plan, spacing, mask flags and which channels are (un)known.
         coverage_dev = coverage_codes(unknown_mask.bool()) if cfg.seg_weight > 0 else None
+        occupancy_dev = label_occupancy(labels) if cfg.seg_weight > 0 else None
         plans = plan_groups(targets, cfg.lesion_channels)
         spacing_list = [tuple(s) for s in targets.spacing_mm.cpu().tolist()]
         has_mask_list = has_mask.bool().cpu().tolist()
         coverage = coverage_dev.cpu().tolist() if coverage_dev is not None else None
+        occupied = occupancy_dev.cpu().tolist() if occupancy_dev is not None else None
         report_on = cfg.report_weight > 0 and bool(plans)
         volume_heads = {_head_index(i, len(heads)) for i in cfg.volume_heads} - {None} if report_on else set()
         ball_heads = {_head_index(i, len(heads)) for i in cfg.ball_heads} - {None} if report_on else set()
@@ -321,9 +362,15 @@ class ReportSupervisionLoss(nn.Module):
 
         # Unknown voxels (plus margin) and report-only CTs gate the segmentation loss.
         known = None
+        label_rows = None  # (item, channel) rows whose labels the segmentation loss reads at lower resolutions
         if coverage is not None:
             skip = frozenset() if cfg.seg_on_report_cts else frozenset(b for b, m in enumerate(has_mask_list) if not m)
             known = known_from_unknown(unknown_mask.bool(), coverage, cfg.unknown_dilation_mm, spacing_list, skip)
+            n_ch = len(coverage[0]) if coverage else 0
+            label_rows = [
+                b * n_ch + c for b, row in enumerate(known.coverage) for c, code in enumerate(row)
+                if code != Coverage.NONE and occupied[b][c]
+            ]
 
         # Not heads[0].sum() * 0: its expanded zero gradient would cost a full-size addition in backward.
         zero = heads[0].new_zeros(())
@@ -339,8 +386,8 @@ class ReportSupervisionLoss(nn.Module):
             need_report = j in volume_heads or j in ball_heads
             select = (groups.items, groups.channels) if need_report else None
             if cfg.seg_weight > 0:
-                lab = area_downsample(labels, shape)
-                bce, dice, selected = masked_bce_dice(logits, lab, known.downsample(shape), select)
+                lab = area_downsample(labels, shape, label_rows)
+                bce, dice, selected = masked_bce_dice(logits, lab, known.downsample(shape), select, occupied)
                 del lab
                 total = total + a * cfg.seg_weight * (bce + cfg.seg_dice_weight * dice)
                 parts["seg_bce"] = parts["seg_bce"] + a * bce.detach()
@@ -378,6 +425,32 @@ class ReportSupervisionLoss(nn.Module):
         return total, components
 
 
+class _SelectChannels(torch.autograd.Function):
+    """``logits[items, channels]`` whose gradient is a zero tensor with pages touched only where it is non-zero.
+
+    The standalone losses see only a few channels of a (B, C, D, H, W) output; an ordinary index backward would
+    write a full-size zero gradient first (:func:`train.losses.buffers.new_tensor`).
+    """
+
+    @staticmethod
+    def forward(ctx, logits, items, channels):  # type: ignore[override]
+        ctx.save_for_backward(items, channels)
+        ctx.shape = logits.shape
+        return logits.detach()[items, channels]
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):  # type: ignore[override]
+        items, channels = ctx.saved_tensors
+        out = new_tensor(ctx.shape, grad.dtype, grad.device, zero=True)
+        out.index_put_((items, channels), grad, accumulate=True)
+        return out, None, None
+
+
+def _select_channels(logits: torch.Tensor, items: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
+    return _SelectChannels.apply(logits, items, channels) if logits.requires_grad else logits[items, channels]
+
+
 class VolumeLoss(nn.Module):
     """Volume Loss alone on one head's logits (B, C, D, H, W) at full resolution; returns ``(loss, n_entries)``."""
 
@@ -391,7 +464,7 @@ class VolumeLoss(nn.Module):
             zero = logits.sum() * 0.0
             return zero, zero.detach()
         groups = build_group_tensors(targets, plans, self.cfg.group_margin_mm)
-        probabilities = torch.sigmoid(logits[groups.items, groups.channels])
+        probabilities = torch.sigmoid(_select_channels(logits, groups.items, groups.channels))
         return report_volume_loss(probabilities, groups, self.cfg)
 
 
@@ -414,7 +487,7 @@ class BallLoss(nn.Module):
             status = torch.where(targets.tumor_group < 0, int(TumorStatus.PADDING), int(TumorStatus.NOT_SUPERVISED))
             return BallOutput(zero, zero, zero, 0, 0, status, {})
         groups = build_group_tensors(targets, plans, self.cfg.group_margin_mm)
-        selected = logits[groups.items, groups.channels]
+        selected = _select_channels(logits, groups.items, groups.channels)
         return report_ball_losses(selected, groups, self.cfg, targets.batch_size, targets.num_tumors, image_hu)
 
 

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from train.losses.buffers import new_tensor
 from train.losses.morphology import CPU_BLOCK_ELEMENTS, Spacing, dilate_mm
 
 _EPS = 1e-5
@@ -101,32 +102,77 @@ def known_from_unknown(
     return KnownVoxels(codes, ~rows)
 
 
-def _chunks(coverage, voxels: int, max_elements: int | None):
-    """Runs of consecutive channels of one item with the same coverage: (item, c0, c1, code, first mask row)."""
+def _chunks(coverage, voxels: int, max_elements: int | None, nonempty=None):
+    """Runs of consecutive channels of one item with the same coverage and label occupancy.
+
+    Yields ``(item, c0, c1, code, first mask row, has labels)``; ``nonempty`` (host B x C bools, None = all True)
+    tells which pairs have any positive label.
+    """
     max_rows = len(coverage[0]) if max_elements is None else max(1, max_elements // max(voxels, 1))
     row = 0
     for b, codes in enumerate(coverage):
+        full = nonempty[b] if nonempty is not None else (True,) * len(codes)
         c = 0
         while c < len(codes):
             end = c + 1
-            while end < len(codes) and end - c < max_rows and codes[end] == codes[c]:
+            while end < len(codes) and end - c < max_rows and codes[end] == codes[c] and full[end] == full[c]:
                 end += 1
-            yield b, c, end, codes[c], row
+            yield b, c, end, codes[c], row, bool(full[c])
             if codes[c] == Coverage.PARTIAL:
                 row += end - c
             c = end
 
 
 def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Row-wise dot products of (n, V) tensors; a single row uses BLAS dot (no temporary)."""
+    """Row-wise dot products of (n, V) tensors: one BLAS dot per row (no temporary of the rows' size)."""
     if a.shape[0] == 1:
         return torch.dot(a[0], b[0]).unsqueeze(0)
-    return (a * b).sum(-1)
+    return torch.stack([torch.dot(x, y) for x, y in zip(a, b)])
+
+
+def label_occupancy(labels: torch.Tensor) -> torch.Tensor:
+    """bool (B, C): whether each (item, channel) of (B, C, D, H, W) labels has any non-zero voxel (on its device).
+
+    Read to the host (with the coverage codes) and passed to :func:`masked_bce_dice` as ``nonempty``.
+    """
+    flat = labels.flatten(2)
+    if flat.dtype == torch.bool:
+        flat = flat.view(torch.uint8)  # uint8 reductions are far faster than bool any
+    return flat.amax(-1) > 0
+
+
+class _Scratch:
+    """Chunk-sized work buffers, allocated once per pass and reused by every chunk (``out=`` operations).
+
+    Fresh large CPU tensors are expensive (page faults, see :mod:`train.losses.buffers`); on CUDA the chunk is
+    a whole item and the caching allocator makes this equivalent to ordinary temporaries.
+    """
+
+    def __init__(self, rows: int, voxels: int, dtype: torch.dtype, device: torch.device):
+        self.shape = (rows, voxels)
+        self.dtype = dtype
+        self.device = device
+        self.buffers: dict[str, torch.Tensor] = {}
+
+    def get(self, name: str, rows: int) -> torch.Tensor:
+        buf = self.buffers.get(name)
+        if buf is None:
+            buf = self.buffers[name] = new_tensor(self.shape, self.dtype, self.device)
+        return buf[:rows]
+
+    def cast(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """``x`` in the scratch dtype (itself if it already is; else converted into a buffer)."""
+        return x if x.dtype == self.dtype else self.get(name, x.shape[0]).copy_(x)
+
+
+def _scratch_for(logits: torch.Tensor, voxels: int, max_el: int | None) -> _Scratch:
+    rows = logits.shape[1] if max_el is None else max(1, min(logits.shape[1], max_el // max(voxels, 1)))
+    return _Scratch(rows, voxels, logits.dtype, logits.device)
 
 
 class _MaskedBceDice(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits, sel_b, sel_c, labels, known):  # type: ignore[override]
+    def forward(ctx, logits, sel_b, sel_c, labels, known, nonempty):  # type: ignore[override]
         b_size, c_size = logits.shape[:2]
         voxels = math.prod(logits.shape[2:])
         dtype = logits.dtype
@@ -138,26 +184,39 @@ class _MaskedBceDice(torch.autograd.Function):
         n_known = logits.new_zeros(())
         n_all = 0  # known voxels of fully known pairs, counted on the host (exact)
         max_el = _CPU_CHUNK_ELEMENTS if logits.device.type == "cpu" else None
+        scratch = _scratch_for(logits, voxels, max_el)
         with torch.no_grad():
-            for b, c0, c1, code, row in _chunks(known.coverage, voxels, max_el):
+            for b, c0, c1, code, row, full in _chunks(known.coverage, voxels, max_el, nonempty):
                 if code == Coverage.NONE:
                     continue
+                n = c1 - c0
                 z = z_all[b, c0:c1]
-                y = y_all[b, c0:c1].to(dtype)
-                buf = torch.sigmoid(z)
+                buf = scratch.get("buf", n)
+                k = scratch.cast("k", k_all[row : row + n]) if code == Coverage.PARTIAL else None
+                if not full:
+                    # No positive label: BCE = softplus(z) and no Dice (empty target); no sigmoid, no label reads.
+                    torch._C._nn.softplus(z, 1.0, 20.0, out=buf)
+                    if k is None:
+                        bce += buf.sum()
+                        n_all += n * voxels
+                    else:
+                        bce += _rowdot(buf, k).sum()
+                        n_known += k.sum()
+                    continue
+                y = scratch.cast("y", y_all[b, c0:c1])
+                torch.sigmoid(z, out=buf)
                 # BCE(z, y) = relu(z) + log1p(exp(-|z|)) - z y, and log1p(exp(-|z|)) = -log(max(p, 1 - p)): one
                 # logarithm of a value in [0.5, 1] reusing p (no overflow, no second transcendental pass).
-                if code == Coverage.ALL:
+                if k is None:
                     sums[0, b, c0:c1] = buf.sum(-1)
                     sums[1, b, c0:c1] = _rowdot(buf, y)
                     sums[2, b, c0:c1] = y.sum(-1)
                     bce -= _rowdot(z, y).sum()
                     bce -= buf.sub_(0.5).abs_().add_(0.5).log_().sum()
                     bce += torch.clamp(z, min=0, out=buf).sum()
-                    n_all += (c1 - c0) * voxels
+                    n_all += n * voxels
                 else:
-                    k = k_all[row : row + c1 - c0].to(dtype)
-                    yk = y * k
+                    yk = torch.mul(y, k, out=scratch.get("yk", n))
                     sums[0, b, c0:c1] = _rowdot(buf, k)
                     sums[1, b, c0:c1] = _rowdot(buf, yk)
                     sums[2, b, c0:c1] = yk.sum(-1)
@@ -165,6 +224,7 @@ class _MaskedBceDice(torch.autograd.Function):
                     bce -= _rowdot(buf.sub_(0.5).abs_().add_(0.5).log_(), k).sum()
                     bce += _rowdot(torch.clamp(z, min=0, out=buf), k).sum()
                     n_known += k.sum()
+            del scratch
             sum_p, inter, sum_y = sums
             n_known = (n_known + n_all).clamp_min(1.0)
             bce = bce / n_known
@@ -175,6 +235,7 @@ class _MaskedBceDice(torch.autograd.Function):
             selected = logits.detach()[sel_b, sel_c]
         ctx.save_for_backward(logits, labels, inter, den, valid, n_valid, n_known, sel_b, sel_c)
         ctx.known = known
+        ctx.nonempty = nonempty
         return torch.stack([bce, dice]), selected
 
     @staticmethod
@@ -195,25 +256,30 @@ class _MaskedBceDice(torch.autograd.Function):
         # d(1 - Dice)/dp = b + a y per (item, class) on known voxels; times sigmoid'(z) = p - p^2.
         coef_b = ((2.0 * inter + _EPS) * valid / (n_valid * den * den) * grad[1]).unsqueeze(-1)
         coef_a = (-2.0 * valid / (n_valid * den) * grad[1]).unsqueeze(-1)
-        out = torch.empty_like(logits)
+        out = new_tensor(logits.shape, dtype, logits.device, zero=True)  # NONE pairs stay zero (untouched pages)
         out_all = out.view(b_size, c_size, voxels)
         max_el = _CPU_CHUNK_ELEMENTS if logits.device.type == "cpu" else None
-        for b, c0, c1, code, row in _chunks(known.coverage, voxels, max_el):
+        scratch = _scratch_for(logits, voxels, max_el)
+        for b, c0, c1, code, row, full in _chunks(known.coverage, voxels, max_el, ctx.nonempty):
             o = out_all[b, c0:c1]
             if code == Coverage.NONE:
-                o.zero_()
                 continue
+            n = c1 - c0
             z = z_all[b, c0:c1]
-            y = y_all[b, c0:c1].to(dtype)
-            p = torch.sigmoid(z)
-            torch.sub(p, y, out=o).mul_(g_bce)
-            slope = p.addcmul_(p, p, value=-1.0)
-            o.addcmul_(slope, torch.addcmul(coef_b[b, c0:c1], y, coef_a[b, c0:c1]))
+            if not full:  # no Dice term: d softplus(z)/dz = p
+                torch.sigmoid(z, out=o).mul_(g_bce)
+            else:
+                y = scratch.cast("y", y_all[b, c0:c1])
+                p = torch.sigmoid(z, out=scratch.get("p", n))
+                torch.sub(p, y, out=o).mul_(g_bce)
+                slope = p.addcmul_(p, p, value=-1.0)
+                o.addcmul_(slope, torch.addcmul(coef_b[b, c0:c1], y, coef_a[b, c0:c1], out=scratch.get("t", n)))
             if code == Coverage.PARTIAL:
-                o.mul_(k_all[row : row + c1 - c0].to(dtype))
+                o.mul_(scratch.cast("k", k_all[row : row + n]))
+        del scratch
         if grad_selected is not None and sel_b.numel():
             out.index_put_((sel_b, sel_c), grad_selected, accumulate=True)
-        return out, None, None, None, None
+        return out, None, None, None, None, None
 
 
 def masked_bce_dice(
@@ -221,6 +287,7 @@ def masked_bce_dice(
     labels: torch.Tensor,
     known: torch.Tensor | KnownVoxels,
     select: tuple[torch.Tensor, torch.Tensor] | None = None,
+    nonempty: list[list[bool]] | tuple[tuple[bool, ...], ...] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """BCE and soft Dice restricted to known voxels, optionally returning selected channels.
 
@@ -230,6 +297,9 @@ def masked_bce_dice(
             dtypes are converted chunk by chunk.
         known: :class:`KnownVoxels`, or a dense (B, C, D, H, W) tensor in {0, 1} (1 = supervise this voxel).
         select: optional ``(item_index, channel_index)`` long (G,) tensors.
+        nonempty: optional host (B x C) flags, False where a pair's labels are all zero (from
+            :func:`label_occupancy`, valid at every resolution): such pairs skip the label reads and the Dice sums
+            (their Dice is excluded anyway) and cost one pass forward and one back. None = every pair may have labels.
 
     Returns:
         ``(bce, dice, selected)``: BCE averaged over known voxels; ``1 - Dice`` per (item, class) on known voxels,
@@ -243,5 +313,5 @@ def masked_bce_dice(
     if select is None:
         empty = torch.zeros(0, dtype=torch.long, device=logits.device)
         select = (empty, empty)
-    out, selected = _MaskedBceDice.apply(logits, select[0], select[1], labels, known)
+    out, selected = _MaskedBceDice.apply(logits, select[0], select[1], labels, known, nonempty)
     return out[0], out[1], selected

@@ -94,3 +94,14 @@ def test_even_kernel_spectrum_matches_the_fft(diameter, spacing):
     general = fft_correlate(volume, kernel)
     even = fft_correlate(volume, kernel, even=True)
     assert torch.allclose(even, general, rtol=1e-5, atol=1e-5 * general.abs().max().item())
+
+
+def test_area_downsample_of_selected_rows_leaves_the_others_zero():
+    torch.manual_seed(1)
+    x = torch.rand(2, 5, 8, 8, 6)
+    rows = [1, 2, 3, 6, 9]
+    got = area_downsample(x, (4, 4, 3), rows)
+    full = area_downsample(x, (4, 4, 3)).reshape(10, 4, 4, 3)
+    got = got.reshape(10, 4, 4, 3)
+    for r in range(10):
+        assert torch.equal(got[r], full[r]) if r in rows else got[r].abs().max() == 0

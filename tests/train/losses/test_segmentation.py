@@ -113,3 +113,29 @@ def test_labels_of_another_dtype_are_converted_per_chunk():
     z = torch.randn(1, 3, 4, 4, 4)
     k = torch.ones_like(z)
     assert masked_bce_dice(z, y, k)[0].item() == pytest.approx(masked_bce_dice(z, y.float(), k)[0].item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("chunk_elements", [1, 2 * 5 * 6 * 7, 1 << 22])
+def test_label_free_pairs_take_the_short_path_with_the_same_result(monkeypatch, chunk_elements):
+    monkeypatch.setattr(segmentation, "_CPU_CHUNK_ELEMENTS", chunk_elements)
+    torch.manual_seed(5)
+    shape = (2, 4, 5, 6, 7)
+    unknown = _unknown_with_every_coverage(shape)
+    known = known_from_unknown(unknown, coverage_codes(unknown).tolist(), 1.0, [(1.0, 1.0, 1.0)] * 2)
+    y = (torch.rand(shape) > 0.6).double()
+    y[0, 0] = 0  # fully known, no label
+    y[1, 3] = 0  # partly known, no label
+    y[0, 1] = 0  # unknown, no label
+    occupancy = segmentation.label_occupancy(y).tolist()
+    assert occupancy == [[False, False, True, True], [True, True, True, False]]
+    assert segmentation.label_occupancy(y > 0).tolist() == occupancy
+    z = (3 * torch.randn(shape, dtype=torch.float64)).requires_grad_(True)
+    sel = (torch.tensor([0, 1]), torch.tensor([3, 2]))
+    results = []
+    for nonempty in (None, occupancy):
+        z.grad = None
+        bce, dice, selected = masked_bce_dice(z, y, known, sel, nonempty)
+        (bce + 0.5 * dice + (selected**3).sum()).backward()
+        results.append((bce.item(), dice.item(), z.grad.clone()))
+    assert results[1][:2] == pytest.approx(results[0][:2], rel=1e-12)
+    assert torch.allclose(results[1][2], results[0][2], atol=1e-14)
