@@ -141,7 +141,11 @@ _SPECTRUM_CACHE_SIZE = 8
 
 
 def fft_correlate(
-    volume: torch.Tensor, kernel: torch.Tensor, cache_key: tuple | None = None, even: bool = False
+    volume: torch.Tensor,
+    kernel: torch.Tensor,
+    cache_key: tuple | None = None,
+    even: bool = False,
+    zero_margin: tuple[int, int, int] = (0, 0, 0),
 ) -> torch.Tensor:
     """Same-size zero-padded cross-correlation ``out[x] = sum_u volume[x + u] * kernel[u]`` by FFT.
 
@@ -154,13 +158,16 @@ def fft_correlate(
         cache_key: hashable description of ``kernel``; if given, its spectrum is kept in a small LRU cache.
         even: the caller guarantees ``kernel`` is symmetric along each axis (``kernel.flip(a) == kernel``), as
             every :func:`ellipsoid_kernel` is; its real spectrum is then computed without an FFT.
+        zero_margin: the caller guarantees ``volume`` is zero within this many voxels of both ends of each axis
+            (e.g. a mask in a box grown by the kernel's reach); the FFT period can then be that much shorter.
 
     Returns:
         float (..., D, H, W).
     """
     shape = volume.shape[-3:]
-    # Linear (not circular) correlation needs a period of at least size + half-kernel per axis.
-    fast = [next_fast_len(n + k // 2) for n, k in zip(shape, kernel.shape)]
+    # Linear (not circular) correlation on [0, n) of an input supported on [m, n - m) needs a period of at least
+    # n + half-kernel - m per axis: a wrapped-around offset then never reaches the support.
+    fast = [next_fast_len(n + max(0, k // 2 - m)) for n, k, m in zip(shape, kernel.shape, zero_margin)]
     key = None if cache_key is None else (cache_key, even, tuple(fast), str(kernel.device))
     spec_k = _SPECTRUM_CACHE.get(key) if key is not None else None
     if spec_k is None:
@@ -205,7 +212,9 @@ def _dilate_by_shifts(mask: torch.Tensor, radius_mm: float, spacing: Spacing) ->
     return dist2 <= radius_mm * radius_mm + 1e-6
 
 
-def dilate_mm(mask: torch.Tensor, radius_mm: float, spacing: Spacing) -> torch.Tensor:
+def dilate_mm(
+    mask: torch.Tensor, radius_mm: float, spacing: Spacing, zero_margin: tuple[int, int, int] = (0, 0, 0)
+) -> torch.Tensor:
     """Binary dilation by a physical ball of ``radius_mm`` (Euclidean, spacing-aware).
 
     Small radii (a few voxels) use shifted minima of the squared distance; larger ones an FFT correlation with
@@ -215,6 +224,7 @@ def dilate_mm(mask: torch.Tensor, radius_mm: float, spacing: Spacing) -> torch.T
         mask: bool (..., D, H, W); leading dimensions are batched and share ``spacing``.
         radius_mm: dilation radius in mm; <= 0 returns a copy.
         spacing: voxel spacing (mm) along D, H, W.
+        zero_margin: voxels at both ends of each axis known to be False (see :func:`fft_correlate`).
 
     Returns:
         bool (..., D, H, W).
@@ -228,7 +238,7 @@ def dilate_mm(mask: torch.Tensor, radius_mm: float, spacing: Spacing) -> torch.T
         max_half = tuple(n - 1 for n in shape)
         kernel = ellipsoid_kernel(2.0 * radius_mm, spacing, max_half=max_half, device=mask.device)
         key = ("ball", radius_mm, tuple(spacing), tuple(kernel.shape))
-        return fft_correlate(mask.float(), kernel, cache_key=key, even=True) > 0.5
+        return fft_correlate(mask.float(), kernel, cache_key=key, even=True, zero_margin=zero_margin) > 0.5
 
 
 def area_downsample(x: torch.Tensor, shape: tuple[int, int, int], rows: list[int] | None = None) -> torch.Tensor:

@@ -74,7 +74,9 @@ def build_group_tensors(targets: ReportTargets, plans: list[GroupPlan], margin_m
         if box is None:
             continue
         index = (slice(rows[0], rows[-1] + 1), *box_slices(box))
-        grown[index] = dilate_mm(masks[index], margin_mm, plans[rows[0]].spacing_mm)
+        inner = [plans[i].box for i in rows if plans[i].box is not None]
+        zero_margin = tuple(min(min(m[a][0] - box[a][0], box[a][1] - m[a][1]) for m in inner) for a in range(3))
+        grown[index] = dilate_mm(masks[index], margin_mm, plans[rows[0]].spacing_mm, zero_margin)
     return GroupTensors(
         plans, items, channels, masks.float(), grown.float(), [g.spacing_mm for g in plans], boxes
     )
@@ -354,6 +356,9 @@ class ReportSupervisionLoss(nn.Module):
         has_mask_list = has_mask.bool().cpu().tolist()
         coverage = coverage_dev.cpu().tolist() if coverage_dev is not None else None
         occupied = occupancy_dev.cpu().tolist() if occupancy_dev is not None else None
+        lesion = set(cfg.lesion_channels)
+        pos_weight = None if cfg.lesion_pos_weight == 1.0 else [
+            cfg.lesion_pos_weight if c in lesion else 1.0 for c in range(heads[0].shape[1])]
         report_on = cfg.report_weight > 0 and bool(plans)
         volume_heads = {_head_index(i, len(heads)) for i in cfg.volume_heads} - {None} if report_on else set()
         ball_heads = {_head_index(i, len(heads)) for i in cfg.ball_heads} - {None} if report_on else set()
@@ -387,7 +392,8 @@ class ReportSupervisionLoss(nn.Module):
             select = (groups.items, groups.channels) if need_report else None
             if cfg.seg_weight > 0:
                 lab = area_downsample(labels, shape, label_rows)
-                bce, dice, selected = masked_bce_dice(logits, lab, known.downsample(shape), select, occupied)
+                bce, dice, selected = masked_bce_dice(logits, lab, known.downsample(shape), select, occupied,
+                                                      pos_weight)
                 del lab
                 total = total + a * cfg.seg_weight * (bce + cfg.seg_dice_weight * dice)
                 parts["seg_bce"] = parts["seg_bce"] + a * bce.detach()

@@ -105,3 +105,18 @@ def test_area_downsample_of_selected_rows_leaves_the_others_zero():
     got = got.reshape(10, 4, 4, 3)
     for r in range(10):
         assert torch.equal(got[r], full[r]) if r in rows else got[r].abs().max() == 0
+
+
+@pytest.mark.parametrize("margin", [(0, 0, 0), (3, 5, 9), (9, 9, 9)])
+def test_fft_correlation_with_a_zero_margin_uses_a_shorter_period_and_agrees(margin):
+    torch.manual_seed(3)
+    shape = (30, 34, 32)
+    volume = torch.zeros(shape)
+    inner = tuple(slice(m, n - m) for m, n in zip(margin, shape))
+    volume[inner] = torch.rand(*(n - 2 * m for m, n in zip(margin, shape)))
+    kernel = ellipsoid_kernel(19.0, (1.0, 1.0, 1.0), sigma_factor=1.5)  # half-size 9
+    direct = F.conv3d(volume[None, None], kernel[None, None], padding=9)[0, 0]
+    short = fft_correlate(volume, kernel, zero_margin=margin)
+    assert torch.allclose(short, direct, rtol=1e-4, atol=1e-4 * direct.abs().max().item())
+    mask, iso = volume > 0.5, (1.0, 1.0, 1.0)
+    assert torch.equal(dilate_mm(mask, 9.0, iso, margin), dilate_mm(mask, 9.0, iso))
