@@ -2,7 +2,9 @@
 
 Parts (`--parts`, comma-separated):
 - `overhead`: client + validation + DuckDB throughput against a local fake server that answers instantly with a
-  valid answer (`n_overhead` reports, 64 in flight). Also checks one LLM call per report on the happy path.
+  valid answer (`n_overhead` reports, 64 in flight). Also checks one LLM call per report on the happy path, and
+  splits the CPU per report between the event loop (HTTP, validation), the writer/DuckDB threads and the fake
+  server, with the 1-minute load average before and after (the machine is shared).
 - `tokens`: prompt tokens per dev case, the share of them in the fixed prefix (tokenizer of the embedded model).
 - `local`: the embedded llama.cpp backend on the first `--n-dev` dev cases, one thread, per model: reports/min
   (steady state, after the prefix is cached), output tokens per report, and agreement with the gold organ summary
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -51,6 +54,22 @@ def dev_cases(n: int | None = None) -> list[dict]:
 # -- overhead ------------------------------------------------------------------------------------------
 
 
+def _load_1min() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+def _process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of another process (Linux /proc), else None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def bench_overhead(n: int) -> None:
     import pyarrow as pa
 
@@ -66,15 +85,26 @@ def bench_overhead(n: int) -> None:
             texts = [f"{SENTENCE} Exam {i}." for i in range(n)]
             store.add_reports(pa.table({"report_id": [f"r{i:06d}" for i in range(n)], "text": texts}), "bench")
             backend = OpenAIBackend(OpenAIConfig(urls=[f"http://127.0.0.1:{port}/v1"], concurrency=64))
-            t0, c0 = time.perf_counter(), time.process_time()
+            load0, server0 = _load_1min(), _process_cpu_s(server.pid)
+            t0, c0, m0 = time.perf_counter(), time.process_time(), time.thread_time()
             stats = asyncio.run(run_extraction(store, backend, load_prompt(), SamplingConfig(),
                                                EngineConfig(progress=False)))
-            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            wall, cpu, main = time.perf_counter() - t0, time.process_time() - c0, time.thread_time() - m0
+            server1, load1 = _process_cpu_s(server.pid), _load_1min()
+            server_cpu = server1 - server0 if server0 is not None and server1 is not None else None
             tumors = store.query("SELECT count(*) AS n FROM tumors").column("n")[0].as_py()
+
+        def per_report(seconds: float | None) -> float | None:
+            return round(1000 * seconds / n, 3) if seconds is not None else None
+
         emit(bench="extract_client_overhead", reports=n, ok=stats.ok, failed=stats.failed, tumors_stored=tumors,
              calls_per_report=round(stats.calls / max(stats.done, 1), 3), wall_s=round(wall, 2),
-             reports_per_s=round(stats.done / wall, 1), client_cpu_ms_per_report=round(1000 * cpu / n, 3),
+             reports_per_s=round(stats.done / wall, 1), client_cpu_ms_per_report=per_report(cpu),
              reports_per_cpu_s=round(n / cpu, 1), concurrency=64,
+             # where the CPU goes: the event-loop thread (HTTP, validation), the writer and DuckDB threads, and
+             # the fake server process, which shares the machine's cores with the client
+             event_loop_cpu_ms_per_report=per_report(main), writer_threads_cpu_ms_per_report=per_report(cpu - main),
+             fake_server_cpu_ms_per_report=per_report(server_cpu), load_1min_before=load0, load_1min_after=load1,
              note="fake server in a subprocess; shared 2-core machine, so CPU time per report is the stable figure")
     finally:
         server.terminate()
