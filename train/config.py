@@ -119,6 +119,15 @@ class OptimConfig(_Strict):
     amp: Literal["auto", "bf16", "off"] = Field(
         "auto", description="auto: bf16 autocast on CUDA, fp32 on CPU; bf16: always autocast; off: fp32."
     )
+    report_start_step: int = Field(
+        0, ge=0,
+        description="Steps trained on the segmentation loss alone before the report losses switch on. The Ball "
+        "Loss places its pseudo-mask where the network is already most confident, so from a random start it "
+        "reinforces arbitrary tissue; the paper starts from a masks-only model for the same reason.",
+    )
+    report_ramp_steps: int = Field(
+        0, ge=0, description="Linear ramp of the report-loss weight from 0 to `loss.report_weight` after the start."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> OptimConfig:

@@ -30,6 +30,7 @@ from torch import nn
 
 from train import checkpoint as ckpt_io
 from train.config import TrainConfig, save_config
+from train.losses.config import LossConfig
 from train.model import build_network, check_patch_size
 
 log = logging.getLogger("rsuper.train")
@@ -60,6 +61,16 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int, power: float) -> f
         return (step + 1) / warmup_steps
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     return max(0.0, 1.0 - progress) ** power
+
+
+def report_weight_factor(step: int, start_step: int, ramp_steps: int) -> float:
+    """Multiplier of the report-loss weight at optimizer step ``step`` (0-based): 0 before ``start_step``, then a
+    linear ramp over ``ramp_steps`` steps to 1."""
+    if step < start_step:
+        return 0.0
+    if ramp_steps <= 0:
+        return 1.0
+    return min(1.0, (step - start_step + 1) / ramp_steps)
 
 
 class EMA:
@@ -293,6 +304,7 @@ class Trainer:
     def train_step(self, batch: dict, timing: bool = False) -> dict[str, float]:
         """One optimizer step. Returns the loss components, ``lr`` and ``grad_norm`` (and timings if asked)."""
         self.model.train()
+        report_weight = self._schedule_report_weight()
         batch = self._to_device(batch)
         sync = torch.cuda.synchronize if (timing and self.device.type == "cuda") else (lambda: None)
         t0 = time.perf_counter()
@@ -321,11 +333,22 @@ class Trainer:
         self.step += 1
         sync()
         t3 = time.perf_counter()
-        out = {"loss": float(total.detach()), "lr": lr, "grad_norm": float(grad_norm)}
+        out = {"loss": float(total.detach()), "lr": lr, "grad_norm": float(grad_norm), "report_weight": report_weight}
         out.update({k: float(v) for k, v in parts.items() if not torch.is_tensor(v) or v.numel() == 1})
         if timing:
             out.update({"time_forward_s": t1 - t0, "time_loss_s": t2 - t1, "time_backward_step_s": t3 - t2})
         return out
+
+    def _schedule_report_weight(self) -> float:
+        """Report-loss weight of this step (``optim.report_start_step`` / ``report_ramp_steps``), set on the loss
+        module when it carries a :class:`LossConfig` as ``cfg`` (a custom loss without one is left alone)."""
+        o = self.config.optim
+        weight = self.config.loss.report_weight * report_weight_factor(self.step, o.report_start_step,
+                                                                       o.report_ramp_steps)
+        cfg = getattr(self.loss_fn, "cfg", None)
+        if isinstance(cfg, LossConfig) and cfg.report_weight != weight:
+            self.loss_fn.cfg = cfg.model_copy(update={"report_weight": weight})
+        return weight
 
     def eval_network(self) -> nn.Module:
         """A copy of the network carrying the EMA weights (or the raw ones), in eval mode."""

@@ -6,7 +6,7 @@ import torch
 from train.checkpoint import BEST, LATEST, CheckpointError, load_checkpoint
 from train.config import load_config
 from train.synthetic import SyntheticData
-from train.trainer import EMA, Trainer, lr_factor
+from train.trainer import EMA, Trainer, lr_factor, report_weight_factor
 
 TINY = [
     "cpu_threads=1",
@@ -45,6 +45,26 @@ def test_lr_schedule_warmup_then_poly():
     assert lr_factor(4, 4, 10, 0.9) == pytest.approx(1.0)
     assert lr_factor(7, 4, 10, 0.9) == pytest.approx(0.5**0.9)
     assert lr_factor(10, 4, 10, 0.9) == 0.0
+
+
+def test_report_weight_is_off_then_ramps_linearly():
+    assert [report_weight_factor(s, 3, 4) for s in range(8)] == [0, 0, 0, 0.25, 0.5, 0.75, 1, 1]
+    assert report_weight_factor(0, 0, 0) == 1.0
+    assert report_weight_factor(5, 6, 0) == 0.0 and report_weight_factor(6, 6, 0) == 1.0
+
+
+def test_train_step_applies_the_report_weight_schedule(tmp_path):
+    cfg = tiny_config(tmp_path / "run", "loss.report_weight=0.5", "optim.report_start_step=1",
+                      "optim.report_ramp_steps=2")
+    data = SyntheticData(cfg.data)
+    trainer = Trainer(cfg, data, resume=False)
+    batches = data.train_batches(0, 1, 0)
+    weights = []
+    for _ in range(4):
+        weights.append(trainer.train_step(next(batches))["report_weight"])
+        assert trainer.loss_fn.cfg.report_weight == weights[-1]
+    assert weights == [0.0, 0.25, 0.5, 0.5]
+    assert cfg.loss.report_weight == 0.5  # the run's config is left as written
 
 
 def test_ema_follows_weights_with_warmup_decay():

@@ -136,7 +136,7 @@ def choose_crop(
     if has_mask or supervision is None:
         fg = cached.foreground
         if len(fg) and rng.random() < config.foreground_probability:
-            return Crop(start_around(rng, np.asarray(fg[rng.integers(len(fg))]), shape, patch), None)
+            return Crop(start_around(rng, np.asarray(fg[_balanced_foreground_index(rng, cached)]), shape, patch), None)
         return Crop(random_start(rng, shape, patch), None)
     candidates = [
         i for i, g in enumerate(supervision.groups)
@@ -150,6 +150,23 @@ def choose_crop(
             if start is not None:
                 return Crop(start, int(i))
     return Crop(random_start(rng, shape, patch), None)
+
+
+def _balanced_foreground_index(rng: np.random.Generator, cached: CachedCase) -> int:
+    """A foreground voxel drawn lesion class first, then voxel (nnU-Net's class-balanced oversampling).
+
+    Drawing voxels uniformly would centre nearly every crop on the largest tumour of a case and almost never on a
+    small one of another organ. Cases without a lesion mask keep the uniform draw over their organ voxels.
+    """
+    fg = cached.foreground
+    if cached.lesions is None:
+        return int(rng.integers(len(fg)))
+    codes = np.asarray(cached.lesions[tuple(np.asarray(fg).T)])
+    present = np.unique(codes[codes > 0])
+    if len(present) <= 1:
+        return int(rng.integers(len(fg)))
+    members = np.flatnonzero(codes == present[rng.integers(len(present))])
+    return int(members[rng.integers(len(members))])
 
 
 def group_box(group: Group, boxes: dict[str, list[list[int]]]) -> tuple[np.ndarray, np.ndarray]:

@@ -36,6 +36,29 @@ def test_fused_loss_and_gradient_match_autograd():
     assert torch.allclose(fused, z.grad, atol=1e-12)
 
 
+@pytest.mark.parametrize("dense_known", [True, False])
+def test_positive_weight_matches_torch_bce_pos_weight(dense_known):
+    torch.manual_seed(1)
+    shape = (2, 4, 5, 6, 7)
+    y = (torch.rand(shape) > 0.8).double()
+    y[1, 3] = 0  # a weighted channel without positives: the short path
+    k = torch.ones(shape, dtype=torch.float64) if dense_known else (torch.rand(shape) > 0.3).double()
+    z = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    w = [1.0, 1.0, 8.0, 3.0]
+    bce, dice, _ = masked_bce_dice(z, y, k, pos_weight=w)
+    (bce + dice).backward()
+    fused = z.grad.clone()
+    z.grad = None
+    pw = torch.tensor(w, dtype=torch.float64).view(1, 4, 1, 1, 1)
+    ref_bce = (F.binary_cross_entropy_with_logits(z, y, reduction="none", pos_weight=pw) * k).sum() / k.sum()
+    _, ref_dice = _reference(z, y, k)
+    (ref_bce + ref_dice).backward()
+    assert bce.item() == pytest.approx(ref_bce.item(), rel=1e-10)
+    assert torch.allclose(fused, z.grad, atol=1e-12)
+    with pytest.raises(ValueError, match="pos_weight"):
+        masked_bce_dice(z, y, k, pos_weight=[1.0, 2.0])
+
+
 def test_unknown_voxels_get_no_gradient_and_extreme_logits_stay_finite():
     z = torch.tensor([[[[[-200.0, 0.0, 200.0, 5.0]]]]], requires_grad=True)
     y = torch.tensor([[[[[1.0, 0.0, 0.0, 1.0]]]]])
