@@ -335,6 +335,10 @@ def test_vllm_cpu_server_three_reports(store):
                   f"latency={r['latency_s'] or 0:.1f} s {r['error'] or ''} {(r['raw_output'] or '')[:160]}")
         assert backend._endpoints[0].mode == "json_schema"  # vLLM takes the portable dialect
         assert stats.done == 3 and stats.ok + stats.repaired >= 1
+        # The answers must say something: a forced-compact decoder once closed every list empty.
+        liver = store.query("SELECT state, largest_diameter_mm FROM organ_summary "
+                            "WHERE report_id = 'v1' AND organ = 'liver'").to_pylist()
+        assert liver and liver[0]["state"] == "lesion" and liver[0]["largest_diameter_mm"] == pytest.approx(22.0)
     finally:
         proc.terminate()
         try:
