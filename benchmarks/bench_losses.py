@@ -6,7 +6,9 @@ half-resolution head, labels for 20 organ channels, an unknown-voxel mask on the
 
 Times: "median_s" is wall clock, "median_cpu_s" the process CPU time (all threads) of the same runs, and
 "load_avg_1min" the machine's load when the line was written: on a shared machine compare CPU times, and wall
-times only at similar load.
+times only at similar load. With several threads on a busy machine, OpenMP's spinning waits burn the CPU a
+descheduled partner thread needs: ``OMP_WAIT_POLICY=PASSIVE`` (set before the process starts; recorded in each
+line) keeps wall times near the one-thread CPU time there.
 
 Memory: "peak_extra" is the peak memory of the measured call above what was allocated before it (logits,
 targets), divided by the bytes of the full-resolution logits. On CUDA it comes from
@@ -168,7 +170,8 @@ def main() -> None:
                 continue
             result = _measure(run(fn), device, repeats, logits_bytes)
             line = {"bench": "losses", "loss": loss_name, "scenario": name, "S": size, "channels": CHANNELS,
-                    "device": device, "threads": args.threads, **result}
+                    "device": device, "threads": args.threads,
+                    "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"), **result}
             print(json.dumps(line), flush=True)
 
 

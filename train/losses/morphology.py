@@ -12,6 +12,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from train.losses.buffers import new_tensor
+
 Spacing = tuple[float, float, float]
 Box = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]  # (start, stop) voxel range per axis
 
@@ -265,10 +267,10 @@ def area_downsample(x: torch.Tensor, shape: tuple[int, int, int], rows: list[int
     n_rows = flat.shape[0]
     block = max(1, CPU_BLOCK_ELEMENTS // math.prod(full)) if x.device.type == "cpu" else n_rows
     if rows is None:
-        out = torch.empty((n_rows, *shape), dtype=dtype, device=x.device)
+        out = new_tensor((n_rows, *shape), dtype, x.device)
         spans = [(start, min(start + block, n_rows)) for start in range(0, n_rows, block)]
     else:
-        out = torch.zeros((n_rows, *shape), dtype=dtype, device=x.device)
+        out = new_tensor((n_rows, *shape), dtype, x.device, zero=True)
         spans = []
         for r in sorted(set(rows)):  # runs of consecutive rows, at most ``block`` long
             if spans and spans[-1][1] == r and r - spans[-1][0] < block:
