@@ -3,7 +3,11 @@
 The forward pass only accumulates per-channel sums; the backward pass recomputes each chunk's probabilities and
 writes its gradient straight into the output gradient. Apart from that gradient (which autograd needs anyway)
 nothing of the full (B, C, D, H, W) size is allocated: on a CPU every fresh full-size tensor costs page faults
-worth several arithmetic passes, while chunk-sized scratch tensors are reused by the allocator.
+worth several arithmetic passes, so each pass works through a few chunk-sized scratch buffers made once, and
+the gradient itself comes from :func:`train.losses.buffers.new_tensor`.
+
+Pairs whose labels are all zero (given by ``nonempty``) have no Dice term; their BCE is ``softplus(z)``, one pass
+forward and one back, without reading the labels.
 
 Which voxels are supervised is described by :class:`KnownVoxels`: per (item, channel) nothing, everything, or a
 mask, so channels that are entirely known or entirely unknown (the usual case) carry no mask at all.
