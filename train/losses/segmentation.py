@@ -176,7 +176,7 @@ def _scratch_for(logits: torch.Tensor, voxels: int, max_el: int | None) -> _Scra
 
 class _MaskedBceDice(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits, sel_b, sel_c, labels, known, nonempty, pos_weight):  # type: ignore[override]
+    def forward(ctx, logits, sel_b, sel_c, labels, known, nonempty, pos_w, pos_w_dev):  # type: ignore[override]
         b_size, c_size = logits.shape[:2]
         voxels = math.prod(logits.shape[2:])
         dtype = logits.dtype
@@ -228,10 +228,10 @@ class _MaskedBceDice(torch.autograd.Function):
                     bce -= _rowdot(buf.sub_(0.5).abs_().add_(0.5).log_(), k).sum()
                     bce += _rowdot(torch.clamp(z, min=0, out=buf), k).sum()
                     n_known += k.sum()
-                extra = _extra_weight(pos_weight, c0, c1)
+                extra = _extra_weight(pos_w, pos_w_dev, c0, c1)
                 if extra is not None:  # (w - 1) y softplus(-z) on the weighted channels' positives
                     torch._C._nn.softplus(z, 1.0, 20.0, out=buf).sub_(z)
-                    bce += (extra.to(z) * _rowdot(buf, y if k is None else yk)).sum()
+                    bce += (extra * _rowdot(buf, y if k is None else yk)).sum()
             del scratch
             sum_p, inter, sum_y = sums
             n_known = (n_known + n_all).clamp_min(1.0)
@@ -244,7 +244,7 @@ class _MaskedBceDice(torch.autograd.Function):
         ctx.save_for_backward(logits, labels, inter, den, valid, n_valid, n_known, sel_b, sel_c)
         ctx.known = known
         ctx.nonempty = nonempty
-        ctx.pos_weight = pos_weight
+        ctx.pos_w, ctx.pos_w_dev = pos_w, pos_w_dev
         return torch.stack([bce, dice]), selected
 
     @staticmethod
@@ -281,10 +281,10 @@ class _MaskedBceDice(torch.autograd.Function):
                 y = scratch.cast("y", y_all[b, c0:c1])
                 p = torch.sigmoid(z, out=scratch.get("p", n))
                 torch.sub(p, y, out=o).mul_(g_bce)
-                extra = _extra_weight(ctx.pos_weight, c0, c1)
+                extra = _extra_weight(ctx.pos_w, ctx.pos_w_dev, c0, c1)
                 if extra is not None:  # d/dz (w - 1) y softplus(-z) = (w - 1) y (p - 1)
                     t = torch.sub(p, 1.0, out=scratch.get("t", n)).mul_(y)
-                    o.add_(t.mul_((extra.to(z) * g_bce).unsqueeze(-1)))
+                    o.add_(t.mul_((extra * g_bce).unsqueeze(-1)))
                 slope = p.addcmul_(p, p, value=-1.0)
                 o.addcmul_(slope, torch.addcmul(coef_b[b, c0:c1], y, coef_a[b, c0:c1], out=scratch.get("t", n)))
             if code == Coverage.PARTIAL:
@@ -292,14 +292,15 @@ class _MaskedBceDice(torch.autograd.Function):
         del scratch
         if grad_selected is not None and sel_b.numel():
             out.index_put_((sel_b, sel_c), grad_selected, accumulate=True)
-        return out, None, None, None, None, None, None
+        return out, None, None, None, None, None, None, None
 
 
-def _extra_weight(pos_weight: tuple[float, ...] | None, c0: int, c1: int) -> torch.Tensor | None:
-    """``w - 1`` of channels c0:c1 (float64, host), or None when none of them is weighted."""
+def _extra_weight(pos_weight: tuple[float, ...] | None, pos_weight_dev: torch.Tensor | None, c0: int,
+                  c1: int) -> torch.Tensor | None:
+    """``w - 1`` of channels c0:c1 (on the logits' device), or None when none of them is weighted (host check)."""
     if pos_weight is None or all(w == 1.0 for w in pos_weight[c0:c1]):
         return None
-    return torch.tensor([w - 1.0 for w in pos_weight[c0:c1]], dtype=torch.float64)
+    return pos_weight_dev[c0:c1] - 1.0
 
 
 def masked_bce_dice(
@@ -339,5 +340,6 @@ def masked_bce_dice(
     weights = tuple(float(w) for w in pos_weight) if pos_weight is not None else None
     if weights is not None and len(weights) != logits.shape[1]:
         raise ValueError(f"pos_weight has {len(weights)} entries for {logits.shape[1]} channels")
-    out, selected = _MaskedBceDice.apply(logits, select[0], select[1], labels, known, nonempty, weights)
+    weights_dev = None if weights is None else torch.tensor(weights, dtype=logits.dtype, device=logits.device)
+    out, selected = _MaskedBceDice.apply(logits, select[0], select[1], labels, known, nonempty, weights, weights_dev)
     return out[0], out[1], selected
