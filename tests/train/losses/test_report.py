@@ -28,13 +28,19 @@ def _batch():
     return labels, unknown, torch.tensor([False, True]), targets, hu
 
 
-def test_two_heads_give_finite_gradients_and_all_components():
-    torch.manual_seed(0)
-    labels, unknown, has_mask, targets, hu = _batch()
-    heads = [torch.randn(2, 4, S, S, S, requires_grad=True), torch.randn(2, 4, 16, 16, 16, requires_grad=True)]
-    loss, parts = ReportSupervisionLoss(LossConfig(lesion_channels=[2, 3]))(heads, labels, unknown, has_mask,
-                                                                            targets, hu)
+def _two_head_loss(seed: int, aux_size: int):
+    """Random two-head logits (the auxiliary head ``aux_size``³) through the full loss, backward done."""
+    torch.manual_seed(seed)
+    batch = _batch()
+    heads = [torch.randn(2, 4, S, S, S, requires_grad=True),
+             torch.randn(2, 4, aux_size, aux_size, aux_size, requires_grad=True)]
+    loss, parts = ReportSupervisionLoss(LossConfig(lesion_channels=[2, 3]))(heads, *batch)
     loss.backward()
+    return heads, loss, parts, batch
+
+
+def test_two_heads_give_finite_gradients_and_all_components():
+    heads, loss, parts, (labels, unknown, has_mask, targets, hu) = _two_head_loss(0, 16)
     assert torch.isfinite(loss) and all(torch.isfinite(h.grad).all() for h in heads)
     assert parts["n_volume"].item() == 2.0  # tumour group + lesion-free kidney
     assert parts["n_ball_groups"].item() == 1.0 and parts["n_attenuation"].item() == 1.0
@@ -110,11 +116,6 @@ def test_nothing_supervised_is_still_a_differentiable_zero():
 
 
 def test_auxiliary_head_with_a_non_integer_size_ratio():
-    torch.manual_seed(2)
-    labels, unknown, has_mask, targets, hu = _batch()
-    heads = [torch.randn(2, 4, S, S, S, requires_grad=True), torch.randn(2, 4, 12, 12, 12, requires_grad=True)]
-    loss, parts = ReportSupervisionLoss(LossConfig(lesion_channels=[2, 3]))(heads, labels, unknown, has_mask,
-                                                                            targets, hu)
-    loss.backward()
+    heads, loss, parts, _ = _two_head_loss(2, 12)
     assert torch.isfinite(loss) and all(torch.isfinite(h.grad).all() for h in heads)
     assert parts["n_volume"].item() == 2.0 and heads[1].grad[0, 2].abs().sum() > 0
