@@ -149,18 +149,13 @@ def load_for_inference(path: Path, config: TrainConfig) -> tuple[torch.Tensor, n
     import nibabel as nib
 
     from train.data.cache import CaseFiles, preprocess_case
+    from train.data.dataset import normalise_image
 
     img = nib.load(str(path))
     files = CaseFiles(ct_id=path.name, image_path=str(path), organ_mask_path=None, lesion_mask_path=None,
                       content_sha256="", organ_label_names={0: "background"}, lesion_label_names=None)
     arrays, meta = preprocess_case(files, config.data.preprocess)
-    hu = arrays["image"].astype(np.float32)
-    lo, hi = config.data.hu_window
-    clipped = np.clip(hu, lo, hi)
-    if config.data.normalization == "zscore":
-        image = (clipped - meta["hu_mean"]) / meta["hu_std"]
-    else:
-        image = (clipped - (lo + hi) / 2) / ((hi - lo) / 2)
+    image = normalise_image(arrays["image"], config.data, meta)
     original = {"affine": np.asarray(img.affine, float), "shape": img.shape[:3], "header": img.header}
     return torch.from_numpy(image[None].astype(np.float32)), np.asarray(meta["affine"], float), original
 
