@@ -23,17 +23,28 @@ log = logging.getLogger("rsuper.train")
 
 
 def ensure_phantoms(config: DataConfig) -> Path:
-    """Generate the phantom set under ``config.root`` unless it is already there; returns the root."""
-    root = Path(config.root)
-    if (root / "ground_truth.jsonl").is_file() and (root / "case_reports.csv").is_file():
-        return root
-    from train.data.phantoms import PhantomConfig, write_phantom_set
+    """Generate the phantom set under ``config.root`` unless it is already there; returns the root.
 
+    A set whose recorded generator settings (``phantoms.json``) differ from ``data.phantom_count`` /
+    ``phantom_seed`` / ``phantom_shape`` is generated again, so changing the config never trains on a stale set.
+    """
+    import shutil
+
+    from train.data.phantoms import SET_CONFIG_FILE, PhantomConfig, read_set_config, write_phantom_set
+
+    root = Path(config.root)
+    wanted = PhantomConfig(n=config.phantom_count, seed=config.phantom_seed, shape=config.phantom_shape)
+    if (root / "ground_truth.jsonl").is_file() and (root / "case_reports.csv").is_file():
+        recorded = read_set_config(root)
+        if recorded is None or (recorded.n, recorded.seed, recorded.shape) == (wanted.n, wanted.seed, wanted.shape):
+            return root
+        log.warning("%s holds %d phantoms (seed %d, shape %s) but the config asks for %d (seed %d, shape %s): "
+                    "generating them again", root, recorded.n, recorded.seed, list(recorded.shape), wanted.n,
+                    wanted.seed, list(wanted.shape))
+        (root / SET_CONFIG_FILE).unlink()
+        shutil.rmtree(root / "cases", ignore_errors=True)  # no case folder of the old set may stay discoverable
     log.info("generating %d phantoms in %s", config.phantom_count, root)
-    write_phantom_set(
-        root, PhantomConfig(n=config.phantom_count, seed=config.phantom_seed, shape=config.phantom_shape),
-        progress=True,
-    )
+    write_phantom_set(root, wanted, progress=True)
     return root
 
 

@@ -28,3 +28,36 @@ def test_canonical_records_sort_sets():
     assert '"lesion_free": ["kidney", "kidney_left", "pancreas", "spleen"]' in text
     assert '"diameters_mm": [30.0]' in text and '"organ": "liver"' in text
     assert canonical(CaseRecords("r1", a.tumors, frozenset({"kidney", "spleen"}))) != text
+
+
+def test_ensure_phantoms_regenerates_a_set_written_with_other_settings(tmp_path):
+    import json
+
+    from train.config import DataConfig
+    from train.data.phantoms import read_set_config
+    from train.datasource import ensure_phantoms
+
+    config = DataConfig(source="phantoms", root=tmp_path / "ph", phantom_count=3, phantom_shape=(40, 40, 24))
+    root = ensure_phantoms(config)
+    assert read_set_config(root).n == 3 and sorted(p.name for p in (root / "cases").iterdir())[-1] == "PH000_00002"
+    first = (root / "cases" / "PH000_00000" / "ct.nii.gz").stat().st_mtime_ns
+    ensure_phantoms(config)  # same settings: kept as is
+    assert (root / "cases" / "PH000_00000" / "ct.nii.gz").stat().st_mtime_ns == first
+
+    smaller = config.model_copy(update={"phantom_count": 2})
+    ensure_phantoms(smaller)
+    assert read_set_config(root).n == 2
+    assert sorted(p.name for p in (root / "cases").iterdir()) == ["PH000_00000", "PH000_00001"]
+    assert len((root / "ground_truth.jsonl").read_text().splitlines()) == 2
+    assert json.loads((root / "phantoms.json").read_text())["shape"] == [40, 40, 24]
+
+
+def test_ensure_phantoms_keeps_a_set_without_recorded_settings(tmp_path):
+    from train.config import DataConfig
+    from train.datasource import ensure_phantoms
+
+    config = DataConfig(source="phantoms", root=tmp_path / "ph", phantom_count=2, phantom_shape=(40, 40, 24))
+    root = ensure_phantoms(config)
+    (root / "phantoms.json").unlink()  # a set written by an older version, or a hand-made subset
+    ensure_phantoms(config.model_copy(update={"phantom_count": 5}))
+    assert len((root / "ground_truth.jsonl").read_text().splitlines()) == 2

@@ -14,6 +14,7 @@ Output layout of :func:`write_phantom_set` (one folder per case, see docs/data.m
     OUT/reports.csv                    `Accession Number`, `Report Text` (input of `rsuper ingest`)
     OUT/case_reports.csv               `ct_id`, `report_id`
     OUT/ground_truth.jsonl             one line per case: what each report states, plus the true geometry
+    OUT/phantoms.json                  the generator settings (PhantomConfig), written last
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ _HU = {
     "kidney": 160.0,
     "spleen": 110.0,
 }
+SET_CONFIG_FILE = "phantoms.json"  # the PhantomConfig of a written set
 _PANCREAS_HEAD_END, _PANCREAS_BODY_END = 0.3, 0.7  # curve parameter t where head / body end (generator truth)
 
 
@@ -703,7 +705,16 @@ def write_phantom_set(out: Path, config: PhantomConfig, progress: bool = False) 
     tmp = out / "ground_truth.jsonl.tmp"
     tmp.write_text("\n".join(truth) + "\n")
     os.replace(tmp, out / "ground_truth.jsonl")
+    tmp = out / (SET_CONFIG_FILE + ".tmp")
+    tmp.write_text(config.model_dump_json(indent=1) + "\n")
+    os.replace(tmp, out / SET_CONFIG_FILE)  # written last: its presence means the set is complete
     return {"cases": config.n, "tumors": n_tumors, "out": str(out)}
+
+
+def read_set_config(root: Path) -> PhantomConfig | None:
+    """The generator settings a set was written with (None for a set written before they were recorded)."""
+    path = Path(root) / SET_CONFIG_FILE
+    return PhantomConfig.model_validate_json(path.read_text()) if path.is_file() else None
 
 
 def write_csv_atomic(path: Path, header: list[str], rows: list[tuple]) -> None:
