@@ -58,6 +58,9 @@ class DataConfig(BaseModel):
         max_tumors_per_group: tumour targets kept per group (the count stays exact).
         intensity_augmentation: MONAI intensity augmentations on the normalised image.
         augmentation_probability: probability of each augmentation.
+        mirror_axes: RAS axes (0 = left-right, 1 = posterior-anterior, 2 = inferior-superior) each mirrored with
+            probability 0.5 per crop (nnU-Net's mirroring); image, labels, unknown regions and report groups move
+            together. Axis 0 is refused when a channel is a side- or segment-specific label (``kidney_left``).
     """
 
     classes: tuple[str, ...] = DEFAULT_CLASSES
@@ -74,12 +77,19 @@ class DataConfig(BaseModel):
     max_tumors_per_group: int = Field(16, ge=1)
     intensity_augmentation: bool = True
     augmentation_probability: float = Field(0.3, ge=0.0, le=1.0)
+    mirror_axes: tuple[int, ...] = ()
 
     @model_validator(mode="after")
     def _known_classes(self) -> "DataConfig":
         unknown = [c for c in self.classes if c not in L.KNOWN_LABELS or c in (L.BACKGROUND, L.GENERIC_LESION)]
         if unknown:
             raise ValueError(f"classes: unknown channel names {unknown}")
+        if any(a not in (0, 1, 2) for a in self.mirror_axes) or len(set(self.mirror_axes)) != len(self.mirror_axes):
+            raise ValueError(f"mirror_axes: distinct axes among 0, 1, 2 expected, got {list(self.mirror_axes)}")
+        parts = {p for members in L.ORGAN_PARTS.values() for p in members}
+        sided = [c for c in self.classes if c in parts]
+        if 0 in self.mirror_axes and sided:
+            raise ValueError(f"mirror_axes: mirroring axis 0 (left-right) would swap the sides of channels {sided}")
         return self
 
 
@@ -362,6 +372,15 @@ def _union_of_labels(lab: np.ndarray, ids: tuple[int, ...], out: np.ndarray, scr
         np.logical_or(out, scratch, out=out)
 
 
+def mirror_plan(plan: SamplePlan, axes: tuple[int, ...]) -> SamplePlan:
+    """The sample mirrored along ``axes`` (of X, Y, Z). Every mask is painted from the crop's label maps, so
+    flipping those maps and the HU crop moves labels, unknown regions and report groups with the image."""
+    if not axes:
+        return plan
+    flip = lambda a: None if a is None else np.ascontiguousarray(np.flip(a, axes))  # noqa: E731
+    return dataclasses.replace(plan, hu=flip(plan.hu), labels=flip(plan.labels), lesions=flip(plan.lesions))
+
+
 def paint_masks(plan: SamplePlan, labels: np.ndarray, unknown: np.ndarray, group_masks: np.ndarray) -> None:
     """Fill the dense masks of one sample into zero-initialised bool arrays.
 
@@ -522,6 +541,8 @@ class CaseDataset(torch.utils.data.Dataset):
         cached = self.cached(index)
         rng = np.random.default_rng([seed, index])
         plan = plan_sample(cached, case, self.config, rng)
+        if self.config.mirror_axes:
+            plan = mirror_plan(plan, tuple(a for a in self.config.mirror_axes if rng.random() < 0.5))
         image = torch.from_numpy(normalise_image(plan.hu, self.config, cached.meta)[None])
         if self._augment is not None:
             image = self._augment(image, int(rng.integers(2**31)))

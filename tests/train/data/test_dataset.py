@@ -194,3 +194,50 @@ def test_foreground_draw_balances_lesion_classes():
     assert 0.45 < np.mean(np.asarray(drawn) == 3) < 0.55  # uniform voxels would give 0.2 %
     organ_only = types.SimpleNamespace(foreground=fg, lesions=None)
     assert all(0 <= _balanced_foreground_index(rng, organ_only) < len(fg) for _ in range(50))
+
+
+def test_mirrored_sample_is_the_flipped_sample(phantom_set, cases):
+    import torch
+
+    from train.data.dataset import mirror_plan, normalise_image, plan_sample
+
+    config = DataConfig(patch_size=(32, 32, 24), intensity_augmentation=False, unknown_margin_mm=7.0)
+    ds = CaseDataset(cases, phantom_set / "cache", config)
+
+    def item(plan, cached):
+        image = torch.from_numpy(normalise_image(plan.hu, config, cached.meta)[None])
+        return {"ct_id": plan.ct_id, "image": image, "plan": plan}
+
+    groups = 0
+    for index in range(len(cases)):
+        cached = ds.cached(index)
+        plan = plan_sample(cached, cases[index], config, np.random.default_rng([3, index]))
+        for axes in ((0,), (1, 2), (0, 1, 2)):
+            plain, mirrored = collate([item(plan, cached)]), collate([item(mirror_plan(plan, axes), cached)])
+            dims = tuple(a + 2 for a in axes)  # after the batch and channel dimensions
+            for key in ("image", "image_hu", "labels", "unknown_mask"):
+                assert torch.equal(mirrored[key], torch.flip(plain[key], dims)), key
+            assert torch.equal(mirrored["targets"].group_masks, torch.flip(plain["targets"].group_masks, dims))
+            groups += int(plain["targets"].group_masks.any())
+    assert groups > 0
+
+
+def test_dataset_mirrors_about_half_of_the_crops_per_axis(phantom_set, cases):
+    config = DataConfig(patch_size=(32, 32, 24), intensity_augmentation=False, mirror_axes=(1,))
+    plain = CaseDataset(cases, phantom_set / "cache", config.model_copy(update={"mirror_axes": ()}))
+    mirrored = CaseDataset(cases, phantom_set / "cache", config)
+    flips = 0
+    for seed in range(40):
+        a, b = plain[(0, seed)]["plan"], mirrored[(0, seed)]["plan"]
+        if not np.array_equal(a.hu, b.hu):
+            assert np.array_equal(b.hu, a.hu[:, ::-1, :]) and np.array_equal(b.labels, a.labels[:, ::-1, :])
+            flips += 1
+    assert 10 <= flips <= 30
+
+
+def test_mirroring_left_right_is_refused_for_sided_channels():
+    with pytest.raises(ValueError, match="kidney_left"):
+        DataConfig(classes=("liver", "kidney_left", "kidney_right"), mirror_axes=(0, 2))
+    assert DataConfig(classes=("liver", "kidney_left"), mirror_axes=(1, 2)).mirror_axes == (1, 2)
+    with pytest.raises(ValueError, match="distinct axes"):
+        DataConfig(mirror_axes=(3,))
