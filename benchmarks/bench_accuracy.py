@@ -80,14 +80,14 @@ def _answer_within_older_bounds(raw: str):
     any other schema error is raised."""
     from pydantic import ValidationError
 
-    from schemas.llm import LLMAnswer, LLMLesion, LLMOrgan
+    from schemas.llm import LLMAnswer, LLMLesion, LLMOrgan, parse_llm_answer
 
     try:
-        return LLMAnswer.model_validate_json(raw)
+        return parse_llm_answer(raw)
     except ValidationError as exc:
         if any(e["type"] not in ("string_too_long", "too_long") for e in exc.errors()):
             raise
-    data = json.loads(raw)
+    data = json.loads(raw, strict=False)
 
     def checked(model, item: dict):
         # every other constraint (enums, counts) is still checked, on a copy cut to today's bounds

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from extract.backends.base import Backend, BackendError, BackendInfo, Completion, SamplingConfig
 from extract.prompting import Prompt
-from schemas.llm import LLMAnswer, llm_json_schema, to_payload
+from schemas.llm import llm_json_schema, parse_llm_answer, to_payload
 from schemas.records import SCHEMA_VERSION, ExtractionPayload
 from schemas.tables import extraction_tables
 
@@ -160,7 +160,7 @@ def parse_answer(text: str, report_text: str) -> tuple[ExtractionPayload, list[s
         AnswerError: not JSON, not an `LLMAnswer`, or the converted payload breaks a rule.
     """
     try:
-        answer = LLMAnswer.model_validate_json(text)
+        answer = parse_llm_answer(text)
     except ValidationError as exc:
         raise AnswerError(f"the answer does not match the schema: {_short_errors(exc)}") from exc
     try:

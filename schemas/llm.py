@@ -84,6 +84,30 @@ class LLMAnswer(_LLMModel):
     lesions: list[LLMLesion] = Field(max_length=MAX_LESIONS)
 
 
+def parse_llm_answer(text: str) -> LLMAnswer:
+    """An answer text as an `LLMAnswer`.
+
+    JSON forbids raw control characters inside strings, but llama.cpp's schema grammar lets a model copy a line
+    break of the report into a quote. Such an answer is read with Python's non-strict decoder, which keeps the
+    character as it is; everything else about the schema is still checked.
+
+    Raises:
+        pydantic.ValidationError: not JSON, or not an `LLMAnswer`.
+    """
+    from pydantic import ValidationError
+
+    try:
+        return LLMAnswer.model_validate_json(text)
+    except ValidationError as exc:
+        if not any(e["type"] == "json_invalid" and "control character" in e["msg"] for e in exc.errors()):
+            raise
+        try:
+            data = json.loads(text, strict=False)
+        except ValueError:
+            raise exc from None
+    return LLMAnswer.model_validate(data)
+
+
 def llm_json_schema() -> dict[str, Any]:
     """JSON schema for constrained decoding (vLLM `json_schema`, llama.cpp `json_object` + schema)."""
     return LLMAnswer.model_json_schema()
@@ -702,7 +726,7 @@ def to_payload(answer: LLMAnswer | dict | str, report_text: str) -> tuple[Extrac
         pydantic.ValidationError: the answer does not match `LLMAnswer`, or the converted payload is invalid.
     """
     if isinstance(answer, str):
-        answer = LLMAnswer.model_validate_json(answer)
+        answer = parse_llm_answer(answer)
     elif isinstance(answer, dict):
         answer = LLMAnswer.model_validate(answer)
     report_key = _match_key(report_text)

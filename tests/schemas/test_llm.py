@@ -94,6 +94,27 @@ def test_bad_json_raises_validation_error():
         LLMAnswer.model_validate_json('{"organs": [')
 
 
+def test_a_line_break_copied_into_a_quote_is_read_not_refused():
+    from pydantic import ValidationError
+
+    from schemas.llm import parse_llm_answer
+
+    report = "Pancreas: 2.1 cm hypodense mass in the pancreatic\nneck. Liver: Unremarkable."
+    quote = "2.1 cm hypodense mass in the pancreatic\nneck."
+    answer = {"organs": [], "lesions": [lesion(organ="pancreas", quote=quote, size="2.1 cm", kind="nodule")]}
+    text = json.dumps(answer).replace("\\n", "\n")  # the raw control character llama.cpp's grammar lets through
+    assert "\n" in text and "\\n" not in text
+    with pytest.raises(ValidationError):
+        LLMAnswer.model_validate_json(text)
+    assert parse_llm_answer(text).lesions[0].quote == quote
+    rows, _ = summary(text, report)
+    assert rows["pancreas"]["state"] == "lesion" and rows["pancreas"]["largest_diameter_mm"] == 21
+    with pytest.raises(ValidationError):  # still JSON and still the schema
+        parse_llm_answer(text[:-2])
+    with pytest.raises(ValidationError):
+        parse_llm_answer(text.replace('"nodule"', '"tumour"'))
+
+
 # -- text-grounded conversion rules (own sentences, not gold reports) ----------------------------------------
 
 
