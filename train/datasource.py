@@ -201,15 +201,19 @@ class CaseData:
         cached = ensure_cached(self.cache_dir, case.files, self.config.preprocess)
         return build_sample(cached, case, cfg, np.random.default_rng(0))
 
-    def val_cases(self) -> list[VolumeCase]:
-        """Whole validation volumes with their masks and the reported tumours (for the PNG)."""
+    def val_cases(self, cases: list | None = None) -> list[VolumeCase]:
+        """Whole validation volumes with their masks and the reported tumours (for the PNG).
+
+        ``cases``: other mask-annotated :class:`TrainingCase` objects to load the same way (default: the
+        validation cases), e.g. the training cases for a fit-versus-generalisation check.
+        """
         import dataclasses
 
         from train.data.cache import ensure_cached
         from train.data.dataset import TrainingCase
 
         out = []
-        for case in self._val_cases:
+        for case in self._val_cases if cases is None else cases:
             cached = ensure_cached(self.cache_dir, case.files, self.config.preprocess)
             shape = tuple(cached.meta["shape"])
             sample = self._whole_volume_sample(case, shape)
