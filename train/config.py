@@ -49,6 +49,8 @@ class DataConfig(PipelineConfig):
     phantom_count: int = Field(24, ge=2, description="Number of phantoms generated when `root` has none.")
     phantom_seed: int = Field(0, description="Seed of the generated phantom set.")
     phantom_shape: tuple[int, int, int] = Field((96, 96, 64), description="Voxels of generated phantoms.")
+    phantom_tumor_count_probabilities: tuple[float, ...] = Field(
+        (0.25, 0.4, 0.2, 0.15), description="Probability of 0, 1, 2, 3 ... tumours per generated phantom.")
     records: Literal["store", "truth"] = Field(
         "truth",
         description="Report records used for supervision: store = extracted records in the DuckDB store "

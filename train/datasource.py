@@ -26,21 +26,29 @@ def ensure_phantoms(config: DataConfig) -> Path:
     """Generate the phantom set under ``config.root`` unless it is already there; returns the root.
 
     A set whose recorded generator settings (``phantoms.json``) differ from ``data.phantom_count`` /
-    ``phantom_seed`` / ``phantom_shape`` is generated again, so changing the config never trains on a stale set.
+    ``phantom_seed`` / ``phantom_shape`` / ``phantom_tumor_count_probabilities`` is generated again, so changing
+    the config never trains on a stale set.
     """
     import shutil
 
     from train.data.phantoms import SET_CONFIG_FILE, PhantomConfig, read_set_config, write_phantom_set
 
     root = Path(config.root)
-    wanted = PhantomConfig(n=config.phantom_count, seed=config.phantom_seed, shape=config.phantom_shape)
+    wanted = PhantomConfig(n=config.phantom_count, seed=config.phantom_seed, shape=config.phantom_shape,
+                           tumor_count_probabilities=config.phantom_tumor_count_probabilities)
+    settings = lambda c: (c.n, c.seed, c.shape, c.tumor_count_probabilities)  # noqa: E731 (what DataConfig sets)
     if (root / "ground_truth.jsonl").is_file() and (root / "case_reports.csv").is_file():
         recorded = read_set_config(root)
-        if recorded is None or (recorded.n, recorded.seed, recorded.shape) == (wanted.n, wanted.seed, wanted.shape):
+        if recorded is None:  # an older set or a hand-made subset: its settings are unknown, so it is kept
+            n = sum(1 for line in (root / "ground_truth.jsonl").open() if line.strip())
+            if n != wanted.n:
+                log.warning("%s holds %d phantoms without recorded settings and the config asks for %d: using them "
+                            "as they are (delete the folder to generate the configured set)", root, n, wanted.n)
             return root
-        log.warning("%s holds %d phantoms (seed %d, shape %s) but the config asks for %d (seed %d, shape %s): "
-                    "generating them again", root, recorded.n, recorded.seed, list(recorded.shape), wanted.n,
-                    wanted.seed, list(wanted.shape))
+        if settings(recorded) == settings(wanted):
+            return root
+        log.warning("%s holds phantoms generated with (count, seed, shape, tumour-count probabilities) = %s but the "
+                    "config asks for %s: generating them again", root, settings(recorded), settings(wanted))
         (root / SET_CONFIG_FILE).unlink()
         shutil.rmtree(root / "cases", ignore_errors=True)  # no case folder of the old set may stay discoverable
     log.info("generating %d phantoms in %s", config.phantom_count, root)

@@ -51,13 +51,21 @@ def test_ensure_phantoms_regenerates_a_set_written_with_other_settings(tmp_path)
     assert len((root / "ground_truth.jsonl").read_text().splitlines()) == 2
     assert json.loads((root / "phantoms.json").read_text())["shape"] == [40, 40, 24]
 
+    every_case_has_a_tumour = smaller.model_copy(update={"phantom_tumor_count_probabilities": (0.0, 1.0)})
+    ensure_phantoms(every_case_has_a_tumour)
+    assert read_set_config(root).tumor_count_probabilities == (0.0, 1.0)
+    truth = [json.loads(line) for line in (root / "ground_truth.jsonl").read_text().splitlines()]
+    assert [len(t["tumors"]) for t in truth] == [1, 1]
 
-def test_ensure_phantoms_keeps_a_set_without_recorded_settings(tmp_path):
+
+def test_ensure_phantoms_keeps_a_set_without_recorded_settings(tmp_path, caplog):
     from train.config import DataConfig
     from train.datasource import ensure_phantoms
 
     config = DataConfig(source="phantoms", root=tmp_path / "ph", phantom_count=2, phantom_shape=(40, 40, 24))
     root = ensure_phantoms(config)
     (root / "phantoms.json").unlink()  # a set written by an older version, or a hand-made subset
-    ensure_phantoms(config.model_copy(update={"phantom_count": 5}))
+    with caplog.at_level("WARNING", logger="rsuper.train"):
+        ensure_phantoms(config.model_copy(update={"phantom_count": 5}))
     assert len((root / "ground_truth.jsonl").read_text().splitlines()) == 2
+    assert "holds 2 phantoms without recorded settings and the config asks for 5" in caplog.text
