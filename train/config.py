@@ -46,7 +46,9 @@ class DataConfig(PipelineConfig):
         "of the store (`rsuper cases`); synthetic: random balls in memory (tests and benchmarks only).",
     )
     root: Path = Field(Path("data/phantoms"), description="Phantom folder (source: phantoms).")
-    phantom_count: int = Field(24, ge=2, description="Number of phantoms generated when `root` has none.")
+    phantom_count: int = Field(
+        24, ge=2, description="Phantoms in the generated set (made when `root` has none, or again when the "
+        "settings recorded in its phantoms.json differ).")
     phantom_seed: int = Field(0, description="Seed of the generated phantom set.")
     phantom_shape: tuple[int, int, int] = Field((96, 96, 64), description="Voxels of generated phantoms.")
     phantom_tumor_count_probabilities: tuple[float, ...] = Field(
