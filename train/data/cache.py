@@ -11,6 +11,7 @@ stops half-way resumes where it stopped (each entry is written to a temporary fo
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -72,6 +73,17 @@ class CachedCase:
     @property
     def spacing_mm(self) -> np.ndarray:
         return np.asarray(self.meta["spacing_mm"], float)
+
+    @functools.cached_property
+    def foreground_by_lesion(self) -> list[np.ndarray]:
+        """Indices into ``foreground`` per lesion code present (ascending code); empty without a lesion mask.
+
+        Reading every foreground voxel's code is done once per opened case, not once per crop.
+        """
+        if self.lesions is None:
+            return []
+        codes = np.asarray(self.lesions[tuple(np.asarray(self.foreground).T)])
+        return [np.flatnonzero(codes == code) for code in np.unique(codes[codes > 0])]
 
 
 def cache_key(case: CaseFiles, config: PreprocessConfig) -> str:

@@ -168,14 +168,10 @@ def _balanced_foreground_index(rng: np.random.Generator, cached: CachedCase) -> 
     Drawing voxels uniformly would centre nearly every crop on the largest tumour of a case and almost never on a
     small one of another organ. Cases without a lesion mask keep the uniform draw over their organ voxels.
     """
-    fg = cached.foreground
-    if cached.lesions is None:
-        return int(rng.integers(len(fg)))
-    codes = np.asarray(cached.lesions[tuple(np.asarray(fg).T)])
-    present = np.unique(codes[codes > 0])
-    if len(present) <= 1:
-        return int(rng.integers(len(fg)))
-    members = np.flatnonzero(codes == present[rng.integers(len(present))])
+    classes = cached.foreground_by_lesion
+    if len(classes) <= 1:
+        return int(rng.integers(len(cached.foreground)))
+    members = classes[rng.integers(len(classes))]
     return int(members[rng.integers(len(members))])
 
 

@@ -180,19 +180,20 @@ def test_batch_is_sent_compact_and_rebuilt(phantom_set, cases):
 
 
 def test_foreground_draw_balances_lesion_classes():
-    import types
-
+    from train.data.cache import CachedCase
     from train.data.dataset import _balanced_foreground_index
 
     lesions = np.zeros((20, 20, 20), np.uint8)
     lesions[:10, :10, :10] = 1  # a large liver tumour: 1,000 voxels
     lesions[15, 15, 15:17] = 3  # a tiny kidney tumour: 2 voxels
     fg = np.argwhere(lesions > 0).astype(np.int32)
+    blank = np.zeros_like(lesions)
+    cached = CachedCase(image=blank, labels=blank, lesions=lesions, foreground=fg, meta={})
     rng = np.random.default_rng(0)
-    drawn = [lesions[tuple(fg[_balanced_foreground_index(rng, types.SimpleNamespace(foreground=fg, lesions=lesions))])]
-             for _ in range(2000)]
+    drawn = [lesions[tuple(fg[_balanced_foreground_index(rng, cached)])] for _ in range(2000)]
     assert 0.45 < np.mean(np.asarray(drawn) == 3) < 0.55  # uniform voxels would give 0.2 %
-    organ_only = types.SimpleNamespace(foreground=fg, lesions=None)
+    assert [len(m) for m in cached.foreground_by_lesion] == [1000, 2]
+    organ_only = CachedCase(image=blank, labels=blank, lesions=None, foreground=fg, meta={})
     assert all(0 <= _balanced_foreground_index(rng, organ_only) < len(fg) for _ in range(50))
 
 
