@@ -51,8 +51,9 @@ class DataConfig(BaseModel):
         random_crop_probability: report cases: chance of a random crop instead of one around a lesion group.
         foreground_probability: mask cases: chance of a crop centred on a lesion (else organ) voxel.
         group_margin_mm: context kept around the chosen group inside the crop (shrunk if it does not fit).
-        unknown_margin_mm: lesion-channel unknown regions grow by this much (cuboid), so a tumour bulging out of
-            its sub-segment is not supervised as background.
+        unknown_margin_mm: lesion-channel unknown regions grow by this much (cuboid) plus the largest reported
+            tumour radius of the organ, so a tumour centred in its sub-segment but reaching into the next one, or
+            out of the organ, is not supervised as background.
         not_mentioned_is_negative: an organ the report does not mention counts as lesion-free for the ordinary
             segmentation loss (radiology reports name abnormal organs); no lesion-free group is made for it.
         max_tumors_per_group: tumour targets kept per group (the count stays exact).
@@ -237,7 +238,7 @@ class SamplePlan:
         lesion_code: per channel, the lesion code whose voxels are the channel's label (mask cases), or None.
         unknown_all: per channel, the whole channel is unknown.
         unknown_region: per channel, canonical label indices whose union, grown by ``grow_voxels``, is unknown.
-        grow_voxels: cuboid half-width (voxels per axis) of the unknown-region growth.
+        grow_voxels: per channel, cuboid half-width (voxels per axis) of the unknown-region growth.
         groups: groups supervised in this crop.
     """
 
@@ -253,7 +254,7 @@ class SamplePlan:
     lesion_code: tuple[int | None, ...]
     unknown_all: tuple[bool, ...]
     unknown_region: tuple[tuple[int, ...], ...]
-    grow_voxels: tuple[int, int, int]
+    grow_voxels: tuple[tuple[int, int, int], ...]
     groups: tuple[GroupPlan, ...]
 
     @property
@@ -288,6 +289,7 @@ def plan_sample(cached: CachedCase, case: TrainingCase, config: DataConfig, rng:
     lesion_code: list[int | None] = [None] * n_c
     unknown_all = [False] * n_c
     unknown_region: list[tuple[int, ...]] = [()] * n_c
+    grow_voxels: list[tuple[int, int, int]] = [(0, 0, 0)] * n_c
     for c, name in enumerate(classes):
         if c in lesion_channels:
             continue
@@ -307,6 +309,7 @@ def plan_sample(cached: CachedCase, case: TrainingCase, config: DataConfig, rng:
             unknown_all[c] = True  # neither a lesion mask nor a report
             continue
         region: set[str] = set()
+        radius_mm = 0.0
         if organ in supervision.unknown_organs:
             members = organ_labels(organ, available)
             if not members:
@@ -316,10 +319,12 @@ def plan_sample(cached: CachedCase, case: TrainingCase, config: DataConfig, rng:
         for g in supervision.groups:
             if g.organ == organ and g.state == 1:
                 region.update(g.labels)
+                radius_mm = max([radius_mm, *(0.5 * max(t.diameters_mm) for t in g.tumors)])
         if organ not in supervision.mentioned_organs and not config.not_mentioned_is_negative:
             unknown_all[c] = True
             continue
         unknown_region[c] = _present_ids(region, counts)
+        grow_voxels[c] = grow_radius_voxels(config.unknown_margin_mm + radius_mm, spacing)
     groups = _crop_groups(supervision, counts, cached.meta["label_voxels"], classes) if supervision else ()
     return SamplePlan(
         ct_id=case.files.ct_id,
@@ -334,7 +339,7 @@ def plan_sample(cached: CachedCase, case: TrainingCase, config: DataConfig, rng:
         lesion_code=tuple(lesion_code),
         unknown_all=tuple(unknown_all),
         unknown_region=tuple(unknown_region),
-        grow_voxels=grow_radius_voxels(config.unknown_margin_mm, spacing),
+        grow_voxels=tuple(grow_voxels),
         groups=groups,
     )
 
@@ -396,8 +401,8 @@ def paint_masks(plan: SamplePlan, labels: np.ndarray, unknown: np.ndarray, group
             unknown[c] = True
         elif plan.unknown_region[c]:
             _union_of_labels(lab, plan.unknown_region[c], unknown[c], scratch)
-            if any(plan.grow_voxels):
-                unknown[c] = dilate_box(unknown[c], plan.grow_voxels)
+            if any(plan.grow_voxels[c]):
+                unknown[c] = dilate_box(unknown[c], plan.grow_voxels[c])
     for j, g in enumerate(plan.groups):
         _union_of_labels(lab, g.label_ids, group_masks[j], scratch)
 

@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -242,3 +244,32 @@ def test_mirroring_left_right_is_refused_for_sided_channels():
     assert DataConfig(classes=("liver", "kidney_left"), mirror_axes=(1, 2)).mirror_axes == (1, 2)
     with pytest.raises(ValueError, match="distinct axes"):
         DataConfig(mirror_axes=(3,))
+
+
+def test_report_ct_tumours_are_never_supervised_as_background(phantom_set, cases, tmp_path):
+    """A tumour centred in its reported sub-segment may reach into the next one or out of the organ: the lesion
+    channel's unknown region grows by the reported radius, so none of its voxels is a known negative."""
+    from train.data.dataset import plan_sample, paint_masks
+
+    # No fixed margin: the reported radius alone must cover what the tumour has outside its sub-segment.
+    config = DataConfig(patch_size=(32, 32, 24), random_crop_probability=0.0, intensity_augmentation=False,
+                        unknown_margin_mm=0.0)
+    lesion_codes = {name: code for code, name in load_label_names(phantom_set / "lesion_labels.json").items()}
+    checked = 0
+    for case in (c for c in cases if not c.has_mask):
+        cached = ensure_cached(phantom_set / "cache", case.files, config.preprocess)
+        lesion_path = phantom_set / "cases" / case.files.ct_id / "lesions.nii.gz"  # the truth a report CT hides
+        truth = ensure_cached(tmp_path, dataclasses.replace(case.files, lesion_mask_path=lesion_path),
+                              config.preprocess)
+        for seed in range(6):
+            plan = plan_sample(cached, case, config, np.random.default_rng(seed))
+            labels = np.zeros((plan.num_channels, *plan.labels.shape), bool)
+            unknown = np.zeros_like(labels)
+            paint_masks(plan, labels, unknown, np.zeros((len(plan.groups), *plan.labels.shape), bool))
+            lesions = extract_patch(truth.lesions, plan.crop_start, config.patch_size, fill=0)
+            for c, name in enumerate(config.classes):
+                if name in lesion_codes:
+                    tumour = lesions == lesion_codes[name]
+                    assert not (tumour & ~unknown[c]).any(), (case.files.ct_id, seed, name)
+                    checked += int(tumour.any())
+    assert checked > 0
