@@ -65,3 +65,30 @@ def tumor_organ_contrast(
     q = 1.0 - p  # elementwise, not sum(tissue) - tissue @ p: no cancellation when p is close to 1
     mean_o = (tissue * hu_flat) @ q / (tissue @ q + _EPS)
     return mean_t - mean_o
+
+
+def placement_prior(
+    hu: torch.Tensor, organ: torch.Tensor, attenuation: int, margin_hu: float, softness_hu: float
+) -> torch.Tensor | None:
+    """How well each voxel's HU fits a reported hypo- or hyper-attenuating tumour, in (0, 1).
+
+    ``sigmoid((organ_median - HU - margin) / softness)`` for hypo, the mirror image for hyper; the organ median
+    is taken over ``organ``. The Ball Loss multiplies its placement map by it, so an immature network's hot
+    spots in ordinary organ tissue are not taken for the tumour.
+
+    Args:
+        hu: float (D, H, W) HU.
+        organ: bool (D, H, W) organ / sub-segment voxels giving the reference HU.
+        attenuation: :class:`Attenuation` code shared by the tumours placed.
+        margin_hu: contrast (HU) at which the prior is 0.5.
+        softness_hu: HU per unit of logit (smaller: sharper).
+
+    Returns:
+        float (D, H, W), or None when the attenuation carries no direction (unknown, iso) or the organ is empty.
+    """
+    if attenuation not in (Attenuation.HYPO, Attenuation.HYPER) or not bool(organ.any()):
+        return None
+    contrast = hu - hu[organ].median()
+    if attenuation == Attenuation.HYPO:
+        contrast = -contrast
+    return torch.sigmoid((contrast - margin_hu) / softness_hu)

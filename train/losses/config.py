@@ -114,6 +114,16 @@ class LossConfig(BaseModel):
         1.5, gt=0, description="Gaussian centre weighting of the placement kernel (sigma = factor * radius)."
     )
 
+    ball_attenuation_prior: bool = Field(
+        True,
+        description="Place tumours on probability x attenuation fit: where the report says hypo (hyper), voxels "
+        "darker (brighter) than the organ's median HU by attenuation_margin_hu count most. Without it an immature "
+        "network's hot spots in normal tissue become the pseudo-mask and the lesion channels learn the organ.",
+    )
+    ball_prior_softness_hu: float = Field(
+        5.0, gt=0, description="Softness of the attenuation placement prior (HU per logit unit)."
+    )
+
     # --- Attenuation Loss --------------------------------------------------------------------------------
     attenuation_margin_hu: float = Field(
         10.0, ge=0, description="Required contrast delta (HU) between tumour and organ for hypo / hyper; "

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from train.losses.attenuation import contrast_penalty, tumor_organ_contrast
+from train.losses.attenuation import contrast_penalty, placement_prior, tumor_organ_contrast
 from train.losses.ball import BallParams, BallSize, ball_loss_terms, place_tumors
 from train.losses.buffers import new_tensor
 from train.losses.config import LossConfig
@@ -190,6 +190,18 @@ def _sizes_to_place(g: GroupPlan, cfg: LossConfig) -> tuple[list[BallSize], list
     return sizes, slots
 
 
+def _placement_prior(g: GroupPlan, organ: torch.Tensor, image_hu: torch.Tensor | None, cfg: LossConfig):
+    """Attenuation prior of a group's placement map, when its placed tumours share a hypo / hyper report."""
+    if not cfg.ball_attenuation_prior or image_hu is None:
+        return None
+    codes = {int(t.attenuation) for t in g.known_tumors}
+    if len(codes) != 1:
+        return None
+    lo, hi = cfg.attenuation_hu_window
+    return placement_prior(image_hu[g.item, 0].clamp(lo, hi), organ, codes.pop(), cfg.attenuation_margin_hu,
+                           cfg.ball_prior_softness_hu)
+
+
 @dataclasses.dataclass(frozen=True)
 class BallOutput:
     """Ball and Attenuation Losses of one head (scalars) plus per-tumour status (B, T) and the placements."""
@@ -236,7 +248,11 @@ def report_ball_losses(
         sizes, slots = _sizes_to_place(g, cfg)
         region = groups.grown[i] >= 0.5
         box = groups.boxes[i] if groups.boxes[i] is not None else ((0, 0),) * 3
-        placement = place_tumors(detached[i], region, sizes, groups.spacing[i], params, box=box)
+        search = detached[i]
+        prior = _placement_prior(g, groups.masks[i] >= 0.5, image_hu, cfg)
+        if prior is not None:
+            search = search * prior
+        placement = place_tumors(search, region, sizes, groups.spacing[i], params, box=box)
         placements[i] = (placement, slots)
         nonempty = groups.masks[i].sum() > 0
         for j, slot in enumerate(slots):
@@ -410,7 +426,7 @@ class ReportSupervisionLoss(nn.Module):
                 counts["n_volume"] = torch.maximum(counts["n_volume"], n)
             if j in ball_heads:
                 hu = None
-                if image_hu is not None and cfg.attenuation_weight > 0:
+                if image_hu is not None and (cfg.attenuation_weight > 0 or cfg.ball_attenuation_prior):
                     hu = image_hu if tuple(image_hu.shape[-3:]) == shape else area_downsample(image_hu, shape)
                 out = report_ball_losses(selected, head_groups, cfg, batch, targets.num_tumors, hu)
                 report = (

@@ -1,10 +1,10 @@
 import torch
 
-from train.losses import Attenuation, AttenuationLoss
-from train.losses.attenuation import contrast_penalty, tumor_organ_contrast
+from train.losses import Attenuation, AttenuationLoss, BallLoss, LossConfig
+from train.losses.attenuation import contrast_penalty, placement_prior, tumor_organ_contrast
 from train.losses.targets import GroupEntry, TumorEntry, build_report_targets
 
-from .synthetic import ellipsoid
+from .synthetic import dice, ellipsoid
 
 S = 32
 ORGAN = ellipsoid((S, S, S), (16, 16, 16), (12, 10, 10))
@@ -22,7 +22,8 @@ def _run(tumour_hu: float, organ_hu: float, attenuation: Attenuation) -> tuple[t
     tg = build_report_targets(
         [[GroupEntry(ORGAN, 1, tumors=(TumorEntry((d, d, d), attenuation),))]], (S, S, S), [(1.0, 1.0, 1.0)]
     )
-    loss = AttenuationLoss()(z, tg, hu)
+    # Without the placement prior the tumour is placed on the network's blob, whatever its brightness.
+    loss = AttenuationLoss(LossConfig(ball_attenuation_prior=False))(z, tg, hu)
     loss.backward()
     return loss, z.grad
 
@@ -62,3 +63,43 @@ def test_contrast_is_the_probability_weighted_mean_difference():
     mean_t = [(p * r * hu).sum() / ((p * r).sum() + 1e-3) for r in regions]
     mean_o = ((1 - p) * tissue * hu).sum() / (((1 - p) * tissue).sum() + 1e-3)
     assert torch.allclose(got, torch.stack(mean_t) - mean_o, rtol=1e-12)
+
+
+def test_placement_prior_follows_the_reported_direction():
+    hu = torch.tensor([110.0, 40.0, 180.0, 105.0]).view(1, 1, 4)
+    organ = torch.tensor([True, False, False, True]).view(1, 1, 4)
+    hypo = placement_prior(hu, organ, Attenuation.HYPO, margin_hu=10.0, softness_hu=5.0).flatten()
+    hyper = placement_prior(hu, organ, Attenuation.HYPER, margin_hu=10.0, softness_hu=5.0).flatten()
+    median = 105.0  # torch's median of an even count is the lower middle value
+    assert hypo[1].item() == torch.sigmoid(torch.tensor((median - 40.0 - 10.0) / 5.0)).item() > 0.99
+    assert hypo[2].item() < 1e-6 and hyper[2].item() > 0.99 and hyper[1].item() < 1e-6
+    assert abs(hypo[0].item() - torch.sigmoid(torch.tensor(-3.0)).item()) < 1e-6  # 5 HU brighter: (-5 - 10) / 5
+    assert placement_prior(hu, organ, Attenuation.ISO, 10.0, 5.0) is None
+    assert placement_prior(hu, organ, Attenuation.UNKNOWN, 10.0, 5.0) is None
+    assert placement_prior(hu, torch.zeros_like(organ), Attenuation.HYPO, 10.0, 5.0) is None
+
+
+def _placed_core(attenuation_prior: bool) -> torch.Tensor:
+    """The Ball Loss's placed tumour when the network is surest of a normal spot and the real tumour is dark."""
+    dark = ellipsoid((S, S, S), (10, 16, 16), (4, 4, 4))
+    hot = ellipsoid((S, S, S), (22, 16, 16), (4, 4, 4))
+    z = torch.full((1, 2, S, S, S), -3.0)
+    z[0, 1][hot] = 2.0
+    z[0, 1][dark] = -1.0
+    hu = torch.full((1, 1, S, S, S), -100.0)
+    hu[0, 0][ORGAN] = 110.0
+    hu[0, 0][dark] = 45.0
+    d = (6.0 * dark.sum().item() / torch.pi) ** (1 / 3)
+    tg = build_report_targets(
+        [[GroupEntry(ORGAN, 1, tumors=(TumorEntry((d, d, d), Attenuation.HYPO),))]], (S, S, S), [(1.0, 1.0, 1.0)]
+    )
+    out = BallLoss(LossConfig(ball_attenuation_prior=attenuation_prior))(z, tg, hu)
+    placement, _ = out.placements[0]
+    return placement.core == 1, dark, hot
+
+
+def test_attenuation_prior_moves_the_ball_onto_the_dark_tumour():
+    core, dark, hot = _placed_core(attenuation_prior=True)
+    assert dice(core, dark) > 0.8 and not (core & hot).any()
+    core, dark, hot = _placed_core(attenuation_prior=False)
+    assert dice(core, hot) > 0.8 and not (core & dark).any()  # probability alone picks the network's hot spot
