@@ -41,6 +41,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -67,6 +68,9 @@ class ScienceSettings(BaseModel):
     results: Path = Field(description="results.json path; results.md and the plot go next to it.")
     pool_cases: int = Field(ge=2, description="Training pool: mask cases + report cases.")
     pool_seed: int = 11
+    pool_tumor_count_probabilities: tuple[float, ...] = Field(
+        (0.25, 0.4, 0.2, 0.15), description="Chance of 0, 1, 2, 3 tumours per pool CT (the generator's default). "
+        "With ten mask CTs of the default mix the lesion channels memorise their few tumours (docs/training.md).")
     mask_cases: int = Field(ge=1, description="Pool CTs that keep their voxel masks (drawn per seed).")
     test_cases: int = Field(ge=2, description="Held-out phantoms scored by every arm.")
     test_seed: int = 12
@@ -79,7 +83,8 @@ class ScienceSettings(BaseModel):
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
     arms: list[str] = Field(default_factory=lambda: list(ARMS))
     train_overrides: list[str] = Field(default_factory=list, description="Extra `--set` style overrides.")
-    extract_workers: int = Field(2, ge=1, description="Parallel `rsuper extract` processes (one store each).")
+    extract_workers: int = Field(2, ge=1, description="Parallel `rsuper extract` processes (one store each); "
+                                 "while they run, `jobs - extract_workers` runs train (at least one).")
     extract_threads: int = Field(1, ge=1, description="llama.cpp threads per extraction process.")
     predict_overlap: float = Field(0.25, ge=0, lt=1, description="Sliding-window overlap at test time.")
     threshold_mm3: float = Field(100.0, gt=0, description="Per-CT operating point: predicted lesion volume (mm3).")
@@ -99,11 +104,13 @@ PRESETS: dict[str, dict[str, Any]] = {
                   official_evaluate=False),
     # About an hour of CPU for three seeds on two free cores.
     "cpu": dict(train_config="configs/science/cpu.yaml", work_dir="runs/science/cpu",
-                results="benchmarks/science/results.json", pool_cases=60, mask_cases=10, test_cases=30, jobs=2),
+                results="benchmarks/science/results.json", pool_cases=60, mask_cases=10, test_cases=30, jobs=2,
+                extract_workers=1, pool_tumor_count_probabilities=(0.1, 0.4, 0.3, 0.2)),
     # Full scale (a GPU): bigger pool and test set, finer phantoms, a wider network trained longer.
     "gpu": dict(train_config="configs/science/gpu.yaml", work_dir="runs/science/gpu",
                 results="benchmarks/science/results_gpu.json", pool_cases=200, mask_cases=10, test_cases=60,
-                phantom_shape=(128, 128, 96), extract_workers=1, predict_overlap=0.5, torch_threads=None),
+                phantom_shape=(128, 128, 96), extract_workers=1, predict_overlap=0.5, torch_threads=None,
+                pool_tumor_count_probabilities=(0.1, 0.4, 0.3, 0.2)),
 }
 
 
@@ -169,6 +176,27 @@ def test_phantom_config(settings: ScienceSettings):
                          small_lesion_probability=0.0)
 
 
+SUBSET_MANIFEST = "subset.json"
+
+
+def subset_manifest(config: Any, indices: list[int]) -> dict:
+    """What a rendered phantom subset was made from: the generator settings and the phantom indices."""
+    return {"generator": config.model_dump(mode="json"), "indices": list(indices)}
+
+
+def ensure_case_subset(out: Path, config: Any, indices: list[int]) -> Path:
+    """Render the subset unless ``out`` already holds exactly it (checked against its ``subset.json``)."""
+    manifest = subset_manifest(config, indices)
+    path = out / SUBSET_MANIFEST
+    if path.is_file() and json.loads(path.read_text()) == manifest and (out / "ground_truth.jsonl").is_file():
+        return out
+    if out.exists():
+        shutil.rmtree(out)  # another pool or test set: its cases must not linger
+    write_case_subset(out, config, indices)
+    path.write_text(json.dumps(manifest, sort_keys=True) + "\n")
+    return out
+
+
 def write_case_subset(out: Path, config: Any, indices: list[int]) -> None:
     """Render phantoms ``indices`` of ``config`` into ``out`` with the layout of ``rsuper phantoms``."""
     from train.data.phantoms import LESION_LABELS, ORGAN_LABELS, generate_case, write_case, write_csv_atomic
@@ -190,27 +218,19 @@ def write_case_subset(out: Path, config: Any, indices: list[int]) -> None:
     os.replace(tmp, out / "ground_truth.jsonl")  # written last: its presence marks a finished set
 
 
-def _count_lines(path: Path) -> int:
-    return sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip()) if path.is_file() else 0
-
-
 def ensure_pool(settings: ScienceSettings) -> Path:
-    """The training pool (seed ``pool_seed``, default tumour mix including tiny unsized tumours)."""
+    """The training pool (seed ``pool_seed``, tumour mix ``pool_tumor_count_probabilities``, tiny unsized
+    tumours included)."""
     from train.data.phantoms import PhantomConfig
 
-    root = settings.work_dir / "pool"
-    if _count_lines(root / "ground_truth.jsonl") != settings.pool_cases:
-        config = PhantomConfig(n=settings.pool_cases, seed=settings.pool_seed, shape=settings.phantom_shape)
-        write_case_subset(root, config, list(range(settings.pool_cases)))
-    return root
+    config = PhantomConfig(n=settings.pool_cases, seed=settings.pool_seed, shape=settings.phantom_shape,
+                           tumor_count_probabilities=settings.pool_tumor_count_probabilities)
+    return ensure_case_subset(settings.work_dir / "pool", config, list(range(settings.pool_cases)))
 
 
 def ensure_test(settings: ScienceSettings) -> Path:
     """The stratified held-out test set."""
-    root = settings.work_dir / "test"
-    if _count_lines(root / "ground_truth.jsonl") != settings.test_cases:
-        write_case_subset(root, test_phantom_config(settings), select_test_indices(settings))
-    return root
+    return ensure_case_subset(settings.work_dir / "test", test_phantom_config(settings), select_test_indices(settings))
 
 
 def read_truth(root: Path) -> dict[str, dict]:
@@ -673,6 +693,11 @@ def _short(entry: dict) -> dict:
                                                          "eval_seconds")}}
 
 
+def training_slots(settings: ScienceSettings, extraction_running: bool) -> int:
+    """Runs to train at once: the LLM processes take cores too, so fewer while they run (never none)."""
+    return max(1, settings.jobs - settings.extract_workers) if extraction_running else settings.jobs
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     settings, args = resolve_settings(argv)
     if not args.progress:
@@ -752,7 +777,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     if procs and not ready and all(p.poll() is not None for p in procs):
                         extraction_done()
                         continue
-                    while len(running) < settings.jobs:
+                    while len(running) < training_slots(settings, extraction_running=not ready):
                         task = next_task(ready)
                         if task is None:
                             break

@@ -57,6 +57,31 @@ def test_select_test_indices_fills_every_stratum(bench, tmp_path):
     assert {s: strata.count(s) for s in set(strata)} == {"free": 3, "small": 4, "large": 3}
 
 
+def test_pool_is_rendered_once_and_again_when_its_tumour_mix_changes(bench, tmp_path):
+    settings = _settings(bench, tmp_path, pool_cases=3, pool_tumor_count_probabilities=(0.0, 0.0, 0.0, 1.0))
+    pool = bench.ensure_pool(settings)
+    truth = bench.read_truth(pool)
+    assert len(truth) == 3 and all(len(row["tumors"]) == 3 for row in truth.values())
+    stamp = (pool / "ground_truth.jsonl").stat().st_mtime_ns
+    assert bench.ensure_pool(settings) == pool
+    assert (pool / "ground_truth.jsonl").stat().st_mtime_ns == stamp  # same settings: reused
+
+    (pool / "cases" / "stale_case").mkdir()
+    tumour_free = settings.model_copy(update={"pool_tumor_count_probabilities": (1.0,)})
+    bench.ensure_pool(tumour_free)
+    assert all(row["tumors"] == [] for row in bench.read_truth(pool).values())
+    assert not (pool / "cases" / "stale_case").exists()
+    manifest = json.loads((pool / bench.SUBSET_MANIFEST).read_text())
+    assert manifest["indices"] == [0, 1, 2] and manifest["generator"]["tumor_count_probabilities"] == [1.0]
+
+
+def test_fewer_runs_train_while_the_llm_extracts(bench, tmp_path):
+    settings = _settings(bench, tmp_path, jobs=3, extract_workers=1)
+    assert bench.training_slots(settings, extraction_running=True) == 2
+    assert bench.training_slots(settings, extraction_running=False) == 3
+    assert bench.training_slots(_settings(bench, tmp_path, jobs=1, extract_workers=2), extraction_running=True) == 1
+
+
 def test_mask_case_ids_depend_on_seed_only(bench):
     ids = [f"CT{i:02d}" for i in range(30)]
     a = bench.mask_case_ids(ids, 10, 0)
