@@ -68,20 +68,24 @@ def tumor_organ_contrast(
 
 
 def placement_prior(
-    hu: torch.Tensor, organ: torch.Tensor, attenuation: int, margin_hu: float, softness_hu: float
+    hu: torch.Tensor, organ: torch.Tensor, attenuation: int, margin_hu: float, softness_hu: float,
+    min_tissue_hu: float = -30.0,
 ) -> torch.Tensor | None:
     """How well each voxel's HU fits a reported hypo- or hyper-attenuating tumour, in (0, 1).
 
     ``sigmoid((organ_median - HU - margin) / softness)`` for hypo, the mirror image for hyper; the organ median
-    is taken over ``organ``. The Ball Loss multiplies its placement map by it, so an immature network's hot
-    spots in ordinary organ tissue are not taken for the tumour.
+    is taken over ``organ``. Times ``sigmoid((HU - min_tissue_hu) / softness)`` and zero outside ``organ``: the
+    grown placement region reaches into fat, air and neighbouring organs, which can be darker or brighter than
+    this organ (a liver next to a kidney looks "hypo"). The Ball Loss multiplies its placement map by the prior,
+    so an immature network's hot spots in ordinary tissue are not taken for the tumour.
 
     Args:
         hu: float (D, H, W) HU.
-        organ: bool (D, H, W) organ / sub-segment voxels giving the reference HU.
+        organ: bool (D, H, W) organ / sub-segment voxels: the reference HU and where the prior is non-zero.
         attenuation: :class:`Attenuation` code shared by the tumours placed.
         margin_hu: contrast (HU) at which the prior is 0.5.
         softness_hu: HU per unit of logit (smaller: sharper).
+        min_tissue_hu: darker voxels are not soft tissue (fat, air) and get a prior near 0.
 
     Returns:
         float (D, H, W), or None when the attenuation carries no direction (unknown, iso) or the organ is empty.
@@ -91,4 +95,5 @@ def placement_prior(
     contrast = hu - hu[organ].median()
     if attenuation == Attenuation.HYPO:
         contrast = -contrast
-    return torch.sigmoid((contrast - margin_hu) / softness_hu)
+    fit = torch.sigmoid((contrast - margin_hu) / softness_hu) * torch.sigmoid((hu - min_tissue_hu) / softness_hu)
+    return fit * organ

@@ -123,6 +123,10 @@ class LossConfig(BaseModel):
     ball_prior_softness_hu: float = Field(
         5.0, gt=0, description="Softness of the attenuation placement prior (HU per logit unit)."
     )
+    ball_prior_min_tissue_hu: float = Field(
+        -30.0, description="The placement prior is ~0 below this HU (fat and air around the organ, which the grown "
+        "placement region reaches, are darker than any hypo-attenuating tumour)."
+    )
 
     # --- Attenuation Loss --------------------------------------------------------------------------------
     attenuation_margin_hu: float = Field(

@@ -199,7 +199,7 @@ def _placement_prior(g: GroupPlan, organ: torch.Tensor, image_hu: torch.Tensor |
         return None
     lo, hi = cfg.attenuation_hu_window
     return placement_prior(image_hu[g.item, 0].clamp(lo, hi), organ, codes.pop(), cfg.attenuation_margin_hu,
-                           cfg.ball_prior_softness_hu)
+                           cfg.ball_prior_softness_hu, cfg.ball_prior_min_tissue_hu)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -66,14 +66,17 @@ def test_contrast_is_the_probability_weighted_mean_difference():
 
 
 def test_placement_prior_follows_the_reported_direction():
-    hu = torch.tensor([110.0, 40.0, 180.0, 105.0]).view(1, 1, 4)
-    organ = torch.tensor([True, False, False, True]).view(1, 1, 4)
+    # Organ: tissue at 110 and 105 HU, a dark and a bright spot, fat; outside it a dark neighbour and fat.
+    hu = torch.tensor([110.0, 105.0, 40.0, 180.0, -100.0, 40.0, -100.0]).view(1, 1, 7)
+    organ = torch.tensor([True, True, True, True, True, False, False]).view(1, 1, 7)  # median 105 HU
     hypo = placement_prior(hu, organ, Attenuation.HYPO, margin_hu=10.0, softness_hu=5.0).flatten()
     hyper = placement_prior(hu, organ, Attenuation.HYPER, margin_hu=10.0, softness_hu=5.0).flatten()
-    median = 105.0  # torch's median of an even count is the lower middle value
-    assert hypo[1].item() == torch.sigmoid(torch.tensor((median - 40.0 - 10.0) / 5.0)).item() > 0.99
-    assert hypo[2].item() < 1e-6 and hyper[2].item() > 0.99 and hyper[1].item() < 1e-6
-    assert abs(hypo[0].item() - torch.sigmoid(torch.tensor(-3.0)).item()) < 1e-6  # 5 HU brighter: (-5 - 10) / 5
+    assert hypo[2].item() > 0.99 and hyper[3].item() > 0.99
+    assert hypo[3].item() < 1e-6 and hyper[2].item() < 1e-6
+    expected = torch.sigmoid(torch.tensor(-3.0)) * torch.sigmoid(torch.tensor(28.0))  # 5 HU brighter: (-5 - 10) / 5
+    assert abs(hypo[0].item() - expected.item()) < 1e-6
+    assert hypo[4].item() < 1e-5  # fat is darker still, but no tumour
+    assert hypo[5].item() == 0.0 and hypo[6].item() == 0.0 and hyper[5].item() == 0.0  # outside the organ
     assert placement_prior(hu, organ, Attenuation.ISO, 10.0, 5.0) is None
     assert placement_prior(hu, organ, Attenuation.UNKNOWN, 10.0, 5.0) is None
     assert placement_prior(hu, torch.zeros_like(organ), Attenuation.HYPO, 10.0, 5.0) is None
