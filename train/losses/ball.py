@@ -35,7 +35,7 @@ class BallParams:
     """Ball Loss constants (see :class:`train.losses.config.LossConfig` for meanings and defaults)."""
 
     search_margin: float = 0.2
-    positive_fraction: float = 0.9
+    positive_fraction: float = 0.5
     guard_fraction: float = 1.25
     ignore_band_mm: float = 3.0
     rank_decay: float = 0.5

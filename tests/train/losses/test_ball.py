@@ -31,9 +31,24 @@ def _targets(organ, diameters, spacing=ISO, shape=(S, S, S), **group_kw):
     return build_report_targets([[GroupEntry(organ, 1, tumors=tumors, **group_kw)]], shape, [spacing])
 
 
+# The geometry checks take 90 % of the reported volume as positives, so the pseudo-mask nearly covers the tumour.
+NINETY = LossConfig(ball_positive_fraction=0.9)
+
+
+def test_default_positives_are_the_most_confident_half_of_the_tumour():
+    ball = ellipsoid((S, S, S), (18, 21, 22), (5, 5, 5))
+    z = _logits(ball).detach()
+    z[0, 1][ball] += torch.linspace(0.0, 1.0, int(ball.sum()))  # a confidence ranking inside the tumour
+    out = BallLoss()(z.requires_grad_(True), _targets(ORGAN, [_eq_diameter(ball)]))
+    placement, _ = out.placements[0]
+    pos = placement.positive.bool()
+    assert abs(pos.sum().item() - 0.5 * ball.sum().item()) <= 2 and not (pos & ~ball).any()
+    assert z[0, 1][pos].min() >= z[0, 1][ball & ~pos].max()  # the most confident voxels first
+
+
 def test_exact_ball_is_covered_by_the_pseudo_mask():
     ball = ellipsoid((S, S, S), (18, 21, 22), (5, 5, 5))
-    out = BallLoss()(_logits(ball), _targets(ORGAN, [_eq_diameter(ball)]))
+    out = BallLoss(NINETY)(_logits(ball), _targets(ORGAN, [_eq_diameter(ball)]))
     placement, _ = out.placements[0]
     assert dice(placement.positive, ball) >= 0.9
     assert (placement.positive.bool() & ~ball).sum() == 0
@@ -44,7 +59,7 @@ def test_exact_ball_is_covered_by_the_pseudo_mask():
 def test_two_tumours_give_disjoint_masks_of_the_right_sizes():
     big = ellipsoid((S, S, S), (14, 20, 20), (6, 6, 6))
     small = ellipsoid((S, S, S), (28, 20, 20), (3, 3, 3))
-    out = BallLoss()(_logits(big, small), _targets(ORGAN, [_eq_diameter(small), _eq_diameter(big)]))
+    out = BallLoss(NINETY)(_logits(big, small), _targets(ORGAN, [_eq_diameter(small), _eq_diameter(big)]))
     placement, slots = out.placements[0]
     assert slots == [1, 0]  # largest first
     first, second = placement.core == 1, placement.core == 2
@@ -61,7 +76,7 @@ def test_anisotropic_pseudo_mask_has_the_reported_physical_volume():
     organ = ellipsoid(shape, (12, 24, 24), (25, 14, 14), spacing)
     tumour = ellipsoid(shape, (11, 22, 26), (6, 6, 6), spacing)
     reported = 12.0
-    out = BallLoss()(_logits(tumour, shape=shape), _targets(organ, [reported], spacing, shape))
+    out = BallLoss(NINETY)(_logits(tumour, shape=shape), _targets(organ, [reported], spacing, shape))
     placement, _ = out.placements[0]
     volume = placement.positive.sum().item() * math.prod(spacing)
     expected = 0.9 * math.pi * reported**3 / 6.0
@@ -105,11 +120,11 @@ def test_rest_of_the_segment_is_pushed_to_zero_only_when_all_sizes_are_known():
     ball = ellipsoid((S, S, S), (18, 21, 22), (4, 4, 4))
     far = ellipsoid((S, S, S), (30, 20, 20), (2, 2, 2))
     z = _logits(ball, far)
-    out = BallLoss()(z, _targets(ORGAN, [_eq_diameter(ball)]))
+    out = BallLoss(NINETY)(z, _targets(ORGAN, [_eq_diameter(ball)]))
     out.bce.backward()
     assert z.grad[0, 1][far].min() > 0  # the extra blob is pushed down
     z = _logits(ball, far)
-    out = BallLoss()(z, _targets(ORGAN, [_eq_diameter(ball), None]))  # second tumour of unknown size
+    out = BallLoss(NINETY)(z, _targets(ORGAN, [_eq_diameter(ball), None]))  # second tumour of unknown size
     out.bce.backward()
     assert z.grad[0, 1][far].abs().max() == 0
     assert out.status[0].tolist() == [int(TumorStatus.PLACED), int(TumorStatus.PRESENCE_ONLY)]
@@ -117,7 +132,7 @@ def test_rest_of_the_segment_is_pushed_to_zero_only_when_all_sizes_are_known():
 
 def test_count_only_report_with_prior_size_places_balls():
     blob = ellipsoid((S, S, S), (20, 20, 20), (5, 5, 5))
-    cfg = LossConfig(count_prior_diameter_mm=10.0)
+    cfg = LossConfig(count_prior_diameter_mm=10.0, ball_positive_fraction=0.9)
     out = BallLoss(cfg)(_logits(blob), _targets(ORGAN, [], count=1))
     placement, slots = out.placements[0]
     assert slots == [-1]
@@ -127,7 +142,7 @@ def test_count_only_report_with_prior_size_places_balls():
 
 def test_lesion_free_groups_are_not_ball_supervised():
     tg = _targets(ORGAN, [], state=GroupState.LESION_FREE)
-    assert BallLoss()(_logits(), tg).n_groups == 0
+    assert BallLoss(NINETY)(_logits(), tg).n_groups == 0
 
 
 def _terms_by_autograd(logits, positive, weight, negative, eps=1e-5):
