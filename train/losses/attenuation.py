@@ -88,12 +88,14 @@ def placement_prior(
         min_tissue_hu: darker voxels are not soft tissue (fat, air) and get a prior near 0.
 
     Returns:
-        float (D, H, W), or None when the attenuation carries no direction (unknown, iso) or the organ is empty.
+        float (D, H, W) (zero for an empty organ), or None when the attenuation carries no direction (unknown, iso).
     """
-    if attenuation not in (Attenuation.HYPO, Attenuation.HYPER) or not bool(organ.any()):
+    if attenuation not in (Attenuation.HYPO, Attenuation.HYPER):
         return None
-    contrast = hu - hu[organ].median()
+    # nanmedian over the masked volume instead of hu[organ]: no host sync on a GPU; an empty organ gives NaN -> 0.
+    reference = torch.where(organ, hu, torch.nan).nanmedian()
+    contrast = hu - reference
     if attenuation == Attenuation.HYPO:
         contrast = -contrast
     fit = torch.sigmoid((contrast - margin_hu) / softness_hu) * torch.sigmoid((hu - min_tissue_hu) / softness_hu)
-    return fit * organ
+    return torch.nan_to_num(fit * organ, nan=0.0)

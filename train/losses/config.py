@@ -98,8 +98,8 @@ class LossConfig(BaseModel):
     ball_positive_fraction: float = Field(
         0.5, gt=0, le=1, description="Positives = this fraction of the reported volume, most confident first. "
         "A confident core: the positives are weighted as a class against the many negatives, so every organ voxel "
-        "among them teaches 'organ = lesion'. On the science pool (flat prediction, attenuation prior) 90 % of the "
-        "positives lie on the true tumour at 0.5, 78 % at 0.7, 65 % at 0.9.",
+        "among them teaches 'organ = lesion'. On the science pool (benchmarks/diag_placement.py: flat prediction, "
+        "attenuation prior) 90 % of the positives lie on the true tumour at 0.5, 64 % at 0.9.",
     )
     ball_guard_fraction: float = Field(
         1.25, ge=1, description="The most confident (fraction * volume) voxels, grown by the ignore band, are "
