@@ -47,7 +47,7 @@ def main() -> None:
     from train.data.dataset import CaseDataset, TrainingCase, collate, paint_masks
     from train.data.records import records_from_ground_truth
     from train.data.sampler import extract_patch
-    from train.losses import BallLoss
+    from train.losses import BallLoss, LossConfig
 
     cfg = TrainConfig.model_validate(yaml.safe_load(args.config.read_text()))
     data_cfg = cfg.data.model_copy(update={"random_crop_probability": 0.0, "mirror_axes": ()})
@@ -56,8 +56,7 @@ def main() -> None:
     for text in args.overrides:
         key, _, value = text.partition("=")
         loss_fields[key.strip()] = yaml.safe_load(value)
-    loss_cfg = cfg.loss.model_copy(update=loss_fields)
-    ball = BallLoss(type(cfg.loss).model_validate(loss_cfg.model_dump()))
+    ball = BallLoss(LossConfig.model_validate({**cfg.loss.model_dump(), **loss_fields}))  # validated overrides
 
     build = build_cases(args.phantoms, args.phantoms / "case_reports.csv", check_values=False)
     layout = discover(args.phantoms)
@@ -67,7 +66,7 @@ def main() -> None:
     masked = masked[: args.cases]
     report_cases = [TrainingCase(dataclasses.replace(c.files, lesion_mask_path=None), records[report_of[c.files.ct_id]])
                     for c in masked]
-    lesion_code = {f"{name}": code for code, name in layout.lesion_label_names.items()}
+    lesion_code = {name: code for code, name in layout.lesion_label_names.items()}
 
     on_tumour = positives = hits = placements = known_negative = tumour_voxels = 0
     with tempfile.TemporaryDirectory() as tmp:
