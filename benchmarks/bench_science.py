@@ -515,12 +515,29 @@ def evaluate_run(settings: ScienceSettings, checkpoint: Path, test: Path, run_di
 # --------------------------------------------------------------------------------------------- results
 
 
-def settings_fingerprint(settings: ScienceSettings, config_text: str) -> str:
-    """sha256 (12 hex) of what decides a result (not paths, seeds, arms or worker counts)."""
+def settings_fingerprint(settings: ScienceSettings) -> str:
+    """sha256 (12 hex) of the benchmark settings that decide a result (data, thresholds; not paths, seeds, arms or
+    worker counts). The training recipe is covered per run by :func:`run_fingerprint`."""
     keep = settings.model_dump(mode="json", exclude={"work_dir", "results", "seeds", "arms", "extract_workers",
                                                      "extract_threads", "official_evaluate", "torch_threads",
-                                                     "jobs", "scale"})
-    return hashlib.sha256((json.dumps(keep, sort_keys=True) + config_text).encode()).hexdigest()[:12]
+                                                     "jobs", "scale", "train_config", "train_overrides"})
+    return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:12]
+
+
+# Loss fields that only act through the report losses: with report_weight 0 they cannot change a run.
+_REPORT_LOSS_PREFIXES = ("ball_", "volume_", "attenuation_", "presence_", "count_prior_", "group_margin_")
+
+
+def run_fingerprint(fingerprint: str, config: Any) -> str:
+    """sha256 (12 hex) of the settings fingerprint and one run's resolved TrainConfig, defaults included.
+
+    Paths are left out (work directories may differ); so are the report-loss fields of a run whose report weight
+    is 0, so changing a report-loss default does not retrain the masks-only arm. Code is not covered.
+    """
+    dump = config.model_dump(mode="json", exclude={"output_dir": True, "data": {"root", "cache_dir"}})
+    if dump["loss"]["report_weight"] == 0:
+        dump["loss"] = {k: v for k, v in dump["loss"].items() if not k.startswith(_REPORT_LOSS_PREFIXES)}
+    return hashlib.sha256((fingerprint + json.dumps(dump, sort_keys=True)).encode()).hexdigest()[:12]
 
 
 def write_results(path: Path, entries: list[dict]) -> None:
@@ -647,8 +664,17 @@ def resolve_settings(argv: list[str] | None = None) -> tuple[ScienceSettings, ar
     return ScienceSettings.model_validate(raw), args
 
 
+def run_dir_of(settings: ScienceSettings, arm: str, seed: int, fingerprint: str) -> tuple[Path, str]:
+    """The run directory ``runs/<arm>_seed<seed>_<run fingerprint>`` and the run fingerprint of one (arm, seed).
+
+    Keyed by the fingerprint, so a run with other settings never resumes this one's checkpoint.
+    """
+    run_fp = run_fingerprint(fingerprint, arm_config(settings, arm, seed, Path("unused")))
+    return settings.work_dir / "runs" / f"{arm}_seed{seed}_{run_fp}", run_fp
+
+
 def run_one(settings: ScienceSettings, arm: str, seed: int, fingerprint: str) -> dict:
-    """Train, predict and score one (arm, seed); writes and returns ``runs/<arm>_seed<seed>/result.json``.
+    """Train, predict and score one (arm, seed); writes and returns its run directory's ``result.json``.
 
     Runs in a worker process when ``jobs`` > 1, so it reads everything it needs from disk.
     """
@@ -656,7 +682,7 @@ def run_one(settings: ScienceSettings, arm: str, seed: int, fingerprint: str) ->
 
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
-    run_dir = settings.work_dir / "runs" / f"{arm}_seed{seed}"
+    run_dir, run_fp = run_dir_of(settings, arm, seed, fingerprint)
     pool, test = settings.work_dir / "pool", settings.work_dir / "test"
     base = pool_cases(pool)
     records: dict = {}
@@ -673,17 +699,18 @@ def run_one(settings: ScienceSettings, arm: str, seed: int, fingerprint: str) ->
              "mask_cases": sum(c.has_mask for c in cases), "report_cases": sum(not c.has_mask for c in cases),
              "report_cases_without_record": dropped, "steps": config.optim.total_steps,
              "threshold_mm3": settings.threshold_mm3, "train_seconds": round(train_s, 1),
-             "eval_seconds": round(eval_s, 1), "fingerprint": fingerprint}
+             "eval_seconds": round(eval_s, 1), "fingerprint": run_fp}
     (run_dir / "result.json").write_text(json.dumps(entry, indent=1))
     return entry
 
 
-def collect_entries(work_dir: Path, fingerprint: str) -> list[dict]:
-    """Every finished (arm, seed) result under ``work_dir/runs`` made with these settings."""
+def collect_entries(settings: ScienceSettings, fingerprint: str) -> list[dict]:
+    """Every finished (arm, seed) result under ``work_dir/runs`` made with these settings (any seed)."""
     out = []
-    for path in sorted((work_dir / "runs").glob("*/result.json")):
+    for path in sorted((settings.work_dir / "runs").glob("*/result.json")):
         entry = json.loads(path.read_text())
-        if entry.get("fingerprint") == fingerprint:
+        if entry.get("arm") in ARMS and path.parent == run_dir_of(settings, entry["arm"], entry["seed"],
+                                                                  fingerprint)[0]:
             out.append(entry)
     return out
 
@@ -705,8 +732,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     results = settings.results if settings.results.is_absolute() else REPO / settings.results
     work = settings.work_dir if settings.work_dir.is_absolute() else REPO / settings.work_dir
     settings = settings.model_copy(update={"work_dir": work, "results": results})
-    config_path = settings.train_config if settings.train_config.is_absolute() else REPO / settings.train_config
-    fingerprint = settings_fingerprint(settings, config_path.read_text())
+    fingerprint = settings_fingerprint(settings)
     meta: dict[str, Any] = {"scale": settings.scale, "train_config": str(settings.train_config),
                             "pool_cases": settings.pool_cases, "mask_cases": settings.mask_cases,
                             "test_cases": settings.test_cases, "phantom_shape": list(settings.phantom_shape),
@@ -715,8 +741,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.report_only:
         if extract_summary.is_file():
             meta.update(json.loads(extract_summary.read_text()))
-        write_report(results, collect_entries(work, fingerprint), meta)
-        return collect_entries(work, fingerprint)
+        write_report(results, collect_entries(settings, fingerprint), meta)
+        return collect_entries(settings, fingerprint)
 
     import logging
 
@@ -725,7 +751,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     pool = ensure_pool(settings)
     test = ensure_test(settings)
     meta["phantoms_s"] = round(time.perf_counter() - t_start, 1)
-    done = {(e["arm"], e["seed"]) for e in collect_entries(work, fingerprint)}
+    done = {(e["arm"], e["seed"]) for e in collect_entries(settings, fingerprint)}
     todo = [(seed, arm) for seed in settings.seeds for arm in ARMS if arm in settings.arms
             and (arm, seed) not in done]
     procs, t_extract = [], time.perf_counter()
@@ -743,7 +769,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                           "wall_s": meta["extraction_wall_s"]}), flush=True)
 
     def finished(entry: dict) -> None:
-        write_results(results, collect_entries(work, fingerprint))
+        write_results(results, collect_entries(settings, fingerprint))
         print(json.dumps(_short(entry)), flush=True)
 
     # Seed by seed; the extracted arm waits for the LLM while the other arms train.
@@ -797,7 +823,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if extract_summary.is_file() and "extraction_vs_truth" not in meta:
         meta.update(json.loads(extract_summary.read_text()))
     meta["total_wall_s"] = round(time.perf_counter() - t_start, 1)
-    entries = collect_entries(work, fingerprint)
+    entries = collect_entries(settings, fingerprint)
     write_results(results, entries)
     write_report(results, entries, meta)
     summary = summarise(entries)

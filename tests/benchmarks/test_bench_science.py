@@ -146,6 +146,12 @@ def test_minuscule_run_writes_one_entry_per_arm_and_seed(bench, tmp_path, monkey
     assert (tmp_path / "out/results.md").read_text().count("masks_reports_truth") >= 3
     assert (tmp_path / "out/results.png").stat().st_size > 1000
     # A rerun reuses the finished runs instead of training again.
-    stamp = (tmp_path / "work/runs/masks_only_seed3/result.json").stat().st_mtime_ns
+    (masks_only_result,) = (tmp_path / "work/runs").glob("masks_only_seed3_*/result.json")
+    stamp = masks_only_result.stat().st_mtime_ns
     assert bench.main(argv) == entries
-    assert (tmp_path / "work/runs/masks_only_seed3/result.json").stat().st_mtime_ns == stamp
+    assert masks_only_result.stat().st_mtime_ns == stamp
+    # A report-loss change keys the report arm anew (never resuming the old checkpoint) and keeps masks-only.
+    changed = bench.main([*argv, "--train-set", "loss.ball_positive_fraction=0.4"])
+    assert changed[0] == entries[0] and changed[1]["fingerprint"] != entries[1]["fingerprint"]
+    assert len(list((tmp_path / "work/runs").glob("masks_reports_truth_seed3_*/result.json"))) == 2
+    assert masks_only_result.stat().st_mtime_ns == stamp
