@@ -426,8 +426,9 @@ class Trainer:
                 except ValueError:  # not the main thread
                     pass
         batches = self.data.train_batches(self.dist.rank, self.dist.world_size, cfg.seed, start_step=self.step)
-        bar = tqdm(total=total, initial=self.step, desc="train", unit="step", disable=not self.dist.is_main,
-                   dynamic_ncols=True)
+        # disable= only off the main rank: an explicit False would override the TQDM_DISABLE environment variable.
+        bar = tqdm(total=total, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
+                   **({} if self.dist.is_main else {"disable": True}))
         last_val: dict[str, float] = {}
         t_start = time.perf_counter()
         steps_done = 0

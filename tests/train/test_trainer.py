@@ -1,4 +1,8 @@
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -130,3 +134,25 @@ def test_checkpoint_round_trip_is_bit_identical(fitted):
     for _ in range(2):
         assert trainer.train_step(next(a))["loss"] == restored.train_step(next(b))["loss"]
     assert _same_state(trainer.net.state_dict(), restored.net.state_dict())
+
+
+
+@pytest.mark.parametrize("disabled", [False, True])
+def test_progress_bar_follows_tqdm_disable(tmp_path, disabled):
+    # tqdm reads TQDM_* variables when it is imported, so the run needs a fresh interpreter.
+    script = (
+        "import sys; sys.path[:0] = [sys.argv[2], sys.argv[3]]\n"
+        "from test_trainer import tiny_config\n"
+        "from train.synthetic import SyntheticData\n"
+        "from train.trainer import Trainer\n"
+        "cfg = tiny_config(sys.argv[1], 'optim.total_steps=2')\n"
+        "Trainer(cfg, SyntheticData(cfg.data, volume_shape=(16, 16, 16), num_val=0), resume=False).fit()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TQDM_")}
+    if disabled:
+        env["TQDM_DISABLE"] = "1"
+    tests_dir, repo = Path(__file__).parent, Path(__file__).parents[2]
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "run"), str(tests_dir), str(repo)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert ("train:" in done.stderr) != disabled
