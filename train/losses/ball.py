@@ -209,12 +209,15 @@ class _BallTerms(torch.autograd.Function):
     """Fused forward / hand-written backward of :func:`ball_loss_terms` (one softplus, one sigmoid, dot products)."""
 
     @staticmethod
-    def forward(ctx, logits, positive, weight, negative):  # type: ignore[override]
+    def forward(ctx, logits, positive, weight, negative, bce_voxels):  # type: ignore[override]
         with torch.no_grad():
             z = logits.reshape(-1)
             pos, w, neg = positive.reshape(-1), weight.reshape(-1), negative.reshape(-1)
-            n_pos = pos.sum().clamp_min(1.0)
-            n_neg = neg.sum().clamp_min(1.0)
+            if bce_voxels is None:
+                n_pos = pos.sum().clamp_min(1.0)
+                n_neg = neg.sum().clamp_min(1.0)
+            else:
+                n_pos = n_neg = torch.tensor(float(bce_voxels), dtype=z.dtype, device=z.device)
             has_pos = (pos.sum() > 0).to(z.dtype)
             sp = F.softplus(z)
             bce_neg = torch.dot(sp, neg) / n_neg
@@ -237,23 +240,32 @@ class _BallTerms(torch.autograd.Function):
         grad = torch.addcmul(p, p, p, value=-1.0).mul_(torch.addcmul(pos * a_pos, neg, a_neg))
         grad.addcmul_(p - 1.0, w * (g_bce / n_pos))  # d softplus(-z)/dz = p - 1
         grad.addcmul_(p, neg * (g_bce / n_neg))  # d softplus(z)/dz = p
-        return grad.view(ctx.shape), None, None, None
+        return grad.view(ctx.shape), None, None, None, None
 
 
 def ball_loss_terms(
-    logits: torch.Tensor, positive: torch.Tensor, weight: torch.Tensor, negative: torch.Tensor
+    logits: torch.Tensor,
+    positive: torch.Tensor,
+    weight: torch.Tensor,
+    negative: torch.Tensor,
+    bce_voxels: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class-balanced BCE and soft Dice of one group's lesion logits against its pseudo-mask.
+    """BCE and soft Dice of one group's lesion logits against its pseudo-mask.
 
     Args:
         logits: float (D, H, W) lesion logits (differentiable).
         positive: float (D, H, W) {0, 1} positives.
         weight: float (D, H, W) rank weights on the positives.
         negative: float (D, H, W) {0, 1} voxels pushed to zero.
+        bce_voxels: the BCE sums over positives (weighted) and negatives are both divided by this voxel count
+            (the crop's: a masked mean, as in the reference); None = class-balanced, each sum divided by the size
+            of its own set.
 
     Returns:
-        ``(bce, dice)``: mean weighted BCE over positives plus mean BCE over negatives (each 0 when its set is
-        empty); ``1 - Dice`` on positives + negatives (0 when there are no positives).
+        ``(bce, dice)``: the BCE (0 for an empty set); ``1 - Dice`` on positives + negatives (0 when there are no
+        positives).
     """
-    bce, dice = _BallTerms.apply(logits, positive, weight, negative)
+    if bce_voxels is not None and bce_voxels < 1:
+        raise ValueError(f"bce_voxels must be at least 1, got {bce_voxels}")
+    bce, dice = _BallTerms.apply(logits, positive, weight, negative, bce_voxels)
     return bce, dice

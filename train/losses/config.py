@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
@@ -97,9 +99,17 @@ class LossConfig(BaseModel):
     )
     ball_positive_fraction: float = Field(
         0.5, gt=0, le=1, description="Positives = this fraction of the reported volume, most confident first. "
-        "A confident core: the positives are weighted as a class against the many negatives, so every organ voxel "
-        "among them teaches 'organ = lesion'. On the science pool (benchmarks/diag_placement.py: flat prediction, "
-        "attenuation prior) 90 % of the positives lie on the true tumour at 0.5, 64 % at 0.9.",
+        "A confident core: every organ voxel among the positives teaches 'organ = lesion'. On the science pool "
+        "(benchmarks/diag_placement.py: flat prediction, attenuation prior) 90 % of the positives lie on the true "
+        "tumour at 0.5, 64 % at 0.9.",
+    )
+    ball_bce_normalization: Literal["crop", "class"] = Field(
+        "crop",
+        description="Denominator of the Ball BCE. crop: the weighted positive and the negative sums are divided by "
+        "the crop's voxel count (the reference's masked mean: a pseudo-mask voxel weighs what a segmentation voxel "
+        "does and the Ball Dice drives the positives). class: each sum by the size of its own set, so one positive "
+        "voxel weighs |negatives| / |positives| (~20-200x) a negative one and every organ voxel the placement "
+        "gets wrong is learned as lesion.",
     )
     ball_guard_fraction: float = Field(
         1.25, ge=1, description="The most confident (fraction * volume) voxels, grown by the ignore band, are "

@@ -278,7 +278,8 @@ def report_ball_losses(
         negative = (region & ~guard_all).float() if exact else torch.zeros_like(positive)
         if not slots and not exact:
             continue
-        bce, dice = ball_loss_terms(logits[i][sl], positive, placement.weight[sl], negative)
+        crop_voxels = logits[i].numel() if cfg.ball_bce_normalization == "crop" else None
+        bce, dice = ball_loss_terms(logits[i][sl], positive, placement.weight[sl], negative, crop_voxels)
         bce_terms.append(bce)
         dice_terms.append(dice)
         if image_hu is None:

@@ -145,18 +145,22 @@ def test_lesion_free_groups_are_not_ball_supervised():
     assert BallLoss(NINETY)(_logits(), tg).n_groups == 0
 
 
-def _terms_by_autograd(logits, positive, weight, negative, eps=1e-5):
+def _terms_by_autograd(logits, positive, weight, negative, bce_voxels=None, eps=1e-5):
     n_pos, n_neg = positive.sum(), negative.sum()
-    bce = (F.softplus(-logits) * weight).sum() / n_pos.clamp_min(1.0)
-    bce = bce + (F.softplus(logits) * negative).sum() / n_neg.clamp_min(1.0)
+    if bce_voxels is None:
+        bce = (F.softplus(-logits) * weight).sum() / n_pos.clamp_min(1.0)
+        bce = bce + (F.softplus(logits) * negative).sum() / n_neg.clamp_min(1.0)
+    else:
+        bce = ((F.softplus(-logits) * weight).sum() + (F.softplus(logits) * negative).sum()) / bce_voxels
     p = torch.sigmoid(logits)
     inter = (p * positive).sum()
     dice = (1.0 - (2.0 * inter + eps) / ((p * (positive + negative)).sum() + n_pos + eps)) * (n_pos > 0)
     return bce, dice
 
 
+@pytest.mark.parametrize("bce_voxels", [None, 400])
 @pytest.mark.parametrize("case", ["both", "no_positives", "no_negatives"])
-def test_fused_ball_terms_match_autograd(case):
+def test_fused_ball_terms_match_autograd(case, bce_voxels):
     torch.manual_seed(4)
     shape = (5, 6, 7)
     positive = (torch.rand(shape) > 0.7).double() * (case != "no_positives")
@@ -166,10 +170,27 @@ def test_fused_ball_terms_match_autograd(case):
     results = []
     for fn in (ball_loss_terms, _terms_by_autograd):
         z.grad = None
-        bce, dice = fn(z, positive, weight, negative)
+        bce, dice = fn(z, positive, weight, negative, bce_voxels)
         (1.3 * bce + 0.7 * dice).backward()
         results.append((bce.item(), dice.item(), z.grad.clone()))
     (fb, fd, fg), (rb, rd, rg) = results
     assert fb == pytest.approx(rb, rel=1e-12) and fd == pytest.approx(rd, rel=1e-12, abs=1e-15)
     assert torch.allclose(fg, rg, atol=1e-15)
     assert fg.abs().max() > 0
+
+
+def test_crop_normalised_bce_weighs_positive_and_negative_voxels_alike():
+    positive = torch.zeros(1000)
+    positive[:10] = 1.0
+    negative = 1.0 - positive
+    z = torch.zeros(1000, requires_grad=True)
+    bce, _ = ball_loss_terms(z, positive, positive, negative, bce_voxels=1000)
+    bce.backward()
+    assert bce.item() == pytest.approx(math.log(2.0))  # every voxel at p = 0.5 costs log 2, mean over the crop
+    assert z.grad[0].item() == pytest.approx(-0.5 / 1000) and z.grad[-1].item() == pytest.approx(0.5 / 1000)
+    z.grad = None
+    balanced, _ = ball_loss_terms(z, positive, positive, negative)
+    balanced.backward()
+    assert z.grad[0].item() / -z.grad[-1].item() == pytest.approx(990 / 10)  # class means: 99x per positive voxel
+    with pytest.raises(ValueError, match="bce_voxels"):
+        ball_loss_terms(z, positive, positive, negative, bce_voxels=0)
