@@ -3,7 +3,8 @@ is any tumour voxel trained as background?
 
 Report CTs keep their lesion masks hidden from training; here the phantom truth is read back to score what the
 trainer builds for them. For report crops drawn as in training (a lesion group inside each crop), the Ball Loss
-runs on a flat prediction (``--logit``, what an immature network gives), and the script prints one JSON line:
+runs on a flat prediction (``--logit``, what an immature network gives) or on a trained network's prediction
+(``--checkpoint``, its EMA weights), and the script prints one JSON line:
 
 * ``positives_on_tumour``: share of the placed positive voxels that lie on a true tumour;
 * ``placements_hitting``: placements with at least one positive voxel on a true tumour;
@@ -13,6 +14,7 @@ runs on a flat prediction (``--logit``, what an immature network gives), and the
     python benchmarks/diag_placement.py runs/science/cpu/pool --cases 40
     python benchmarks/diag_placement.py runs/science/cpu/pool --set ball_positive_fraction=0.9 \\
         --set ball_attenuation_prior=false
+    python benchmarks/diag_placement.py runs/science/cpu/pool --checkpoint RUN/train/latest.pt
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ def main() -> None:
     p.add_argument("--cases", type=int, default=40, help="first N cases of the set, all used as report CTs")
     p.add_argument("--crops", type=int, default=2, help="crops per case")
     p.add_argument("--logit", type=float, default=-3.0, help="the flat lesion logit the Ball Loss sees")
+    p.add_argument("--checkpoint", type=Path, help="place on this network's prediction instead of a flat one")
     p.add_argument("--set", dest="overrides", action="append", default=[],
                    help="LossConfig field KEY=VALUE (YAML value), e.g. ball_positive_fraction=0.9")
     args = p.parse_args()
@@ -48,6 +51,7 @@ def main() -> None:
     from train.data.records import records_from_ground_truth
     from train.data.sampler import extract_patch
     from train.losses import BallLoss, LossConfig
+    from train.predict import load_network
 
     cfg = TrainConfig.model_validate(yaml.safe_load(args.config.read_text()))
     data_cfg = cfg.data.model_copy(update={"random_crop_probability": 0.0, "mirror_axes": ()})
@@ -56,6 +60,11 @@ def main() -> None:
     for text in args.overrides:
         key, _, value = text.partition("=")
         loss_fields[key.strip()] = yaml.safe_load(value)
+    net = None
+    if args.checkpoint is not None:
+        net, net_cfg = load_network(args.checkpoint)
+        if net_cfg.data.classes != classes or net_cfg.data.hu_window != data_cfg.hu_window:
+            raise SystemExit(f"{args.checkpoint}: classes / HU window differ from {args.config}")
     ball = BallLoss(LossConfig.model_validate({**cfg.loss.model_dump(), **loss_fields}))  # validated overrides
 
     build = build_cases(args.phantoms, args.phantoms / "case_reports.csv", check_values=False)
@@ -86,7 +95,11 @@ def main() -> None:
                         tumour_voxels += int(tumour.sum())
                         known_negative += int((tumour & ~unknown[c]).sum())
                 batch = collate([sample])
-                z = torch.full((1, len(classes), *batch["image"].shape[-3:]), args.logit)
+                if net is None:
+                    z = torch.full((1, len(classes), *batch["image"].shape[-3:]), args.logit)
+                else:
+                    with torch.no_grad():
+                        z = net(batch["image"])  # eval mode: the final head only
                 out = ball(z, batch["targets"], batch["image_hu"])
                 true = torch.from_numpy(lesions > 0)
                 for placement, _ in out.placements.values():
@@ -101,6 +114,7 @@ def main() -> None:
         "positives_on_tumour": round(on_tumour / max(positives, 1), 3), "positive_voxels": positives,
         "placements_hitting": f"{hits}/{placements}",
         "tumour_voxels_known_negative": known_negative, "tumour_voxels": tumour_voxels,
+        "prediction": str(args.checkpoint) if net is not None else f"flat logit {args.logit}",
         "overrides": args.overrides,
     }))
 

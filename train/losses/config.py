@@ -133,6 +133,11 @@ class LossConfig(BaseModel):
         "darker (brighter) than the organ's median HU by attenuation_margin_hu count most. Without it an immature "
         "network's hot spots in normal tissue become the pseudo-mask and the lesion channels learn the organ.",
     )
+    ball_network_trust: float = Field(
+        1.0, ge=0, le=1,
+        description="Exponent of the probability in the placement map p^trust x attenuation prior (groups with a "
+        "prior only): 1 = the reference's probability-led placement, 0 = the report's attenuation alone.",
+    )
     ball_prior_softness_hu: float = Field(
         5.0, gt=0, description="Softness of the attenuation placement prior (HU per logit unit)."
     )

@@ -106,3 +106,25 @@ def test_attenuation_prior_moves_the_ball_onto_the_dark_tumour():
     assert dice(core, dark) > 0.8 and not (core & hot).any()
     core, dark, hot = _placed_core(attenuation_prior=False)
     assert dice(core, hot) > 0.8 and not (core & dark).any()  # probability alone picks the network's hot spot
+
+
+def test_network_trust_zero_places_by_the_reported_attenuation_alone():
+    dark = ellipsoid((S, S, S), (10, 16, 16), (4, 4, 4))
+    hot = ellipsoid((S, S, S), (22, 16, 16), (4, 4, 4))  # a little darker than the organ, and the network's favourite
+    z = torch.full((1, 2, S, S, S), -3.0)
+    z[0, 1][hot] = 4.0
+    z[0, 1][dark] = -8.0
+    hu = torch.full((1, 1, S, S, S), -100.0)
+    hu[0, 0][ORGAN] = 110.0
+    hu[0, 0][hot] = 95.0
+    hu[0, 0][dark] = 45.0
+    d = (6.0 * dark.sum().item() / torch.pi) ** (1 / 3)
+    tg = build_report_targets(
+        [[GroupEntry(ORGAN, 1, tumors=(TumorEntry((d, d, d), Attenuation.HYPO),))]], (S, S, S), [(1.0, 1.0, 1.0)]
+    )
+    cores = {}
+    for trust in (1.0, 0.0):
+        placement, _ = BallLoss(LossConfig(ball_network_trust=trust))(z, tg, hu).placements[0]
+        cores[trust] = placement.core == 1
+    assert dice(cores[1.0], hot) > 0.8 and not (cores[1.0] & dark).any()
+    assert dice(cores[0.0], dark) > 0.8 and not (cores[0.0] & hot).any()
