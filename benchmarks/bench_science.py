@@ -302,6 +302,20 @@ def load_extracted_records(settings: ScienceSettings, report_ids: list[str]) -> 
     return out
 
 
+def extraction_cost(settings: ScienceSettings) -> dict[str, float | int]:
+    """LLM time and output tokens of the stored current extractions (their own cost, whichever run made them)."""
+    from extract.store import Store
+
+    reports = seconds = tokens = 0.0
+    for path in shard_stores(settings):
+        with Store(path, read_only=True) as store:
+            row = store.query("SELECT count(*) AS n, coalesce(sum(latency_s), 0) AS s, "
+                              "coalesce(sum(output_tokens), 0)::DOUBLE AS t FROM current_extractions").to_pylist()[0]
+        reports, seconds, tokens = reports + row["n"], seconds + row["s"], tokens + row["t"]
+    return {"llm_seconds": round(seconds, 1), "llm_seconds_per_report": round(seconds / max(reports, 1), 1),
+            "output_tokens_per_report": round(tokens / max(reports, 1))}
+
+
 def extraction_agreement(extracted: dict, truth: dict) -> dict[str, float | int]:
     """How far the extracted records agree with the generator's truth, per report.
 
@@ -776,7 +790,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         extracted = load_extracted_records(settings, list(truth))
         agreement = extraction_agreement(extracted, truth)
         meta["extraction_vs_truth"] = {k: round(v, 3) if isinstance(v, float) else v for k, v in agreement.items()}
-        extract_summary.write_text(json.dumps({k: meta[k] for k in ("extraction_wall_s", "extraction_vs_truth")}))
+        meta["extraction_cost"] = extraction_cost(settings)  # this call's wall time is ~0 when the stores are reused
+        extract_summary.write_text(json.dumps({k: meta[k] for k in ("extraction_wall_s", "extraction_cost",
+                                                                    "extraction_vs_truth")}))
         print(json.dumps({"bench": "science", "step": "extraction", **meta["extraction_vs_truth"],
                           "wall_s": meta["extraction_wall_s"]}), flush=True)
 

@@ -155,3 +155,31 @@ def test_minuscule_run_writes_one_entry_per_arm_and_seed(bench, tmp_path, monkey
     assert changed[0] == entries[0] and changed[1]["fingerprint"] != entries[1]["fingerprint"]
     assert len(list((tmp_path / "work/runs").glob("masks_reports_truth_seed3_*/result.json"))) == 2
     assert masks_only_result.stat().st_mtime_ns == stamp
+
+
+def test_extraction_cost_sums_the_stored_llm_time_of_every_shard(bench, tmp_path, monkeypatch):
+    import asyncio
+
+    monkeypatch.syspath_prepend(str(REPO / "tests" / "extract"))
+    from llm_fakes import ANSWERS, KIDNEY_REPORT, LIVER_REPORT, ScriptedBackend, add_reports
+
+    from extract.backends.base import Completion, SamplingConfig
+    from extract.engine import EngineConfig, run_extraction
+    from extract.prompting import load_prompt
+    from extract.store import Store
+
+    settings = bench.ScienceSettings.model_validate(
+        {**bench.PRESETS["smoke"], "scale": "smoke", "work_dir": tmp_path, "extract_workers": 2})
+    texts = [{"a": LIVER_REPORT}, {"b": KIDNEY_REPORT, "c": LIVER_REPORT + " "}]
+    tokens, seconds = [60, 20, 10], [4.0, 2.5, 1.5]
+    for path, shard in zip(bench.shard_stores(settings), texts):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with Store(path) as store:
+            add_reports(store, shard)
+            answers = [Completion(ANSWERS[t.strip()], "stop", 100, tokens.pop(), latency_s=seconds.pop())
+                       for t in shard.values()]
+            backend = ScriptedBackend(answers, max_concurrency=1)
+            asyncio.run(run_extraction(store, backend, load_prompt(), SamplingConfig(), EngineConfig(progress=False)))
+    cost = bench.extraction_cost(settings)
+    assert cost["output_tokens_per_report"] == 30  # (10 + 20 + 60) / 3: both shards counted
+    assert cost["llm_seconds"] == 8.0 and cost["llm_seconds_per_report"] == 2.7
