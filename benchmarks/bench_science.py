@@ -316,6 +316,17 @@ def extraction_cost(settings: ScienceSettings) -> dict[str, float | int]:
             "output_tokens_per_report": round(tokens / max(reports, 1))}
 
 
+def stored_extraction_meta(settings: ScienceSettings) -> dict:
+    """Agreement with the truth (from the last extraction) and the stored LLM cost, when the pool was extracted.
+
+    The cost comes from the stores, not from this call's wall time (``extraction_wall_s``, ~0 when reused).
+    """
+    summary = settings.work_dir / "extract" / "summary.json"
+    if not summary.is_file():
+        return {}
+    return {**json.loads(summary.read_text()), "extraction_cost": extraction_cost(settings)}
+
+
 def extraction_agreement(extracted: dict, truth: dict) -> dict[str, float | int]:
     """How far the extracted records agree with the generator's truth, per report.
 
@@ -765,8 +776,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                             "threshold_mm3": settings.threshold_mm3, "fingerprint": fingerprint}
     extract_summary = settings.work_dir / "extract" / "summary.json"
     if args.report_only:
-        if extract_summary.is_file():
-            meta.update(json.loads(extract_summary.read_text()))
+        meta.update(stored_extraction_meta(settings))
         write_report(results, collect_entries(settings, fingerprint), meta)
         return collect_entries(settings, fingerprint)
 
@@ -790,9 +800,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         extracted = load_extracted_records(settings, list(truth))
         agreement = extraction_agreement(extracted, truth)
         meta["extraction_vs_truth"] = {k: round(v, 3) if isinstance(v, float) else v for k, v in agreement.items()}
-        meta["extraction_cost"] = extraction_cost(settings)  # this call's wall time is ~0 when the stores are reused
-        extract_summary.write_text(json.dumps({k: meta[k] for k in ("extraction_wall_s", "extraction_cost",
-                                                                    "extraction_vs_truth")}))
+        extract_summary.write_text(json.dumps({"extraction_vs_truth": meta["extraction_vs_truth"]}))
         print(json.dumps({"bench": "science", "step": "extraction", **meta["extraction_vs_truth"],
                           "wall_s": meta["extraction_wall_s"]}), flush=True)
 
@@ -848,8 +856,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for p in procs:
             if p.poll() is None:
                 p.terminate()
-    if extract_summary.is_file() and "extraction_vs_truth" not in meta:
-        meta.update(json.loads(extract_summary.read_text()))
+    meta.update(stored_extraction_meta(settings))
     meta["total_wall_s"] = round(time.perf_counter() - t_start, 1)
     entries = collect_entries(settings, fingerprint)
     write_results(results, entries)
