@@ -103,13 +103,13 @@ class LossConfig(BaseModel):
         "(benchmarks/diag_placement.py: flat prediction, attenuation prior) 90 % of the positives lie on the true "
         "tumour at 0.5, 64 % at 0.9.",
     )
-    ball_bce_normalization: Literal["crop", "class"] = Field(
-        "crop",
-        description="Denominator of the Ball BCE. crop: the weighted positive and the negative sums are divided by "
-        "the crop's voxel count (the reference's masked mean: a pseudo-mask voxel weighs what a segmentation voxel "
-        "does and the Ball Dice drives the positives). class: each sum by the size of its own set, so one positive "
-        "voxel weighs |negatives| / |positives| (~20-200x) a negative one and every organ voxel the placement "
-        "gets wrong is learned as lesion.",
+    ball_bce_normalization: Literal["class", "crop"] = Field(
+        "class",
+        description="Denominator of the Ball BCE. class: each sum by the size of its own set, so one positive voxel "
+        "weighs |negatives| / |positives| (~20-200x) a negative one. crop: the weighted positive and the negative "
+        "sums are both divided by the crop's voxel count (the reference's masked mean). Measured on phantoms, one "
+        "run each: the make-train demo reaches validation lesion Dice 0.131 with class and 0.011 with crop; in the "
+        "science benchmark class made every test CT positive and crop did not (configs/science uses crop).",
     )
     ball_guard_fraction: float = Field(
         1.25, ge=1, description="The most confident (fraction * volume) voxels, grown by the ignore band, are "

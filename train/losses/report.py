@@ -251,7 +251,8 @@ def report_ball_losses(
         search = detached[i]
         prior = _placement_prior(g, groups.masks[i] >= 0.5, image_hu, cfg)
         if prior is not None:
-            search = prior if cfg.ball_network_trust == 0 else search.pow(cfg.ball_network_trust) * prior
+            trust = cfg.ball_network_trust
+            search = search * prior if trust == 1 else prior if trust == 0 else search.pow(trust) * prior
         placement = place_tumors(search, region, sizes, groups.spacing[i], params, box=box)
         placements[i] = (placement, slots)
         nonempty = groups.masks[i].sum() > 0
