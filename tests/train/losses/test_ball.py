@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from train.losses import BallLoss, GroupState, LossConfig, TumorStatus
 from train.losses.ball import BallParams, BallSize, ball_loss_terms, place_tumors
+from train.losses.morphology import dilate_mm
 from train.losses.targets import GroupEntry, TumorEntry, build_report_targets
 
 from .synthetic import dice, ellipsoid
@@ -194,3 +195,16 @@ def test_crop_normalised_bce_weighs_positive_and_negative_voxels_alike():
     assert z.grad[0].item() / -z.grad[-1].item() == pytest.approx(990 / 10)  # class means: 99x per positive voxel
     with pytest.raises(ValueError, match="bce_voxels"):
         ball_loss_terms(z, positive, positive, negative, bce_voxels=0)
+
+
+def test_crop_normalisation_divides_the_ball_bce_by_the_crop_voxels():
+    ball = ellipsoid((S, S, S), (18, 21, 22), (5, 5, 5))
+    targets = _targets(ORGAN, [_eq_diameter(ball)])
+    by_class = BallLoss(LossConfig())(_logits(ball), targets)
+    by_crop = BallLoss(LossConfig(ball_bce_normalization="crop"))(_logits(ball), targets)
+    unit = F.softplus(torch.tensor(-6.0)).item()  # every positive sits at +6 and every negative at -6
+    assert by_class.bce.item() == pytest.approx(2 * unit, rel=1e-4)  # mean over positives + mean over negatives
+    placement = by_crop.placements[0][0]
+    negatives = dilate_mm(ORGAN, LossConfig().group_margin_mm, ISO) & ~placement.guard
+    n_voxels = placement.positive.sum().item() + negatives.sum().item()
+    assert by_crop.bce.item() == pytest.approx(n_voxels * unit / S**3, rel=1e-4)  # both sums over the crop's S^3
