@@ -1,6 +1,7 @@
 """Does report supervision help? Phantom benchmark of masks-only against masks + reports (issue 8).
 
-Three arms, trained with the same network, schedule and mask cases, then scored on one held-out phantom set:
+Three arms, trained with the same network, schedule, mask cases and mask crops per step (the report arms add their
+report crops on top), then scored on one held-out phantom set:
 
 * ``masks_only``: only the ``mask_cases`` CTs with voxel masks.
 * ``masks_reports_extracted``: the same plus every other pool CT, supervised only by its report, the records coming
@@ -12,7 +13,8 @@ Steps: generate a training pool and a stratified test set (``test_free_fraction`
 of the tumour-bearing CTs with the largest tumour below 20 mm), extract the pool's reports once (resumable, sharded
 over ``extract_workers`` processes with one store each), train / predict / evaluate each (arm, seed), write
 ``results.json`` after every (arm, seed) and finally ``results.md`` with a plot. A rerun reuses every finished
-piece under ``work_dir`` (phantoms, extraction stores, checkpoints, per-run ``result.json``).
+piece under ``work_dir`` (phantoms, extraction stores, checkpoints, per-run ``result.json``); run directories are
+named by a fingerprint of the run's resolved training config, so changed settings start a new run.
 
 Evaluation: ``rsuper predict`` outputs (``train.predict.predict_case``) per test CT, then per CT (organs pooled):
 the CT is called positive when its predicted lesion volume (mm3, summed over organs) reaches ``threshold_mm3``;
@@ -23,7 +25,7 @@ also run on every prediction folder and kept next to it.
 
 Usage::
 
-    python benchmarks/bench_science.py                     # CPU scale, 3 seeds (about two hours on 2 free cores)
+    python benchmarks/bench_science.py                     # CPU scale, 3 seeds (about three hours on 2 free cores)
     python benchmarks/bench_science.py --scale smoke       # minutes: tiny pool, 1 seed, a few steps
     python benchmarks/bench_science.py --scale gpu         # full scale on a GPU
     python benchmarks/bench_science.py --seeds 0 --arms masks_only masks_reports_truth
