@@ -82,49 +82,38 @@ def test_placement_prior_follows_the_reported_direction():
     assert not placement_prior(hu, torch.zeros_like(organ), Attenuation.HYPO, 10.0, 5.0).any()  # empty organ
 
 
-def _placed_core(attenuation_prior: bool) -> torch.Tensor:
-    """The Ball Loss's placed tumour when the network is surest of a normal spot and the real tumour is dark."""
+def _placed_core(cfg: LossConfig, hot_logit: float = 2.0, dark_logit: float = -1.0, hot_hu: float | None = None):
+    """The Ball Loss's placed tumour when the network is surest of a normal spot (``hot``, organ HU unless
+    ``hot_hu``) and the real tumour (``dark``) is hypo-attenuating."""
     dark = ellipsoid((S, S, S), (10, 16, 16), (4, 4, 4))
     hot = ellipsoid((S, S, S), (22, 16, 16), (4, 4, 4))
     z = torch.full((1, 2, S, S, S), -3.0)
-    z[0, 1][hot] = 2.0
-    z[0, 1][dark] = -1.0
+    z[0, 1][hot] = hot_logit
+    z[0, 1][dark] = dark_logit
     hu = torch.full((1, 1, S, S, S), -100.0)
     hu[0, 0][ORGAN] = 110.0
+    if hot_hu is not None:
+        hu[0, 0][hot] = hot_hu
     hu[0, 0][dark] = 45.0
     d = (6.0 * dark.sum().item() / torch.pi) ** (1 / 3)
     tg = build_report_targets(
         [[GroupEntry(ORGAN, 1, tumors=(TumorEntry((d, d, d), Attenuation.HYPO),))]], (S, S, S), [(1.0, 1.0, 1.0)]
     )
-    out = BallLoss(LossConfig(ball_attenuation_prior=attenuation_prior))(z, tg, hu)
-    placement, _ = out.placements[0]
+    placement, _ = BallLoss(cfg)(z, tg, hu).placements[0]
     return placement.core == 1, dark, hot
 
 
 def test_attenuation_prior_moves_the_ball_onto_the_dark_tumour():
-    core, dark, hot = _placed_core(attenuation_prior=True)
+    core, dark, hot = _placed_core(LossConfig(ball_attenuation_prior=True))
     assert dice(core, dark) > 0.8 and not (core & hot).any()
-    core, dark, hot = _placed_core(attenuation_prior=False)
+    core, dark, hot = _placed_core(LossConfig(ball_attenuation_prior=False))
     assert dice(core, hot) > 0.8 and not (core & dark).any()  # probability alone picks the network's hot spot
 
 
 def test_network_trust_zero_places_by_the_reported_attenuation_alone():
-    dark = ellipsoid((S, S, S), (10, 16, 16), (4, 4, 4))
-    hot = ellipsoid((S, S, S), (22, 16, 16), (4, 4, 4))  # a little darker than the organ, and the network's favourite
-    z = torch.full((1, 2, S, S, S), -3.0)
-    z[0, 1][hot] = 4.0
-    z[0, 1][dark] = -8.0
-    hu = torch.full((1, 1, S, S, S), -100.0)
-    hu[0, 0][ORGAN] = 110.0
-    hu[0, 0][hot] = 95.0
-    hu[0, 0][dark] = 45.0
-    d = (6.0 * dark.sum().item() / torch.pi) ** (1 / 3)
-    tg = build_report_targets(
-        [[GroupEntry(ORGAN, 1, tumors=(TumorEntry((d, d, d), Attenuation.HYPO),))]], (S, S, S), [(1.0, 1.0, 1.0)]
-    )
-    cores = {}
-    for trust in (1.0, 0.0):
-        placement, _ = BallLoss(LossConfig(ball_network_trust=trust))(z, tg, hu).placements[0]
-        cores[trust] = placement.core == 1
-    assert dice(cores[1.0], hot) > 0.8 and not (cores[1.0] & dark).any()
-    assert dice(cores[0.0], dark) > 0.8 and not (cores[0.0] & hot).any()
+    # The hot spot is a little darker than the organ (95 against 110 HU) and the network's favourite.
+    spot = dict(hot_logit=4.0, dark_logit=-8.0, hot_hu=95.0)
+    core, dark, hot = _placed_core(LossConfig(ball_network_trust=1.0), **spot)
+    assert dice(core, hot) > 0.8 and not (core & dark).any()
+    core, dark, hot = _placed_core(LossConfig(ball_network_trust=0.0), **spot)
+    assert dice(core, dark) > 0.8 and not (core & hot).any()
