@@ -46,7 +46,9 @@ def main() -> None:
 
     from train.config import TrainConfig
     from train.data.cache import ensure_cached
-    from train.data.cases import build_cases, discover, training_cases
+    from bench_science import pool_cases  # this directory is on sys.path when the script runs
+
+    from train.data.cases import discover
     from train.data.dataset import CaseDataset, TrainingCase, collate, paint_masks
     from train.data.records import records_from_ground_truth
     from train.data.sampler import extract_patch
@@ -67,15 +69,11 @@ def main() -> None:
             raise SystemExit(f"{args.checkpoint}: classes / HU window differ from {args.config}")
     ball = BallLoss(LossConfig.model_validate({**cfg.loss.model_dump(), **loss_fields}))  # validated overrides
 
-    build = build_cases(args.phantoms, args.phantoms / "case_reports.csv", check_values=False)
-    layout = discover(args.phantoms)
-    masked = training_cases(build.table, {}, layout.organ_label_names, layout.lesion_label_names, split=None)
-    report_of = dict(zip(build.table.column("ct_id").to_pylist(), build.table.column("report_id").to_pylist()))
+    masked = pool_cases(args.phantoms)[: args.cases]  # with their lesion masks: the truth to score against
     records = records_from_ground_truth(args.phantoms / "ground_truth.jsonl")
-    masked = masked[: args.cases]
-    report_cases = [TrainingCase(dataclasses.replace(c.files, lesion_mask_path=None), records[report_of[c.files.ct_id]])
+    report_cases = [TrainingCase(dataclasses.replace(c.files, lesion_mask_path=None), records[c.report_id])
                     for c in masked]
-    lesion_code = {name: code for code, name in layout.lesion_label_names.items()}
+    lesion_code = {name: code for code, name in discover(args.phantoms).lesion_label_names.items()}
 
     on_tumour = positives = hits = placements = known_negative = tumour_voxels = 0
     with tempfile.TemporaryDirectory() as tmp:
