@@ -251,7 +251,7 @@ def report_ball_losses(
         search = detached[i]
         prior = _placement_prior(g, groups.masks[i] >= 0.5, image_hu, cfg)
         if prior is not None:
-            trust = cfg.ball_network_trust
+            trust = cfg.ball_network_trust  # 1 and 0 skip pow: 1 stays the reference's product bit for bit
             search = search * prior if trust == 1 else prior if trust == 0 else search.pow(trust) * prior
         placement = place_tumors(search, region, sizes, groups.spacing[i], params, box=box)
         placements[i] = (placement, slots)
