@@ -104,7 +104,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                   phantom_shape=(64, 64, 48), seeds=[0], arms=["masks_only", "masks_reports_truth"],
                   train_overrides=["optim.total_steps=6", "optim.warmup_steps=2", "data.patch_size=[32,32,32]"],
                   official_evaluate=False),
-    # About two hours on two free cores for three seeds, the LLM extraction of 60 reports included.
+    # About three hours on two free cores for three seeds, the LLM extraction of 60 reports included.
     "cpu": dict(train_config="configs/science/cpu.yaml", work_dir="runs/science/cpu",
                 results="benchmarks/science/results.json", pool_cases=60, mask_cases=10, test_cases=30, jobs=2,
                 extract_workers=1, pool_tumor_count_probabilities=(0.1, 0.4, 0.3, 0.2)),
