@@ -1,13 +1,15 @@
 """Does report supervision help? Phantom benchmark of masks-only against masks + reports (issue 8).
 
-Three arms, trained with the same network, schedule, mask cases and mask crops per step (the report arms add their
-report crops on top), then scored on one held-out phantom set:
+Three arms and one control, trained with the same network, schedule and mask crops per step (the report arms add
+their report crops on top), then scored on one held-out phantom set:
 
 * ``masks_only``: only the ``mask_cases`` CTs with voxel masks.
 * ``masks_reports_extracted``: the same plus every other pool CT, supervised only by its report, the records coming
   from ``rsuper ingest`` + ``rsuper extract`` (embedded LLM) on the report text.
 * ``masks_reports_truth``: the same as above with the phantom generator's ground-truth records, which separates
   extraction errors from loss behaviour.
+* ``masks_all`` (control): every pool CT keeps its voxel mask, the supervision the report arms stand in for. Unless it
+  beats ``masks_only``, the recipe cannot turn more tumour CTs into a better network, and no report loss can show.
 
 Steps: generate a training pool and a stratified test set (``test_free_fraction`` tumour-free, tumours 5-40 mm, half
 of the tumour-bearing CTs with the largest tumour below 20 mm), extract the pool's reports once (resumable, sharded
@@ -54,7 +56,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 REPO = Path(__file__).resolve().parent.parent
-ARMS = ("masks_only", "masks_reports_extracted", "masks_reports_truth")
+ARMS = ("masks_only", "masks_reports_extracted", "masks_reports_truth", "masks_all")
+MASK_ARMS = ("masks_only", "masks_all")  # no report crops: every crop of a step is a mask crop
 DETECTION_KEYS = ("f1", "sensitivity", "specificity", "auroc")
 METRIC_KEYS = (*DETECTION_KEYS, "dice", *(f"{k}_small" for k in DETECTION_KEYS), "dice_small")
 
@@ -371,16 +374,16 @@ def arm_cases(arm: str, base_cases: list, mask_ids: set[str], records: dict) -> 
     Args:
         arm: one of :data:`ARMS`.
         base_cases: TrainingCase per pool CT with its lesion mask and no records.
-        mask_ids: CTs that keep their masks.
+        mask_ids: CTs that keep their masks (``masks_all``: every CT keeps it).
         records: report_id -> CaseRecords for the report arms (truth or extracted).
     """
     from train.data.dataset import TrainingCase
 
     out, dropped = [], 0
     for case in base_cases:
-        if case.files.ct_id in mask_ids:
+        if arm == "masks_all" or case.files.ct_id in mask_ids:
             out.append(TrainingCase(case.files, None))
-        elif arm != "masks_only":
+        elif arm not in MASK_ARMS:
             rec = records.get(case.report_id)
             if rec is None:
                 dropped += 1
@@ -412,9 +415,9 @@ def pool_cases(pool: Path) -> list[PoolCase]:
 def arm_config(settings: ScienceSettings, arm: str, seed: int, out_dir: Path):
     """The TrainConfig of one (arm, seed): the YAML plus overrides.
 
-    The report arms add report crops to the mask crops of each step; masks-only batches hold just those mask crops
-    (``mask_fraction x batch_size`` of them, which must be whole), so every arm sees the same mask supervision. Taking
-    the report crops out of a fixed batch instead costs the masks a quarter of their crops, which alone moved the
+    The report arms add report crops to the mask crops of each step; masks-only and masks-all batches hold just
+    those mask crops (``mask_fraction x batch_size`` of them, which must be whole), so every arm sees as many mask
+    crops per step. Taking the report crops out of a fixed batch instead costs the masks a quarter of their crops, which alone moved the
     masks-only AUROC from 0.77 to 0.48 (docs/science.md).
     """
     from train.config import load_config
@@ -424,7 +427,7 @@ def arm_config(settings: ScienceSettings, arm: str, seed: int, out_dir: Path):
                  f"data.root={settings.work_dir / 'pool'}", f"data.cache_dir={settings.work_dir / 'cache'}",
                  f"data.records={'store' if arm == 'masks_reports_extracted' else 'truth'}"]
     config = load_config(path, overrides)
-    if arm != "masks_only":
+    if arm not in MASK_ARMS:
         return config
     mask_crops = config.data.mask_fraction * config.data.batch_size
     if abs(mask_crops - round(mask_crops)) > 1e-9 or round(mask_crops) < 1:
@@ -633,7 +636,7 @@ def plot_results(entries: list[dict], path: Path) -> Path:
         ax.set(ylim=(0, 1.05), title=title)
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(fontsize=8, loc="lower left")
-    fig.suptitle("Per-CT detection and tumour Dice: masks only vs masks + reports (mean ± std over seeds)")
+    fig.suptitle("Per-CT detection and tumour Dice: masks only vs masks + reports vs all masks (mean ± std over seeds)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)

@@ -90,6 +90,41 @@ def test_mask_case_ids_depend_on_seed_only(bench):
     assert a != bench.mask_case_ids(ids, 10, 1)
 
 
+def test_arm_cases_masks_all_keeps_every_mask_and_report_arms_drop_unrecorded_ones(bench):
+    from train.data.cache import CaseFiles
+
+    def pool_case(i):
+        files = CaseFiles(f"CT{i}", f"ct{i}.nii.gz", f"organs{i}.nii.gz", f"lesions{i}.nii.gz", f"sha{i}", {}, None)
+        return bench.PoolCase(files, f"R{i}")
+
+    base = [pool_case(i) for i in range(4)]
+    records = {"R1": "record of R1", "R2": "record of R2"}  # R3 has none (extraction failed)
+    only, dropped = bench.arm_cases("masks_only", base, {"CT0"}, records)
+    assert [(c.files.ct_id, c.has_mask) for c in only] == [("CT0", True)] and dropped == 0
+    everything, dropped = bench.arm_cases("masks_all", base, {"CT0"}, records)
+    assert [(c.files.ct_id, c.has_mask, c.records) for c in everything] == [(f"CT{i}", True, None) for i in range(4)]
+    assert dropped == 0
+    reports, dropped = bench.arm_cases("masks_reports_truth", base, {"CT0"}, records)
+    assert [(c.files.ct_id, c.has_mask, c.records) for c in reports] == [
+        ("CT0", True, None), ("CT1", False, "record of R1"), ("CT2", False, "record of R2")]
+    assert dropped == 1
+
+
+def test_every_arm_gets_the_same_mask_crops_per_step(bench, tmp_path):
+    settings = bench.ScienceSettings.model_validate({**bench.PRESETS["cpu"], "scale": "cpu", "work_dir": tmp_path})
+    configs = {arm: bench.arm_config(settings, arm, 0, tmp_path / arm) for arm in bench.ARMS}
+    report = configs["masks_reports_truth"].data
+    mask_crops = round(report.batch_size * report.mask_fraction)
+    assert report.batch_size > mask_crops >= 1
+    for arm in bench.MASK_ARMS:
+        c = configs[arm]
+        assert (c.data.batch_size, c.data.mask_fraction, c.loss.report_weight) == (mask_crops, 1.0, 0.0)
+    assert configs["masks_reports_extracted"].data.records == "store" and report.records == "truth"
+    odd = settings.model_copy(update={"train_overrides": ["data.mask_fraction=0.7"]})
+    with pytest.raises(ValueError, match="whole number"):
+        bench.arm_config(odd, "masks_all", 0, tmp_path / "odd")
+
+
 def test_per_ct_metrics_pools_organs_and_splits_small(bench):
     def summary(vol_liver, vol_kidney, p):
         return {"organs": {"liver": {"lesion_volume_mm3": vol_liver, "max_probability": p},
