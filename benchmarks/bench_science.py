@@ -573,12 +573,13 @@ _REPORT_LOSS_PREFIXES = ("ball_", "volume_", "attenuation_", "presence_", "count
 def run_fingerprint(fingerprint: str, config: Any) -> str:
     """sha256 (12 hex) of the settings fingerprint and one run's resolved TrainConfig, defaults included.
 
-    Paths are left out (work directories may differ); so are the report-loss fields of a run whose report weight
-    is 0, so changing a report-loss default does not retrain the masks-only arm. Code is not covered.
+    Paths are left out (work directories may differ); so are the report-loss fields and the report schedule of a
+    run whose report weight is 0, so changing them does not retrain the mask arms. Code is not covered.
     """
     dump = config.model_dump(mode="json", exclude={"output_dir": True, "data": {"root", "cache_dir"}})
     if dump["loss"]["report_weight"] == 0:
         dump["loss"] = {k: v for k, v in dump["loss"].items() if not k.startswith(_REPORT_LOSS_PREFIXES)}
+        dump["optim"] = {k: v for k, v in dump["optim"].items() if not k.startswith("report_")}
     return hashlib.sha256((fingerprint + json.dumps(dump, sort_keys=True)).encode()).hexdigest()[:12]
 
 

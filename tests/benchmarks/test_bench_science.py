@@ -186,7 +186,8 @@ def test_minuscule_run_writes_one_entry_per_arm_and_seed(bench, tmp_path, monkey
     assert bench.main(argv) == entries
     assert masks_only_result.stat().st_mtime_ns == stamp
     # A report-loss change keys the report arm anew (never resuming the old checkpoint) and keeps masks-only.
-    changed = bench.main([*argv, "--train-set", "loss.ball_positive_fraction=0.4"])
+    changed = bench.main([*argv, "--train-set", "loss.ball_positive_fraction=0.4",
+                          "--train-set", "optim.report_start_step=1"])
     assert changed[0] == entries[0] and changed[1]["fingerprint"] != entries[1]["fingerprint"]
     assert len(list((tmp_path / "work/runs").glob("masks_reports_truth_seed3_*/result.json"))) == 2
     assert masks_only_result.stat().st_mtime_ns == stamp
