@@ -54,3 +54,32 @@ def test_predict_writes_masks_in_the_input_geometry(tmp_path, flip):
     assert summary["organs"]["liver"]["lesion_volume_mm3"] == pytest.approx(5 * 5 * 4 * 1.5 * 1.5 * 2.0)
     assert json.loads((tmp_path / "out" / "c1" / "labels.json").read_text())["lesions"] == {"1": "liver_lesion"}
     assert nib.load(str(tmp_path / "out" / "c1" / "probabilities.nii.gz")).shape == (20, 18, 12, 1)
+
+
+def test_small_components_are_sized_in_mm3_through_the_spacing():
+    from train.predict import MIN_LESION_COMPONENT_MM3, remove_small_components
+
+    mask = np.zeros((12, 12, 12), bool)
+    mask[1, 1, 1] = True                      # one voxel
+    mask[5, 5, 5] = mask[6, 6, 6] = True      # two voxels touching at a corner (26-connected)
+    mask[8:11, 8:11, 8:11] = True             # 27 voxels
+    coarse = remove_small_components(mask, (3.7, 3.7, 3.75))  # 51.3 mm3 per voxel
+    assert not coarse[1, 1, 1] and coarse[5, 5, 5] and coarse[6, 6, 6] and coarse[8:11, 8:11, 8:11].all()
+    fine = remove_small_components(mask, (1.0, 1.0, 1.0))
+    assert fine.sum() == 0  # 27 mm3 is below a 5 mm sphere
+    assert MIN_LESION_COMPONENT_MM3 == pytest.approx(65.45, abs=0.01)
+    big = np.zeros((12, 12, 12), bool)
+    big[2:7, 2:7, 2:7] = True                 # 125 mm3 at 1 mm
+    assert (remove_small_components(big, (1.0, 1.0, 1.0)) == big).all()
+
+
+def test_detection_summary_counts_a_tumour_two_voxels_across():
+    # A 7.5 mm tumour at 3.7 mm spacing: 8 voxels, 411 mm3; a one-voxel opening would have erased it.
+    from train.predict import detection_summary
+
+    prob = np.zeros((2, 10, 10, 10), np.float32)
+    prob[1, 4:6, 4:6, 4:6] = 0.9
+    prob[1, 0, 0, 0] = 0.8                    # a lone speck
+    s = detection_summary(prob, ["liver", "liver_lesion"], (3.7, 3.7, 3.75))
+    assert s["liver"]["lesion_volume_mm3"] == pytest.approx(8 * 3.7 * 3.7 * 3.75)
+    assert s["liver"]["max_probability"] == pytest.approx(0.9)
