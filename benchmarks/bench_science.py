@@ -32,6 +32,7 @@ Usage::
     python benchmarks/bench_science.py --scale gpu         # full scale on a GPU
     python benchmarks/bench_science.py --seeds 0 --arms masks_only masks_reports_truth
     python benchmarks/bench_science.py --report-only       # rewrite results.md / plot from results.json
+    python benchmarks/bench_science.py --rescore           # predict and score the finished runs again
 
 Prints one JSON line per finished (arm, seed) and a final summary line.
 """
@@ -438,7 +439,8 @@ def arm_config(settings: ScienceSettings, arm: str, seed: int, out_dir: Path):
 
 
 def train_arm(config: Any, cases: list) -> tuple[Path, float]:
-    """Train (resuming a killed run) and return the checkpoint and the training seconds of this call."""
+    """Train (resuming a killed run) and return the checkpoint and the training seconds of this call (0 when the
+    checkpoint had finished already)."""
     from train.datasource import CaseData
     from train.trainer import Trainer, setup_distributed
 
@@ -451,8 +453,9 @@ def train_arm(config: Any, cases: list) -> tuple[Path, float]:
     t0 = time.perf_counter()
     # The benchmark fingerprint guards the settings; code edits elsewhere may change the trainer's own hash.
     trainer = Trainer(config, data, setup_distributed(config.device), resume=True, allow_config_change=True)
-    if trainer.step < config.optim.total_steps:
-        trainer.fit()
+    if trainer.step >= config.optim.total_steps:  # finished earlier (a rescore)
+        return Path(config.output_dir) / "latest.pt", 0.0
+    trainer.fit()
     if trainer.step < config.optim.total_steps:  # stopped by a signal: never score a half-trained network
         raise RuntimeError(f"{config.output_dir}: training stopped at step {trainer.step}; rerun to resume")
     return Path(config.output_dir) / "latest.pt", time.perf_counter() - t0
@@ -692,6 +695,9 @@ def resolve_settings(argv: list[str] | None = None) -> tuple[ScienceSettings, ar
                    help="benchmark setting KEY=VALUE (YAML value), e.g. --set pool_cases=60")
     p.add_argument("--train-set", action="append", default=[], help="training override, e.g. optim.total_steps=200")
     p.add_argument("--report-only", action="store_true", help="only rewrite results.md and the plot")
+    p.add_argument("--rescore", action="store_true",
+                   help="predict and score the selected finished runs again (after a change to prediction or "
+                   "scoring code, which the run fingerprint does not cover); checkpoints are kept")
     p.add_argument("--progress", action="store_true", help="show the training progress bars")
     args = p.parse_args(argv)
     import yaml
@@ -737,6 +743,7 @@ def run_one(settings: ScienceSettings, arm: str, seed: int, fingerprint: str) ->
     cases, dropped = arm_cases(arm, base, mask_ids, records)
     config = arm_config(settings, arm, seed, run_dir / "train")
     checkpoint, train_s = train_arm(config, cases)
+    train_s = record_train_seconds(run_dir, train_s)
     metrics, eval_s = evaluate_run(settings, checkpoint, test, run_dir)
     entry = {"arm": arm, "seed": seed, **metrics, "scale": settings.scale,
              "mask_cases": sum(c.has_mask for c in cases), "report_cases": sum(not c.has_mask for c in cases),
@@ -745,6 +752,33 @@ def run_one(settings: ScienceSettings, arm: str, seed: int, fingerprint: str) ->
              "eval_seconds": round(eval_s, 1), "fingerprint": run_fp}
     (run_dir / "result.json").write_text(json.dumps(entry, indent=1))
     return entry
+
+
+def record_train_seconds(run_dir: Path, seconds: float) -> float:
+    """Add one call's training seconds to the run's total (``timing.json``) and return the total, so a resumed or
+    rescored run reports the time of its whole training."""
+    path = run_dir / "timing.json"
+    total = (json.loads(path.read_text())["train_seconds"] if path.is_file() else 0.0) + seconds
+    path.write_text(json.dumps({"train_seconds": total}))
+    return total
+
+
+def forget_scores(settings: ScienceSettings, fingerprint: str) -> list[tuple[str, int]]:
+    """Delete the predictions and scores of the selected finished runs (keeping checkpoints and training time), so
+    the next pass predicts and scores them again with the current code. Returns the (arm, seed) pairs reset."""
+    reset = []
+    for entry in collect_entries(settings, fingerprint):
+        if entry["arm"] not in settings.arms or entry["seed"] not in settings.seeds:
+            continue
+        run_dir = run_dir_of(settings, entry["arm"], entry["seed"], fingerprint)[0]
+        timing = run_dir / "timing.json"
+        if not timing.is_file():
+            timing.write_text(json.dumps({"train_seconds": entry["train_seconds"]}))
+        for name in ("predictions", "evaluate"):
+            shutil.rmtree(run_dir / name, ignore_errors=True)
+        (run_dir / "result.json").unlink()
+        reset.append((entry["arm"], entry["seed"]))
+    return reset
 
 
 def collect_entries(settings: ScienceSettings, fingerprint: str) -> list[dict]:
@@ -793,6 +827,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     pool = ensure_pool(settings)
     test = ensure_test(settings)
     meta["phantoms_s"] = round(time.perf_counter() - t_start, 1)
+    if args.rescore:
+        print(json.dumps({"bench": "science", "step": "rescore", "runs": forget_scores(settings, fingerprint)}),
+              flush=True)
     done = {(e["arm"], e["seed"]) for e in collect_entries(settings, fingerprint)}
     todo = [(seed, arm) for seed in settings.seeds for arm in ARMS if arm in settings.arms
             and (arm, seed) not in done]

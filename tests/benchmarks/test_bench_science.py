@@ -185,6 +185,14 @@ def test_minuscule_run_writes_one_entry_per_arm_and_seed(bench, tmp_path, monkey
     stamp = masks_only_result.stat().st_mtime_ns
     assert bench.main(argv) == entries
     assert masks_only_result.stat().st_mtime_ns == stamp
+    # --rescore predicts and scores again from the kept checkpoints, keeping the training time.
+    train_seconds = [e["train_seconds"] for e in entries]
+    rescored = bench.main([*argv, "--rescore"])
+    assert masks_only_result.stat().st_mtime_ns != stamp
+    assert [(e["arm"], e["seed"], e["train_seconds"]) for e in rescored] == [
+        (e["arm"], e["seed"], t) for e, t in zip(entries, train_seconds)]
+    assert [e["auroc"] for e in rescored] == [e["auroc"] for e in entries]
+    entries, stamp = rescored, masks_only_result.stat().st_mtime_ns
     # A report-loss change keys the report arm anew (never resuming the old checkpoint) and keeps masks-only.
     changed = bench.main([*argv, "--train-set", "loss.ball_positive_fraction=0.4",
                           "--train-set", "optim.report_start_step=1"])
