@@ -27,7 +27,7 @@ also run on every prediction folder and kept next to it.
 
 Usage::
 
-    python benchmarks/bench_science.py                     # CPU scale, 3 seeds (about three hours on 2 free cores)
+    python benchmarks/bench_science.py                     # CPU scale, 3 seeds (5-6 hours on 2 free cores)
     python benchmarks/bench_science.py --scale smoke       # minutes: tiny pool, 1 seed, a few steps
     python benchmarks/bench_science.py --scale gpu         # full scale on a GPU
     python benchmarks/bench_science.py --seeds 0 --arms masks_only masks_reports_truth
@@ -108,7 +108,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                   phantom_shape=(64, 64, 48), seeds=[0], arms=["masks_only", "masks_reports_truth"],
                   train_overrides=["optim.total_steps=6", "optim.warmup_steps=2", "data.patch_size=[32,32,32]"],
                   official_evaluate=False),
-    # About three hours on two free cores for three seeds, the LLM extraction of 60 reports included.
+    # 5-6 hours on two free cores for three seeds and four arms at 2,400 steps (about 1 h 50 min per seed), plus
+    # 1.9 h of one core for the LLM extraction of 60 reports (once).
     "cpu": dict(train_config="configs/science/cpu.yaml", work_dir="runs/science/cpu",
                 results="benchmarks/science/results.json", pool_cases=60, mask_cases=10, test_cases=30, jobs=2,
                 extract_workers=1, pool_tumor_count_probabilities=(0.1, 0.4, 0.3, 0.2)),
