@@ -419,8 +419,8 @@ def arm_config(settings: ScienceSettings, arm: str, seed: int, out_dir: Path):
 
     The report arms add report crops to the mask crops of each step; masks-only and masks-all batches hold just
     those mask crops (``mask_fraction x batch_size`` of them, which must be whole), so every arm sees as many mask
-    crops per step. Taking the report crops out of a fixed batch instead costs the masks a quarter of their crops, which alone moved the
-    masks-only AUROC from 0.77 to 0.48 (docs/science.md).
+    crops per step. Taking the report crops out of a fixed batch instead costs the masks a quarter of their crops,
+    which alone moved the masks-only AUROC from 0.77 to 0.48 (docs/science.md).
     """
     from train.config import load_config
 
@@ -641,7 +641,7 @@ def plot_results(entries: list[dict], path: Path) -> Path:
         ax.set(ylim=(0, 1.05), title=title)
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(fontsize=8, loc="lower left")
-    fig.suptitle("Per-CT detection and tumour Dice: masks only vs masks + reports vs all masks (mean ± std over seeds)")
+    fig.suptitle("Per-CT detection and tumour Dice by arm (mean ± std over seeds)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
