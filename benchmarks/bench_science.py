@@ -31,7 +31,7 @@ Usage::
     python benchmarks/bench_science.py --scale smoke       # minutes: tiny pool, 1 seed, a few steps
     python benchmarks/bench_science.py --scale gpu         # full scale on a GPU
     python benchmarks/bench_science.py --seeds 0 --arms masks_only masks_reports_truth
-    python benchmarks/bench_science.py --report-only       # rewrite results.md / plot from results.json
+    python benchmarks/bench_science.py --report-only       # rewrite results.json / .md / plot from the runs
     python benchmarks/bench_science.py --rescore           # predict and score the finished runs again
 
 Prints one JSON line per finished (arm, seed) and a final summary line.
@@ -695,7 +695,8 @@ def resolve_settings(argv: list[str] | None = None) -> tuple[ScienceSettings, ar
     p.add_argument("--set", dest="overrides", action="append", default=[],
                    help="benchmark setting KEY=VALUE (YAML value), e.g. --set pool_cases=60")
     p.add_argument("--train-set", action="append", default=[], help="training override, e.g. optim.total_steps=200")
-    p.add_argument("--report-only", action="store_true", help="only rewrite results.md and the plot")
+    p.add_argument("--report-only", action="store_true",
+                   help="only rewrite results.json, results.md and the plot from the finished runs")
     p.add_argument("--rescore", action="store_true",
                    help="predict and score the selected finished runs again (after a change to prediction or "
                    "scoring code, which the run fingerprint does not cover); checkpoints are kept")
@@ -818,8 +819,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     extract_summary = settings.work_dir / "extract" / "summary.json"
     if args.report_only:
         meta.update(stored_extraction_meta(settings))
-        write_report(results, collect_entries(settings, fingerprint), meta)
-        return collect_entries(settings, fingerprint)
+        entries = collect_entries(settings, fingerprint)
+        write_results(results, entries)
+        write_report(results, entries, meta)
+        return entries
 
     import logging
 

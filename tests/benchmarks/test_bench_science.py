@@ -185,6 +185,10 @@ def test_minuscule_run_writes_one_entry_per_arm_and_seed(bench, tmp_path, monkey
     stamp = masks_only_result.stat().st_mtime_ns
     assert bench.main(argv) == entries
     assert masks_only_result.stat().st_mtime_ns == stamp
+    # --report-only rewrites results.json from the finished runs, not from a stale file.
+    (tmp_path / "out/results.json").write_text("[]")
+    assert bench.main([*argv, "--report-only"]) == entries
+    assert json.loads((tmp_path / "out/results.json").read_text()) == entries
     # --rescore predicts and scores again from the kept checkpoints, keeping the training time.
     train_seconds = [e["train_seconds"] for e in entries]
     rescored = bench.main([*argv, "--rescore"])
