@@ -197,7 +197,7 @@ def test_minuscule_run_writes_one_entry_per_arm_and_seed(bench, tmp_path, monkey
         (e["arm"], e["seed"], t) for e, t in zip(entries, train_seconds)]
     assert [e["auroc"] for e in rescored] == [e["auroc"] for e in entries]
     entries, stamp = rescored, masks_only_result.stat().st_mtime_ns
-    # A report-loss change keys the report arm anew (never resuming the old checkpoint) and keeps masks-only.
+    # A report-loss or report-schedule change keys the report arm anew (never resuming its checkpoint), not masks-only.
     changed = bench.main([*argv, "--train-set", "loss.ball_positive_fraction=0.4",
                           "--train-set", "optim.report_start_step=1"])
     assert changed[0] == entries[0] and changed[1]["fingerprint"] != entries[1]["fingerprint"]
