@@ -434,7 +434,7 @@ def arm_config(settings: ScienceSettings, arm: str, seed: int, out_dir: Path):
     mask_crops = config.data.mask_fraction * config.data.batch_size
     if abs(mask_crops - round(mask_crops)) > 1e-9 or round(mask_crops) < 1:
         raise ValueError(f"{path}: data.mask_fraction x data.batch_size = {mask_crops:g} mask crops per step; "
-                         "it must be a whole number for the masks-only arm to see the same mask crops")
+                         "it must be a whole number for the mask arms to see the same mask crops")
     return load_config(path, [*overrides, f"data.batch_size={round(mask_crops)}", "data.mask_fraction=1.0",
                               "loss.report_weight=0.0"])
 

@@ -36,20 +36,16 @@ def main() -> None:
 
     from bench_science import pool_cases  # this directory is on sys.path when the script runs
 
-    from train.checkpoint import load_checkpoint
+    from train.checkpoint import load_checkpoint, model_weights
     from train.config import TrainConfig
     from train.data.dataset import CaseDataset, TrainingCase, build_sample
     from train.model import build_network
-    from train.predict import load_network
 
     ckpt = load_checkpoint(args.checkpoint, map_location="cpu")
     config = TrainConfig.model_validate(ckpt["config"])
-    if args.weights == "ema":
-        net, _ = load_network(args.checkpoint)
-    else:
-        net = build_network(config.model, 1, len(config.data.classes))
-        net.load_state_dict(ckpt["model"])
-        net.eval()
+    net = build_network(config.model, 1, len(config.data.classes))
+    net.load_state_dict(model_weights(ckpt, prefer_ema=args.weights == "ema"))
+    net.eval()
     classes = list(config.data.classes)
     data_cfg = config.data.model_copy(update={"mirror_axes": ()})
     cases = [TrainingCase(c.files, None) for c in pool_cases(args.phantoms)[: args.cases]]

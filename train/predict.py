@@ -110,16 +110,14 @@ def remove_small_components(mask: np.ndarray, spacing_mm: Sequence[float],
     return keep[labels]
 
 
-def detection_summary(prob: np.ndarray, classes: Sequence[str], spacing_mm: Sequence[float],
-                      min_component_mm3: float = MIN_LESION_COMPONENT_MM3) -> dict:
+def detection_summary(prob: np.ndarray, classes: Sequence[str], spacing_mm: Sequence[float]) -> dict:
     """Per organ with a lesion channel: predicted lesion volume (mm3, counting only connected components of at
-    least ``min_component_mm3``, :func:`remove_small_components`) and score.
+    least :data:`MIN_LESION_COMPONENT_MM3`, :func:`remove_small_components`) and score.
 
     Args:
         prob: float (C, X, Y, Z) probabilities (already restricted to organs if wanted).
         classes: channel names.
         spacing_mm: voxel spacing of ``prob``.
-        min_component_mm3: smaller connected lesion components are specks and not counted.
 
     Returns:
         ``{organ: {"lesion_volume_mm3": float, "max_probability": float}}``.
@@ -128,7 +126,7 @@ def detection_summary(prob: np.ndarray, classes: Sequence[str], spacing_mm: Sequ
     out = {}
     for c, name in enumerate(classes):
         if name.endswith("_lesion"):
-            mask = remove_small_components(prob[c] > 0.5, spacing_mm, min_component_mm3)
+            mask = remove_small_components(prob[c] > 0.5, spacing_mm)
             out[name.removesuffix("_lesion")] = {
                 "lesion_volume_mm3": float(mask.sum()) * voxel_mm3,
                 "max_probability": float(prob[c].max()),
