@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from train.config import load_config
-from train.predict import predict_case, resample_to_grid, restrict_to_organs
+from train.predict import (
+    MIN_LESION_COMPONENT_MM3,
+    detection_summary,
+    predict_case,
+    remove_small_components,
+    resample_to_grid,
+    restrict_to_organs,
+)
 
 
 def test_resample_to_grid_inverts_a_flip_exactly():
@@ -57,8 +64,6 @@ def test_predict_writes_masks_in_the_input_geometry(tmp_path, flip):
 
 
 def test_small_components_are_sized_in_mm3_through_the_spacing():
-    from train.predict import MIN_LESION_COMPONENT_MM3, remove_small_components
-
     mask = np.zeros((12, 12, 12), bool)
     mask[1, 1, 1] = True                      # one voxel
     mask[5, 5, 5] = mask[6, 6, 6] = True      # two voxels touching at a corner (26-connected)
@@ -75,8 +80,6 @@ def test_small_components_are_sized_in_mm3_through_the_spacing():
 
 def test_detection_summary_counts_a_tumour_two_voxels_across():
     # A 7.5 mm tumour at 3.7 mm spacing: 8 voxels, 411 mm3; a one-voxel opening would have erased it.
-    from train.predict import detection_summary
-
     prob = np.zeros((2, 10, 10, 10), np.float32)
     prob[1, 4:6, 4:6, 4:6] = 0.9
     prob[1, 0, 0, 0] = 0.8                    # a lone speck
