@@ -564,6 +564,9 @@ def _report_sentences(report: str) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+_VOCABULARY_RANK = {organ: rank for rank, organ in enumerate(Organ)}
+
+
 def normal_organs(report: str) -> dict[Organ, str]:
     """Organs a sentence of the report clears ("The liver, spleen and kidneys are unremarkable.",
     "Spleen: Normal.", "No lymphadenopathy."), with that sentence. Organs named in the sentence count; when it
@@ -575,7 +578,7 @@ def normal_organs(report: str) -> dict[Organ, str]:
         organs = organs_named_by_word(sentence)
         if not organs and header:
             organs = organs_named_by_word(header)
-        for organ in organs:
+        for organ in sorted(organs, key=_VOCABULARY_RANK.__getitem__):  # a set's order varies with PYTHONHASHSEED
             if lesion_assertion(organ, sentence) == "none":
                 cleared.setdefault(organ, sentence)
     return cleared

@@ -1,4 +1,8 @@
 import json
+import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
@@ -395,3 +399,17 @@ def test_model_size_that_is_a_prior_size_is_replaced_by_the_current_one():
     _, rows, warnings = states(answer, report)
     assert rows["liver"]["largest_diameter_mm"] == 14.0
     assert any("prior size" in w for w in warnings)
+
+
+def test_organs_cleared_together_come_in_vocabulary_order_whatever_the_hash_seed():
+    # Set iteration order over str enums follows PYTHONHASHSEED; the stored payload must not.
+    code = textwrap.dedent("""
+        from schemas.llm import LLMAnswer, to_payload
+        report = "The spleen, kidneys, adrenal glands, pancreas and liver are unremarkable."
+        payload, _ = to_payload(LLMAnswer.model_validate({"organs": [], "lesions": []}), report)
+        print(",".join(o.organ for o in payload.organs))
+    """)
+    orders = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "PYTHONHASHSEED": str(seed)}, check=True).stdout.strip()
+              for seed in range(4)}
+    assert orders == {"liver,pancreas,kidney,spleen,adrenal_gland"}
