@@ -611,9 +611,28 @@ def summarise(entries: list[dict]) -> dict[str, dict[str, tuple[float, float, in
     return out
 
 
-def _fmt(mean_std: tuple[float, float, int]) -> str:
+def paired_differences(entries: list[dict]) -> dict[str, dict[str, tuple[float, float, int, int]]]:
+    """arm -> metric -> (mean, sample std, seeds, seeds with arm > masks_only) of the arm's metric minus masks-only's
+    on the same seed: the seed's mask CTs are shared, so the pairing removes their luck from the comparison."""
+    base = {e["seed"]: e for e in entries if e["arm"] == "masks_only"}
+    out: dict[str, dict[str, tuple[float, float, int, int]]] = {}
+    for arm in ARMS[1:]:
+        rows = [e for e in entries if e["arm"] == arm and e["seed"] in base]
+        if not rows:
+            continue
+        out[arm] = {}
+        for k in METRIC_KEYS:
+            d = np.array([r[k] - base[r["seed"]][k] for r in rows], float)
+            d = d[~np.isnan(d)]
+            out[arm][k] = (float(d.mean()) if d.size else math.nan, float(d.std(ddof=1)) if d.size > 1 else 0.0,
+                           int(d.size), int((d > 0).sum()))
+    return out
+
+
+def _fmt(mean_std: tuple[float, float, int], signed: bool = False) -> str:
     m, s, n = mean_std
-    return "–" if math.isnan(m) else (f"{m:.3f} ± {s:.3f}" if n > 1 else f"{m:.3f}")
+    mean = f"{m:+.3f}" if signed else f"{m:.3f}"
+    return "–" if math.isnan(m) else (f"{mean} ± {s:.3f}" if n > 1 else mean)
 
 
 def plot_results(entries: list[dict], path: Path) -> Path:
@@ -662,6 +681,14 @@ def results_markdown(entries: list[dict], meta: dict, plot_name: str) -> str:
         for arm, s in summary.items():
             lines.append(f"| {arm} ({label}) | {s['f1' + suffix][2]} | "
                          + " | ".join(_fmt(s[k + suffix]) for k in (*DETECTION_KEYS, "dice")) + " |")
+    differences = paired_differences(entries)
+    if differences:
+        lines += ["", "## Difference from masks_only on the same seed (mean ± std; seeds where higher / seeds)", "",
+                  "| arm | F1 | AUROC | tumour Dice | F1 <20 mm | AUROC <20 mm | Dice <20 mm |", "|---" * 7 + "|"]
+        for arm, d in differences.items():
+            lines.append(f"| {arm} | " + " | ".join(
+                f"{_fmt(d[k][:3], signed=True)} ({d[k][3]}/{d[k][2]})"
+                for k in ("f1", "auroc", "dice", "f1_small", "auroc_small", "dice_small")) + " |")
     lines += ["", "## Per seed", "",
               "| arm | seed | F1 | sens | spec | AUROC | Dice | F1 <20 | sens <20 | spec <20 | AUROC <20 | Dice <20 "
               "| report CTs | train s | eval s |", "|---" * 15 + "|"]

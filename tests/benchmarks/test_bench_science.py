@@ -161,6 +161,23 @@ def test_summarise_mean_and_std(bench):
     assert s["dice_small"] == (0.2, 0.0, 1)
 
 
+def test_paired_differences_subtract_masks_only_of_the_same_seed(bench):
+    def row(arm, seed, value):
+        return {"arm": arm, "seed": seed, **{k: value for k in bench.METRIC_KEYS}, "report_cases": 0,
+                "train_seconds": 1.0, "eval_seconds": 1.0}
+
+    rows = [row("masks_only", 0, 0.5), row("masks_only", 1, 0.7), row("masks_only", 2, 0.1),
+            row("masks_reports_truth", 0, 0.6), row("masks_reports_truth", 1, 0.6), row("masks_all", 0, 0.9)]
+    d = bench.paired_differences(rows)
+    assert d["masks_reports_truth"]["f1"][0] == pytest.approx(0.0)  # +0.1 on seed 0, -0.1 on seed 1; seed 2 unpaired
+    assert d["masks_reports_truth"]["f1"][1] == pytest.approx(0.1414, abs=1e-3)
+    assert d["masks_reports_truth"]["f1"][2:] == (2, 1)
+    assert d["masks_all"]["dice"] == (pytest.approx(0.4), 0.0, 1, 1)
+    assert "masks_reports_extracted" not in d
+    md = bench.results_markdown(rows, {}, "results.png")
+    assert "| masks_reports_truth | +0.000 ± 0.141 (1/2) |" in md and "| masks_all | +0.400 (1/1) |" in md
+
+
 def test_minuscule_run_writes_one_entry_per_arm_and_seed(bench, tmp_path, monkeypatch):
     monkeypatch.setenv("TQDM_DISABLE", "1")
     argv = ["--scale", "smoke", "--work-dir", str(tmp_path / "work"), "--results", str(tmp_path / "out/results.json"),
