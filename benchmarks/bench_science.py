@@ -616,7 +616,7 @@ def paired_differences(entries: list[dict]) -> dict[str, dict[str, tuple[float, 
     on the same seed: the seed's mask CTs are shared, so the pairing removes their luck from the comparison."""
     base = {e["seed"]: e for e in entries if e["arm"] == "masks_only"}
     out: dict[str, dict[str, tuple[float, float, int, int]]] = {}
-    for arm in ARMS[1:]:
+    for arm in (a for a in ARMS if a != "masks_only"):
         rows = [e for e in entries if e["arm"] == arm and e["seed"] in base]
         if not rows:
             continue
