@@ -58,8 +58,7 @@ def main() -> None:
             cached = dataset.cached(i)
             for k in range(args.crops):
                 sample = build_sample(cached, case, data_cfg, np.random.default_rng([k, i]))
-                out = net(torch.from_numpy(sample["image"])[None])
-                logits = out[0] if isinstance(out, (list, tuple)) else out
+                logits = net(torch.from_numpy(sample["image"])[None])  # eval mode: the final head only
                 pred = (torch.sigmoid(logits)[0] > 0.5).numpy().reshape(len(classes), -1)
                 truth = sample["labels"].reshape(len(classes), -1)
                 tp += (pred & truth).sum(1)
