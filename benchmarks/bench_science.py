@@ -605,10 +605,15 @@ def summarise(entries: list[dict]) -> dict[str, dict[str, tuple[float, float, in
             continue
         out[arm] = {}
         for k in (*METRIC_KEYS, "train_seconds", "eval_seconds"):
-            v = np.array([r[k] for r in rows if r.get(k) is not None and not math.isnan(r[k])], float)
-            out[arm][k] = (float(v.mean()) if v.size else math.nan,
-                           float(v.std(ddof=1)) if v.size > 1 else 0.0, int(v.size))
+            out[arm][k] = _mean_std([r[k] for r in rows if r.get(k) is not None])
     return out
+
+
+def _mean_std(values: list[float]) -> tuple[float, float, int]:
+    """(mean, sample std (0 for one value), count) of the non-NaN values."""
+    v = np.array(values, float)
+    v = v[~np.isnan(v)]
+    return (float(v.mean()) if v.size else math.nan, float(v.std(ddof=1)) if v.size > 1 else 0.0, int(v.size))
 
 
 def paired_differences(entries: list[dict]) -> dict[str, dict[str, tuple[float, float, int, int]]]:
@@ -622,10 +627,8 @@ def paired_differences(entries: list[dict]) -> dict[str, dict[str, tuple[float, 
             continue
         out[arm] = {}
         for k in METRIC_KEYS:
-            d = np.array([r[k] - base[r["seed"]][k] for r in rows], float)
-            d = d[~np.isnan(d)]
-            out[arm][k] = (float(d.mean()) if d.size else math.nan, float(d.std(ddof=1)) if d.size > 1 else 0.0,
-                           int(d.size), int((d > 0).sum()))
+            d = [r[k] - base[r["seed"]][k] for r in rows]
+            out[arm][k] = (*_mean_std(d), sum(x > 0 for x in d))
     return out
 
 
