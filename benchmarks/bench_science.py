@@ -363,11 +363,38 @@ def extraction_agreement(extracted: dict, truth: dict) -> dict[str, float | int]
 # --------------------------------------------------------------------------------------------- training
 
 
-def mask_case_ids(ct_ids: list[str], n_mask: int, seed: int) -> set[str]:
-    """The pool CTs that keep their masks for ``seed`` (same for every arm of that seed)."""
+def mask_case_ids(tumour_organs: dict[str, frozenset[str]], n_mask: int, seed: int) -> set[str]:
+    """The pool CTs that keep their masks for ``seed`` (same for every arm of that seed).
+
+    A seeded draw, stratified so that every organ with a tumour in the pool has a mask CT with a tumour there
+    (while ``n_mask`` allows). Reports refine a tumour class the masks introduce; with no voxel example of a
+    pancreas tumour the report losses taught the pancreas-lesion channel to mark the whole organ (docs/science.md,
+    seed 2 of the sixth run). A draw that already covers every organ is kept as it is.
+
+    Args:
+        tumour_organs: ct_id -> organs holding a tumour in that CT (empty for a tumour-free CT).
+    """
     rng = np.random.default_rng([seed, 8])
-    ordered = sorted(ct_ids)
-    return {ordered[i] for i in rng.permutation(len(ordered))[:n_mask]}
+    ordered = sorted(tumour_organs)
+    drawn = [ordered[i] for i in rng.permutation(len(ordered))]
+    chosen: list[str] = []
+    for organ in sorted({o for organs in tumour_organs.values() for o in organs}):
+        if len(chosen) < n_mask and not any(organ in tumour_organs[c] for c in chosen):
+            chosen.append(next(c for c in drawn if organ in tumour_organs[c]))
+    return {*chosen, *[c for c in drawn if c not in chosen][:n_mask - len(chosen)]}
+
+
+def pool_tumour_organs(pool: Path) -> dict[str, frozenset[str]]:
+    """ct_id -> organs holding a tumour, from the pool's ``ground_truth.jsonl``."""
+    path = pool / "ground_truth.jsonl"
+    out = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            row = json.loads(line)
+            out[row["ct_id"]] = frozenset(t["organ"] for t in row["tumors"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path}, line {n}: not a ground-truth record ({exc!r})") from exc
+    return out
 
 
 def arm_cases(arm: str, base_cases: list, mask_ids: set[str], records: dict) -> tuple[list, int]:
@@ -574,8 +601,9 @@ def settings_fingerprint(settings: ScienceSettings) -> str:
 _REPORT_LOSS_PREFIXES = ("ball_", "volume_", "attenuation_", "presence_", "count_prior_", "group_margin_")
 
 
-def run_fingerprint(fingerprint: str, config: Any) -> str:
-    """sha256 (12 hex) of the settings fingerprint and one run's resolved TrainConfig, defaults included.
+def run_fingerprint(fingerprint: str, config: Any, mask_ids: set[str] | None = None) -> str:
+    """sha256 (12 hex) of the settings fingerprint, one run's resolved TrainConfig (defaults included) and the
+    CTs that keep their masks (``None`` where every CT keeps it).
 
     Paths are left out (work directories may differ); so are the report-loss fields and the report schedule of a
     run whose report weight is 0, so changing them does not retrain the mask arms. Code is not covered.
@@ -584,6 +612,8 @@ def run_fingerprint(fingerprint: str, config: Any) -> str:
     if dump["loss"]["report_weight"] == 0:
         dump["loss"] = {k: v for k, v in dump["loss"].items() if not k.startswith(_REPORT_LOSS_PREFIXES)}
         dump["optim"] = {k: v for k, v in dump["optim"].items() if not k.startswith("report_")}
+    if mask_ids is not None:
+        dump["mask_ct_ids"] = sorted(mask_ids)
     return hashlib.sha256((fingerprint + json.dumps(dump, sort_keys=True)).encode()).hexdigest()[:12]
 
 
@@ -750,8 +780,14 @@ def run_dir_of(settings: ScienceSettings, arm: str, seed: int, fingerprint: str)
 
     Keyed by the fingerprint, so a run with other settings never resumes this one's checkpoint.
     """
-    run_fp = run_fingerprint(fingerprint, arm_config(settings, arm, seed, Path("unused")))
+    mask_ids = None if arm == "masks_all" else seed_mask_ids(settings, seed)
+    run_fp = run_fingerprint(fingerprint, arm_config(settings, arm, seed, Path("unused")), mask_ids)
     return settings.work_dir / "runs" / f"{arm}_seed{seed}_{run_fp}", run_fp
+
+
+def seed_mask_ids(settings: ScienceSettings, seed: int) -> set[str]:
+    """The pool CTs that keep their masks in every arm of ``seed`` but ``masks_all``."""
+    return mask_case_ids(pool_tumour_organs(settings.work_dir / "pool"), settings.mask_cases, seed)
 
 
 def run_one(settings: ScienceSettings, arm: str, seed: int, fingerprint: str) -> dict:
@@ -771,7 +807,7 @@ def run_one(settings: ScienceSettings, arm: str, seed: int, fingerprint: str) ->
         records = _truth_records(pool)
     elif arm == "masks_reports_extracted":
         records = load_extracted_records(settings, [c.report_id for c in base])
-    mask_ids = mask_case_ids([c.files.ct_id for c in base], settings.mask_cases, seed)
+    mask_ids = seed_mask_ids(settings, seed)
     cases, dropped = arm_cases(arm, base, mask_ids, records)
     config = arm_config(settings, arm, seed, run_dir / "train")
     checkpoint, train_s = train_arm(config, cases)

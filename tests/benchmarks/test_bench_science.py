@@ -83,11 +83,56 @@ def test_fewer_runs_train_while_the_llm_extracts(bench, tmp_path):
 
 
 def test_mask_case_ids_depend_on_seed_only(bench):
-    ids = [f"CT{i:02d}" for i in range(30)]
-    a = bench.mask_case_ids(ids, 10, 0)
-    assert len(a) == 10 and a <= set(ids)
-    assert a == bench.mask_case_ids(list(reversed(ids)), 10, 0)
-    assert a != bench.mask_case_ids(ids, 10, 1)
+    organs = {f"CT{i:02d}": frozenset({"liver"} if i % 2 else ()) for i in range(30)}
+    a = bench.mask_case_ids(organs, 10, 0)
+    assert len(a) == 10 and a <= set(organs)
+    assert a == bench.mask_case_ids(dict(reversed(organs.items())), 10, 0)
+    assert a != bench.mask_case_ids(organs, 10, 1)
+
+
+def _plain_draw(organs: dict, n_mask: int, seed: int) -> set[str]:
+    import numpy as np
+
+    ordered = sorted(organs)
+    return {ordered[i] for i in np.random.default_rng([seed, 8]).permutation(len(ordered))[:n_mask]}
+
+
+def test_mask_case_ids_give_every_tumour_organ_a_mask_ct_and_keep_a_draw_that_does(bench):
+    # One pancreas tumour among 40 CTs: the plain draw of 5 misses it for most seeds.
+    organs = {f"CT{i:02d}": frozenset({"liver"} if i < 20 else {"kidney"} if i < 39 else {"pancreas", "liver"})
+              for i in range(40)}
+    covered = uncovered = 0
+    for seed in range(20):
+        plain, chosen = _plain_draw(organs, 5, seed), bench.mask_case_ids(organs, 5, seed)
+        assert len(chosen) == 5
+        assert {o for c in chosen for o in organs[c]} == {"liver", "kidney", "pancreas"}
+        if {o for c in plain for o in organs[c]} == {"liver", "kidney", "pancreas"}:
+            assert chosen == plain
+            covered += 1
+        else:
+            assert len(chosen - plain) <= 2 and "CT39" in chosen
+            uncovered += 1
+    assert covered and uncovered
+    # Fewer mask CTs than tumour organs: one mask CT per organ, as far as they go.
+    assert len(bench.mask_case_ids(organs, 1, 0)) == 1
+
+
+def test_pool_tumour_organs_read_the_ground_truth_and_name_a_bad_line(bench, tmp_path):
+    (tmp_path / "ground_truth.jsonl").write_text(
+        '{"ct_id": "A", "tumors": [{"organ": "liver"}, {"organ": "kidney"}]}\n{"ct_id": "B", "tumors": []}\n')
+    assert bench.pool_tumour_organs(tmp_path) == {"A": {"liver", "kidney"}, "B": frozenset()}
+    (tmp_path / "ground_truth.jsonl").write_text('{"ct_id": "A", "tumors": []}\n{"ct_id": "B"}\n')
+    with pytest.raises(ValueError, match=r"ground_truth.jsonl, line 2"):
+        bench.pool_tumour_organs(tmp_path)
+
+
+def test_run_fingerprint_covers_the_mask_cts(bench):
+    from train.config import TrainConfig
+
+    config = TrainConfig()
+    base = bench.run_fingerprint("f", config)
+    assert bench.run_fingerprint("f", config, {"A", "B"}) == bench.run_fingerprint("f", config, {"B", "A"}) != base
+    assert bench.run_fingerprint("f", config, {"A", "C"}) != bench.run_fingerprint("f", config, {"A", "B"})
 
 
 def test_arm_cases_masks_all_keeps_every_mask_and_report_arms_drop_unrecorded_ones(bench):
