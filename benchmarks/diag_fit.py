@@ -1,6 +1,7 @@
 """Has a network learnt the lesions at all? Per-channel Dice of a checkpoint on mask crops drawn as in training.
 
-For the first ``--cases`` CTs of a phantom set (with their voxel masks), draws ``--crops`` mask crops per CT the way
+For the first ``--cases`` CTs of a phantom set (with their voxel masks), or the mask CTs of one science-benchmark
+seed (``--mask-seed``), draws ``--crops`` mask crops per CT the way
 the trainer does (lesion-centred with ``foreground_probability``, no mirroring), runs the network on each crop and
 pools true / false positives per output channel. Prints one JSON line: Dice and false-positive voxels per channel.
 
@@ -9,6 +10,7 @@ the recipe has not fitted even its own tumours (``docs/science.md``, fifth CPU r
 
     python benchmarks/diag_fit.py runs/science/cpu/pool RUN/train/latest.pt --cases 12 --crops 3
     python benchmarks/diag_fit.py runs/science/cpu/pool RUN/train/latest.pt --weights model   # not the EMA
+    python benchmarks/diag_fit.py runs/science/cpu/pool RUN/train/latest.pt --mask-seed 2 --cases 10
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("phantoms", type=Path, help="a phantom set with voxel masks (e.g. the science benchmark's pool)")
     p.add_argument("checkpoint", type=Path)
-    p.add_argument("--cases", type=int, default=12, help="first N cases of the set")
+    p.add_argument("--cases", type=int, default=12, help="first N cases of the set (with --mask-seed: N mask CTs)")
+    p.add_argument("--mask-seed", type=int, help="the CTs that keep their masks in this seed of the science "
+                   "benchmark (its stratified draw of --cases CTs) instead of the first ones")
     p.add_argument("--crops", type=int, default=3, help="crops per case")
     p.add_argument("--weights", choices=["ema", "model"], default="ema",
                    help="the EMA weights that prediction uses, or the raw optimiser weights")
@@ -34,7 +38,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
-    from bench_science import pool_cases  # this directory is on sys.path when the script runs
+    from bench_science import mask_case_ids, pool_cases, pool_tumour_organs  # this directory is on sys.path
 
     from train.checkpoint import load_checkpoint, model_weights
     from train.config import TrainConfig
@@ -48,7 +52,13 @@ def main() -> None:
     net.eval()
     classes = list(config.data.classes)
     data_cfg = config.data.model_copy(update={"mirror_axes": ()})
-    cases = [TrainingCase(c.files, None) for c in pool_cases(args.phantoms)[: args.cases]]
+    pool = pool_cases(args.phantoms)
+    if args.mask_seed is None:
+        pool = pool[: args.cases]
+    else:
+        keep = mask_case_ids(pool_tumour_organs(args.phantoms), args.cases, args.mask_seed)
+        pool = [c for c in pool if c.files.ct_id in keep]
+    cases = [TrainingCase(c.files, None) for c in pool]
     dataset = CaseDataset(cases, args.cache_dir or args.phantoms.parent / "cache", data_cfg)
     dataset.prepare(progress=False)
 
