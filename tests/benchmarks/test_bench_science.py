@@ -155,8 +155,9 @@ def test_arm_cases_masks_all_keeps_every_mask_and_report_arms_drop_unrecorded_on
     assert dropped == 1
 
 
-def test_every_arm_gets_the_same_mask_crops_per_step(bench, tmp_path):
-    settings = bench.ScienceSettings.model_validate({**bench.PRESETS["cpu"], "scale": "cpu", "work_dir": tmp_path})
+@pytest.mark.parametrize("scale", ["cpu", "gpu"])
+def test_every_arm_gets_the_same_mask_crops_per_step(bench, tmp_path, scale):
+    settings = bench.ScienceSettings.model_validate({**bench.PRESETS[scale], "scale": scale, "work_dir": tmp_path})
     configs = {arm: bench.arm_config(settings, arm, 0, tmp_path / arm) for arm in bench.ARMS}
     report = configs["masks_reports_truth"].data
     mask_crops = round(report.batch_size * report.mask_fraction)
@@ -168,6 +169,20 @@ def test_every_arm_gets_the_same_mask_crops_per_step(bench, tmp_path):
     odd = settings.model_copy(update={"train_overrides": ["data.mask_fraction=0.7"]})
     with pytest.raises(ValueError, match="whole number"):
         bench.arm_config(odd, "masks_all", 0, tmp_path / "odd")
+
+
+def test_gpu_scale_network_runs_on_its_patch_grid(bench, tmp_path):
+    import torch
+
+    from train.model import build_network
+
+    settings = bench.ScienceSettings.model_validate({**bench.PRESETS["gpu"], "scale": "gpu", "work_dir": tmp_path})
+    config = bench.arm_config(settings, "masks_reports_truth", 0, tmp_path / "run")
+    assert tuple(config.data.patch_size) == (96, 96, 96) and config.optim.total_steps == 4000
+    net = build_network(config.model, 1, len(config.data.classes)).eval()
+    with torch.no_grad():  # a 32^3 crop: the same strides as 96^3, a fraction of the CPU time
+        out = net(torch.zeros(1, 1, 32, 32, 32))
+    assert out.shape == (1, len(config.data.classes), 32, 32, 32)
 
 
 def test_per_ct_metrics_pools_organs_and_splits_small(bench):
