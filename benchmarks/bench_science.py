@@ -77,7 +77,8 @@ class ScienceSettings(BaseModel):
     pool_tumor_count_probabilities: tuple[float, ...] = Field(
         (0.25, 0.4, 0.2, 0.15), description="Chance of 0, 1, 2, 3 tumours per pool CT (the generator's default). "
         "With ten mask CTs of the default mix the lesion channels memorise their few tumours (docs/training.md).")
-    mask_cases: int = Field(ge=1, description="Pool CTs that keep their voxel masks (drawn per seed).")
+    mask_cases: int = Field(ge=1, description="Pool CTs that keep their voxel masks (drawn per seed, every tumour "
+                            "organ covered).")
     test_cases: int = Field(ge=2, description="Held-out phantoms scored by every arm.")
     test_seed: int = 12
     test_free_fraction: float = Field(0.3, ge=0, lt=1, description="Tumour-free share of the test set.")
