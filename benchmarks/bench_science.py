@@ -390,6 +390,8 @@ def pool_tumour_organs(pool: Path) -> dict[str, frozenset[str]]:
     path = pool / "ground_truth.jsonl"
     out = {}
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
         try:
             row = json.loads(line)
             out[row["ct_id"]] = frozenset(t["organ"] for t in row["tumors"])

@@ -1,16 +1,16 @@
 """Has a network learnt the lesions at all? Per-channel Dice of a checkpoint on mask crops drawn as in training.
 
 For the first ``--cases`` CTs of a phantom set (with their voxel masks), or the mask CTs of one science-benchmark
-seed (``--mask-seed``), draws ``--crops`` mask crops per CT the way
-the trainer does (lesion-centred with ``foreground_probability``, no mirroring), runs the network on each crop and
-pools true / false positives per output channel. Prints one JSON line: Dice and false-positive voxels per channel.
+seed (``--mask-seed``), draws ``--crops`` mask crops per CT the way the trainer does (lesion-centred with
+``foreground_probability``, no mirroring), runs the network on each crop and pools true / false positives per output
+channel. Prints one JSON line: Dice and false-positive voxels per channel.
 
 On the science pool, the first CTs are training CTs of the ``masks_all`` control, so a low lesion Dice there means
 the recipe has not fitted even its own tumours (``docs/science.md``, fifth CPU run).
 
     python benchmarks/diag_fit.py runs/science/cpu/pool RUN/train/latest.pt --cases 12 --crops 3
     python benchmarks/diag_fit.py runs/science/cpu/pool RUN/train/latest.pt --weights model   # not the EMA
-    python benchmarks/diag_fit.py runs/science/cpu/pool RUN/train/latest.pt --mask-seed 2 --cases 10
+    python benchmarks/diag_fit.py runs/science/cpu/pool RUN/train/latest.pt --mask-seed 2   # seed 2's mask CTs
 """
 
 from __future__ import annotations
@@ -27,9 +27,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("phantoms", type=Path, help="a phantom set with voxel masks (e.g. the science benchmark's pool)")
     p.add_argument("checkpoint", type=Path)
-    p.add_argument("--cases", type=int, default=12, help="first N cases of the set (with --mask-seed: N mask CTs)")
+    p.add_argument("--cases", type=int, help="first N cases of the set (default 12); with --mask-seed, the number "
+                   "of mask CTs drawn (default: the benchmark's mask_cases)")
     p.add_argument("--mask-seed", type=int, help="the CTs that keep their masks in this seed of the science "
-                   "benchmark (its stratified draw of --cases CTs) instead of the first ones")
+                   "benchmark (its stratified draw) instead of the first ones")
     p.add_argument("--crops", type=int, default=3, help="crops per case")
     p.add_argument("--weights", choices=["ema", "model"], default="ema",
                    help="the EMA weights that prediction uses, or the raw optimiser weights")
@@ -38,7 +39,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
-    from bench_science import mask_case_ids, pool_cases, pool_tumour_organs  # this directory is on sys.path
+    from bench_science import PRESETS, mask_case_ids, pool_cases, pool_tumour_organs  # this directory is on sys.path
 
     from train.checkpoint import load_checkpoint, model_weights
     from train.config import TrainConfig
@@ -54,9 +55,10 @@ def main() -> None:
     data_cfg = config.data.model_copy(update={"mirror_axes": ()})
     pool = pool_cases(args.phantoms)
     if args.mask_seed is None:
-        pool = pool[: args.cases]
+        pool = pool[: args.cases or 12]
     else:
-        keep = mask_case_ids(pool_tumour_organs(args.phantoms), args.cases, args.mask_seed)
+        n_mask = args.cases or PRESETS["cpu"]["mask_cases"]
+        keep = mask_case_ids(pool_tumour_organs(args.phantoms), n_mask, args.mask_seed)
         pool = [c for c in pool if c.files.ct_id in keep]
     cases = [TrainingCase(c.files, None) for c in pool]
     dataset = CaseDataset(cases, args.cache_dir or args.phantoms.parent / "cache", data_cfg)
