@@ -242,9 +242,24 @@ def ensure_test(settings: ScienceSettings) -> Path:
 
 
 def read_truth(root: Path) -> dict[str, dict]:
-    """ct_id -> ground-truth row of a phantom set."""
-    rows = [json.loads(line) for line in (root / "ground_truth.jsonl").read_text().splitlines() if line.strip()]
-    return {r["ct_id"]: r for r in rows}
+    """ct_id -> ground-truth row of a phantom set.
+
+    Raises:
+        ValueError: a line that is not JSON or lacks ``ct_id`` or a tumour's ``organ``, naming file and line.
+    """
+    path = root / "ground_truth.jsonl"
+    out = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if any("organ" not in t for t in row["tumors"]):
+                raise KeyError("organ")
+            out[row["ct_id"]] = row
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path}, line {n}: not a ground-truth record ({exc!r})") from exc
+    return out
 
 
 # --------------------------------------------------------------------------------------------- extraction
@@ -387,17 +402,7 @@ def mask_case_ids(tumour_organs: dict[str, frozenset[str]], n_mask: int, seed: i
 
 def pool_tumour_organs(pool: Path) -> dict[str, frozenset[str]]:
     """ct_id -> organs holding a tumour, from the pool's ``ground_truth.jsonl``."""
-    path = pool / "ground_truth.jsonl"
-    out = {}
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            out[row["ct_id"]] = frozenset(t["organ"] for t in row["tumors"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"{path}, line {n}: not a ground-truth record ({exc!r})") from exc
-    return out
+    return {ct: frozenset(t["organ"] for t in row["tumors"]) for ct, row in read_truth(pool).items()}
 
 
 def arm_cases(arm: str, base_cases: list, mask_ids: set[str], records: dict) -> tuple[list, int]:
