@@ -5,20 +5,23 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 DB     ?= data/rsuper.duckdb
 TORCH  := torch==2.13.0
-# A llama-cpp-python wheel built for these machines saves a 10-30 minute source build; optional.
-WHEELS := $(wildcard ../shared/wheels)
-PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q $(if $(WHEELS),--find-links $(WHEELS),)
+PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q
 PYHASH := $(shell (cat pyproject.toml; echo $(TORCH)) | sha256sum | cut -c1-12)
+# llama-cpp-python is built here with portable CPU flags (scripts/install_llama_cpp.sh; LLAMA_CMAKE_ARGS overrides
+# them) and cached under ~/.cache/rsuper/wheels keyed by version and flags.
+# The stamp is not keyed by the flags, so a CUDA/Metal build from `make rebuild-llama` stays until the next rebuild.
+LLAMA  := $(VENV)/.llama-$(shell cat scripts/install_llama_cpp.sh pyproject.toml | sha256sum | cut -c1-12)
 
 export RSUPER_DB := $(DB)
 
-.PHONY: help extract test train bench bench-schema bench-ingest bench-losses bench-extract bench-data bench-train bench-resume bench-accuracy eval-ci bench-science clean-venv
+.PHONY: help rebuild-llama extract test train bench bench-schema bench-ingest bench-losses bench-extract bench-data bench-train bench-resume bench-accuracy eval-ci bench-science clean-venv
 
 help:
 	@echo "make extract  - ingest the demo PACS dump in data/ and extract tumor records with the embedded model"
 	@echo "make test     - run the test suite (CPU only)"
 	@echo "make train    - train on the bundled phantom set (CPU, a few minutes)"
 	@echo "make bench    - all benchmarks (bench-schema, bench-ingest, bench-losses, bench-extract, bench-data, bench-train)"
+	@echo "make rebuild-llama - build llama-cpp-python again (portable flags; LLAMA_CMAKE_ARGS=... for CUDA/Metal)"
 	@echo "make bench-accuracy / eval-ci / bench-resume / bench-science - slower measurements (see README)"
 
 $(BIN)/python:
@@ -33,7 +36,16 @@ $(VENV)/.core-$(PYHASH): | $(BIN)/python
 	$(PIP) -e .
 	touch $@
 
-$(VENV)/.extract-$(PYHASH): $(VENV)/.core-$(PYHASH)
+$(LLAMA): | $(BIN)/python
+	scripts/install_llama_cpp.sh $(BIN)/python
+	touch $@
+
+# After a crash report from the embedded backend's start-up check: build the wheel again and reinstall it.
+rebuild-llama: | $(BIN)/python
+	RSUPER_LLAMA_REBUILD=1 scripts/install_llama_cpp.sh $(BIN)/python
+	touch $(LLAMA)
+
+$(VENV)/.extract-$(PYHASH): $(VENV)/.core-$(PYHASH) $(LLAMA)
 	$(PIP) -e '.[local,model]'
 	touch $@
 

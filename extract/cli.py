@@ -41,7 +41,14 @@ _register_all()
 
 
 def main() -> None:
-    app()
+    from extract.backends.base import BackendError
+    from extract.model import ModelError
+
+    try:
+        app()
+    except (BackendError, ModelError) as exc:  # the message says what to do; a traceback would bury it
+        typer.echo(f"rsuper: error: {exc}", err=True)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

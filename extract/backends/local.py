@@ -4,6 +4,10 @@ One call at a time (llama.cpp holds one context); calls run in a worker thread s
 results. The JSON schema is compiled to a GBNF grammar once and reused. llama.cpp keeps the evaluated tokens of
 the previous call and re-evaluates only after the longest common prefix, so the fixed prompt prefix costs once.
 Its grammar ignores `minimum`/`maximum`: the engine re-validates every answer with pydantic anyway.
+
+Before the model is loaded here, a child process decodes a few tokens with it (`probe_runtime`): a
+llama-cpp-python built for another CPU dies with SIGILL/SIGSEGV inside decode, which would kill the run; in a
+child it becomes one BackendError that says how to rebuild.
 """
 
 from __future__ import annotations
@@ -11,6 +15,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +26,62 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from extract.backends.base import BackendError, BackendInfo, Completion, Message, SamplingConfig
 from extract.model import DEFAULT_MODEL, MODELS, ensure_model, verify_file
+
+
+REBUILD_HINT = ("rebuild it for this CPU with `make rebuild-llama` (or `scripts/install_llama_cpp.sh .venv/bin/python`; "
+                "set LLAMA_CMAKE_ARGS for other flags, see README 'Install')")
+_PROBE_TIMEOUT_S = 600.0
+_probed: dict[tuple[str, str], str] = {}  # (model file, llama_cpp file) -> cpu features, once per process
+
+
+class RuntimeProbeError(BackendError):
+    """The embedded llama.cpp runtime cannot decode on this machine."""
+
+
+def _probe_command(model_path: Path) -> list[str]:
+    return [sys.executable, "-m", "extract.backends.local", "--probe", os.fspath(model_path)]
+
+
+def probe_runtime(model_path: Path, timeout_s: float = _PROBE_TIMEOUT_S) -> str:
+    """Load `model_path` and decode a few tokens in a child process; return llama.cpp's CPU feature line.
+
+    Raises:
+        RuntimeProbeError: the child crashed (signal), failed or timed out; the message names the rebuild.
+    """
+    import llama_cpp
+
+    key = (os.fspath(model_path), os.fspath(Path(llama_cpp.__file__).resolve()))
+    if key in _probed:
+        return _probed[key]
+    try:
+        proc = subprocess.run(_probe_command(model_path), capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired as exc:
+        raise RuntimeProbeError(f"the embedded llama.cpp runtime did not decode one token of {model_path.name} "
+                                f"in {timeout_s:.0f} s; {REBUILD_HINT}") from exc
+    if proc.returncode < 0:
+        sig = signal.Signals(-proc.returncode).name
+        raise RuntimeProbeError(
+            f"the embedded llama.cpp runtime ({llama_cpp.__version__}, {Path(llama_cpp.__file__).parent}) crashed "
+            f"with {sig} decoding one token of {model_path.name}: it was built for another CPU (GGML_NATIVE on a "
+            f"machine with AVX-512/AMX is the usual cause); {REBUILD_HINT}")
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+        raise RuntimeProbeError(f"the embedded llama.cpp runtime failed decoding one token of {model_path.name} "
+                                f"(exit {proc.returncode}): {tail}")
+    _probed[key] = proc.stdout.strip()
+    return _probed[key]
+
+
+def _probe_main(model_path: str) -> None:
+    """Child side of `probe_runtime`: a batched prompt and two generated tokens (both kernel paths)."""
+    import llama_cpp
+
+    llm = llama_cpp.Llama(model_path=model_path, n_ctx=512, n_threads=1, n_threads_batch=1, verbose=False, seed=0)
+    out = llm.create_chat_completion(messages=[{"role": "user", "content": "Liver: 9 mm cyst in segment 2."}],
+                                     max_tokens=2, temperature=0.0)
+    if int(out["usage"]["completion_tokens"]) < 1:
+        raise SystemExit("the model generated no token")
+    print(llama_cpp.llama_print_system_info().decode(errors="replace").strip())
 
 
 class LocalConfig(BaseModel):
@@ -65,12 +128,14 @@ class LocalBackend:
         else:
             path, spec = ensure_model(cfg.model)
             model_id, revision, quant = spec.model_id, spec.revision, spec.quantization
+        cpu_features = probe_runtime(path)
         self._llm = llama_cpp.Llama(model_path=str(path), n_ctx=cfg.n_ctx, n_threads=cfg.n_threads,
                                     n_threads_batch=cfg.n_threads, verbose=False, seed=0)
         return BackendInfo(backend="local", backend_version=f"llama-cpp-python {llama_cpp.__version__}",
                            model_id=model_id, model_revision=revision, quantization=quant,
                            structured_output="gbnf from json schema",
-                           extra={"n_threads": cfg.n_threads, "n_ctx": cfg.n_ctx, "file": os.fspath(path.name)})
+                           extra={"n_threads": cfg.n_threads, "n_ctx": cfg.n_ctx, "file": os.fspath(path.name),
+                                  "cpu_features": cpu_features})
 
     def _grammar(self, schema: dict[str, Any]) -> Any:
         from llama_cpp import LlamaGrammar
@@ -105,3 +170,9 @@ class LocalBackend:
         if self._llm is not None:
             await asyncio.to_thread(self._llm.close)
             self._llm = None
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3 or sys.argv[1] != "--probe":
+        raise SystemExit("usage: python -m extract.backends.local --probe MODEL.gguf")
+    _probe_main(sys.argv[2])
