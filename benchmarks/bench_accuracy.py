@@ -144,7 +144,8 @@ def rule_ceiling(reports: list) -> dict:
     organs with a lesion-asserting sentence: there only the LLM's organ choice prevents a false positive.
     Ids and organs only, never report text."""
     from schemas.llm import _NOT_FINDINGS_HEADER, _negated_blanked, _sentences, lesion_assertion
-    from schemas.vocab import Organ, named_organs
+    from extract.reading.organs import named_organs
+    from schemas.vocab import Organ
 
     unreachable, exposed = [], []
     for gold in reports:

@@ -18,6 +18,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from extract.reading.lesion_words import attenuation_in_text, composition_in_text, group_word_in_text, lesion_word_in_text
+from extract.reading.locations import side_in_text, subsegments_in_text
+from extract.reading.organs import named_organs, organs_named_by_word
+from extract.reading.patterns import words_alternation
 from schemas.measure import find_measurements, parse_size_text
 from schemas.records import ExtractionPayload, _match_key
 from schemas.vocab import (
@@ -30,15 +34,6 @@ from schemas.vocab import (
     TYPE_ORGANS,
     LesionType,
     Organ,
-    attenuation_in_text,
-    composition_in_text,
-    group_word_in_text,
-    lesion_word_in_text,
-    named_organs,
-    organs_named_by_word,
-    side_in_text,
-    subsegments_in_text,
-    words_alternation,
 )
 
 OrganKey = Literal[tuple(o.value for o in Organ)]  # type: ignore[valid-type]

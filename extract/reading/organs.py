@@ -1,0 +1,88 @@
+"""Which organs a text names: by one of its words ("renal") or by a location only it has ("lower pole")."""
+
+from __future__ import annotations
+
+import re
+
+from extract.reading.patterns import trie, trie_safe, words_pattern
+from schemas.vocab import ORGAN_IMPLIED_WORDS, ORGAN_WORDS, Organ
+
+_ORGAN_PATTERNS = {organ: words_pattern(words) for organ, words in ORGAN_WORDS.items()}
+_IMPLIED_PATTERNS = {organ: words_pattern(words) for organ, words in ORGAN_IMPLIED_WORDS.items()}
+
+
+def organ_scan(words: dict[Organ, tuple[str, ...]]) -> tuple[re.Pattern[str], dict[str, Organ], frozenset[Organ]]:
+    """One pattern that finds, in a single pass, every organ with a word of `words` in a text.
+
+    A zero-width lookahead at each word start holds all words as one trie (so a position costs a few character
+    tests, not one test per word), each word ending in its own empty named group: every start position is
+    tried, so overlapping words ("gall bladder" and "bladder") are all found, exactly as one `words_pattern`
+    search per organ would. Returns the pattern, the organ of each group name and the organs that need their
+    own search: those with a word that another organ also has, or that is a whole-word prefix of another organ's
+    word ("lymph" / "lymph node"), which the other could hide at a shared start (none in the current tables).
+    """
+    group_organ: dict[str, Organ] = {}
+    tails: dict[str, str] = {}
+    for organ, alternatives in words.items():
+        for word in alternatives:
+            if word.lower() not in tails:
+                name = f"g{len(group_organ)}"
+                group_organ[name] = organ
+                tails[word.lower()] = f"(?P<{name}>)\\b"
+    if not trie_safe(tails):
+        raise ValueError("organ words must be ASCII")
+
+    hidden = frozenset(
+        a_organ for a_organ, a_words in words.items() for b_organ, b_words in words.items() if a_organ is not b_organ
+        for a in a_words for b in b_words
+        if b.lower().startswith(a.lower()) and (len(b) == len(a) or not re.match(r"\w", b[len(a)])))
+    return re.compile(r"\b(?=" + trie(tails) + ")", re.IGNORECASE), group_organ, hidden
+
+
+_ORGAN_OR_IMPLIED_WORDS = {organ: words + ORGAN_IMPLIED_WORDS.get(organ, ()) for organ, words in ORGAN_WORDS.items()}
+_NAMED_SCAN, _NAMED_GROUPS, _NAMED_HIDDEN = organ_scan(_ORGAN_OR_IMPLIED_WORDS)
+_NAME_SCAN, _NAME_GROUPS, _NAME_HIDDEN = organ_scan(ORGAN_WORDS)
+_NAMED_SEPARATE = {organ: words_pattern(_ORGAN_OR_IMPLIED_WORDS[organ]) for organ in _NAMED_HIDDEN}
+_NAME_SEPARATE = {organ: _ORGAN_PATTERNS[organ] for organ in _NAME_HIDDEN}
+
+
+# The same scans without IGNORECASE, for lower-cased ASCII text (the usual report): a case-sensitive pattern
+# rejects a branch on its first character, about twice as fast, and for ASCII text matching lower-cased text
+# case-sensitively is exactly matching the text case-insensitively.
+_CASED_SCANS = {scan: re.compile(scan.pattern) for scan in (_NAMED_SCAN, _NAME_SCAN)}
+
+
+def _cased(scan: re.Pattern[str]) -> re.Pattern[str]:
+    cased = _CASED_SCANS.get(scan)
+    if cased is None:
+        cased = _CASED_SCANS[scan] = re.compile(scan.pattern)
+    return cased
+
+
+def scan_organs(text: str, scan: re.Pattern[str], groups: dict[str, Organ],
+                separate: dict[Organ, re.Pattern[str]]) -> set[Organ]:
+    if text.isascii():
+        found = {groups[m.lastgroup] for m in _cased(scan).finditer(text.lower())}
+    else:
+        found = {groups[m.lastgroup] for m in scan.finditer(text)}
+    found.update(organ for organ, pattern in separate.items() if pattern.search(text))
+    if not found:
+        return set()
+    # Built in vocabulary order, as the per-organ loop it replaces built it (set iteration order included).
+    return {organ for organ in _ORGAN_PATTERNS if organ in found}
+
+
+def organ_named_in_text(organ: Organ, text: str) -> bool:
+    """Whether `text` names `organ`, by name ("renal") or by a location only it has ("lower pole")."""
+    implied = _IMPLIED_PATTERNS.get(organ)
+    return bool(_ORGAN_PATTERNS[organ].search(text) or (implied is not None and implied.search(text)))
+
+
+def named_organs(text: str) -> set[Organ]:
+    """Every organ `text` names, by name or implied location."""
+    return scan_organs(text, _NAMED_SCAN, _NAMED_GROUPS, _NAMED_SEPARATE)
+
+
+def organs_named_by_word(text: str) -> set[Organ]:
+    """Every organ `text` names by one of its `ORGAN_WORDS` (implied locations do not count)."""
+    return scan_organs(text, _NAME_SCAN, _NAME_GROUPS, _NAME_SEPARATE)

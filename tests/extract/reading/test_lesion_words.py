@@ -1,0 +1,42 @@
+import pytest
+
+from extract.reading.lesion_words import attenuation_in_text, composition_in_text, group_word_in_text, lesion_word_in_text
+from schemas.vocab import Organ
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("heterogeneously enhancing mass", "heterogeneous"),
+        ("hypoenhancing mass", "hypo"),
+        ("arterially enhancing lesion", "hyper"),
+        ("low-density focus", "hypo"),
+        ("isoattenuating", "iso"),
+        ("a lesion", None),
+    ],
+)
+def test_attenuation_words(text, value):
+    assert attenuation_in_text(text) == value
+
+
+def test_lesion_words_depend_on_the_organ():
+    assert lesion_word_in_text(Organ.LIVER, "two hypodensities")
+    assert not lesion_word_in_text(Organ.SPLEEN, "the spleen is enlarged")
+    assert lesion_word_in_text(Organ.LYMPH_NODE, "enlarged hilar node")
+    assert lesion_word_in_text(Organ.COLON, "circumferential wall thickening")
+    assert not lesion_word_in_text(Organ.ADRENAL_GLAND, "mild thickening of the adrenal limb")
+
+
+def test_group_and_composition_words():
+    assert group_word_in_text("Three cysts") and group_word_in_text("scattered nodules")
+    assert not group_word_in_text("a 2 cm cyst in the left kidney")
+    assert composition_in_text("cystic lesion containing macroscopic fat") == "fat_containing"
+    assert composition_in_text("simple cyst") == "cystic"
+    assert composition_in_text("solid mass") is None
+
+
+def test_non_enhancing_is_not_hyper():
+    assert attenuation_in_text("non-enhancing cyst") is None
+    assert attenuation_in_text("without internal enhancement") is None
+    assert attenuation_in_text("nonenhancing hypodense lesion") == "hypo"
+    assert attenuation_in_text("enhancing solid mass") == "hyper"

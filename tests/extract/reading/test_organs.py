@@ -1,0 +1,34 @@
+from extract.reading.organs import named_organs, organ_named_in_text, organ_scan, organs_named_by_word, scan_organs
+from extract.reading.patterns import words_pattern
+from schemas.vocab import ORGAN_WORDS, Organ
+
+
+def test_organs_named_by_implied_location_words():
+    assert named_organs("Segment VI cyst measures 9 mm") == {Organ.LIVER}
+    assert named_organs("spiculated mass in the apicoposterior segment of the left upper lobe") == {Organ.LUNG}
+    assert organ_named_in_text(Organ.KIDNEY, "exophytic lesion in the lower pole")
+    assert not organ_named_in_text(Organ.SPLEEN, "liver and pancreas")
+
+
+def test_one_pass_organ_scan_agrees_with_a_search_per_organ(tricky_texts):
+    import re
+
+    def per_organ(words, text):
+        return {o for o, ws in words.items() if re.search(r"\b(?:" + "|".join(
+            re.escape(w) for w in sorted(ws, key=len, reverse=True)) + r")\b", text, re.IGNORECASE)}
+
+    for text in tricky_texts:
+        assert named_organs(text) == {o for o in Organ if o is not Organ.OTHER and organ_named_in_text(o, text)}
+        assert organs_named_by_word(text) == per_organ(ORGAN_WORDS, text)
+    assert named_organs("Gall bladder wall") == {Organ.GALLBLADDER, Organ.BLADDER}  # overlapping words
+
+
+def test_organ_scan_searches_separately_for_words_another_organ_could_hide():
+    words = {Organ.LYMPH_NODE: ("lymph",), Organ.BONE: ("lymph node", "bone"), Organ.LIVER: ("liver",),
+             Organ.SPLEEN: ("liver",)}
+    scan, groups, hidden = organ_scan(words)
+    assert hidden == {Organ.LYMPH_NODE, Organ.LIVER, Organ.SPLEEN}
+    separate = {organ: words_pattern(words[organ]) for organ in hidden}
+    assert scan_organs("a lymph node", scan, groups, separate) == {Organ.LYMPH_NODE, Organ.BONE}
+    assert scan_organs("Liver", scan, groups, separate) == {Organ.LIVER, Organ.SPLEEN}
+    assert scan_organs("lymphoma", scan, groups, separate) == set()
