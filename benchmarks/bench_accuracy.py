@@ -11,9 +11,9 @@ scores them with `extract.evaluation`. Gold sets: data/gold/dev_gold.jsonl (opti
     python benchmarks/bench_accuracy.py --rule-ceiling          # no LLM: gold organs the rules cannot reach
     python benchmarks/bench_accuracy.py --rules-only            # no LLM: what the conversion finds from an empty answer
 
-`--rescore-from DB` re-runs only the deterministic conversion (`schemas.llm.to_payload` + organ summary) on the
-raw LLM answers stored in DB (one run key: the latest run's, or `--config-hash PREFIX`) and scores them again,
-so conversion rules can be changed and measured in seconds. Gold reports without a stored answer are skipped
+`--rescore-from DB` re-runs only the deterministic conversion (`extract.reading.convert.to_payload` + organ
+summary) on the raw LLM answers stored in DB (one run key: the latest run's, or `--config-hash PREFIX`) and
+scores them again, so conversion rules can be changed and measured in seconds. Gold reports without a stored answer are skipped
 (not counted as failures); an answer the conversion rejects counts as failed.
 
 Wall times depend on the machine and its load; say which machine gave them.
@@ -105,7 +105,7 @@ def rescore_prediction(raw: str | None, text: str) -> "ev.Prediction":
     """The organ-summary prediction the current conversion rules give for one stored raw answer."""
     from pydantic import ValidationError
 
-    from schemas.llm import to_payload
+    from extract.reading.convert import to_payload
     from schemas.summary import organ_summary
 
     if not raw:
@@ -138,23 +138,24 @@ _RANK = {"none": 0, "possible": 1, "definite": 2}
 
 def rule_ceiling(reports: list) -> dict:
     """What the conversion rules alone allow, with no LLM: per gold organ, the strongest lesion assertion any
-    of its report's sentences makes for it (`schemas.llm.lesion_assertion`; organs named only in negated or
+    of its report's sentences makes for it (`extract.reading.negation.lesion_assertion`; organs named only in negated or
     history wording do not count). `unreachable` lists gold lesion (equivocal) organs with no definite
     (possible) sentence: whatever the LLM answers, the rules would drop it. `exposed` lists gold-negative
     organs with a lesion-asserting sentence: there only the LLM's organ choice prevents a false positive.
     Ids and organs only, never report text."""
-    from schemas.llm import _NOT_FINDINGS_HEADER, _negated_blanked, _sentences, lesion_assertion
+    from extract.reading.negation import lesion_assertion, negated_blanked
     from extract.reading.organs import named_organs
+    from extract.reading.sentences import is_not_findings_header, report_sentences
     from schemas.vocab import Organ
 
     unreachable, exposed = [], []
     for gold in reports:
         best: dict[str, str] = {}
         unnamed: dict[str, str] = {}  # sentences naming no organ: the rules accept them for any organ
-        for header, sentence in _sentences(gold.report):
-            if _NOT_FINDINGS_HEADER.match(header):
+        for header, sentence in report_sentences(gold.report):
+            if is_not_findings_header(header):
                 continue
-            organs = named_organs(f"{header} {_negated_blanked(sentence)}")
+            organs = named_organs(f"{header} {negated_blanked(sentence)}")
             for organ in organs or (Organ(o) for o in gold.organs):
                 found = lesion_assertion(organ, sentence)
                 target = best if organs else unnamed

@@ -33,7 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from extract.backends.base import Backend, BackendError, BackendInfo, Completion, SamplingConfig
 from extract.prompting import Prompt
-from schemas.llm import llm_json_schema, parse_llm_answer, to_payload
+from extract.reading.convert import to_payload
+from schemas.llm import llm_json_schema, parse_llm_answer
 from schemas.records import SCHEMA_VERSION, ExtractionPayload
 from schemas.tables import extraction_tables
 

@@ -15,7 +15,8 @@ from typing import Any
 
 import yaml
 
-from schemas.llm import LLMAnswer, to_payload
+from extract.reading.convert import to_payload
+from schemas.llm import LLMAnswer
 
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
 DEFAULT_PROMPT = PROMPTS_DIR / "extract_v1.yaml"

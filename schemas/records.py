@@ -1,7 +1,7 @@
 """The validated record of one report's extraction: tumor records plus per-organ states.
 
 `ExtractionPayload` is the canonical, fully validated form stored in DuckDB (`extractions.payload`) and read by
-the trainer. The LLM fills a smaller schema (`schemas.llm`), which code converts into this one.
+the trainer. The LLM fills a smaller schema (`schemas.llm`), which `extract.reading` converts into this one.
 Cross-field rules live in validators; with `context={"report_text": ...}` evidence quotes must occur in the report.
 """
 
@@ -52,7 +52,7 @@ _WHITESPACE = re.compile(r"\s+")
 _SUBSEGMENT_ORDER = {s: i for i, s in enumerate(SubSegment)}
 
 
-def _match_key(text: str) -> str:
+def match_key(text: str) -> str:
     """Loose key for 'is this quote in the report': NFKC, casefold, collapsed whitespace."""
     return _WHITESPACE.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
 
@@ -219,7 +219,7 @@ class OrganStatus(_Strict):
 
 def _check_evidence(quotes: list[str], report_key: str, where: str) -> None:
     for quote in quotes:
-        if _match_key(quote) not in report_key:
+        if match_key(quote) not in report_key:
             raise ValueError(f"{where}: evidence {quote[:40]!r}... is not a verbatim quote of the report")
 
 
@@ -258,7 +258,7 @@ class ExtractionPayload(_Strict):
                     raise ValueError(f"{where}: lesion_count {o.lesion_count} < {floor} lesions in its records")
         text = (info.context or {}).get("report_text") if info is not None else None
         if text:
-            key = _match_key(text)
+            key = match_key(text)
             for t in self.tumors:
                 _check_evidence(t.evidence, key, f"tumor {t.id}")
             for o in self.organs:

@@ -1,0 +1,80 @@
+"""Current (not prior) measurements in report wording, and groups split into their sized members."""
+
+from __future__ import annotations
+
+import re
+
+from extract.reading.locations import side_in_text, subsegments_in_text
+from schemas.measure import find_measurements
+from schemas.vocab import PAIRED_ORGANS, Organ
+
+_PRIOR_WORDS = re.compile(r"\b(?:previous(?:ly)?|prior|was|were|from|compared|baseline|earlier|before|then)\b",
+                          re.IGNORECASE)
+
+
+def is_prior_size(size_text: str, sentence: str) -> bool:
+    """Whether every place `sentence` writes `size_text` follows "previously", "prior", "was", "from" ..."""
+    spots = [m.start() for m in re.finditer(re.escape(size_text), sentence, re.IGNORECASE)]
+    return bool(spots) and all(_PRIOR_WORDS.search(sentence[max(0, i - 25): i]) for i in spots)
+
+
+def size_from_quote(text: str) -> list[float] | None:
+    """The one current measurement a quote holds when the model left `size` empty; None when it holds none or
+    several. Sizes right after "previously", "prior", "was", "from" are earlier studies' and never count."""
+    found = current_measurements(text)
+    return list(found[0].diameters_mm) if len(found) == 1 else None
+
+
+def current_measurements(text: str) -> list:
+    """Measurements in `text` that are not prior sizes (no "previously"/"prior"/... just before them)."""
+    return [m for m in find_measurements(text) if not _PRIOR_WORDS.search(text[max(0, m.start - 25): m.start])]
+
+
+_LARGEST = re.compile(r"\b(?:(?:the\s+)?(?:largest|dominant|biggest)|up to)\b", re.IGNORECASE)
+# A sentence that only sizes the largest member of the group before it ("The largest measures 4.5 cm.").
+_LARGEST_FOLLOW_UP = re.compile(r"^(?:the\s+)?(?:largest|dominant|biggest)\b", re.IGNORECASE)
+
+
+def is_largest_follow_up(sentence: str) -> bool:
+    """Whether `sentence` only sizes the largest member of the group before it."""
+    return bool(_LARGEST_FOLLOW_UP.match(sentence))
+
+
+def split_by_measurement(record: dict, text: str) -> list[dict]:
+    """A group record whose words size its members one by one ("1.1 cm in segment 2 and 3.4 cm in segment 7",
+    "right 1.4 cm and left 2.6 cm") becomes one record per current measurement, each with the side and
+    sub-segments written next to it. A group whose one measurement is its largest member's ("the largest
+    1.8 cm in the right lower lobe") becomes that member plus the rest (count >= 2, lower bound, unsized).
+    Anything else is returned unchanged."""
+    group = record["count"] > 1 or not record["count_exact"]
+    found = current_measurements(text)
+    organ = Organ(record["organ"])
+    if not group or not found:
+        return [record]
+    def member(window: str, diameters: tuple[float, ...], reported: str) -> dict:
+        side = side_in_text(window) if organ in PAIRED_ORGANS else None
+        segments = [s.value for s in subsegments_in_text(organ, window)]
+        return {**record, "count": 1, "count_exact": True, "innumerable": False,
+                "laterality": side if side in ("left", "right") else
+                (record["laterality"] if record["laterality"] != "bilateral" else None),
+                "segments": segments or record["segments"],
+                "size": {"status": "measured", "diameters_mm": list(diameters), "reported_text": reported,
+                         "refers_to": "lesion"}}
+    if len(found) >= 2:
+        parts = []
+        for i, m in enumerate(found):
+            before = text[max(0, m.start - 12): m.start]
+            after = text[m.end: found[i + 1].start if i + 1 < len(found) else len(text)]
+            parts.append(member(before.split(",")[-1] + " " + after, m.diameters_mm, m.text))
+        return parts
+    largest = _LARGEST.search(text)
+    if largest is None:
+        return [record]
+    m = found[0]
+    window = text[largest.start():]
+    largest_member = member(window, m.diameters_mm, m.text)
+    if (largest_member["laterality"] == record["laterality"] and largest_member["segments"] == record["segments"]
+            and record["size"]["status"] == "measured"):
+        return [record]  # nothing more specific is written about the largest
+    rest = {**record, "count": max(2, record["count"] - 1), "count_exact": False, "size": {"status": "not_reported"}}
+    return [largest_member, rest]

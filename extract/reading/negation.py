@@ -1,0 +1,56 @@
+"""Negated and history wording, and how a sentence speaks of a lesion of an organ once that is set aside."""
+
+from __future__ import annotations
+
+import functools
+import re
+
+from extract.reading.lesion_words import lesion_word_in_text
+from extract.reading.patterns import words_alternation, words_pattern
+from extract.reading.sentences import CLAUSE_BREAK, clauses
+from schemas.vocab import NEGATION_CUES, NOT_CURRENT_CUES, POST_NEGATION_CUES, PRESENCE_HEDGES, Organ
+
+# "not" is a negation except in hedges ("is not excluded"), which keep the lesion possible.
+_PRE_NEGATION = re.compile(
+    r"\b(?:" + words_alternation(w for w in NEGATION_CUES if w != "not")
+    + r"|not(?!\s+(?:be\s+)?(?:excluded|ruled out))\b)", re.IGNORECASE)
+_POST_NEGATION = words_pattern(POST_NEGATION_CUES)
+# "known", "from" and "metastatic" mark history or origin only before a disease word ("known colon cancer",
+# "metastasis from renal cell carcinoma", "metastatic renal cell carcinoma"), not in "the known 2 cm lesion".
+_NOT_CURRENT = re.compile(
+    r"\b(?:" + "|".join(re.escape(w) for w in NOT_CURRENT_CUES if w not in ("known", "from"))
+    + r"|(?:known|from)(?=(?:\s+[\w-]+){0,2}?\s+(?:cancer|carcinoma|malignancy|lymphoma|disease|primary)\b)"
+    + r"|metastatic(?=(?:\s+[\w-]+){0,2}?\s+(?:cancer|carcinoma)\b))\b",
+    re.IGNORECASE)
+_PRESENCE_HEDGE = words_pattern(PRESENCE_HEDGES)
+_NEGATION_END = re.compile(r"[;.]|\b(?:but|however|except|other than|whereas)\b", re.IGNORECASE)
+
+
+# Cached: one report asks about the same sentence several times, and templated sentences recur across reports.
+@functools.lru_cache(maxsize=4096)
+def negated_blanked(text: str) -> str:
+    """`text` with negated stretches blanked: from a negation cue to the clause end ("no focal lesion"), and
+    the clause before a closing cue ("the segment 8 lesion has resolved")."""
+    chars = list(text)
+    for m in [*_PRE_NEGATION.finditer(text), *_NOT_CURRENT.finditer(text)]:
+        stop = _NEGATION_END.search(text, m.end())
+        end = stop.start() if stop else len(text)
+        chars[m.start():end] = " " * max(0, end - m.start())
+    for m in _POST_NEGATION.finditer(text):
+        begin = max((b.end() for b in CLAUSE_BREAK.finditer(text, 0, m.start())), default=0)
+        chars[begin:m.end()] = " " * max(0, m.end() - begin)
+    return "".join(chars)
+
+
+@functools.lru_cache(maxsize=4096)
+def lesion_assertion(organ: Organ, sentence: str) -> str:
+    """How a sentence speaks of a lesion of `organ`: `definite` (an unnegated lesion word in a clause without
+    doubt), `possible` (lesion words only in clauses that doubt it: "a neoplasm cannot be excluded") or `none`
+    (no lesion word outside negations: "no focal lesion", "the lesion has resolved", "kidneys: normal")."""
+    blanked = negated_blanked(sentence)
+    asserted = [(a, b) for a, b in clauses(sentence) if lesion_word_in_text(organ, blanked[a:b])]
+    if not asserted:
+        return "none"
+    if all(_PRESENCE_HEDGE.search(sentence[a:b]) for a, b in asserted):
+        return "possible"
+    return "definite"

@@ -1,0 +1,313 @@
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from extract.reading.convert import to_payload
+from schemas.summary import organ_summary
+
+
+def lesion(**kw):
+    base = {"organ": "liver", "side": "none", "location": "", "count": 1, "count_exact": True, "size": "",
+            "size_bound": "none", "attenuation": "unknown", "kind": "lesion_unspecified", "certainty": "definite",
+            "quote": ""}
+    base.update(kw)
+    return base
+
+
+def summary(answer, report):
+    payload, warnings = to_payload(answer, report)
+    return {r["organ"]: r for r in organ_summary(payload)}, warnings
+
+
+def test_conversion_parses_size_in_code_and_maps_location():
+    report = "FINDINGS: 2.8 x 2.1 cm hypoattenuating mass in the pancreatic head.\nIMPRESSION: Pancreatic head mass."
+    answer = {"organs": [], "lesions": [
+        lesion(organ="pancreas", location="pancreatic head", size="2.8 x 2.1 cm",
+               quote="2.8 x 2.1 cm hypoattenuating mass in the pancreatic head"),
+        lesion(organ="pancreas", location="pancreatic head", size="2.8 x 2.1 cm", quote="Pancreatic head mass."),
+    ]}
+    rows, warnings = summary(answer, report)
+    p = rows["pancreas"]
+    assert (p["state"], p["lesion_count"], p["largest_diameter_mm"]) == ("lesion", 1, 28.0)
+    assert (p["largest_location"], p["largest_attenuation"]) == ("head", "hypo")
+    assert any("duplicate" in w for w in warnings)
+
+
+def test_size_not_in_report_is_ignored_and_stones_are_dropped():
+    report = "Liver: 9 mm hypodense focus in segment 7. Nonobstructing 3 mm left renal calculus."
+    answer = {"organs": [{"organ": "kidney", "side": "left", "state": "lesion", "quote": "left renal calculus"}],
+              "lesions": [lesion(size="0.9 cm", location="segment 7", quote="9 mm hypodense focus in segment 7"),
+                          lesion(organ="kidney", side="left", size="3 mm", quote="Nonobstructing 3 mm left renal calculus")]}
+    rows, warnings = summary(answer, report)
+    assert rows["liver"]["largest_diameter_mm"] is None and rows["liver"]["largest_location"] == "segment_7"
+    assert rows["kidney"]["state"] == "not_mentioned"
+    assert len(warnings) == 3
+
+
+def test_multiple_without_number_and_normal_lymph_nodes():
+    report = "Several subcentimeter hepatic hypodensities. No enlarged lymph nodes. Small periportal lymph nodes."
+    answer = {"organs": [{"organ": "lymph_node", "side": "both", "state": "no_lesion", "quote": "No enlarged lymph nodes."}],
+              "lesions": [lesion(count=1, count_exact=False, quote="Several subcentimeter hepatic hypodensities."),
+                          lesion(organ="lymph_node", quote="Small periportal lymph nodes.")]}
+    rows, _ = summary(answer, report)
+    liver = rows["liver"]
+    assert (liver["lesion_count"], liver["count_is_lower_bound"], liver["size_bound_mm"]) == (2, True, 10.0)
+    assert rows["lymph_node"]["state"] == "no_lesion"
+
+
+def test_answer_outside_the_schema_raises_validation_error():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        to_payload('{"organs": [], "lesions": [{"organ": "heart"}]}', "text")
+
+
+def test_a_line_break_copied_into_a_quote_is_converted():
+    report = "Pancreas: 2.1 cm hypodense mass in the pancreatic\nneck. Liver: Unremarkable."
+    quote = "2.1 cm hypodense mass in the pancreatic\nneck."
+    answer = {"organs": [], "lesions": [lesion(organ="pancreas", quote=quote, size="2.1 cm", kind="nodule")]}
+    text = json.dumps(answer).replace("\\n", "\n")  # the raw control character llama.cpp's grammar lets through
+    rows, _ = summary(text, report)
+    assert rows["pancreas"]["state"] == "lesion" and rows["pancreas"]["largest_diameter_mm"] == 21
+
+
+# -- text-grounded conversion rules (own sentences, not gold reports) ----------------------------------------
+
+
+def states(answer, report):
+    rows, warnings = summary(answer, report)
+    return {organ: row["state"] for organ, row in rows.items() if row["state"] != "not_mentioned"}, rows, warnings
+
+
+def test_lesion_on_a_normal_organ_or_surgery_quote_is_dropped():
+    report = "Liver: Diffuse fatty infiltration. Pancreas: Unremarkable. Status post cholecystectomy."
+    answer = {"organs": [{"organ": "pancreas", "side": "both", "state": "no_lesion", "quote": "Pancreas: Unremarkable."}],
+              "lesions": [lesion(organ="pancreas", kind="metastasis", quote="Pancreas: Unremarkable."),
+                          lesion(organ="gallbladder", quote="Status post cholecystectomy."),
+                          lesion(quote="Diffuse fatty infiltration.")]}
+    found, _, warnings = states(answer, report)
+    assert found == {"pancreas": "no_lesion"}
+    assert sum("asserts no lesion" in w for w in warnings) == 3
+
+
+def test_quote_from_elsewhere_or_about_another_organ_is_dropped():
+    report = "Spleen: 2.4 cm hypodense splenic mass. Pancreas: 9 mm cyst in the pancreatic body."
+    answer = {"organs": [], "lesions": [
+        lesion(organ="spleen", size="2.4 cm", quote="2.4 cm hypodense splenic mass"),
+        lesion(organ="kidney", side="left", quote="9 mm cyst in the pancreatic body"),
+        lesion(organ="liver", quote="A focal lesion cannot be excluded on this phase."),
+    ]}
+    found, rows, warnings = states(answer, report)
+    assert found == {"spleen": "lesion", "pancreas": "lesion"}  # the pancreas cyst from its own sentence
+    assert rows["spleen"]["largest_diameter_mm"] == 24.0 and rows["pancreas"]["largest_diameter_mm"] == 9.0
+    assert any("not in the report" in w for w in warnings) and any("is about ['pancreas']" in w for w in warnings)
+
+
+@pytest.mark.parametrize(("sentence", "expected"), [
+    ("No suspicious renal mass.", {"kidney": "no_lesion"}),
+    ("The previously seen renal lesion has resolved.", {}),
+    ("Kidneys are normal in size without focal lesions or hydronephrosis.", {"kidney": "no_lesion"}),
+    ("Kidneys are normal in size. Mild hydronephrosis.", {}),
+])
+def test_negated_or_resolved_lesions_are_dropped(sentence, expected):
+    answer = {"organs": [], "lesions": [lesion(organ="kidney", side="both", quote=sentence)]}
+    found, _, _ = states(answer, sentence)
+    assert found == expected
+
+
+def test_organs_cleared_in_a_grouped_sentence_are_no_lesion_and_foreign_statements_are_ignored():
+    report = "The liver, spleen and adrenal glands are unremarkable. No hydronephrosis.\nLungs: Clear."
+    answer = {"organs": [{"organ": "pancreas", "side": "both", "state": "no_lesion", "quote": "No hydronephrosis."}],
+              "lesions": []}
+    found, _, _ = states(answer, report)
+    assert found == {"liver": "no_lesion", "spleen": "no_lesion", "adrenal_gland": "no_lesion", "lung": "no_lesion"}
+
+
+def test_organ_called_abnormal_without_a_lesion_entry_gets_one_from_its_quote():
+    report = "Spleen: 1.8 cm hypodense lesion. Liver: Hepatic steatosis."
+    answer = {"organs": [{"organ": "spleen", "side": "both", "state": "lesion", "quote": "1.8 cm hypodense lesion"},
+                         {"organ": "liver", "side": "both", "state": "lesion", "quote": "Hepatic steatosis."}],
+              "lesions": []}
+    found, rows, _ = states(answer, report)
+    assert found == {"spleen": "lesion"}
+    assert (rows["spleen"]["largest_diameter_mm"], rows["spleen"]["largest_attenuation"]) == (18.0, "hypo")
+
+
+@pytest.mark.parametrize(("sentence", "state"), [
+    ("Adrenals: a small left adrenal nodule cannot be excluded.", "equivocal"),
+    ("Questionable 4 mm hypodensity in the left adrenal gland.", "equivocal"),
+    ("Left adrenal nodule measuring 1.9 cm; metastasis is not excluded.", "lesion"),
+    ("Left adrenal nodule measuring 1.9 cm, possibly an adenoma.", "lesion"),
+])
+def test_doubt_about_existence_makes_the_organ_equivocal(sentence, state):
+    answer = {"organs": [], "lesions": [lesion(organ="adrenal_gland", side="left", quote=sentence)]}
+    found, _, _ = states(answer, sentence)
+    assert found == {"adrenal_gland": state}
+
+
+def test_model_doubt_without_doubt_words_is_not_kept():
+    report = "Left kidney: 2.0 cm simple cyst."
+    answer = {"organs": [], "lesions": [lesion(organ="kidney", side="none", certainty="possible", kind="cyst",
+                                               size="2.0 cm", quote="2.0 cm simple cyst")]}
+    found, rows, _ = states(answer, report)
+    kidney = rows["kidney"]
+    assert found == {"kidney": "lesion"}
+    # side from the line header, cystic from the wording (the model gave no attenuation words)
+    assert (kidney["largest_location"], kidney["sides"], kidney["largest_attenuation"]) == ("left", ["left"], "cystic")
+
+
+def test_lingula_is_left_upper_lobe_and_single_nodule_count_is_one():
+    report = "Chest: A 6 mm ground-glass nodule in the lingula. Otherwise clear lungs."
+    answer = {"organs": [], "lesions": [lesion(organ="lung", side="both", count=2, count_exact=False, size="6 mm",
+                                               location="lingula", quote="A 6 mm ground-glass nodule in the lingula")]}
+    _, rows, _ = states(answer, report)
+    lung = rows["lung"]
+    assert (lung["lesion_count"], lung["count_is_lower_bound"]) == (1, False)
+    assert (lung["largest_location"], lung["sides"]) == ("left_upper_lobe", ["left"])
+
+
+def test_attenuation_comes_from_the_wording_not_the_model():
+    report = "Liver: 3 cm heterogeneously enhancing mass in segment 2. Right kidney: 2 cm lesion containing macroscopic fat."
+    answer = {"organs": [], "lesions": [
+        lesion(size="3 cm", attenuation="hypo", quote="3 cm heterogeneously enhancing mass in segment 2"),
+        lesion(organ="kidney", side="right", size="2 cm", attenuation="hypo", quote="2 cm lesion containing macroscopic fat"),
+    ]}
+    _, rows, _ = states(answer, report)
+    assert rows["liver"]["largest_attenuation"] == "heterogeneous"
+    assert rows["kidney"]["largest_attenuation"] == "fat"
+
+
+def test_second_entry_on_the_same_single_lesion_words_is_dropped_but_groups_stay():
+    report = "Right kidney: 4.1 cm enhancing mass in the lower pole. Liver: Multiple cysts, the largest 2 cm."
+    answer = {"organs": [], "lesions": [
+        lesion(organ="kidney", side="right", size="4.1 cm", quote="4.1 cm enhancing mass in the lower pole"),
+        lesion(organ="kidney", side="left", count=2, count_exact=False, certainty="possible",
+               quote="4.1 cm enhancing mass in the lower pole"),
+        lesion(size="2 cm", quote="Multiple cysts, the largest 2 cm"),
+        lesion(count=2, count_exact=False, quote="Multiple cysts, the largest 2 cm"),
+    ]}
+    _, rows, warnings = states(answer, report)
+    assert (rows["kidney"]["lesion_count"], rows["kidney"]["sides"]) == (1, ["right"])
+    assert rows["liver"]["lesion_count"] == 3 and rows["liver"]["count_is_lower_bound"]
+    # the kidney copy, and the liver group's largest member (already the first liver entry)
+    assert sum("same quote" in w or "duplicate" in w for w in warnings) == 2
+
+
+def test_impression_repeat_is_one_lesion_but_a_new_sized_lesion_stays():
+    report = ("FINDINGS: Pancreas: 3.0 cm hypoenhancing mass in the pancreatic head. Liver: 8 mm cyst in segment 3.\n"
+              "IMPRESSION: Pancreatic head mass. 1.5 cm liver metastasis in segment 6.")
+    answer = {"organs": [], "lesions": [
+        lesion(organ="pancreas", size="3.0 cm", location="pancreatic head",
+               quote="3.0 cm hypoenhancing mass in the pancreatic head"),
+        lesion(size="8 mm", kind="cyst", location="segment 3", quote="8 mm cyst in segment 3"),
+        lesion(organ="pancreas", location="pancreatic head", quote="Pancreatic head mass."),
+        lesion(size="1.5 cm", location="segment 6", quote="1.5 cm liver metastasis in segment 6"),
+    ]}
+    _, rows, warnings = states(answer, report)
+    assert (rows["pancreas"]["lesion_count"], rows["pancreas"]["largest_diameter_mm"]) == (1, 30.0)
+    assert (rows["liver"]["lesion_count"], rows["liver"]["largest_location"]) == (2, "segment_6")
+    assert sum("impression repeats" in w for w in warnings) == 1
+
+
+def test_history_and_origin_wording_is_not_a_current_lesion():
+    report = ("CLINICAL HISTORY: Renal cell carcinoma status post left nephrectomy.\n"
+              "FINDINGS: Pancreas: 1.2 cm enhancing lesion in the pancreatic tail, suspicious for metastatic renal cell "
+              "carcinoma. Liver: The known 2.3 cm liver metastasis in segment 6 has grown.")
+    answer = {"organs": [], "lesions": [
+        lesion(organ="kidney", side="left", quote="Renal cell carcinoma status post left nephrectomy"),
+        lesion(organ="kidney", quote="suspicious for metastatic renal cell carcinoma"),
+        lesion(organ="pancreas", size="1.2 cm", quote="1.2 cm enhancing lesion in the pancreatic tail"),
+        lesion(size="2.3 cm", quote="The known 2.3 cm liver metastasis in segment 6 has grown"),
+    ]}
+    found, rows, warnings = states(answer, report)
+    assert found == {"pancreas": "lesion", "liver": "lesion"}
+    assert rows["liver"]["largest_diameter_mm"] == 23.0
+    assert any("history/technique" in w for w in warnings)
+
+
+def test_sentence_asserting_a_lesion_the_answer_left_out_becomes_a_record():
+    report = ("Liver: 2.1 cm hypodense lesion in segment 7. Left kidney: 1.4 cm simple cyst. Right kidney: Normal.\n"
+              "Pancreatic head mass invading the duodenum.")
+    answer = {"organs": [], "lesions": [lesion(size="2.1 cm", quote="2.1 cm hypodense lesion in segment 7")]}
+    found, rows, warnings = states(answer, report)
+    # the two-organ sentence is left to the model; the kidney sentence names one organ and one side
+    assert found == {"liver": "lesion", "kidney": "lesion"}
+    kidney = rows["kidney"]
+    assert (kidney["lesion_count"], kidney["largest_diameter_mm"], kidney["sides"]) == (1, 14.0, ["left"])
+    assert kidney["largest_attenuation"] == "cystic"
+    assert sum("left out" in w for w in warnings) == 1
+
+
+@pytest.mark.parametrize(("report", "organ", "expected"), [
+    ("Liver: Two hemangiomas, measuring 1.1 cm in segment 2 and 3.4 cm in segment 7.", "liver", (2, 34.0, "segment_7")),
+    ("Adrenals: Bilateral adrenal nodules, right 1.4 cm and left 2.6 cm.", "adrenal_gland", (2, 26.0, "left")),
+    ("Lungs: Multiple bilateral nodules, the largest 1.8 cm in the right lower lobe.", "lung",
+     (3, 18.0, "right_lower_lobe")),
+])
+def test_group_members_sized_one_by_one_are_split(report, organ, expected):
+    answer = {"organs": [], "lesions": [lesion(organ=organ, side="both", count=2, count_exact=False,
+                                               quote=report.split(": ", 1)[1])]}
+    _, rows, _ = states(answer, report)
+    row = rows[organ]
+    assert (row["lesion_count"], row["largest_diameter_mm"], row["largest_location"]) == expected
+
+
+def test_single_lesion_with_a_component_size_is_not_split():
+    report = "An 8 mm part-solid nodule in the lingula with a 3 mm solid component."
+    answer = {"organs": [], "lesions": [lesion(organ="lung", size="8 mm", quote=report)]}
+    _, rows, _ = states(answer, report)
+    assert (rows["lung"]["lesion_count"], rows["lung"]["largest_diameter_mm"]) == (1, 8.0)
+
+
+def test_sentences_read_clause_by_clause_and_across_a_semicolon():
+    report = ("New 1.3 cm enhancing splenic lesion and new 9 mm left adrenal nodule, both suspicious for metastases. "
+              "Subtle hypoenhancing area in the pancreatic tail; a small mass cannot be excluded.")
+    found, rows, _ = states({"organs": [], "lesions": []}, report)
+    assert found == {"spleen": "lesion", "adrenal_gland": "lesion", "pancreas": "equivocal"}
+    assert (rows["adrenal_gland"]["largest_diameter_mm"], rows["adrenal_gland"]["sides"]) == (9.0, ["left"])
+    assert rows["spleen"]["largest_attenuation"] == "hyper"
+
+
+def test_prior_size_in_the_quote_is_not_the_current_one():
+    report = "Liver: The segment 4 metastasis now measures 1.9 cm, previously 2.5 cm."
+    answer = {"organs": [], "lesions": [lesion(kind="metastasis", quote=report.split(": ", 1)[1])]}
+    _, rows, _ = states(answer, report)
+    assert rows["liver"]["largest_diameter_mm"] == 19.0
+
+
+@pytest.mark.parametrize(("report", "organ", "location", "size"), [
+    ("Liver: Numerous hypodense lesions. The largest in segment 8 measures 3.2 cm (previously 2.0 cm).", "liver",
+     "segment_8", 32.0),
+    ("Kidneys: Multiple bilateral renal cysts measuring up to 3.1 cm on the right.", "kidney", "right", 31.0),
+])
+def test_largest_member_of_a_group_gives_location_and_size(report, organ, location, size):
+    _, rows, _ = states({"organs": [], "lesions": []}, report)
+    row = rows[organ]
+    assert (row["largest_location"], row["largest_diameter_mm"], row["count_is_lower_bound"]) == (location, size, True)
+
+
+def test_model_size_that_is_a_prior_size_is_replaced_by_the_current_one():
+    report = "Liver: Segment 7 lesion previously measuring 2.5 cm now measures 1.4 cm after ablation."
+    answer = {"organs": [], "lesions": [lesion(size="2.5 cm", location="segment 7", quote=report.split(": ", 1)[1])]}
+    _, rows, warnings = states(answer, report)
+    assert rows["liver"]["largest_diameter_mm"] == 14.0
+    assert any("prior size" in w for w in warnings)
+
+
+def test_organs_cleared_together_come_in_vocabulary_order_whatever_the_hash_seed():
+    # Set iteration order over str enums follows PYTHONHASHSEED; the stored payload must not.
+    code = textwrap.dedent("""
+        from extract.reading.convert import to_payload
+        from schemas.llm import LLMAnswer
+        report = "The spleen, kidneys, adrenal glands, pancreas and liver are unremarkable."
+        payload, _ = to_payload(LLMAnswer.model_validate({"organs": [], "lesions": []}), report)
+        print(",".join(o.organ for o in payload.organs))
+    """)
+    orders = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "PYTHONHASHSEED": str(seed)}, check=True).stdout.strip()
+              for seed in range(4)}
+    assert orders == {"liver,pancreas,kidney,spleen,adrenal_gland"}
