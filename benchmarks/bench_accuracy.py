@@ -138,14 +138,14 @@ _RANK = {"none": 0, "possible": 1, "definite": 2}
 
 def rule_ceiling(reports: list) -> dict:
     """What the conversion rules alone allow, with no LLM: per gold organ, the strongest lesion assertion any
-    of its report's sentences makes for it (`extract.reading.negation.lesion_assertion`; organs named only in negated or
-    history wording do not count). `unreachable` lists gold lesion (equivocal) organs with no definite
-    (possible) sentence: whatever the LLM answers, the rules would drop it. `exposed` lists gold-negative
-    organs with a lesion-asserting sentence: there only the LLM's organ choice prevents a false positive.
-    Ids and organs only, never report text."""
-    from extract.reading.negation import lesion_assertion, negated_blanked
-    from extract.reading.organs import named_organs
-    from extract.reading.sentences import is_not_findings_header, report_sentences
+    of its report's sentences makes for it (`extract.reading.negation.lesion_assertion`), where the drop rules
+    keep a lesion quoted from that sentence (`extract.reading.lesions.drop_reason`). `unreachable` lists gold
+    lesion (equivocal) organs with no definite (possible) sentence: whatever the LLM answers, the rules would
+    drop it. `exposed` lists gold-negative organs with a lesion-asserting sentence: there only the LLM's organ
+    choice prevents a false positive. Ids and organs only, never report text."""
+    from extract.reading.lesions import drop_reason, sentence_organs
+    from extract.reading.negation import lesion_assertion
+    from extract.reading.sentences import report_sentences
     from schemas.vocab import Organ
 
     unreachable, exposed = [], []
@@ -153,11 +153,9 @@ def rule_ceiling(reports: list) -> dict:
         best: dict[str, str] = {}
         unnamed: dict[str, str] = {}  # sentences naming no organ: the rules accept them for any organ
         for header, sentence in report_sentences(gold.report):
-            if is_not_findings_header(header):
-                continue
-            organs = named_organs(f"{header} {negated_blanked(sentence)}")
+            organs = sentence_organs(header, sentence)
             for organ in organs or (Organ(o) for o in gold.organs):
-                found = lesion_assertion(organ, sentence)
+                found = "none" if drop_reason(organ, header, sentence) else lesion_assertion(organ, sentence)
                 target = best if organs else unnamed
                 if _RANK[found] > _RANK[target.get(organ.value, "none")]:
                     target[organ.value] = found
