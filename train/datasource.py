@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from train.config import DataConfig
-from train.synthetic import VolumeCase
+from train.data.volume import VolumeCase
 
 log = logging.getLogger("rsuper.train")
 
