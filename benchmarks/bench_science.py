@@ -478,7 +478,8 @@ def train_arm(config: Any, cases: list) -> tuple[Path, float]:
     """Train (resuming a killed run) and return the checkpoint and the training seconds of this call (0 when the
     checkpoint had finished already)."""
     from train.datasource import CaseData
-    from train.trainer import Trainer, setup_distributed
+    from train.distributed import setup_distributed
+    from train.trainer import Trainer
 
     digest = hashlib.sha256()
     for c in cases:
