@@ -414,7 +414,7 @@ def arm_cases(arm: str, base_cases: list, mask_ids: set[str], records: dict) -> 
         mask_ids: CTs that keep their masks (``masks_all``: every CT keeps it).
         records: report_id -> CaseRecords for the report arms (truth or extracted).
     """
-    from train.data.dataset import TrainingCase
+    from train.data.cases import TrainingCase
 
     out, dropped = [], 0
     for case in base_cases:

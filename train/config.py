@@ -22,7 +22,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from train.data.dataset import DataConfig as PipelineConfig
+from train.data.config import PatchDatasetConfig
 from train.losses.config import LossConfig
 
 
@@ -34,9 +34,9 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
-class DataConfig(PipelineConfig):
+class DataConfig(PatchDatasetConfig):
     """Where the training cases and report records come from; the sampling fields are the data pipeline's
-    (:class:`train.data.dataset.DataConfig`: classes, patch_size, mask_fraction, normalisation, ...)."""
+    (:class:`train.data.config.PatchDatasetConfig`: classes, patch_size, mask_fraction, normalisation, ...)."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 

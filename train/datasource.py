@@ -79,7 +79,7 @@ class _StepBatches(torch.utils.data.Sampler):
         self.seed, self.rank, self.start_step = seed, rank, start_step
 
     def __iter__(self):
-        from train.data.dataset import MixedBatchSampler
+        from train.data.batching import MixedBatchSampler
 
         step = self.start_step
         while True:
@@ -188,7 +188,7 @@ class CaseData:
 
     def train_batches(self, rank: int, world_size: int, seed: int, start_step: int = 0) -> Iterator[dict]:
         """Endless collated batches for ``rank`` (ranks draw from independent streams)."""
-        from train.data.dataset import collate
+        from train.data.batching import collate
 
         sampler = _StepBatches(self.train_cases, self.config.batch_size, self.config.mask_fraction, seed, rank,
                                start_step)
@@ -218,7 +218,7 @@ class CaseData:
         import dataclasses
 
         from train.data.cache import ensure_cached
-        from train.data.dataset import TrainingCase
+        from train.data.cases import TrainingCase
 
         out = []
         for case in self._val_cases if cases is None else cases:

@@ -127,7 +127,7 @@ def load_for_inference(path: Path, config: TrainConfig) -> tuple[torch.Tensor, n
     import nibabel as nib
 
     from train.data.cache import CaseFiles, preprocess_case
-    from train.data.dataset import normalise_image
+    from train.data.intensity import normalise_image
 
     img = nib.load(str(path))
     files = CaseFiles(ct_id=path.name, image_path=str(path), organ_mask_path=None, lesion_mask_path=None,
