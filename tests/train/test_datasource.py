@@ -1,4 +1,4 @@
-from train.data.records import CaseRecords, TumorEntry
+from train.data.records import CaseRecords, ReportedTumor
 from train.datasource import canonical, organ_box
 
 
@@ -22,7 +22,7 @@ def test_organ_box_without_labels_is_the_whole_volume():
 
 def test_canonical_records_sort_sets():
     # Set iteration order changes with each process's string hash seed; the fingerprint text must not.
-    a = CaseRecords("r1", (TumorEntry("liver", diameters_mm=(30.0,)),),
+    a = CaseRecords("r1", (ReportedTumor("liver", diameters_mm=(30.0,)),),
                     frozenset({"kidney", "spleen", "pancreas", "kidney_left"}))
     text = canonical(a)
     assert '"lesion_free": ["kidney", "kidney_left", "pancreas", "spleen"]' in text
