@@ -284,6 +284,16 @@ def build_cases(
     )
 
 
+def read_cases(store) -> pa.Table:
+    """The store's `cases` table (written by `rsuper cases`) with :data:`CASES_SCHEMA`, ordered by ct_id.
+
+    Args:
+        store: an open :class:`extract.store.Store`.
+    """
+    table = store.query(f"SELECT {', '.join(CASES_SCHEMA.names)} FROM cases ORDER BY ct_id")
+    return table.cast(CASES_SCHEMA)
+
+
 @dataclasses.dataclass(frozen=True)
 class RecordJoin:
     """Cases matched with report records, and what could not be matched."""
