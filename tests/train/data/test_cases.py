@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from train.data.cases import build_cases, join_records, read_mapping
-from train.data.records import records_from_ground_truth
 
 
 @pytest.fixture()
@@ -65,11 +64,6 @@ def test_mapping_errors_name_file_and_row(tmp_path):
     (tmp_path / "n.csv").write_text("ct,report\n")
     with pytest.raises(ValueError, match="n.csv.*missing column"):
         read_mapping(tmp_path / "n.csv")
-
-
-def test_ground_truth_records_convert(phantom_set):
-    rec = records_from_ground_truth(phantom_set / "ground_truth.jsonl")
-    assert len(rec) == 5 and all(r.tumors for r in rec.values())
 
 
 def test_read_cases_gives_back_the_table_rsuper_cases_stored(dataset, tmp_path):
