@@ -67,7 +67,8 @@ def bench_cases(root: Path, n_cases: int) -> dict:
 def loading_cases(root: Path, n_cases: int):
     """A 128^3 phantom set, its training cases (half of them report-only) and a prepared dataset."""
     from train.data.cases import build_cases, training_cases
-    from train.data.dataset import CaseDataset, DataConfig
+    from train.data.config import PatchDatasetConfig
+    from train.data.dataset import CaseDataset
     from train.data.labels import load_label_names
     from train.data.phantoms import PhantomConfig, write_phantom_set
     from train.data.records import records_from_ground_truth
@@ -78,7 +79,7 @@ def loading_cases(root: Path, n_cases: int):
     cases = training_cases(table, records_from_ground_truth(src / "ground_truth.jsonl"),
                            load_label_names(src / "labels.json"), load_label_names(src / "lesion_labels.json"),
                            split=None, report_only_fraction=0.5)
-    config = DataConfig(patch_size=(96, 96, 96))
+    config = PatchDatasetConfig(patch_size=(96, 96, 96))
     dataset = CaseDataset(cases, src / "cache", config)
     dataset.prepare()
     return cases, dataset
@@ -88,7 +89,7 @@ def bench_loading(cases, dataset, patches: int, workers: int) -> dict:
     """Patches/s through a DataLoader (batch 2); CPU per patch counts this process and the worker processes."""
     import torch
 
-    from train.data.dataset import MixedBatchSampler, collate
+    from train.data.batching import MixedBatchSampler, collate
 
     batch_size = 2
     threads = torch.get_num_threads()

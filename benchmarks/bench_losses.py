@@ -35,7 +35,7 @@ import torch
 
 from train.losses import Attenuation, AttenuationLoss, BallLoss, LossConfig, ReportSupervisionLoss, VolumeLoss
 from train.losses.segmentation import coverage_codes, known_from_unknown, label_occupancy, masked_bce_dice
-from train.losses.targets import GroupEntry, TumorEntry, build_report_targets
+from train.losses.targets import GroupEntry, TargetTumor, build_report_targets
 
 CHANNELS = 42
 LESION = 39
@@ -52,7 +52,7 @@ def _inputs(size: int, diameters: list[float], device: str, seed: int = 0):
     gen = torch.Generator(device="cpu").manual_seed(seed)
     c = size / 2
     organ = _ellipsoid(size, (c, c, c), (36.0, 28.0, 28.0), device)
-    tumors = tuple(TumorEntry((d, d, d), Attenuation.HYPO) for d in diameters)
+    tumors = tuple(TargetTumor((d, d, d), Attenuation.HYPO) for d in diameters)
     targets = build_report_targets([[GroupEntry(organ, LESION, tumors=tumors)]], (size,) * 3, [(1.0, 1.0, 1.0)],
                                    device=device)
     logits = torch.randn((1, CHANNELS, size, size, size), generator=gen).to(device)

@@ -414,7 +414,7 @@ def arm_cases(arm: str, base_cases: list, mask_ids: set[str], records: dict) -> 
         mask_ids: CTs that keep their masks (``masks_all``: every CT keeps it).
         records: report_id -> CaseRecords for the report arms (truth or extracted).
     """
-    from train.data.dataset import TrainingCase
+    from train.data.cases import TrainingCase
 
     out, dropped = [], 0
     for case in base_cases:
@@ -478,7 +478,8 @@ def train_arm(config: Any, cases: list) -> tuple[Path, float]:
     """Train (resuming a killed run) and return the checkpoint and the training seconds of this call (0 when the
     checkpoint had finished already)."""
     from train.datasource import CaseData
-    from train.trainer import Trainer, setup_distributed
+    from train.distributed import setup_distributed
+    from train.trainer import Trainer
 
     digest = hashlib.sha256()
     for c in cases:

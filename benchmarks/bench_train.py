@@ -24,7 +24,9 @@ import torch
 
 from train.config import load_config
 from train.synthetic import SyntheticData
-from train.trainer import DistInfo, Trainer, autocast_context
+from train.distributed import DistInfo
+from train.inference import autocast_context
+from train.trainer import Trainer
 
 
 def loss_seconds(trainer: Trainer, batch: dict, sync) -> float:

@@ -43,7 +43,8 @@ def main() -> None:
 
     from train.checkpoint import load_checkpoint, model_weights
     from train.config import TrainConfig
-    from train.data.dataset import CaseDataset, TrainingCase, build_sample
+    from train.data.cases import TrainingCase
+    from train.data.dataset import CaseDataset, build_sample
     from train.model import build_network
 
     ckpt = load_checkpoint(args.checkpoint, map_location="cpu")

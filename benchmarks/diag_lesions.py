@@ -34,7 +34,8 @@ def main() -> None:
 
     from train.datasource import CaseData
     from train.evaluate import dice_per_channel
-    from train.predict import load_network, predict_probabilities
+    from train.inference import predict_probabilities
+    from train.predict import load_network
 
     net, cfg = load_network(args.checkpoint)
     data = CaseData.from_config(cfg.data, seed=cfg.seed)

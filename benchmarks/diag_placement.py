@@ -48,10 +48,12 @@ def main() -> None:
     from train.data.cache import ensure_cached
     from bench_science import pool_cases  # this directory is on sys.path when the script runs
 
-    from train.data.cases import discover
-    from train.data.dataset import CaseDataset, TrainingCase, collate, paint_masks
+    from train.data.batching import collate
+    from train.data.cases import TrainingCase, discover
+    from train.data.dataset import CaseDataset
+    from train.data.painting import paint_masks
     from train.data.records import records_from_ground_truth
-    from train.data.sampler import extract_patch
+    from train.data.placement import extract_patch
     from train.losses import BallLoss, LossConfig
     from train.predict import load_network
 

@@ -29,7 +29,9 @@ def register(app: typer.Typer) -> None:
         import logging
 
         from train.config import ConfigError, load_config
-        from train.trainer import Trainer, build_data, setup_distributed
+        from train.distributed import setup_distributed, teardown_distributed
+        from train.factories import build_data
+        from train.trainer import Trainer
 
         overrides = list(set_) + ([f"output_dir={output_dir}"] if output_dir else [])
         try:
@@ -45,10 +47,7 @@ def register(app: typer.Typer) -> None:
             trainer = Trainer(cfg, data, dist, resume=resume, allow_config_change=allow_config_change)
             summary = trainer.fit(max_steps=max_steps)
         finally:
-            import torch.distributed as tdist
-
-            if tdist.is_initialized():
-                tdist.destroy_process_group()
+            teardown_distributed()
         if dist.is_main:
             typer.echo(json.dumps(summary))
             out = Path(summary["output_dir"])

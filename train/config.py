@@ -22,7 +22,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from train.data.dataset import DataConfig as PipelineConfig
+from train.data.config import PatchDatasetConfig
 from train.losses.config import LossConfig
 
 
@@ -34,18 +34,22 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
-class DataConfig(PipelineConfig):
+class DataConfig(PatchDatasetConfig):
     """Where the training cases and report records come from; the sampling fields are the data pipeline's
-    (:class:`train.data.dataset.DataConfig`: classes, patch_size, mask_fraction, normalisation, ...)."""
+    (:class:`train.data.config.PatchDatasetConfig`: classes, patch_size, mask_fraction, normalisation, ...)."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     source: Literal["phantoms", "cases", "synthetic"] = Field(
         "phantoms",
         description="phantoms: the phantom set under `root` (generated when missing); cases: the `cases` table "
-        "of the store (`rsuper cases`); synthetic: random balls in memory (tests and benchmarks only).",
+        "of the store `db` (`rsuper cases`: CT <-> report mapping and splits), or while the store has none the "
+        "cases found under `root`; synthetic: random balls in memory (tests and benchmarks only).",
     )
-    root: Path = Field(Path("data/phantoms"), description="Phantom folder (source: phantoms).")
+    root: Path = Field(
+        Path("data/phantoms"),
+        description="Phantom folder (source: phantoms), or the dataset root given to `rsuper cases` (source: cases; "
+        "its label-name files name the mask values).")
     phantom_count: int = Field(
         24, ge=2, description="Phantoms in the generated set (made when `root` has none, or again when the "
         "settings recorded in its phantoms.json differ).")
@@ -65,7 +69,9 @@ class DataConfig(PipelineConfig):
         description="Share of training CTs that have masks but train from their report only (mask hidden).",
     )
     batch_size: int = Field(2, ge=1, description="Crops per step and per process (global = this x world size).")
-    val_fraction: float = Field(0.2, gt=0, lt=1, description="Share of cases held out for validation.")
+    val_fraction: float = Field(
+        0.2, gt=0, lt=1,
+        description="Share of cases held out for validation (cases found here; a store `cases` table has its splits).")
     max_val_cases: int = Field(
         4, ge=1,
         description="Validation cases evaluated at each validation: the held-out mask-annotated cases with the most "

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from train.config import DataConfig
-from train.synthetic import VolumeCase
+from train.data.volume import VolumeCase
 
 log = logging.getLogger("rsuper.train")
 
@@ -71,6 +71,34 @@ def load_records(config: DataConfig, root: Path, report_ids: list[str]) -> dict:
         return load_case_records(store, report_ids)
 
 
+def load_cases(config: DataConfig, root: Path):
+    """The `cases` rows to train on (pyarrow, :data:`train.data.cases.CASES_SCHEMA`).
+
+    ``source: cases`` reads the store's `cases` table when it holds rows: `rsuper cases` wrote there the checked
+    cases, the CT -> report mapping of its ``--map`` file and the splits (a CSV ``split`` column, or its val / test
+    fractions). Otherwise (phantoms, or no table yet) the cases are found and joined under ``root`` here.
+    """
+    from train.data.cases import build_cases, read_cases
+
+    if config.source == "cases":
+        from extract.store import Store, default_db_path
+
+        db = Path(config.db) if config.db is not None else default_db_path()
+        if db.is_file():
+            with Store(db, read_only=True) as store:
+                table = read_cases(store)
+            if table.num_rows:
+                log.info("%d cases from the `cases` table of %s", table.num_rows, db)
+                return table
+        log.warning("%s: no `cases` table (run `rsuper cases`); finding the cases under %s", db, root)
+    mapping = root / "case_reports.csv"
+    build = build_cases(root, mapping if mapping.is_file() else None, val_fraction=config.val_fraction,
+                        check_values=False)
+    for p in build.problems:
+        log.warning("case %s: %s: %s", p.ct_id, p.field, p.message)
+    return build.table
+
+
 class _StepBatches(torch.utils.data.Sampler):
     """Index lists ``[(case_index, sample_seed), ...]`` for steps start, start + 1, ... of one rank."""
 
@@ -79,7 +107,7 @@ class _StepBatches(torch.utils.data.Sampler):
         self.seed, self.rank, self.start_step = seed, rank, start_step
 
     def __iter__(self):
-        from train.data.dataset import MixedBatchSampler
+        from train.data.batching import MixedBatchSampler
 
         step = self.start_step
         while True:
@@ -158,15 +186,10 @@ class CaseData:
 
     @classmethod
     def from_config(cls, config: DataConfig, seed: int = 0) -> CaseData:
-        from train.data.cases import build_cases, discover, training_cases
+        from train.data.cases import discover, training_cases
 
         root = ensure_phantoms(config) if config.source == "phantoms" else Path(config.root)
-        mapping = root / "case_reports.csv"
-        build = build_cases(root, mapping if mapping.is_file() else None, val_fraction=config.val_fraction,
-                            check_values=False)
-        for p in build.problems:
-            log.warning("case %s: %s: %s", p.ct_id, p.field, p.message)
-        table = build.table
+        table = load_cases(config, root)
         layout = discover(root)
         report_ids = [r for r in table.column("report_id").to_pylist() if r is not None]
         records = load_records(config, root, report_ids)
@@ -188,7 +211,7 @@ class CaseData:
 
     def train_batches(self, rank: int, world_size: int, seed: int, start_step: int = 0) -> Iterator[dict]:
         """Endless collated batches for ``rank`` (ranks draw from independent streams)."""
-        from train.data.dataset import collate
+        from train.data.batching import collate
 
         sampler = _StepBatches(self.train_cases, self.config.batch_size, self.config.mask_fraction, seed, rank,
                                start_step)
@@ -218,7 +241,7 @@ class CaseData:
         import dataclasses
 
         from train.data.cache import ensure_cached
-        from train.data.dataset import TrainingCase
+        from train.data.cases import TrainingCase
 
         out = []
         for case in self._val_cases if cases is None else cases:

@@ -25,44 +25,9 @@ import torch
 from scipy import ndimage
 
 from train.config import TrainConfig
+from train.inference import predict_probabilities
 
 log = logging.getLogger("rsuper.predict")
-
-
-def predict_probabilities(
-    net: torch.nn.Module,
-    image: torch.Tensor,
-    roi_size: Sequence[int],
-    overlap: float,
-    device: torch.device | str = "cpu",
-    amp: str = "auto",
-    sw_batch_size: int = 2,
-) -> torch.Tensor:
-    """Sigmoid probabilities of a whole volume by Gaussian-blended sliding windows.
-
-    Args:
-        net: network in eval mode returning logits (B, C, ...) for input (B, in, ...).
-        image: float (in, X, Y, Z) normalised volume.
-        roi_size: window size in voxels (the training patch size).
-        overlap: fraction of window overlap (0 <= overlap < 1).
-        device: where the network runs; the stitched output stays on the CPU.
-        amp: ``optim.amp`` setting (bf16 autocast on CUDA under auto).
-
-    Returns:
-        float32 (C, X, Y, Z) probabilities on the CPU.
-    """
-    from monai.inferers import sliding_window_inference
-
-    from train.trainer import autocast_context
-
-    device = torch.device(device)
-    net = net.to(device).eval()
-    with torch.no_grad(), autocast_context(amp, device):
-        logits = sliding_window_inference(
-            image[None].float(), roi_size=tuple(roi_size), sw_batch_size=sw_batch_size, predictor=net,
-            overlap=overlap, mode="gaussian", sw_device=device, device=torch.device("cpu"),
-        )
-    return torch.sigmoid(logits[0].float())
 
 
 def restrict_to_organs(
@@ -162,7 +127,7 @@ def load_for_inference(path: Path, config: TrainConfig) -> tuple[torch.Tensor, n
     import nibabel as nib
 
     from train.data.cache import CaseFiles, preprocess_case
-    from train.data.dataset import normalise_image
+    from train.data.intensity import normalise_image
 
     img = nib.load(str(path))
     files = CaseFiles(ct_id=path.name, image_path=str(path), organ_mask_path=None, lesion_mask_path=None,

@@ -1,13 +1,12 @@
 """In-memory synthetic training data (random organ ellipsoids with ball lesions) for tests and benchmarks.
 
-It produces batches with exactly the layout of the real data pipeline (see :class:`train.trainer.TrainingData`),
+It produces batches with exactly the layout of the real data pipeline (see :class:`train.factories.TrainingData`),
 including report-only crops whose lesion channel is unknown inside the organ and supervised by a
 :class:`~train.losses.targets.ReportTargets` group, so the trainer can be exercised without files.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import math
 from collections.abc import Iterator
@@ -16,32 +15,8 @@ import numpy as np
 import torch
 
 from train.config import DataConfig
+from train.data.volume import VolumeCase
 from train.losses.targets import GroupState, ReportTargets
-
-
-@dataclasses.dataclass
-class VolumeCase:
-    """One whole CT for validation / prediction.
-
-    Attributes:
-        ct_id: case identifier.
-        image: float (1, D, H, W) network input (normalised intensities).
-        image_hu: float (1, D, H, W) Hounsfield units.
-        labels: float (C, D, H, W) voxel masks or None (report-only CT).
-        affine: (4, 4) voxel -> world mm.
-        reported_tumors: per tumour ``{"channel": int, "diameters_mm": [..], "group_mask": bool (D, H, W)}``.
-    """
-
-    ct_id: str
-    image: torch.Tensor
-    image_hu: torch.Tensor
-    labels: torch.Tensor | None
-    affine: np.ndarray
-    reported_tumors: list[dict]
-
-    @property
-    def spacing_mm(self) -> tuple[float, float, float]:
-        return tuple(float(v) for v in np.linalg.norm(self.affine[:3, :3], axis=0))
 
 
 def _ellipsoid(shape, center, semi) -> np.ndarray:

@@ -1,6 +1,6 @@
 """The training loop: AdamW + warm-up/poly schedule, gradient clipping, EMA, bf16 autocast, DDP, resume.
 
-Data sources implement :class:`TrainingData`; batches are dicts with
+Data sources implement :class:`train.factories.TrainingData`; batches are dicts with
 
 * ``image``: float (B, in, D, H, W) network input; ``image_hu``: float (B, 1, D, H, W) Hounsfield units;
 * ``labels``: float (B, C, D, H, W); ``unknown_mask``: bool (B, C, D, H, W) (1 = not supervised by the
@@ -13,16 +13,12 @@ uninterrupted one, and the restored optimizer / scheduler / RNG states make the 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
-import os
 import signal
 import time
-from collections.abc import Iterator
-from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,26 +26,13 @@ from torch import nn
 
 from train import checkpoint as ckpt_io
 from train.config import TrainConfig, save_config
+from train.distributed import DistInfo
+from train.factories import TrainingData, build_loss
+from train.inference import autocast_context, predict_probabilities
 from train.losses.config import LossConfig
 from train.model import build_network, check_patch_size
 
 log = logging.getLogger("rsuper.train")
-
-
-class TrainingData(Protocol):
-    """What the trainer needs from a data source."""
-
-    classes: list[str]
-    in_channels: int
-
-    def fingerprint(self) -> str:
-        """Hash of the cases and records used (stored in checkpoints)."""
-
-    def train_batches(self, rank: int, world_size: int, seed: int, start_step: int = 0) -> Iterator[dict]:
-        """Endless batches for this rank, starting at ``start_step``."""
-
-    def val_cases(self) -> list:
-        """Whole validation volumes (:class:`train.synthetic.VolumeCase`-like objects)."""
 
 
 # --------------------------------------------------------------------------------------------- pure pieces
@@ -106,66 +89,6 @@ class EMA:
             self.shadow[k].copy_(v)
 
 
-@dataclasses.dataclass(frozen=True)
-class DistInfo:
-    """Process group facts (single process: rank 0 of 1)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-
-def setup_distributed(device: str = "auto") -> DistInfo:
-    """Join the process group when started by torchrun (WORLD_SIZE > 1): NCCL on CUDA, gloo on CPU."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
-    if use_cuda and not torch.cuda.is_available():
-        raise RuntimeError("device: cuda requested but CUDA is not available")
-    dev = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
-    if use_cuda:
-        torch.cuda.set_device(dev)
-    if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return DistInfo(rank, world, local_rank, dev)
-
-
-def build_data(config: TrainConfig) -> TrainingData:
-    """The data source named by ``config.data.source``."""
-    if config.data.source == "synthetic":
-        from train.synthetic import SyntheticData
-
-        return SyntheticData(config.data)
-    from train.datasource import CaseData
-
-    return CaseData.from_config(config.data, seed=config.seed)
-
-
-def build_loss(config: TrainConfig) -> nn.Module:
-    """The segmentation + report-supervision loss (train.losses)."""
-    from train.losses import ReportSupervisionLoss
-
-    return ReportSupervisionLoss(config.loss)
-
-
-def autocast_context(amp: str, device: torch.device):
-    """bf16 autocast per ``optim.amp`` (auto: only on CUDA)."""
-    enabled = amp == "bf16" or (amp == "auto" and device.type == "cuda")
-    if not enabled:
-        return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-
-
 # --------------------------------------------------------------------------------------------- trainer
 
 
@@ -175,7 +98,7 @@ class Trainer:
     Args:
         config: resolved configuration.
         data: data source.
-        dist: process group facts (:func:`setup_distributed`).
+        dist: process group facts (:func:`train.distributed.setup_distributed`).
         loss_fn: module called as ``loss_fn(outputs, labels, unknown_mask, has_mask, targets, image_hu)`` and
             returning ``(total, components)``; default :func:`build_loss`.
         resume: continue from ``output_dir/latest.pt`` when it exists.
@@ -361,7 +284,6 @@ class Trainer:
         """Sliding-window inference on the validation cases; Dice per class group and a PNG (rank 0)."""
         from train.evaluate import dice_per_channel
         from train.logging import place_reported_ball, save_validation_png
-        from train.predict import predict_probabilities
 
         net = self.eval_network()
         lesion = self.config.data.lesion_channels
@@ -472,6 +394,5 @@ class Trainer:
             if value is not None and value > self.best_metric:
                 self.best_metric = value
                 self.save(ckpt_io.BEST)
-        if self.dist.distributed:
-            torch.distributed.barrier()
+        self.dist.barrier()
         return metrics

@@ -1,4 +1,4 @@
-from train.data.records import CaseRecords, TumorEntry
+from train.data.records import CaseRecords, ReportedTumor
 from train.datasource import canonical, organ_box
 
 
@@ -22,7 +22,7 @@ def test_organ_box_without_labels_is_the_whole_volume():
 
 def test_canonical_records_sort_sets():
     # Set iteration order changes with each process's string hash seed; the fingerprint text must not.
-    a = CaseRecords("r1", (TumorEntry("liver", diameters_mm=(30.0,)),),
+    a = CaseRecords("r1", (ReportedTumor("liver", diameters_mm=(30.0,)),),
                     frozenset({"kidney", "spleen", "pancreas", "kidney_left"}))
     text = canonical(a)
     assert '"lesion_free": ["kidney", "kidney_left", "pancreas", "spleen"]' in text
@@ -69,3 +69,35 @@ def test_ensure_phantoms_keeps_a_set_without_recorded_settings(tmp_path, caplog)
         ensure_phantoms(config.model_copy(update={"phantom_count": 5}))
     assert len((root / "ground_truth.jsonl").read_text().splitlines()) == 2
     assert "holds 2 phantoms without recorded settings and the config asks for 5" in caplog.text
+
+
+def test_case_source_trains_on_the_stored_cases_table(tmp_path, caplog):
+    """`source: cases` takes CT <-> report pairs and splits from the store's `cases` table, not from the folder."""
+    import json
+
+    import pyarrow as pa
+
+    from extract.store import Store
+    from train.config import DataConfig
+    from train.data.cases import CASES_SCHEMA, build_cases
+    from train.data.phantoms import PhantomConfig, write_phantom_set
+    from train.datasource import CaseData
+
+    root = tmp_path / "ds"
+    write_phantom_set(root, PhantomConfig(n=4, seed=3, shape=(40, 40, 24)))
+    rows = build_cases(root, root / "case_reports.csv").table.to_pylist()
+    ids = [r["ct_id"] for r in rows]
+    for i, r in enumerate(rows):
+        r["split"] = "val" if i == 0 else "train"
+    rows[1]["report_id"] = None  # the stored mapping gives this CT no report; case_reports.csv does
+    with Store(tmp_path / "rsuper.duckdb") as store:
+        store.replace_cases(pa.Table.from_pylist(rows, schema=CASES_SCHEMA))
+    config = DataConfig(source="cases", root=root, db=tmp_path / "rsuper.duckdb", records="truth",
+                        report_only_fraction=0.0, val_fraction=0.5)
+    data = CaseData.from_config(config)
+    assert [c.files.ct_id for c in data.train_cases] == ids[1:] and json.loads(data.describe())["val_cases"] == 1
+    assert data.train_cases[0].records is None and all(c.records is not None for c in data.train_cases[1:])
+
+    with caplog.at_level("WARNING", logger="rsuper.train"):
+        rebuilt = CaseData.from_config(config.model_copy(update={"db": tmp_path / "none.duckdb"}))
+    assert "no `cases` table" in caplog.text and all(c.records is not None for c in rebuilt.train_cases)

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from train.data.records import CaseRecords, TumorEntry
+from train.data.records import CaseRecords, ReportedTumor
 from train.evaluate import confusion_at, dice_per_channel, evaluate_detection, nsd_per_channel, report_truth, roc_auc
 
 
@@ -39,8 +39,8 @@ def test_dice_and_nsd_on_hand_made_masks():
 
 def test_detection_from_records_with_small_stratum():
     records = {
-        "r1": CaseRecords("r1", (TumorEntry("liver", diameters_mm=(30.0,)),)),
-        "r2": CaseRecords("r2", (TumorEntry("liver", diameters_mm=(12.0, 8.0)),)),
+        "r1": CaseRecords("r1", (ReportedTumor("liver", diameters_mm=(30.0,)),)),
+        "r2": CaseRecords("r2", (ReportedTumor("liver", diameters_mm=(12.0, 8.0)),)),
         "r3": CaseRecords("r3", (), frozenset({"liver"})),
         "r4": CaseRecords("r4", ()),  # liver not mentioned: not scored
     }

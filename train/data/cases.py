@@ -21,6 +21,8 @@ import numpy as np
 import pyarrow as pa
 
 from train.data import labels as L
+from train.data.cache import CaseFiles
+from train.data.records import CaseRecords
 
 CASES_SCHEMA = pa.schema([
     ("ct_id", pa.string()),
@@ -34,6 +36,18 @@ CASES_SCHEMA = pa.schema([
     ("content_sha256", pa.string()),
 ])
 _AFFINE_TOLERANCE_MM = 1e-3
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingCase:
+    """One CT with its files and (optional) report records."""
+
+    files: CaseFiles
+    records: CaseRecords | None = None
+
+    @property
+    def has_mask(self) -> bool:
+        return self.files.lesion_mask_path is not None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -270,6 +284,16 @@ def build_cases(
     )
 
 
+def read_cases(store) -> pa.Table:
+    """The store's `cases` table (written by `rsuper cases`) with :data:`CASES_SCHEMA`, ordered by ct_id.
+
+    Args:
+        store: an open :class:`extract.store.Store`.
+    """
+    table = store.query(f"SELECT {', '.join(CASES_SCHEMA.names)} FROM cases ORDER BY ct_id")
+    return table.cast(CASES_SCHEMA)
+
+
 @dataclasses.dataclass(frozen=True)
 class RecordJoin:
     """Cases matched with report records, and what could not be matched."""
@@ -300,8 +324,8 @@ def training_cases(
     split: str | None = "train",
     report_only_fraction: float = 0.0,
     seed: int = 0,
-) -> list:
-    """Turn `cases` rows plus records into :class:`train.data.dataset.TrainingCase` objects.
+) -> list[TrainingCase]:
+    """Turn `cases` rows plus records into :class:`TrainingCase` objects.
 
     Args:
         table: rows with :data:`CASES_SCHEMA` columns.
@@ -312,9 +336,6 @@ def training_cases(
             only (their lesion mask is hidden; chosen by a hash of ct_id and seed), e.g. on the phantom set.
         seed: changes which cases are report-only.
     """
-    from train.data.cache import CaseFiles
-    from train.data.dataset import TrainingCase
-
     out = []
     for row in table.to_pylist():
         if split is not None and row["split"] != split:

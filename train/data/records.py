@@ -17,8 +17,8 @@ ATTENUATIONS = ("hypo", "iso", "hyper")
 
 
 @dataclasses.dataclass(frozen=True)
-class TumorEntry:
-    """One reported tumour, or a group of lesions described together.
+class ReportedTumor:
+    """One reported tumour, or a group of lesions described together, as the report record states it.
 
     Attributes:
         organ: organ key (schemas.vocab.ORGANS).
@@ -53,7 +53,7 @@ class CaseRecords:
     """
 
     report_id: str
-    tumors: tuple[TumorEntry, ...] = ()
+    tumors: tuple[ReportedTumor, ...] = ()
     lesion_free: frozenset[str] = frozenset()
     equivocal: frozenset[str] = frozenset()
 
@@ -67,7 +67,7 @@ def records_from_payload(report_id: str, payload: Any) -> CaseRecords:
 
     Tumours whose presence is only probable / possible make their organ (side) equivocal instead of counting.
     """
-    tumors: list[TumorEntry] = []
+    tumors: list[ReportedTumor] = []
     equivocal: set[str] = set()
     for t in payload.tumors:
         organ = t.organ.value
@@ -76,7 +76,7 @@ def records_from_payload(report_id: str, payload: Any) -> CaseRecords:
             equivocal.add(f"{organ}_{side}" if side in ("left", "right") else organ)
             continue
         tumors.append(
-            TumorEntry(
+            ReportedTumor(
                 organ=organ,
                 segments=tuple(s.value for s in t.segments),
                 side=side,
@@ -138,7 +138,7 @@ def records_from_ground_truth(path: str | Path) -> dict[str, CaseRecords]:
         try:
             row = json.loads(line)
             tumors = tuple(
-                TumorEntry(
+                ReportedTumor(
                     organ=t["organ"],
                     segments=tuple(t["segments"]),
                     side=t.get("laterality"),

@@ -13,7 +13,7 @@ import dataclasses
 import math
 
 from train.data.labels import ORGAN_PARTS
-from train.data.records import CaseRecords, TumorEntry
+from train.data.records import CaseRecords, ReportedTumor
 
 #: Report sub-segments that a mask may not carry, mapped onto the parts it usually does carry.
 SUBSEGMENT_FALLBACK: dict[str, tuple[str, ...]] = {
@@ -63,7 +63,7 @@ class CaseSupervision:
     mentioned_organs: frozenset[str]  # organs the report says anything about
 
 
-def tumor_target(entry: TumorEntry) -> TumorTarget:
+def tumor_target(entry: ReportedTumor) -> TumorTarget:
     """Diameters (1 -> sphere, 2 -> third is their mean) and ellipsoid volume pi*d1*d2*d3/6 in mm3."""
     d = list(entry.diameters_mm)
     if not d or min(d) <= 0:
@@ -78,7 +78,7 @@ def organ_labels(organ: str, available: frozenset[str]) -> tuple[str, ...]:
     return tuple(n for n in (organ, *ORGAN_PARTS.get(organ, ())) if n in available)
 
 
-def tumor_location(entry: TumorEntry, available: frozenset[str]) -> frozenset[str] | None:
+def tumor_location(entry: ReportedTumor, available: frozenset[str]) -> frozenset[str] | None:
     """Mask labels hosting a tumour, or None when its location cannot be expressed in this mask."""
     if entry.side == "bilateral":
         return None
@@ -118,7 +118,7 @@ def _merge_overlapping(locations: list[frozenset[str]]) -> list[list[int]]:
     return list(comps.values())
 
 
-def _expand(entries: list[TumorEntry], max_tumors: int) -> tuple[tuple[TumorTarget, ...], int, bool]:
+def _expand(entries: list[ReportedTumor], max_tumors: int) -> tuple[tuple[TumorTarget, ...], int, bool]:
     """Tumour targets of a group: a record of count n gives n tumours, sized only where the size applies."""
     tumors: list[TumorTarget] = []
     count, lower = 0, False
@@ -149,7 +149,7 @@ def build_supervision(records: CaseRecords, available: frozenset[str], max_tumor
     Returns:
         The case's groups and the organs whose lesion channel is unknown.
     """
-    by_organ: dict[str, list[TumorEntry]] = {}
+    by_organ: dict[str, list[ReportedTumor]] = {}
     for t in records.tumors:
         by_organ.setdefault(t.organ, []).append(t)
     groups: list[Group] = []

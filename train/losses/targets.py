@@ -154,8 +154,8 @@ class ReportTargets:
 
 
 @dataclasses.dataclass(frozen=True)
-class TumorEntry:
-    """One reported tumour for :func:`build_report_targets`; ``diameters_mm`` None = size unknown."""
+class TargetTumor:
+    """One tumour of a loss target, input of :func:`build_report_targets`; ``diameters_mm`` None = size unknown."""
 
     diameters_mm: tuple[float, float, float] | None = None
     attenuation: Attenuation = Attenuation.UNKNOWN
@@ -168,7 +168,7 @@ class GroupEntry:
     mask: torch.Tensor
     channel: int
     state: GroupState = GroupState.LESIONS
-    tumors: tuple[TumorEntry, ...] = ()
+    tumors: tuple[TargetTumor, ...] = ()
     count: int | None = None  # None: the number of tumour entries
     count_is_lower_bound: bool = False
 

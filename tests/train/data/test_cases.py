@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from train.data.cases import build_cases, join_records, read_mapping
-from train.data.records import records_from_ground_truth
 
 
 @pytest.fixture()
@@ -67,6 +66,15 @@ def test_mapping_errors_name_file_and_row(tmp_path):
         read_mapping(tmp_path / "n.csv")
 
 
-def test_ground_truth_records_convert(phantom_set):
-    rec = records_from_ground_truth(phantom_set / "ground_truth.jsonl")
-    assert len(rec) == 5 and all(r.tumors for r in rec.values())
+def test_read_cases_gives_back_the_table_rsuper_cases_stored(dataset, tmp_path):
+    from extract.store import Store
+
+    from train.data.cases import CASES_SCHEMA, read_cases
+
+    table = build_cases(dataset, dataset / "case_reports.csv").table
+    with Store(tmp_path / "rsuper.duckdb") as store:
+        store.replace_cases(table)
+    with Store(tmp_path / "rsuper.duckdb", read_only=True) as store:
+        stored = read_cases(store)
+    assert stored.schema == CASES_SCHEMA
+    assert stored.to_pylist() == sorted(table.to_pylist(), key=lambda r: r["ct_id"])

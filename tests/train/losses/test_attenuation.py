@@ -2,7 +2,7 @@ import torch
 
 from train.losses import Attenuation, AttenuationLoss, BallLoss, LossConfig
 from train.losses.attenuation import contrast_penalty, placement_prior, tumor_organ_contrast
-from train.losses.targets import GroupEntry, TumorEntry, build_report_targets
+from train.losses.targets import GroupEntry, TargetTumor, build_report_targets
 
 from .synthetic import dice, ellipsoid
 
@@ -20,7 +20,7 @@ def _run(tumour_hu: float, organ_hu: float, attenuation: Attenuation) -> tuple[t
     hu[0, 0][BALL] = tumour_hu
     d = (6.0 * BALL.sum().item() / torch.pi) ** (1 / 3)
     tg = build_report_targets(
-        [[GroupEntry(ORGAN, 1, tumors=(TumorEntry((d, d, d), attenuation),))]], (S, S, S), [(1.0, 1.0, 1.0)]
+        [[GroupEntry(ORGAN, 1, tumors=(TargetTumor((d, d, d), attenuation),))]], (S, S, S), [(1.0, 1.0, 1.0)]
     )
     # Without the placement prior the tumour is placed on the network's blob, whatever its brightness.
     loss = AttenuationLoss(LossConfig(ball_attenuation_prior=False))(z, tg, hu)
@@ -97,7 +97,7 @@ def _placed_core(cfg: LossConfig, hot_logit: float = 2.0, dark_logit: float = -1
     hu[0, 0][dark] = 45.0
     d = (6.0 * dark.sum().item() / torch.pi) ** (1 / 3)
     tg = build_report_targets(
-        [[GroupEntry(ORGAN, 1, tumors=(TumorEntry((d, d, d), Attenuation.HYPO),))]], (S, S, S), [(1.0, 1.0, 1.0)]
+        [[GroupEntry(ORGAN, 1, tumors=(TargetTumor((d, d, d), Attenuation.HYPO),))]], (S, S, S), [(1.0, 1.0, 1.0)]
     )
     placement, _ = BallLoss(cfg)(z, tg, hu).placements[0]
     return placement.core == 1, dark, hot

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from train.losses import BallLoss, GroupState, LossConfig, TumorStatus
 from train.losses.ball import BallParams, BallSize, ball_loss_terms, place_tumors
 from train.losses.morphology import dilate_mm
-from train.losses.targets import GroupEntry, TumorEntry, build_report_targets
+from train.losses.targets import GroupEntry, TargetTumor, build_report_targets
 
 from .synthetic import dice, ellipsoid
 
@@ -28,7 +28,7 @@ def _eq_diameter(mask, spacing=ISO):
 
 
 def _targets(organ, diameters, spacing=ISO, shape=(S, S, S), **group_kw):
-    tumors = tuple(TumorEntry(None if d is None else (d, d, d)) for d in diameters)
+    tumors = tuple(TargetTumor(None if d is None else (d, d, d)) for d in diameters)
     return build_report_targets([[GroupEntry(organ, 1, tumors=tumors, **group_kw)]], shape, [spacing])
 
 

@@ -14,7 +14,7 @@ from train.losses.ball import BallParams, BallSize, place_tumors
 from train.losses.morphology import dilate_mm, mask_box
 from train.losses.plan import plan_groups
 from train.losses.report import build_group_tensors
-from train.losses.targets import GroupEntry, TumorEntry, build_report_targets
+from train.losses.targets import GroupEntry, TargetTumor, build_report_targets
 
 from .synthetic import ellipsoid
 
@@ -44,12 +44,12 @@ def _case(seed):
     spacing = [(1.0, 1.0, 1.0), (1.5, 0.8, 0.9)]
     samples = [
         [
-            GroupEntry(seg_a, 2, tumors=(TumorEntry((9.0, 7.0, 8.0), Attenuation.HYPO), TumorEntry((5.0, 5.0, 5.0)))),
-            GroupEntry(seg_b, 2, tumors=(TumorEntry((6.0, 6.0, 6.0), Attenuation.HYPER),)),
+            GroupEntry(seg_a, 2, tumors=(TargetTumor((9.0, 7.0, 8.0), Attenuation.HYPO), TargetTumor((5.0, 5.0, 5.0)))),
+            GroupEntry(seg_b, 2, tumors=(TargetTumor((6.0, 6.0, 6.0), Attenuation.HYPER),)),
             GroupEntry(free, 2, state=GroupState.LESION_FREE),
-            GroupEntry(empty, 3, tumors=(TumorEntry((5.0, 5.0, 5.0)),)),
+            GroupEntry(empty, 3, tumors=(TargetTumor((5.0, 5.0, 5.0)),)),
         ],
-        [GroupEntry(organ, 3, tumors=(TumorEntry((8.0, 8.0, 8.0), Attenuation.ISO), TumorEntry(None)))],
+        [GroupEntry(organ, 3, tumors=(TargetTumor((8.0, 8.0, 8.0), Attenuation.ISO), TargetTumor(None)))],
     ]
     targets = build_report_targets(samples, SHAPE, spacing)
     logits = 3.0 * torch.randn((2, 4, *SHAPE), generator=gen)

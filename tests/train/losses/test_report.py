@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from train.losses import Attenuation, GroupState, LossConfig, ReportSupervisionLoss, ReportTargets, TumorStatus
-from train.losses.targets import GroupEntry, TumorEntry, build_report_targets
+from train.losses.targets import GroupEntry, TargetTumor, build_report_targets
 
 from .synthetic import ellipsoid
 
@@ -20,7 +20,7 @@ def _batch():
     unknown = torch.zeros(2, 4, S, S, S, dtype=torch.bool)
     unknown[0, 2] = PANCREAS  # lesion channel unknown where the report puts a tumour
     groups = [
-        GroupEntry(PANCREAS, 2, tumors=(TumorEntry((8.0, 6.0, 7.0), Attenuation.HYPO),)),
+        GroupEntry(PANCREAS, 2, tumors=(TargetTumor((8.0, 6.0, 7.0), Attenuation.HYPO),)),
         GroupEntry(KIDNEY, 3, state=GroupState.LESION_FREE),
     ]
     targets = build_report_targets([groups, []], (S, S, S), [ISO, ISO])

@@ -3,7 +3,7 @@ import math
 import torch
 
 from train.losses import GroupState, LossConfig, VolumeLoss
-from train.losses.targets import GroupEntry, TumorEntry, build_report_targets
+from train.losses.targets import GroupEntry, TargetTumor, build_report_targets
 from train.losses.volume import volume_band_loss, volume_bounds_mm3
 
 from .synthetic import ellipsoid
@@ -24,7 +24,7 @@ def _logits(mask: torch.Tensor) -> torch.Tensor:
 
 
 def _targets(diameter: float, state=GroupState.LESIONS, count=None, lower=False):
-    tumors = () if diameter is None else (TumorEntry((diameter,) * 3),)
+    tumors = () if diameter is None else (TargetTumor((diameter,) * 3),)
     group = GroupEntry(ORGAN, 1, state=state, tumors=tumors, count=count, count_is_lower_bound=lower)
     return build_report_targets([[group]], (S, S, S), [(1.0, 1.0, 1.0)])
 
@@ -98,7 +98,7 @@ def test_normalised_over_supervised_entries_only():
     one = _targets(_diameter(BALL) * 2)
     z1 = _logits(BALL)
     loss1, _ = VolumeLoss()(z1, one)
-    group = GroupEntry(ORGAN, 1, tumors=(TumorEntry((_diameter(BALL) * 2,) * 3),))
+    group = GroupEntry(ORGAN, 1, tumors=(TargetTumor((_diameter(BALL) * 2,) * 3),))
     two = build_report_targets([[group], []], (S, S, S), [(1.0, 1.0, 1.0)] * 2)
     z2 = torch.cat([z1.detach(), _logits(BALL).detach()]).requires_grad_(True)
     loss2, n = VolumeLoss()(z2, two)
@@ -111,7 +111,7 @@ def test_volume_uses_physical_spacing():
     organ = ellipsoid((S, S, S), (20, 20, 20), (40, 12, 12), spacing)
     tumour = ellipsoid((S, S, S), (20, 20, 20), (6, 6, 6), spacing)
     d = _diameter(tumour, math.prod(spacing))
-    group = GroupEntry(organ, 1, tumors=(TumorEntry((d, d, d)),))
+    group = GroupEntry(organ, 1, tumors=(TargetTumor((d, d, d)),))
     loss, _ = VolumeLoss()(_logits(tumour), build_report_targets([[group]], (S, S, S), [spacing]))
     assert loss.item() == 0.0
     loss_wrong, _ = VolumeLoss()(_logits(tumour), build_report_targets([[group]], (S, S, S), [(1.0, 1.0, 1.0)]))

@@ -1,5 +1,5 @@
 from schemas.records import ExtractionPayload
-from train.data.records import load_case_records
+from train.data.records import load_case_records, records_from_ground_truth
 
 
 class _FakeStore:
@@ -27,3 +27,8 @@ def test_payload_becomes_case_records():
     (t,) = rec["A1"].tumors
     assert t.organ == "liver" and t.segments == ("liver_segment_7",) and t.diameters_mm == (23.0, 18.0)
     assert t.attenuation == "hypo" and "pancreas" in rec["A1"].lesion_free and "kidney_left" in rec["A1"].equivocal
+
+
+def test_ground_truth_records_convert(phantom_set):
+    rec = records_from_ground_truth(phantom_set / "ground_truth.jsonl")
+    assert len(rec) == 5 and all(r.tumors for r in rec.values())
