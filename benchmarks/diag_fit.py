@@ -39,8 +39,8 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
-    from bench_science import PRESETS, mask_case_ids, pool_cases, pool_tumour_organs  # this directory is on sys.path
-
+    from train.science.draws import mask_case_ids, pool_tumour_organs
+    from train.science.protocol import PRESETS, pool_cases
     from train.checkpoint import load_checkpoint, model_weights
     from train.config import TrainConfig
     from train.data.cases import TrainingCase

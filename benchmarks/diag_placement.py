@@ -46,7 +46,7 @@ def main() -> None:
 
     from train.config import TrainConfig
     from train.data.cache import ensure_cached
-    from bench_science import pool_cases  # this directory is on sys.path when the script runs
+    from train.science.protocol import pool_cases
 
     from train.data.batching import collate
     from train.data.cases import TrainingCase, discover

@@ -635,3 +635,34 @@ def extract_gold(reports: Sequence[GoldReport], db: str | Path, backend: Any, *,
             ingest_dump(store, dump)
     return run_extract(Path(db), backend, prompt_path=prompt_path, sampling=sampling or SamplingConfig(),
                        limit=None, retry_failed=False, log_text=False, progress=progress)
+
+
+# --- agreement of extracted records with a generator's truth (science benchmark) -----------------------------
+
+def extraction_agreement(extracted: Mapping[str, Any], truth: Mapping[str, Any]) -> dict[str, float | int]:
+    """How far the extracted records agree with the phantom generator's truth, per report.
+
+    Both sides map report_id -> records with ``tumors`` of ``organ`` / ``count`` / ``diameters_mm`` (the
+    training side's ``CaseRecords``, not imported here so that extraction stays free of torch).
+
+    Returns counts and rates: reports extracted, reports whose set of tumour organs matches, reports whose
+    number of tumour entries matches, and the mean absolute error (mm) of the largest diameter per organ where
+    both sides give one.
+    """
+    organ_ok = count_ok = n = 0
+    errors = []
+    for rid, t in truth.items():
+        e = extracted.get(rid)
+        if e is None:
+            continue
+        n += 1
+        organ_ok += {x.organ for x in e.tumors} == {x.organ for x in t.tumors}
+        count_ok += sum(x.count for x in e.tumors) == len(t.tumors)
+        for organ in {x.organ for x in t.tumors}:
+            a = [max(x.diameters_mm) for x in e.tumors if x.organ == organ and x.diameters_mm]
+            b = [max(x.diameters_mm) for x in t.tumors if x.organ == organ and x.diameters_mm]
+            if a and b:
+                errors.append(abs(max(a) - max(b)))
+    return {"reports": len(truth), "extracted": n, "organs_match": organ_ok / n if n else math.nan,
+            "count_match": count_ok / n if n else math.nan,
+            "largest_diameter_mae_mm": math.fsum(errors) / len(errors) if errors else math.nan}

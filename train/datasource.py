@@ -136,6 +136,15 @@ def canonical(value) -> str:
     return json.dumps(plain(value), sort_keys=True)
 
 
+def cases_fingerprint(cases: list) -> str:
+    """sha256 (16 hex) of the training cases: ids, content hashes, mask flags and :func:`canonical` records, so
+    the same data gives the same fingerprint in every process (``repr`` of a set would not)."""
+    digest = hashlib.sha256()
+    for c in cases:
+        digest.update(f"{c.files.ct_id}:{c.files.content_sha256}:{c.has_mask}:{canonical(c.records)}\n".encode())
+    return digest.hexdigest()[:16]
+
+
 def rank_validation_cases(cases: list, cache_dir: Path, config: DataConfig) -> list:
     """Held-out cases ordered by lesion voxel count, largest first (ties by ct_id), so that the few validated
     at each validation hold lesions a network can segment."""
@@ -198,11 +207,8 @@ class CaseData:
                                seed=seed, **kw)
         val = training_cases(table, records, split="val", report_only_fraction=0.0, seed=seed, **kw)
         val = [c for c in val if c.has_mask]
-        digest = hashlib.sha256()
-        for c in train + val:
-            digest.update(f"{c.files.ct_id}:{c.files.content_sha256}:{c.has_mask}:{canonical(c.records)}\n".encode())
         cache_dir = Path(config.cache_dir) if config.cache_dir else root / "cache"
-        data = cls(config, train, val, cache_dir, digest.hexdigest()[:16])
+        data = cls(config, train, val, cache_dir, cases_fingerprint(train + val))
         data.dataset.prepare(progress=False)
         return data
 

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 
 SMALL_TUMOR_MM = 20.0
+#: Keys of the per-CT detection metrics (:func:`per_ct_metrics`; the ``_small`` stratum adds the suffix).
+DETECTION_KEYS = ("f1", "sensitivity", "specificity", "auroc")
 VOLUME_THRESHOLDS_MM3: tuple[float, ...] = tuple(
     sorted({*range(10, 100, 10), *range(100, 1000, 10), *range(1000, 10_000, 100), *range(10_000, 100_000, 1000)})
 )
@@ -181,6 +183,45 @@ def evaluate_detection(
     return out
 
 
+def per_ct_metrics(summaries: dict[str, dict], truth: dict[str, dict], dice: dict[str, float],
+                   threshold_mm3: float, small_mm: float) -> dict[str, float | int]:
+    """Per-CT detection (organs pooled) and mean tumour Dice, overall and for the small-tumour stratum.
+
+    A CT is predicted positive when its predicted lesion volume (summed over organs) reaches ``threshold_mm3``;
+    its AUROC score is the largest lesion probability in the CT. Unlike :func:`evaluate_detection`, the truth
+    is the phantom's, so every CT is scored. The ``_small`` metrics keep the tumour-free CTs and the CTs whose
+    largest tumour is below ``small_mm``.
+
+    Args:
+        summaries: ct_id -> ``summary.json`` of ``rsuper predict``.
+        truth: ct_id -> ground-truth row (``tumors[].true_diameters_mm``).
+        dice: ct_id -> union lesion Dice (tumour-bearing CTs, :func:`lesion_dice`).
+        threshold_mm3: a CT is predicted positive when its summed predicted lesion volume reaches this.
+        small_mm: small stratum: tumour-free CTs and CTs whose largest tumour is below this diameter.
+    """
+    rows = []
+    for ct_id, s in summaries.items():
+        sizes = [max(t["true_diameters_mm"]) for t in truth[ct_id]["tumors"]]
+        organs = s["organs"].values()
+        rows.append({
+            "volume": sum(o["lesion_volume_mm3"] for o in organs),
+            "score": max((o["max_probability"] for o in organs), default=0.0),
+            "positive": bool(sizes), "small": bool(sizes) and max(sizes) < small_mm, "ct_id": ct_id,
+        })
+    out: dict[str, float | int] = {}
+    for suffix, keep in (("", lambda r: True), ("_small", lambda r: not r["positive"] or r["small"])):
+        sel = [r for r in rows if keep(r)]
+        m = detection_metrics([r["volume"] for r in sel], [r["score"] for r in sel], [r["positive"] for r in sel],
+                              threshold_mm3, sweep=())
+        for k in DETECTION_KEYS:
+            out[k + suffix] = m[k]
+        out["n_positive" + suffix] = m["n_positive"]
+        out["n_negative" + suffix] = m["n_negative"]
+        d = [dice[r["ct_id"]] for r in sel if r["positive"] and not math.isnan(dice.get(r["ct_id"], math.nan))]
+        out["dice" + suffix] = float(np.mean(d)) if d else math.nan
+    return out
+
+
 # --------------------------------------------------------------------------------------------- files
 
 
@@ -216,6 +257,17 @@ def voxel_metrics_for_case(pred_dir: Path, truth_lesions: Path, lesion_names: di
     dice = dice_per_channel(p, t)
     nsd = nsd_per_channel(p, t, spacing, tolerance_mm)
     return {n: {"dice": d, "nsd": s} for n, d, s in zip(names, dice, nsd) if not math.isnan(d)}
+
+
+def lesion_dice(pred_lesions: Path, truth_lesions: Path) -> float:
+    """Dice of the union of all lesion classes (NaN when the truth is empty); both maps on the same grid."""
+    import nibabel as nib
+
+    pred = np.asarray(nib.load(str(pred_lesions)).dataobj) > 0
+    truth = np.asarray(nib.load(str(truth_lesions)).dataobj) > 0
+    if pred.shape != truth.shape:
+        raise ValueError(f"{pred_lesions}: shape {pred.shape} differs from {truth_lesions} {truth.shape}")
+    return dice_per_channel(torch.from_numpy(pred[None]), torch.from_numpy(truth[None]))[0]
 
 
 def summarise_voxel(per_case: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:

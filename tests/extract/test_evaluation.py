@@ -339,3 +339,28 @@ def test_cli_scores_a_prediction_file_and_writes_json(tmp_path):
     assert result["source"] == f"file:{preds_path}"
     res = runner.invoke(app, ["eval-extraction", str(tmp_path / "nope.jsonl"), "--predictions", str(preds_path)])
     assert res.exit_code == 2 and "cannot read the gold file" in res.output
+
+
+# --- agreement with a generator's truth ---------------------------------------------------------------------
+
+def test_extraction_agreement_counts_organs_entries_and_largest_diameter_error():
+    import math
+
+    from train.data.records import CaseRecords, ReportedTumor
+
+    truth = {
+        "R1": CaseRecords("R1", (ReportedTumor("liver", diameters_mm=(30.0,)), ReportedTumor("liver", diameters_mm=(20.0,)),
+                                 ReportedTumor("kidney", diameters_mm=(12.0,)))),
+        "R2": CaseRecords("R2"),
+        "R3": CaseRecords("R3", (ReportedTumor("liver", diameters_mm=(10.0,)),)),
+    }
+    extracted = {  # R1: a group of two liver lesions (28 mm largest) and the kidney; R2: a false liver lesion
+        "R1": CaseRecords("R1", (ReportedTumor("liver", diameters_mm=(28.0,), count=2),
+                                 ReportedTumor("kidney", diameters_mm=(12.0,)))),
+        "R2": CaseRecords("R2", (ReportedTumor("liver", diameters_mm=(5.0,)),)),
+    }
+    assert ev.extraction_agreement(extracted, truth) == {
+        "reports": 3, "extracted": 2, "organs_match": 0.5, "count_match": 0.5, "largest_diameter_mae_mm": 1.0}
+    none = ev.extraction_agreement({}, truth)
+    assert (none["reports"], none["extracted"]) == (3, 0)
+    assert all(math.isnan(none[k]) for k in ("organs_match", "count_match", "largest_diameter_mae_mm"))

@@ -1,5 +1,12 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 from train.data.records import CaseRecords, ReportedTumor
-from train.datasource import canonical, organ_box
+from train.datasource import canonical, cases_fingerprint, organ_box
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_organ_box_grows_by_margin_in_mm():
@@ -28,6 +35,34 @@ def test_canonical_records_sort_sets():
     assert '"lesion_free": ["kidney", "kidney_left", "pancreas", "spleen"]' in text
     assert '"diameters_mm": [30.0]' in text and '"organ": "liver"' in text
     assert canonical(CaseRecords("r1", a.tumors, frozenset({"kidney", "spleen"}))) != text
+
+
+_FINGERPRINT_SCRIPT = """
+import dataclasses
+from train.data.cache import CaseFiles
+from train.data.dataset import TrainingCase
+from train.data.records import CaseRecords, ReportedTumor
+from train.datasource import cases_fingerprint
+
+free = frozenset(f"organ_{i}" for i in range(12))
+records = CaseRecords("R1", (ReportedTumor("liver", diameters_mm=(30.0,)),), free, frozenset({"pancreas", "spleen"}))
+files = CaseFiles("CT1", "ct.nii.gz", "organs.nii.gz", None, "sha1", {}, None)
+changed = dataclasses.replace(records, lesion_free=free - {"organ_3"})
+print(cases_fingerprint([TrainingCase(files, None), TrainingCase(files, records)]),
+      cases_fingerprint([TrainingCase(files, None), TrainingCase(files, changed)]), repr(records.lesion_free))
+"""
+
+
+def test_cases_fingerprint_is_the_same_in_every_process_and_follows_the_data():
+    runs = []
+    for hash_seed in (1, 2):
+        env = {**os.environ, "PYTHONHASHSEED": str(hash_seed), "PYTHONPATH": str(REPO)}
+        out = subprocess.run([sys.executable, "-c", _FINGERPRINT_SCRIPT], env=env, check=True, capture_output=True,
+                             text=True).stdout
+        runs.append(out.split(" ", 2))
+    assert runs[0][2] != runs[1][2]  # the hash seeds do reorder the set, so its repr differs
+    assert runs[0][0] == runs[1][0] and runs[0][1] == runs[1][1]
+    assert runs[0][0] != runs[0][1]
 
 
 def test_ensure_phantoms_regenerates_a_set_written_with_other_settings(tmp_path):

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from train.data.records import CaseRecords, ReportedTumor
-from train.evaluate import confusion_at, dice_per_channel, evaluate_detection, nsd_per_channel, report_truth, roc_auc
+from train.evaluate import (confusion_at, dice_per_channel, evaluate_detection, nsd_per_channel, per_ct_metrics,
+                            report_truth, roc_auc)
 
 
 def test_roc_auc_known_values():
@@ -56,3 +57,30 @@ def test_detection_from_records_with_small_stratum():
     assert res["liver/all"]["sensitivity"] == 0.5 and res["liver/all"]["specificity"] == 1.0
     assert res["liver/all"]["auroc"] == 1.0
     assert res["liver/small"]["n_positive"] == 1 and res["liver/small"]["sensitivity"] == 0.0
+
+
+def test_per_ct_metrics_pools_organs_and_splits_small():
+    def summary(vol_liver, vol_kidney, p):
+        return {"organs": {"liver": {"lesion_volume_mm3": vol_liver, "max_probability": p},
+                           "kidney": {"lesion_volume_mm3": vol_kidney, "max_probability": p / 2}}}
+
+    def truth(*sizes):
+        return {"tumors": [{"true_diameters_mm": [s, s * 0.8, s * 0.7]} for s in sizes]}
+
+    summaries = {"a": summary(60, 60, 0.9), "b": summary(0, 0, 0.4), "c": summary(500, 0, 0.8),
+                 "d": summary(0, 0, 0.1), "e": summary(150, 0, 0.7)}
+    gt = {"a": truth(10.0), "b": truth(12.0, 30.0), "c": truth(25.0), "d": truth(), "e": truth()}
+    dice = {"a": 0.5, "b": 0.0, "c": 0.9}
+    m = per_ct_metrics(summaries, gt, dice, threshold_mm3=100.0, small_mm=20.0)
+    # all: positives a (120 mm3: hit), b (miss), c (hit); negatives d (ok), e (150 mm3: false positive)
+    assert (m["n_positive"], m["n_negative"]) == (3, 2)
+    assert m["sensitivity"] == pytest.approx(2 / 3)
+    assert m["specificity"] == pytest.approx(0.5)
+    assert m["f1"] == pytest.approx(2 * 2 / (2 * 2 + 1 + 1))
+    assert m["auroc"] == pytest.approx(5 / 6)  # scores a .9, b .4, c .8 vs d .1, e .7
+    assert m["dice"] == pytest.approx((0.5 + 0.0 + 0.9) / 3)
+    # small: only a among the positives (b's largest is 30 mm)
+    assert (m["n_positive_small"], m["n_negative_small"]) == (1, 2)
+    assert m["sensitivity_small"] == 1.0
+    assert m["f1_small"] == pytest.approx(2 / 3)
+    assert m["dice_small"] == pytest.approx(0.5)

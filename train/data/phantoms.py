@@ -25,6 +25,7 @@ import dataclasses
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -669,8 +670,13 @@ def write_case(case: PhantomCase, case_dir: Path) -> None:
     _save_nifti(case.lesions, case.affine, case_dir / "lesions.nii.gz")
 
 
-def write_phantom_set(out: Path, config: PhantomConfig, progress: bool = False) -> dict:
+def write_phantom_set(out: Path, config: PhantomConfig, progress: bool = False,
+                      indices: Sequence[int] | None = None) -> dict:
     """Generate and write a whole phantom set (layout in the module docstring).
+
+    Args:
+        indices: only these phantoms of ``config`` (a subset, e.g. a stratified test set). A subset gets no
+            ``phantoms.json``: the generator settings alone do not say which phantoms it holds.
 
     Returns:
         Summary: number of cases and tumours, output paths.
@@ -679,7 +685,9 @@ def write_phantom_set(out: Path, config: PhantomConfig, progress: bool = False) 
     (out / "cases").mkdir(parents=True, exist_ok=True)
     (out / "labels.json").write_text(json.dumps({str(k): v for k, v in ORGAN_LABELS.items()}, indent=1) + "\n")
     (out / "lesion_labels.json").write_text(json.dumps({str(k): v for k, v in LESION_LABELS.items()}, indent=1) + "\n")
-    indices = range(config.n)
+    subset = indices is not None
+    indices = list(indices) if subset else range(config.n)
+    n_cases = len(indices)
     if progress:
         from tqdm import tqdm
 
@@ -704,11 +712,12 @@ def write_phantom_set(out: Path, config: PhantomConfig, progress: bool = False) 
     write_csv_atomic(out / "case_reports.csv", ["ct_id", "report_id"], mapping)
     tmp = out / "ground_truth.jsonl.tmp"
     tmp.write_text("\n".join(truth) + "\n")
-    os.replace(tmp, out / "ground_truth.jsonl")
-    tmp = out / (SET_CONFIG_FILE + ".tmp")
-    tmp.write_text(config.model_dump_json(indent=1) + "\n")
-    os.replace(tmp, out / SET_CONFIG_FILE)  # written last: its presence means the set is complete
-    return {"cases": config.n, "tumors": n_tumors, "out": str(out)}
+    os.replace(tmp, out / "ground_truth.jsonl")  # a subset's last file: its presence marks a finished subset
+    if not subset:
+        tmp = out / (SET_CONFIG_FILE + ".tmp")
+        tmp.write_text(config.model_dump_json(indent=1) + "\n")
+        os.replace(tmp, out / SET_CONFIG_FILE)  # written last: its presence means the set is complete
+    return {"cases": n_cases, "tumors": n_tumors, "out": str(out)}
 
 
 def read_set_config(root: Path) -> PhantomConfig | None:

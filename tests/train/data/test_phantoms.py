@@ -3,7 +3,7 @@ import json
 
 import numpy as np
 
-from train.data.phantoms import PhantomConfig, generate_case
+from train.data.phantoms import SET_CONFIG_FILE, PhantomConfig, generate_case, write_phantom_set
 
 
 def test_flipped_anisotropic_affine_keeps_physical_tumor_volumes():
@@ -73,3 +73,12 @@ def test_grid_rendering_matches_point_evaluation():
     expected = organ_labels_at(voxel_world_points(oblique, shape), anatomy).reshape(shape)
     got = organ_labels_grid(anatomy, oblique, shape)
     assert (expected > 0).sum() > 1000 and np.count_nonzero(got != expected) <= 0.001 * got.size
+
+
+def test_a_subset_holds_the_chosen_phantoms_and_no_set_config(tmp_path):
+    config = PhantomConfig(n=4, seed=3, shape=(24, 24, 16))
+    summary = write_phantom_set(tmp_path, config, indices=[3, 1])
+    truth = [json.loads(line) for line in (tmp_path / "ground_truth.jsonl").read_text().splitlines()]
+    assert [row["ct_id"] for row in truth] == [generate_case(config, i).ct_id for i in (3, 1)]
+    assert sorted(p.name for p in (tmp_path / "cases").iterdir()) == sorted(row["ct_id"] for row in truth)
+    assert summary["cases"] == 2 and not (tmp_path / SET_CONFIG_FILE).exists()
