@@ -26,6 +26,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from train.evaluate import DETECTION_KEYS
+from train.science.draws import mask_case_ids, pool_tumour_organs
 
 # The presets name their training configs relative to the checkout (configs/science/).
 REPO = Path(__file__).resolve().parents[2]
@@ -173,8 +174,6 @@ def arm_config(settings: ScienceSettings, arm: str, seed: int, out_dir: Path):
 
 def seed_mask_ids(settings: ScienceSettings, seed: int) -> set[str]:
     """The pool CTs that keep their masks in every arm of ``seed`` but ``masks_all``."""
-    from train.science.draws import mask_case_ids, pool_tumour_organs
-
     return mask_case_ids(pool_tumour_organs(settings.work_dir / "pool"), settings.mask_cases, seed)
 
 
