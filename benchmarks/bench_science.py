@@ -267,7 +267,7 @@ def read_truth(root: Path) -> dict[str, dict]:
 
 def _rsuper() -> list[str]:
     exe = Path(sys.executable).parent / "rsuper"
-    return [str(exe)] if exe.is_file() else [sys.executable, "-c", "from extract.cli import main; main()"]
+    return [str(exe)] if exe.is_file() else [sys.executable, "-m", "rsuper"]
 
 
 def shard_stores(settings: ScienceSettings) -> list[Path]:
