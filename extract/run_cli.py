@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+from importlib.resources import as_file, files
 from pathlib import Path
 from typing import Any, Optional
 
@@ -12,7 +14,8 @@ import typer
 from extract.backends import BackendConfigError, BackendName, build_backend
 from extract.backends.base import Backend, SamplingConfig
 
-DEMO_DUMP = Path(__file__).resolve().parent.parent / "data" / "demo_reports.csv"
+#: Found as a package resource so an installed wheel has it too (`rsuper/data` links into the top-level `data/`).
+DEMO_DUMP = files("rsuper") / "data" / "demo_reports.csv"
 
 EXAMPLE_SQL = """\
 -- per-organ summary of every extracted report
@@ -89,7 +92,7 @@ def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo_cmd(
         db: Optional[Path] = typer.Option(None, "--db", help="DuckDB store (default $RSUPER_DB or data/rsuper.duckdb)"),
-        dump: Path = typer.Option(DEMO_DUMP, "--dump", help="report dump to ingest"),
+        dump: Optional[Path] = typer.Option(None, "--dump", help="report dump to ingest (default: the bundled demo)"),
         model: Optional[str] = typer.Option(None, "--model", help="embedded model key"),
         model_path: Optional[Path] = typer.Option(None, "--model-path", help="a GGUF file"),
         limit: Optional[int] = typer.Option(None, "--limit", min=1, help="extract at most this many reports"),
@@ -101,10 +104,11 @@ def register(app: typer.Typer) -> None:
         from extract.store import Store
 
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-        with Store(db) as store:
-            result = ingest_dump(store, dump)
+        # as_file: a real file even where the package is not a plain folder.
+        with Store(db) as store, (as_file(DEMO_DUMP) if dump is None else contextlib.nullcontext(dump)) as path:
+            result = ingest_dump(store, path)
             db_path = store.path
-        typer.echo(f"ingested {result.rows_read} rows from {dump.name}: {result.stats.new} new reports", err=True)
+        typer.echo(f"ingested {result.rows_read} rows from {path.name}: {result.stats.new} new reports", err=True)
         b = _backend(BackendName.local, urls=[], model=model, model_path=model_path, model_revision="",
                      quantization="", concurrency=1, timeout_s=300.0, retries=0, threads=1)
         summary = run_extract(db_path, b, prompt_path=None, sampling=SamplingConfig(), limit=limit,
