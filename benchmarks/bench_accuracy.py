@@ -177,11 +177,11 @@ def rule_ceiling(reports: list) -> dict:
 
 def run_one(name: str, reports: list, args: argparse.Namespace) -> dict:
     from extract.backends.base import SamplingConfig
-    from extract.run_cli import BackendName, build_backend
+    from extract.backends import build_backend
 
-    backend = build_backend(BackendName(args.backend), urls=args.llm_url, model=args.model, model_path=None,
-                            model_revision="", quantization="", concurrency=args.concurrency, timeout_s=300.0,
-                            retries=2, threads=args.threads)
+    backend = build_backend(args.backend, urls=args.llm_url, model=args.model, model_path=None, model_revision="",
+                            quantization="", concurrency=args.concurrency, timeout_s=300.0, retries=2,
+                            threads=args.threads)
     db = args.store or WORK / f"bench-{name}-{args.backend}.duckdb"
     start = time.perf_counter()
     summary = ev.extract_gold(reports, db, backend, sampling=SamplingConfig(max_tokens=args.max_tokens),

@@ -26,6 +26,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 import pyarrow as pa
@@ -449,3 +450,16 @@ async def _run(store: Any, backend: Backend, info: BackendInfo, prompt: Prompt, 
         stats.wall_s = time.perf_counter() - t0
         store.finish_run(run_id, n_ok=stats.ok, n_repaired=stats.repaired, n_failed=stats.failed)
     return stats
+
+
+def run_extract(db: Optional[Path], backend: Backend, *, prompt_path: Optional[Path], sampling: SamplingConfig,
+                limit: Optional[int], retry_failed: bool, log_text: bool, progress: bool) -> dict[str, Any]:
+    """Open the store `db` (None: the default store), run the engine, return the run summary."""
+    from extract.prompting import DEFAULT_PROMPT, load_prompt
+    from extract.store import Store
+
+    prompt = load_prompt(prompt_path or DEFAULT_PROMPT)
+    config = EngineConfig(limit=limit, retry_failed=retry_failed, log_text=log_text, progress=progress)
+    with Store(db) as store:
+        stats = asyncio.run(run_extraction(store, backend, prompt, sampling, config))
+    return stats.summary()

@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from extract import evaluation as ev
+from extract.backends import BackendConfigError
 from extract.backends.base import SamplingConfig
 
 DEFAULT_OUT_DIR = Path("build") / "eval"
@@ -28,14 +29,10 @@ def _work_db(gold: Path, subset: Optional[Path], limit: Optional[int]) -> Path:
 def _run_engine(reports: list, db: Path, backend: str, *, model: Optional[str], llm_url: list[str],
                 model_path: Optional[Path], threads: int, max_tokens: int, prompt: Optional[Path]) -> dict:
     try:
-        from extract.run_cli import BackendName, build_backend
+        from extract.backends import build_backend
     except ImportError as exc:
         raise ev.EngineUnavailable(f"the extraction engine cannot be imported ({exc})") from exc
-    try:
-        name = BackendName(backend)
-    except ValueError:
-        raise typer.BadParameter(f"unknown backend {backend!r} (expected local, openai or vllm)") from None
-    b = build_backend(name, urls=llm_url, model=model, model_path=model_path, model_revision="", quantization="",
+    b = build_backend(backend, urls=llm_url, model=model, model_path=model_path, model_revision="", quantization="",
                       concurrency=8, timeout_s=300.0, retries=2, threads=threads)
     return ev.extract_gold(reports, db, b, sampling=SamplingConfig(max_tokens=max_tokens), prompt_path=prompt,
                            progress=True)
@@ -102,7 +99,7 @@ def eval_extraction(
             source = f"store:{path}"
     except ev.GoldError as exc:
         _fail(str(exc))
-    except (ev.EngineUnavailable, typer.BadParameter) as exc:
+    except (ev.EngineUnavailable, BackendConfigError) as exc:
         _fail(str(exc))
 
     result = ev.evaluate(reports, preds)

@@ -622,8 +622,8 @@ def extract_gold(reports: Sequence[GoldReport], db: str | Path, backend: Any, *,
 
     try:
         from extract.backends.base import SamplingConfig
+        from extract.engine import run_extract
         from extract.ingest import ingest_dump
-        from extract.run_cli import run_extract
         from extract.store import Store
     except ImportError as exc:
         raise EngineUnavailable(f"the extraction engine cannot be imported ({exc}); use --db or --predictions") from exc

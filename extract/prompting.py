@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,9 @@ import yaml
 from extract.reading.convert import to_payload
 from schemas.llm import LLMAnswer
 
-PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+#: The shipped templates, found as package resources so an installed wheel has them too
+#: (`rsuper/prompts` links to the top-level `prompts/`).
+PROMPTS_DIR = files("rsuper") / "prompts"
 DEFAULT_PROMPT = PROMPTS_DIR / "extract_v1.yaml"
 
 Message = dict[str, str]
@@ -76,19 +80,21 @@ class Prompt:
         ]
 
 
-def _require(doc: dict[str, Any], key: str, path: Path) -> Any:
+def _require(doc: dict[str, Any], key: str, path: Path | Traversable) -> Any:
     if key not in doc:
         raise PromptError(f"{path}: missing key '{key}'")
     return doc[key]
 
 
-def load_prompt(path: str | Path = DEFAULT_PROMPT) -> Prompt:
-    """Load and check a template: every few-shot answer must validate and convert for its own report.
+def load_prompt(path: str | Path | Traversable = DEFAULT_PROMPT) -> Prompt:
+    """Load and check a template (a file path, or a package resource such as `DEFAULT_PROMPT`): every few-shot
+    answer must validate and convert for its own report.
 
     Raises:
         PromptError: unreadable file, missing key, or an example that is not a usable answer.
     """
-    path = Path(path)
+    if isinstance(path, str):
+        path = Path(path)
     try:
         raw = path.read_bytes()
         doc = yaml.safe_load(raw)

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import json
 import logging
-from enum import Enum
+from importlib.resources import as_file, files
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
+from extract.backends import BackendConfigError, BackendName, build_backend
 from extract.backends.base import Backend, SamplingConfig
 
-DEMO_DUMP = Path(__file__).resolve().parent.parent / "data" / "demo_reports.csv"
+#: Found as a package resource so an installed wheel has it too (`rsuper/data` links into the top-level `data/`).
+DEMO_DUMP = files("rsuper") / "data" / "demo_reports.csv"
 
 EXAMPLE_SQL = """\
 -- per-organ summary of every extracted report
@@ -27,32 +29,12 @@ SELECT run_id, backend, model_id, prompt_id, n_ok, n_repaired, n_failed FROM ext
 SELECT status, count(*), avg(output_tokens) FROM extractions GROUP BY status;"""
 
 
-class BackendName(str, Enum):
-    openai = "openai"
-    vllm = "vllm"
-    local = "local"
-
-
-def build_backend(backend: BackendName, *, urls: list[str], model: Optional[str], model_path: Optional[Path],
-                  model_revision: str, quantization: str, concurrency: int, timeout_s: float, retries: int,
-                  threads: int) -> Backend:
-    """The backend named on the command line, configured from the flags."""
-    if backend is BackendName.openai:
-        from extract.backends.openai import OpenAIBackend, OpenAIConfig
-
-        return OpenAIBackend(OpenAIConfig(urls=urls or ["http://127.0.0.1:8000/v1"], model=model,
-                                          model_revision=model_revision, quantization=quantization,
-                                          concurrency=concurrency, timeout_s=timeout_s, retries=retries))
-    if backend is BackendName.vllm:
-        from extract.backends.vllm import VllmBackend, VllmConfig
-
-        if not model:
-            raise typer.BadParameter("--model is required with --backend vllm", param_hint="--model")
-        return VllmBackend(VllmConfig(model=model, model_revision=model_revision, quantization=quantization))
-    from extract.backends.local import LocalBackend, LocalConfig
-    from extract.model import DEFAULT_MODEL
-
-    return LocalBackend(LocalConfig(model=model or DEFAULT_MODEL, model_path=model_path, n_threads=threads))
+def _backend(backend: BackendName, **settings: Any) -> Backend:
+    """`build_backend`, its configuration errors shown as a bad command-line option."""
+    try:
+        return build_backend(backend, **settings)
+    except BackendConfigError as exc:
+        raise typer.BadParameter(str(exc), param_hint=f"--{exc.setting}") from exc
 
 
 def _print_stats(summary: dict[str, Any], as_json: bool) -> None:
@@ -68,20 +50,6 @@ def _print_stats(summary: dict[str, Any], as_json: bool) -> None:
         f"  {rate if rate is not None else '-'} reports/s, {summary['calls_per_report']} calls/report, "
         f"{summary['prompt_tokens_per_report']} prompt + {summary['output_tokens_per_report']} output tokens/report, "
         f"run {summary['run_id']}", err=True)
-
-
-def run_extract(db: Optional[Path], backend: Backend, *, prompt_path: Optional[Path], sampling: SamplingConfig,
-                limit: Optional[int], retry_failed: bool, log_text: bool, progress: bool) -> dict[str, Any]:
-    """Open the store, run the engine, return the run summary."""
-    from extract.engine import EngineConfig, run_extraction
-    from extract.prompting import DEFAULT_PROMPT, load_prompt
-    from extract.store import Store
-
-    prompt = load_prompt(prompt_path or DEFAULT_PROMPT)
-    config = EngineConfig(limit=limit, retry_failed=retry_failed, log_text=log_text, progress=progress)
-    with Store(db) as store:
-        stats = asyncio.run(run_extraction(store, backend, prompt, sampling, config))
-    return stats.summary()
 
 
 def register(app: typer.Typer) -> None:
@@ -110,10 +78,12 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="print the run summary as JSON on stdout"),
     ) -> None:
         """Run the LLM over every report not yet extracted under the current run key."""
+        from extract.engine import run_extract
+
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-        b = build_backend(backend, urls=llm_url, model=model, model_path=model_path, model_revision=model_revision,
-                          quantization=quantization, concurrency=concurrency, timeout_s=timeout, retries=retries,
-                          threads=threads)
+        b = _backend(backend, urls=llm_url, model=model, model_path=model_path, model_revision=model_revision,
+                     quantization=quantization, concurrency=concurrency, timeout_s=timeout, retries=retries,
+                     threads=threads)
         sampling = SamplingConfig(temperature=temperature, max_tokens=max_tokens, seed=seed)
         summary = run_extract(db, b, prompt_path=prompt, sampling=sampling, limit=limit, retry_failed=retry_failed,
                               log_text=log_text, progress=progress)
@@ -122,23 +92,25 @@ def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo_cmd(
         db: Optional[Path] = typer.Option(None, "--db", help="DuckDB store (default $RSUPER_DB or data/rsuper.duckdb)"),
-        dump: Path = typer.Option(DEMO_DUMP, "--dump", help="report dump to ingest"),
+        dump: Optional[Path] = typer.Option(None, "--dump", help="report dump to ingest (default: the bundled demo)"),
         model: Optional[str] = typer.Option(None, "--model", help="embedded model key"),
         model_path: Optional[Path] = typer.Option(None, "--model-path", help="a GGUF file"),
         limit: Optional[int] = typer.Option(None, "--limit", min=1, help="extract at most this many reports"),
         show: int = typer.Option(3, "--show", min=0, help="reports whose organ summary is printed"),
     ) -> None:
         """Ingest the demo dump, extract it with the embedded model, print a few summaries and example SQL."""
+        from extract.engine import run_extract
         from extract.ingest import ingest_dump
         from extract.store import Store
 
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-        with Store(db) as store:
-            result = ingest_dump(store, dump)
+        # as_file: a real file even where the package is not a plain folder.
+        with Store(db) as store, (as_file(DEMO_DUMP) if dump is None else contextlib.nullcontext(dump)) as path:
+            result = ingest_dump(store, path)
             db_path = store.path
-        typer.echo(f"ingested {result.rows_read} rows from {dump.name}: {result.stats.new} new reports", err=True)
-        b = build_backend(BackendName.local, urls=[], model=model, model_path=model_path, model_revision="",
-                          quantization="", concurrency=1, timeout_s=300.0, retries=0, threads=1)
+        typer.echo(f"ingested {result.rows_read} rows from {path.name}: {result.stats.new} new reports", err=True)
+        b = _backend(BackendName.local, urls=[], model=model, model_path=model_path, model_revision="",
+                     quantization="", concurrency=1, timeout_s=300.0, retries=0, threads=1)
         summary = run_extract(db_path, b, prompt_path=None, sampling=SamplingConfig(), limit=limit,
                               retry_failed=False, log_text=False, progress=True)
         _print_stats(summary, as_json=False)

@@ -14,7 +14,6 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from extract.cli import app
 from extract.ingest import (
     IngestConfig,
     IngestError,
@@ -24,6 +23,7 @@ from extract.ingest import (
     split_sections,
 )
 from extract.store import Store, StoreReadOnlyError
+from rsuper.cli import app
 
 runner = CliRunner()
 

@@ -91,7 +91,7 @@ def test_the_backend_refuses_to_start_before_loading_a_crashing_runtime(monkeypa
 
 def test_the_cli_prints_the_message_instead_of_a_traceback(monkeypatch, tmp_path, capsys):
     pytest.importorskip("llama_cpp")
-    from extract import cli
+    from rsuper import cli
 
     gguf = tmp_path / "other.gguf"
     gguf.write_bytes(b"GGUF")

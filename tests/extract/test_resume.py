@@ -22,7 +22,7 @@ CONCURRENCY = 3
 def _extract(db: Path, url: str) -> subprocess.Popen:
     env = {**os.environ, "RSUPER_DB": str(db)}
     return subprocess.Popen(
-        [sys.executable, "-m", "extract.cli", "extract", "--backend", "openai", "--llm-url", url,
+        [sys.executable, "-m", "rsuper", "extract", "--backend", "openai", "--llm-url", url,
          "--concurrency", str(CONCURRENCY), "--retries", "0", "--no-progress", "--json"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

@@ -50,7 +50,7 @@ def _cli(args: list[str], stdout: Path, env: dict[str, str] | None = None) -> No
         os.dup2(fd, 1)
         sys.stdout = os.fdopen(1, "w", buffering=1)
         os.environ.update(env or {})
-        from extract.cli import app
+        from rsuper.cli import app
 
         get_command(app).main(args, prog_name="rsuper", standalone_mode=False)
         code = 0
@@ -62,7 +62,7 @@ def _cli(args: list[str], stdout: Path, env: dict[str, str] | None = None) -> No
 @pytest.fixture(scope="module", autouse=True)
 def _preloaded():
     """Import what a run needs once, here, so every forked child inherits it."""
-    import extract.cli  # noqa: F401
+    import rsuper.cli  # noqa: F401
     import torch.utils.tensorboard  # noqa: F401
 
     import train.cli  # noqa: F401

@@ -19,7 +19,7 @@ from train.science.protocol import ScienceSettings
 def rsuper_command() -> list[str]:
     """The ``rsuper`` CLI of this interpreter's environment (the module when the script is not installed)."""
     exe = Path(sys.executable).parent / "rsuper"
-    return [str(exe)] if exe.is_file() else [sys.executable, "-c", "from extract.cli import main; main()"]
+    return [str(exe)] if exe.is_file() else [sys.executable, "-m", "rsuper"]
 
 
 def shard_stores(settings: ScienceSettings) -> list[Path]:

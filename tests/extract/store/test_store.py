@@ -15,15 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from extract import store as store_mod
-from extract.store import (
-    SCHEMA_VERSION,
-    Store,
-    StoreError,
-    StoreReadOnlyError,
-    arrow_to_duckdb_type,
-    create_table_sql,
-    default_db_path,
-)
+from extract.store import Store, StoreError, StoreReadOnlyError, default_db_path, tables
+from extract.store.tables import SCHEMA_VERSION, arrow_to_duckdb_type, create_table_sql
 from schemas.records import ExtractionPayload
 from schemas.tables import ORGAN_FINDINGS_SCHEMA, TUMORS_SCHEMA, extraction_tables
 from schemas.vocab import ORGANS
@@ -126,8 +119,8 @@ def test_migrations_run_in_order_and_only_once(tmp_path, monkeypatch):
         calls.append(2)
         con.execute("ALTER TABLE reports ADD COLUMN IF NOT EXISTS language VARCHAR")
 
-    monkeypatch.setattr(store_mod, "MIGRATIONS", store_mod.MIGRATIONS + (migration_2,))
-    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(tables, "MIGRATIONS", tables.MIGRATIONS + (migration_2,))
+    monkeypatch.setattr(tables, "SCHEMA_VERSION", 2)
     with Store(path) as s:
         assert s.schema_version() == 2
         assert "language" in s.con.sql("SELECT * FROM reports").columns
@@ -145,8 +138,8 @@ def test_failed_migration_leaves_the_store_at_its_old_version(tmp_path, monkeypa
         con.execute("ALTER TABLE reports ADD COLUMN half_done VARCHAR")
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(store_mod, "MIGRATIONS", store_mod.MIGRATIONS + (broken,))
-    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(tables, "MIGRATIONS", tables.MIGRATIONS + (broken,))
+    monkeypatch.setattr(tables, "SCHEMA_VERSION", 2)
     with pytest.raises(RuntimeError, match="boom"):
         Store(path).open()
     monkeypatch.undo()
@@ -335,7 +328,7 @@ def test_delete_failed_removes_only_the_failed_results_of_the_config(tmp_path):
 
 
 def test_a_consistent_batch_skips_the_check_query_and_every_broken_one_runs_it(store, monkeypatch):
-    from extract.store import _batch_is_consistent
+    from extract.store.store import _batch_is_consistent
 
     ext, tumors, organs = _extraction("k1", "R1", _payload(LIVER_CYST))
     ext2, _, organs2 = _extraction("k2", "R2", _payload())

@@ -1,6 +1,7 @@
-"""The `rsuper` console script: one typer app, each side registers its own commands.
+"""The `rsuper` console script: one typer app; extraction (`extract/`) and training (`train/`) each register
+their own commands on it.
 
-Training commands live in `train/` and import torch lazily, so extraction works without the training stack.
+Training commands import torch lazily, so extraction works without the training stack.
 """
 
 from __future__ import annotations
@@ -49,7 +50,3 @@ def main() -> None:
     except (BackendError, ModelError) as exc:  # the message says what to do; a traceback would bury it
         typer.echo(f"rsuper: error: {exc}", err=True)
         raise SystemExit(1) from None
-
-
-if __name__ == "__main__":
-    main()

@@ -1,12 +1,8 @@
-"""The DuckDB store: reports, extraction runs, extractions, tumors, per-organ findings, cases.
+"""The `Store` class: one connection to one DuckDB file, with every read and write the pipeline does.
 
-One `Store` is one connection to one DuckDB file. DuckDB allows one writing process per file; a second
-writer gets `StoreLockedError`. Every write is one explicit transaction fed from Arrow tables (no
-row-by-row inserts), so a failed write leaves the store as it was.
-
-The `tumors` and `organ_findings` tables are created from the Arrow schemas in `schemas.tables`
-(`arrow_to_duckdb_type` does the mapping), so the DDL follows the shared schema package. The store's own
-DDL version lives in `_meta` and moves forward through `MIGRATIONS`.
+DuckDB allows one writing process per file; a second writer gets `StoreLockedError`. Every write is one
+explicit transaction fed from Arrow tables (no row-by-row inserts), so a failed write leaves the store as it
+was. The DDL and its migrations live in `extract.store.tables`, the export SQL in `extract.store.export`.
 
 Report text is protected health information: nothing here logs it, and error messages never quote it.
 """
@@ -15,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,27 +21,17 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+# The module, not its names: migrations and the DDL version are read at call time (tests extend them).
+from extract.store import tables
+from extract.store.errors import StoreError, StoreReadOnlyError, translate
+from extract.store.export import EXPORT_FORMATS, rsuper_csv_sql
+from extract.store.tables import quote_ident, sql_str
 from schemas.vocab import ORGANS
-
-#: Version of the store DDL written by this code (the length of `MIGRATIONS`).
-SCHEMA_VERSION = 1
 
 DEFAULT_DB = Path("data") / "rsuper.duckdb"
 
 #: Extraction states whose rows feed the summaries (a failed extraction has no findings).
 USABLE_STATUSES = ("ok", "repaired")
-
-
-class StoreError(RuntimeError):
-    """A store operation failed; the message names the database file and what to do."""
-
-
-class StoreLockedError(StoreError):
-    """Another process holds the DuckDB write lock on the file."""
-
-
-class StoreReadOnlyError(StoreError):
-    """A write was attempted on a store opened read-only, or the file cannot be written."""
 
 
 @dataclass(frozen=True)
@@ -83,203 +69,6 @@ def default_db_path() -> Path:
     return Path(env) if env else DEFAULT_DB
 
 
-# --------------------------------------------------------------------------------------------------
-# Arrow -> DuckDB DDL
-# --------------------------------------------------------------------------------------------------
-
-_SIMPLE_TYPES: dict[pa.DataType, str] = {
-    pa.string(): "VARCHAR",
-    pa.large_string(): "VARCHAR",
-    pa.bool_(): "BOOLEAN",
-    pa.int8(): "TINYINT",
-    pa.int16(): "SMALLINT",
-    pa.int32(): "INTEGER",
-    pa.int64(): "BIGINT",
-    pa.uint8(): "UTINYINT",
-    pa.uint16(): "USMALLINT",
-    pa.uint32(): "UINTEGER",
-    pa.uint64(): "UBIGINT",
-    pa.float16(): "FLOAT",
-    pa.float32(): "FLOAT",
-    pa.float64(): "DOUBLE",
-    pa.date32(): "DATE",
-    pa.binary(): "BLOB",
-    pa.large_binary(): "BLOB",
-}
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def arrow_to_duckdb_type(dtype: pa.DataType) -> str:
-    """DuckDB column type for an Arrow type (nested lists, fixed-size lists, structs and maps included).
-
-    Raises:
-        TypeError: for an Arrow type the store does not use (unions, durations, ...).
-    """
-    if dtype in _SIMPLE_TYPES:
-        return _SIMPLE_TYPES[dtype]
-    if pa.types.is_timestamp(dtype):
-        return "TIMESTAMPTZ" if dtype.tz else "TIMESTAMP"
-    if pa.types.is_decimal(dtype):
-        return f"DECIMAL({dtype.precision}, {dtype.scale})"
-    if pa.types.is_dictionary(dtype):
-        return arrow_to_duckdb_type(dtype.value_type)
-    if pa.types.is_fixed_size_list(dtype):
-        return f"{arrow_to_duckdb_type(dtype.value_type)}[{dtype.list_size}]"
-    if pa.types.is_list(dtype) or pa.types.is_large_list(dtype):
-        return f"{arrow_to_duckdb_type(dtype.value_type)}[]"
-    if pa.types.is_map(dtype):
-        return f"MAP({arrow_to_duckdb_type(dtype.key_type)}, {arrow_to_duckdb_type(dtype.item_type)})"
-    if pa.types.is_struct(dtype):
-        fields = ", ".join(f"{_quote(f.name)} {arrow_to_duckdb_type(f.type)}" for f in dtype)
-        return f"STRUCT({fields})"
-    raise TypeError(f"no DuckDB column type for Arrow type {dtype}")
-
-
-def create_table_sql(name: str, schema: pa.Schema, primary_key: Sequence[str] = ()) -> str:
-    """`CREATE TABLE` statement for an Arrow schema; non-nullable fields become NOT NULL."""
-    cols = [
-        f"{_quote(f.name)} {arrow_to_duckdb_type(f.type)}{'' if f.nullable else ' NOT NULL'}" for f in schema
-    ]
-    if primary_key:
-        cols.append(f"PRIMARY KEY ({', '.join(_quote(c) for c in primary_key)})")
-    return f"CREATE TABLE IF NOT EXISTS {_quote(name)} (\n  " + ",\n  ".join(cols) + "\n)"
-
-
-def _table_schemas() -> tuple[pa.Schema, pa.Schema]:
-    """(tumors, organ_findings) Arrow schemas from the shared schema package."""
-    from schemas.tables import ORGAN_FINDINGS_SCHEMA, TUMORS_SCHEMA
-
-    return TUMORS_SCHEMA, ORGAN_FINDINGS_SCHEMA
-
-
-# --------------------------------------------------------------------------------------------------
-# DDL of the store's own tables and views
-# --------------------------------------------------------------------------------------------------
-
-_REPORTS_DDL = """
-CREATE TABLE IF NOT EXISTS reports (
-  report_id   VARCHAR NOT NULL,
-  version     INTEGER NOT NULL,
-  sha256      VARCHAR NOT NULL,
-  text        VARCHAR NOT NULL,
-  sections    STRUCT(name VARCHAR, text VARCHAR)[],
-  n_chars     INTEGER NOT NULL,
-  source_file VARCHAR,
-  source_row  BIGINT,
-  ingested_at TIMESTAMP NOT NULL,
-  PRIMARY KEY (report_id, version)
-)"""
-
-_RUNS_DDL = """
-CREATE TABLE IF NOT EXISTS extraction_runs (
-  run_id         VARCHAR PRIMARY KEY,
-  config_hash    VARCHAR NOT NULL,
-  backend        VARCHAR,
-  model_id       VARCHAR,
-  model_revision VARCHAR,
-  quantization   VARCHAR,
-  prompt_id      VARCHAR,
-  prompt_sha256  VARCHAR,
-  schema_version VARCHAR,
-  sampling       JSON,
-  versions       JSON,
-  started_at     TIMESTAMP,
-  finished_at    TIMESTAMP,
-  n_ok           INTEGER,
-  n_repaired     INTEGER,
-  n_failed       INTEGER
-)"""
-
-_EXTRACTIONS_DDL = """
-CREATE TABLE IF NOT EXISTS extractions (
-  extraction_key VARCHAR PRIMARY KEY,
-  run_id         VARCHAR,
-  report_id      VARCHAR NOT NULL,
-  report_version INTEGER NOT NULL,
-  report_sha256  VARCHAR NOT NULL,
-  config_hash    VARCHAR NOT NULL,
-  status         VARCHAR NOT NULL CHECK (status IN ('ok', 'repaired', 'failed')),
-  attempts       INTEGER,
-  error          VARCHAR,
-  raw_output     VARCHAR,
-  payload        JSON,
-  prompt_tokens  INTEGER,
-  output_tokens  INTEGER,
-  latency_s      DOUBLE,
-  created_at     TIMESTAMP NOT NULL,
-  is_current     BOOLEAN NOT NULL DEFAULT false  -- maintained by the store: the report's current extraction
-)"""
-
-_CASES_DDL = """
-CREATE TABLE IF NOT EXISTS cases (
-  ct_id            VARCHAR PRIMARY KEY,
-  report_id        VARCHAR,
-  image_path       VARCHAR NOT NULL,
-  organ_mask_path  VARCHAR,
-  lesion_mask_path VARCHAR,
-  spacing          DOUBLE[3],
-  split            VARCHAR,
-  shape            INTEGER[3],
-  content_sha256   VARCHAR
-)"""
-
-_ORGAN_SUMMARY_COLUMNS = (
-    "report_id",
-    "organ",
-    "state",
-    "lesion_count",
-    "count_is_lower_bound",
-    "largest_diameter_mm",
-    "size_bound_mm",
-    "largest_location",
-    "sides",
-    "largest_attenuation",
-)
-
-
-def _sql_str(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def ct_summary_sql(organs: Sequence[str]) -> str:
-    """`SELECT` over `organ_summary` giving one row per report in the R-Super per-CT layout.
-
-    Per organ: `<organ>_lesion_count` (0 for no_lesion/not_mentioned, NULL when equivocal),
-    `<organ>_largest_diameter_cm` (mm / 10; 0 without lesions; NULL for an unmeasured lesion or an
-    equivocal organ), `<organ>_largest_location`; then `no_lesion` (1 when no organ is lesion or
-    equivocal, else 0).
-    """
-    cols = ["report_id"]
-    for organ in organs:
-        lit = _sql_str(organ)
-        cols += [
-            f"max(CASE WHEN organ = {lit} THEN CASE state WHEN 'lesion' THEN lesion_count "
-            f"WHEN 'equivocal' THEN NULL ELSE 0 END END)::INTEGER AS {_quote(organ + '_lesion_count')}",
-            f"max(CASE WHEN organ = {lit} THEN CASE state WHEN 'lesion' THEN largest_diameter_mm / 10.0 "
-            f"WHEN 'equivocal' THEN NULL ELSE 0.0 END END) AS {_quote(organ + '_largest_diameter_cm')}",
-            f"max(CASE WHEN organ = {lit} THEN largest_location END) AS {_quote(organ + '_largest_location')}",
-        ]
-    cols.append("CASE WHEN bool_or(state IN ('lesion', 'equivocal')) THEN 0 ELSE 1 END AS no_lesion")
-    return "SELECT\n  " + ",\n  ".join(cols) + "\nFROM organ_summary\nGROUP BY report_id"
-
-
-def _create_views(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute(
-        """CREATE OR REPLACE VIEW latest_reports AS
-        SELECT * FROM reports
-        QUALIFY row_number() OVER (PARTITION BY report_id ORDER BY version DESC) = 1"""
-    )
-    # `is_current` is maintained by every write (see `_refresh_current`), so the summaries are plain scans.
-    con.execute("CREATE OR REPLACE VIEW current_extractions AS SELECT * EXCLUDE (is_current) FROM extractions "
-                "WHERE is_current")
-    cols = ", ".join(_quote(c) for c in _ORGAN_SUMMARY_COLUMNS)
-    con.execute(f"CREATE OR REPLACE VIEW organ_summary AS SELECT {cols} FROM organ_findings WHERE is_current")
-    con.execute(f"CREATE OR REPLACE VIEW ct_summary AS {ct_summary_sql(ORGANS)}")
-
-
 def _refresh_current(con: duckdb.DuckDBPyConnection, affected: str) -> None:
     """Recompute `is_current` of extractions and organ_findings for the report ids in table `affected`.
 
@@ -287,7 +76,7 @@ def _refresh_current(con: duckdb.DuckDBPyConnection, affected: str) -> None:
     version, the newest by created_at (ties: the larger extraction_key). Leaves temp table `_cur`
     (extraction_key) for the caller.
     """
-    usable = ", ".join(_sql_str(s) for s in USABLE_STATUSES)
+    usable = ", ".join(sql_str(s) for s in USABLE_STATUSES)
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _cur AS
         SELECT e.extraction_key FROM extractions e
@@ -303,124 +92,6 @@ def _refresh_current(con: duckdb.DuckDBPyConnection, affected: str) -> None:
             WHERE report_id IN (SELECT report_id FROM {affected})
               AND is_current <> (extraction_key IN (SELECT extraction_key FROM _cur))"""
         )
-
-
-def _migration_1(con: duckdb.DuckDBPyConnection) -> None:
-    tumors, organ_findings = _table_schemas()
-    missing = [c for c in _ORGAN_SUMMARY_COLUMNS if c not in organ_findings.names]
-    if missing or "extraction_key" not in organ_findings.names:
-        raise StoreError(f"schemas.tables.ORGAN_FINDINGS_SCHEMA lacks columns {missing or ['extraction_key']}")
-    for ddl in (_REPORTS_DDL, _RUNS_DDL, _EXTRACTIONS_DDL, _CASES_DDL):
-        con.execute(ddl)
-    con.execute(create_table_sql("tumors", tumors))
-    # The store adds `is_current` (kept in step with extractions) so organ_summary is a filtered scan.
-    # No primary key: `write_extractions` checks one row per (extraction, organ key), and an index on
-    # millions of rows would slow every bulk write.
-    organ_findings = organ_findings.append(pa.field("is_current", pa.bool_(), nullable=False))
-    con.execute(create_table_sql("organ_findings", organ_findings))
-    _create_views(con)
-
-
-#: Forward migrations: entry i takes a store from DDL version i to i + 1. Each must be idempotent.
-MIGRATIONS: tuple[Callable[[duckdb.DuckDBPyConnection], None], ...] = (_migration_1,)
-assert len(MIGRATIONS) == SCHEMA_VERSION
-
-
-def _translate(exc: duckdb.Error, path: Path) -> StoreError:
-    """A DuckDB error turned into a store error that names the file and says what to do."""
-    msg = str(exc)
-    low = msg.lower()
-    if "lock" in low and ("conflicting" in low or "could not set" in low):
-        return StoreLockedError(
-            f"{path}: the database is locked: another process is writing to it. "
-            "Wait for it to finish, or use another --db."
-        )
-    if "read-only" in low or "read only" in low:
-        return StoreReadOnlyError(f"{path}: the database is open read-only; this command cannot write to it.")
-    if "permission denied" in low or "read-only file system" in low:
-        return StoreReadOnlyError(f"{path}: the database file cannot be written (permission denied).")
-    return StoreError(f"{path}: {msg}")
-
-
-_PAIRED = ("kidney", "adrenal_gland", "lung", "breast", "ovary_adnexa")
-
-#: Our organ keys -> R-Super `Standardized Organ` names (others keep their key).
-_RSUPER_ORGAN = {"adrenal_gland": "adrenal gland", "lymph_node": "lymph node", "ovary_adnexa": "ovary", "other": "u"}
-
-
-def rsuper_csv_sql() -> str:
-    """`SELECT` giving the R-Super per-tumor CSV layout (EXTRACTION.md (e)) from `tumors`.
-
-    One row per lesion of the current extraction (presence definite/probable), or one `no lesion` row for a
-    report without any. `BDMAP ID` is the CT id from `cases` (one block per CT of the report), else the
-    report id. Group records expand as the reference does: an exactly counted group measured `each_of_group`
-    gives one sized row per lesion; any other group gives its sized row (if measured) plus one `multiple` row.
-    `Tumor Size (mm)` is "a x b x c" in mm (one decimal), `multiple`, or `u`; `Unknow Tumor Size` is `yes` when
-    the CT has a `multiple`/`u` row in the same standardized organ.
-    """
-    organ_map = " ".join(f"WHEN {_sql_str(k)} THEN {_sql_str(v)}" for k, v in _RSUPER_ORGAN.items())
-    paired = ", ".join(_sql_str(o) for o in _PAIRED)
-    return f"""
-WITH cur AS (
-  SELECT c.extraction_key, c.report_id, coalesce(k.ct_id, c.report_id) AS bdmap_id
-  FROM current_extractions c LEFT JOIN cases k ON k.report_id = c.report_id
-),
-t AS (
-  SELECT cur.bdmap_id, cur.report_id, tm.*,
-         len(coalesce(tm.size_diameters_mm, [])) > 0 AS measured,
-         (tm.count > 1 OR NOT tm.count_exact OR tm.innumerable) AS is_group
-  FROM tumors tm JOIN cur USING (extraction_key)
-  WHERE tm.presence IN ('definite', 'probable')
-),
-rows AS (
-  SELECT t.*, r.range AS part,
-         CASE WHEN measured THEN array_to_string(list_transform(size_diameters_mm, lambda x: printf('%.1f', x)), ' x ')
-              ELSE 'u' END AS size_mm
-  FROM t, range(CASE WHEN is_group AND measured AND count_exact AND size_refers_to = 'each_of_group'
-                     THEN count ELSE 1 END) r
-  WHERE measured OR NOT is_group
-  UNION ALL
-  SELECT t.*, 1000000 AS part, 'multiple' AS size_mm FROM t
-  WHERE is_group AND NOT (measured AND count_exact AND size_refers_to = 'each_of_group')
-),
-std AS (
-  SELECT *,
-    CASE organ {organ_map} ELSE organ END AS std_organ,
-    CASE WHEN organ = 'liver' THEN array_to_string(
-           list_transform(segments, lambda s: replace(s, 'liver_segment_', 'segment ')), ' / ')
-         WHEN organ = 'pancreas' THEN array_to_string(list_sort(list_distinct(list_transform(segments,
-           lambda s: CASE WHEN s IN ('pancreas_head', 'pancreas_uncinate', 'pancreas_neck') THEN 'head'
-                     ELSE replace(s, 'pancreas_', '') END))), ' / ')
-         WHEN organ IN ({paired}) THEN CASE laterality WHEN 'bilateral' THEN 'left / right'
-                                                       ELSE coalesce(laterality, '') END
-         ELSE '' END AS std_location
-  FROM rows
-)
-SELECT bdmap_id AS "BDMAP ID", report_id AS "Accession Number",
-  'tumor ' || row_number() OVER (PARTITION BY bdmap_id ORDER BY tumor_id, part) AS "Tumor ID",
-  organ AS "Organ", lesion_type AS "Tumor Type", coalesce(location_text, '') AS "Tumor Location",
-  size_mm AS "Tumor Size (mm)", attenuation AS "Tumor Attenuation",
-  std_organ AS "Standardized Organ", coalesce(std_location, '') AS "Standardized Location",
-  CASE attenuation WHEN 'hypo' THEN 'low' WHEN 'hyper' THEN 'high' WHEN 'iso' THEN 'iso'
-                   WHEN 'heterogeneous' THEN 'heterogeneous' ELSE 'u' END AS "Standardized Attenuation",
-  CASE WHEN bool_or(size_mm IN ('multiple', 'u')) OVER (PARTITION BY bdmap_id, std_organ) THEN 'yes' ELSE 'no' END
-    AS "Unknow Tumor Size",
-  false AS "no lesion",
-  CASE malignancy WHEN 'malignant' THEN 'yes' WHEN 'benign' THEN 'no' ELSE 'u' END AS "malignancy"
-FROM std
-UNION ALL
-SELECT bdmap_id, report_id, 'no lesion', '', '', '', '', '', '', '', '', 'no', true, ''
-FROM cur WHERE bdmap_id NOT IN (SELECT bdmap_id FROM t)
-ORDER BY "BDMAP ID", "no lesion" DESC, length("Tumor ID"), "Tumor ID"
-"""
-
-
-EXPORT_FORMATS = ("organ-summary-jsonl", "rsuper-csv", "parquet")
-
-
-# --------------------------------------------------------------------------------------------------
-# The store
-# --------------------------------------------------------------------------------------------------
 
 
 class Store:
@@ -463,13 +134,13 @@ class Store:
         try:
             self._con = duckdb.connect(str(self.path), read_only=self.read_only)
         except duckdb.Error as exc:
-            raise _translate(exc, self.path) from exc
+            raise translate(exc, self.path) from exc
         try:
             version = self.schema_version()
             if self.read_only:
-                if version != SCHEMA_VERSION:
+                if version != tables.SCHEMA_VERSION:
                     raise StoreError(
-                        f"{self.path}: store DDL version {version}, this rsuper needs {SCHEMA_VERSION}; "
+                        f"{self.path}: store DDL version {version}, this rsuper needs {tables.SCHEMA_VERSION}; "
                         "open it once for writing (e.g. `rsuper ingest`) to migrate it"
                     )
             else:
@@ -501,7 +172,7 @@ class Store:
             con.execute("COMMIT")
         except duckdb.Error as exc:
             con.execute("ROLLBACK")
-            raise _translate(exc, self.path) from exc
+            raise translate(exc, self.path) from exc
         except BaseException:
             con.execute("ROLLBACK")
             raise
@@ -522,25 +193,15 @@ class Store:
         return dict(self.con.sql("SELECT key, value FROM _meta ORDER BY key").fetchall())
 
     def _migrate(self, version: int) -> None:
-        if version > SCHEMA_VERSION:
+        if version > tables.SCHEMA_VERSION:
             raise StoreError(
-                f"{self.path}: store DDL version {version} is newer than this rsuper ({SCHEMA_VERSION}); "
+                f"{self.path}: store DDL version {version} is newer than this rsuper ({tables.SCHEMA_VERSION}); "
                 "upgrade rsuper"
             )
-        if version == SCHEMA_VERSION:
+        if version == tables.SCHEMA_VERSION:
             return
-        now = _utcnow().isoformat(timespec="seconds")
         with self.transaction() as con:
-            con.execute("CREATE TABLE IF NOT EXISTS _meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
-            for migration in MIGRATIONS[version:]:
-                migration(con)
-            meta = {"schema_version": str(SCHEMA_VERSION), "duckdb_version": duckdb.__version__}
-            if version == 0:
-                meta["created_at"] = now
-            meta[f"migrated_to_{SCHEMA_VERSION}_at"] = now
-            con.register("_meta_in", pa.table({"key": list(meta), "value": list(meta.values())}))
-            con.execute("INSERT OR REPLACE INTO _meta SELECT key, value FROM _meta_in")
-            con.unregister("_meta_in")
+            tables.migrate(con, version, _utcnow().isoformat(timespec="seconds"))
 
     # -- reports ----------------------------------------------------------------------------------
 
@@ -570,7 +231,7 @@ class Store:
             "sections": "NULL::STRUCT(name VARCHAR, text VARCHAR)[]",
             "n_chars": "length(text)",
             "source_row": "_ord + 1",
-            "source_file": _sql_str(source),
+            "source_file": sql_str(source),
         }
         select = ", ".join(
             c if c in table.column_names else f"{expr} AS {c}" for c, expr in optional.items()
@@ -679,7 +340,7 @@ class Store:
         try:
             rows = self.con.execute(sql, {"cfg": config_hash}).fetchall()
         except duckdb.Error as exc:
-            raise _translate(exc, self.path) from exc
+            raise translate(exc, self.path) from exc
         return [(str(rid), int(version), str(sha), str(text)) for rid, version, sha, text in rows]
 
     def delete_failed(self, config_hash: str) -> int:
@@ -745,8 +406,8 @@ class Store:
 
     def _check_batch(self, con: duckdb.DuckDBPyConnection) -> None:
         """Raise `StoreError` for the first problem of the registered batch `_ext`/`_tum`/`_org` (one query)."""
-        usable = ", ".join(_sql_str(s) for s in USABLE_STATUSES)
-        organ_list = ", ".join(_sql_str(o) for o in ORGANS)
+        usable = ", ".join(sql_str(s) for s in USABLE_STATUSES)
+        organ_list = ", ".join(sql_str(o) for o in ORGANS)
         n_organs = len(ORGANS)
         # `execute`, not a relation: the query is bound once, and LIMIT 1 is part of it.
         rows = con.execute(
@@ -823,7 +484,7 @@ class Store:
             out: output file; its folder is created.
             table: for `parquet` only: which table or view to write.
         """
-        organ_order = "list_position([" + ", ".join(_sql_str(o) for o in ORGANS) + "], organ)"
+        organ_order = "list_position([" + ", ".join(sql_str(o) for o in ORGANS) + "], organ)"
         if fmt == "organ-summary-jsonl":
             sql, options = f"SELECT * FROM organ_summary ORDER BY report_id, {organ_order}", "FORMAT json"
         elif fmt == "rsuper-csv":
@@ -833,16 +494,16 @@ class Store:
                 "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'").fetchall()}
             if table not in known:
                 raise StoreError(f"{self.path}: no table or view {table!r}; choose from {sorted(known)}")
-            sql, options = f"SELECT * FROM {_quote(table)}", "FORMAT parquet, COMPRESSION zstd"
+            sql, options = f"SELECT * FROM {quote_ident(table)}", "FORMAT parquet, COMPRESSION zstd"
         else:
             raise StoreError(f"unknown export format {fmt!r}; choose from {', '.join(EXPORT_FORMATS)}")
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         try:
             n = _first(self.con.sql(f"SELECT count(*) FROM ({sql})"))[0]
-            self.con.execute(f"COPY ({sql}) TO {_sql_str(str(out))} ({options})")
+            self.con.execute(f"COPY ({sql}) TO {sql_str(str(out))} ({options})")
         except duckdb.Error as exc:
-            raise _translate(exc, self.path) from exc
+            raise translate(exc, self.path) from exc
         return int(n)
 
     # -- read-only SQL ----------------------------------------------------------------------------
@@ -867,7 +528,7 @@ class Store:
         try:
             return self.con.sql(sql).to_arrow_table()
         except duckdb.Error as exc:
-            raise _translate(exc, self.path) from exc
+            raise translate(exc, self.path) from exc
 
 
 def _batch_is_consistent(extractions: pa.Table, tumors: pa.Table, organ_findings: pa.Table) -> bool:
