@@ -21,7 +21,6 @@ import hashlib
 import json
 import logging
 import signal
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from extract.backends.base import Backend, BackendError, BackendInfo, Completion, SamplingConfig
+from extract.progress import progress_bar
 from extract.prompting import Prompt
 from extract.reading.convert import to_payload
 from schemas.llm import llm_json_schema, parse_llm_answer
@@ -73,7 +73,8 @@ class EngineConfig(BaseModel):
     max_report_chars: int = Field(30000, ge=100, description="longer reports fail without a call")
     retry_failed: bool = Field(False, description="re-extract reports whose stored result under this key failed")
     log_text: bool = Field(False, description="log report text and model output of failures (PHI!)")
-    progress: bool = True
+    progress: bool = Field(True, description="a bar on a terminal, a line every progress_interval_s elsewhere")
+    progress_interval_s: float = Field(30.0, gt=0, description="seconds between progress lines off a terminal")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -333,12 +334,6 @@ class RunStats:
         }
 
 
-def _progress(total: int, enabled: bool) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="report", disable=not enabled or None, file=sys.stderr, dynamic_ncols=True)
-
-
 async def run_extraction(store: Any, backend: Backend, prompt: Prompt, sampling: SamplingConfig,
                          config: EngineConfig | None = None,
                          on_result: Callable[[Job, Outcome], None] | None = None) -> RunStats:
@@ -399,7 +394,7 @@ async def _run(store: Any, backend: Backend, info: BackendInfo, prompt: Prompt, 
 
     schema = llm_json_schema()
     writer = ResultWriter(store, run_id, cfg_hash, config.write_batch, config.flush_interval_s)
-    bar = _progress(len(jobs), config.progress)
+    bar = progress_bar(len(jobs), config.progress, config.progress_interval_s)
     t0 = time.perf_counter()
 
     def finish(group: list[Job], out: Outcome) -> None:

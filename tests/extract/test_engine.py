@@ -192,6 +192,17 @@ def test_ids_sharing_a_text_share_one_call(store):
     assert store.query("SELECT count(*) AS n FROM organ_summary WHERE organ = 'liver'").column("n")[0].as_py() == 3
 
 
+def test_progress_off_a_terminal_is_plain_lines_with_counts_and_no_report_text(store, capsys):
+    add_reports(store, {"r1": LIVER_REPORT, "r2": KIDNEY_REPORT})
+    backend = ScriptedBackend([ANSWERS[LIVER_REPORT], ANSWERS[KIDNEY_REPORT]], max_concurrency=1)
+    run(run_extraction(store, backend, PROMPT, SamplingConfig(), EngineConfig(progress_interval_s=3600)))
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "extract: 0/2 reports"
+    assert lines[-1].startswith("extract: 2/2 reports (100%), ") and lines[-1].endswith(" elapsed")
+    assert len(lines) == 2  # nothing between: the interval has not passed
+    assert not any("liver" in line.lower() or "kidney" in line.lower() for line in lines)
+
+
 def test_limit_takes_the_first_pending_reports(store):
     add_reports(store, {"r1": LIVER_REPORT, "r2": KIDNEY_REPORT})
     run(run_extraction(store, ScriptedBackend([ANSWERS[LIVER_REPORT]]), PROMPT, SamplingConfig(),
