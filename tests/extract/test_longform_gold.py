@@ -8,19 +8,13 @@ disjoint from the other gold sets; they never look at extraction output.
 
 import re
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
 from extract import evaluation as ev
+from gold_checks import DEV_GOLD, HELDOUT_GOLD, LONGFORM_GOLD, is_normal, long_sentences, organ_states
 from schemas.vocab import ORGANS
 
-ROOT = Path(__file__).resolve().parents[2]
-LONGFORM_GOLD = ROOT / "data" / "gold" / "longform_gold.jsonl"
-DEV_GOLD = ROOT / "data" / "gold" / "dev_gold.jsonl"
-HELDOUT_GOLD = ROOT / "data" / "gold" / "heldout_gold.jsonl"
-#: A sentence this long appearing in two sets means text was reused, not a stock phrase.
-MIN_SHARED_SENTENCE_CHARS = 40
 MIN_SENTENCES, MAX_SENTENCES = 15, 60
 #: Tags the set was written to exercise; each must be on at least `MIN_REPORTS_PER_TAG` reports.
 REQUIRED_TAGS = ("nodule_list", "largest_in_separate_sentence", "prior_size_same_sentence", "fat_containing",
@@ -57,21 +51,6 @@ def longform():
     return ev.load_gold(LONGFORM_GOLD)  # the loader `rsuper eval-extraction` uses; raises GoldError if invalid
 
 
-def _states(fields):
-    state = fields["state"]
-    return set(state["any_of"]) if isinstance(state, dict) else {state}
-
-
-def _is_normal(report):
-    """No organ that may be a lesion or equivocal."""
-    return not any(_states(f) & {"lesion", "equivocal"} for f in report.organs.values())
-
-
-def _sentences(text):
-    parts = re.split(r"\n|(?<=[.;:])\s+", text)
-    return {" ".join(p.lower().split()) for p in parts if len(p.strip()) >= MIN_SHARED_SENTENCE_CHARS}
-
-
 def test_count_sentences_skips_headers_and_numbers():
     text = ("CT CHEST WITHOUT CONTRAST\nFINDINGS:\nLungs: A 1.4 cm nodule (series 4, image 51). No effusion.\n"
             "IMPRESSION:\n1. Nodule.\n- Right upper lobe, apical segment: 6 mm, previously 6 mm.")
@@ -95,18 +74,18 @@ def test_longform_has_at_least_40_reports(longform):
 
 
 def test_longform_has_at_least_a_quarter_normal_reports(longform):
-    normal = sum(_is_normal(r) for r in longform)
+    normal = sum(is_normal(r) for r in longform)
     assert normal / len(longform) >= 0.25
     assert normal < len(longform)  # and abnormal ones too
 
 
 def test_longform_has_a_lesion_in_every_organ_key(longform):
-    with_lesion = {organ for r in longform for organ, f in r.organs.items() if "lesion" in _states(f)}
+    with_lesion = {organ for r in longform for organ, f in r.organs.items() if "lesion" in organ_states(f)}
     assert with_lesion == set(ORGANS)
 
 
 def test_longform_has_some_equivocal_organs(longform):
-    assert sum("equivocal" in _states(f) for r in longform for f in r.organs.values()) >= 2
+    assert sum("equivocal" in organ_states(f) for r in longform for f in r.organs.values()) >= 2
 
 
 def test_longform_reports_are_long(longform):
@@ -118,7 +97,7 @@ def test_longform_reports_are_long(longform):
 
 def test_longform_has_chest_cts_with_nodule_lists(longform):
     lists = [r for r in longform if {"chest_ct", "nodule_list"} <= set(r.phenomena)
-             and "lung" in r.organs and "lesion" in _states(r.organs["lung"])
+             and "lung" in r.organs and "lesion" in organ_states(r.organs["lung"])
              and len(re.findall(r"\blobe\b|\blingula\b", r.report, re.IGNORECASE)) >= 3]
     assert len(lists) >= MIN_CHEST_NODULE_LISTS
 
@@ -132,8 +111,8 @@ def test_longform_covers_each_required_phenomenon(longform):
 def test_longform_shares_no_report_text_with_dev_or_heldout(longform):
     other = ev.load_gold(DEV_GOLD) + ev.load_gold(HELDOUT_GOLD)
     other_reports = {" ".join(r.report.lower().split()) for r in other}
-    other_sentences = set().union(*(_sentences(r.report) for r in other))
+    other_sentences = set().union(*(long_sentences(r.report) for r in other))
     for report in longform:
         assert " ".join(report.report.lower().split()) not in other_reports, report.id
-        shared = _sentences(report.report) & other_sentences
+        shared = long_sentences(report.report) & other_sentences
         assert not shared, (report.id, sorted(shared))

@@ -1,0 +1,28 @@
+"""Shared checks of the gold files (`data/gold/*.jsonl`): organ states, normal reports, reused sentences."""
+
+import re
+from pathlib import Path
+
+GOLD_DIR = Path(__file__).resolve().parents[2] / "data" / "gold"
+DEV_GOLD = GOLD_DIR / "dev_gold.jsonl"
+HELDOUT_GOLD = GOLD_DIR / "heldout_gold.jsonl"
+LONGFORM_GOLD = GOLD_DIR / "longform_gold.jsonl"
+#: A sentence this long appearing in two sets means text was reused, not a stock phrase.
+MIN_SHARED_SENTENCE_CHARS = 40
+
+
+def organ_states(fields):
+    """The states a gold organ accepts (one, or the `any_of` set)."""
+    state = fields["state"]
+    return set(state["any_of"]) if isinstance(state, dict) else {state}
+
+
+def is_normal(report):
+    """No organ that may be a lesion or equivocal."""
+    return not any(organ_states(f) & {"lesion", "equivocal"} for f in report.organs.values())
+
+
+def long_sentences(text):
+    """Normalised sentences and clauses of at least `MIN_SHARED_SENTENCE_CHARS` characters."""
+    parts = re.split(r"\n|(?<=[.;:])\s+", text)
+    return {" ".join(p.lower().split()) for p in parts if len(p.strip()) >= MIN_SHARED_SENTENCE_CHARS}
