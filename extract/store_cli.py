@@ -71,7 +71,7 @@ def query(
     if format not in QUERY_FORMATS:
         _fail(f"--format must be one of {', '.join(QUERY_FORMATS)}")
     try:
-        with Store(db or default_db_path(), read_only=True) as store:
+        with Store(db or default_db_path(), read_only=True, sandboxed=True) as store:
             result = store.query(sql)
     except StoreError as exc:
         _fail(str(exc))

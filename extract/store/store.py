@@ -94,6 +94,17 @@ def _refresh_current(con: duckdb.DuckDBPyConnection, affected: str) -> None:
         )
 
 
+#: DuckDB settings of a connection for user SQL: the statement filter of `Store.query` is not the only wall
+#: (EXPLAIN ANALYZE COPY, read_csv, glob, INSTALL pass it), so the engine itself refuses files, network and
+#: extensions, and `lock_configuration` stops a SET from turning that back on.
+SANDBOX_CONFIG = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "lock_configuration": True,
+}
+
+
 class Store:
     """A DuckDB file holding reports and extraction results.
 
@@ -103,11 +114,17 @@ class Store:
     Args:
         path: database file; `None` means `default_db_path()`.
         read_only: open without the write lock (many readers may share the file).
+        sandboxed: with `read_only`, a connection that cannot reach anything but this file whatever SQL it runs
+            (`SANDBOX_CONFIG`: no file, network or extension access, configuration locked); for user SQL.
     """
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, read_only: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike[str] | None = None, read_only: bool = False,
+                 sandboxed: bool = False) -> None:
+        if sandboxed and not read_only:
+            raise ValueError("a sandboxed store is read-only: pass read_only=True")
         self.path = Path(path) if path is not None else default_db_path()
         self.read_only = read_only
+        self.sandboxed = sandboxed
         self._con: duckdb.DuckDBPyConnection | None = None
 
     # -- connection -------------------------------------------------------------------------------
@@ -132,7 +149,8 @@ class Store:
             except OSError as exc:
                 raise StoreError(f"{self.path}: cannot create the folder for the database: {exc}") from exc
         try:
-            self._con = duckdb.connect(str(self.path), read_only=self.read_only)
+            self._con = duckdb.connect(str(self.path), read_only=self.read_only,
+                                       config=SANDBOX_CONFIG if self.sandboxed else {})
         except duckdb.Error as exc:
             raise translate(exc, self.path) from exc
         try:
@@ -527,6 +545,11 @@ class Store:
             )
         try:
             return self.con.sql(sql).to_arrow_table()
+        except duckdb.PermissionException as exc:
+            raise StoreReadOnlyError(
+                f"{self.path}: `rsuper query` reads only this store; files, network and extensions are off "
+                f"({str(exc).split(' - ')[0]})"
+            ) from exc
         except duckdb.Error as exc:
             raise translate(exc, self.path) from exc
 

@@ -295,3 +295,12 @@ def test_cli_query_is_read_only_and_formats(tmp_path):
     result = runner.invoke(app, ["query", "DELETE FROM reports", "--db", str(db)])
     assert result.exit_code == 2 and "read-only" in result.output
     assert len(_reports(db)) == 2
+
+
+def test_cli_query_cannot_write_a_file_with_explain_analyze_copy(tmp_path):
+    db, leak = tmp_path / "s.duckdb", tmp_path / "leak.csv"
+    runner.invoke(app, ["ingest", str(_csv(tmp_path, "id,text\nA,secret text\n")), "--db", str(db)])
+    result = runner.invoke(app, ["query", f"EXPLAIN ANALYZE COPY (SELECT text FROM reports) TO '{leak}'",
+                                 "--db", str(db)])
+    assert result.exit_code == 2 and "reads only this store" in result.output
+    assert "secret" not in result.output and not leak.exists()

@@ -384,6 +384,43 @@ def test_query_refuses_writes_and_multiple_statements(store):
     assert store.query("SELECT 41 + 1 AS x").to_pylist() == [{"x": 42}]
 
 
+@pytest.mark.parametrize("sql", [
+    "EXPLAIN ANALYZE COPY (SELECT text FROM reports) TO '{tmp}/leak.csv'",
+    "EXPLAIN ANALYZE INSTALL httpfs",
+    "SELECT * FROM read_csv('{tmp}/outside.csv')",
+    "SELECT * FROM read_text('{tmp}/outside.csv')",
+    "SELECT * FROM read_blob('{tmp}/outside.csv')",
+    "SELECT * FROM read_parquet('{tmp}/outside.parquet')",
+    "SELECT * FROM glob('{tmp}/*')",
+])
+def test_sandboxed_query_reaches_nothing_outside_the_store(tmp_path, sql):
+    path = tmp_path / "s.duckdb"
+    (tmp_path / "outside.csv").write_text("a,b\n1,2\n")
+    with Store(path) as s:
+        s.add_reports(_reports(("A", "secret text")), source="x")
+    files_before = sorted(p.name for p in tmp_path.iterdir())
+    with Store(path, read_only=True, sandboxed=True) as s:
+        with pytest.raises(StoreReadOnlyError, match="reads only this store"):
+            s.query(sql.format(tmp=tmp_path))
+        assert s.query("SELECT count(*) AS n FROM reports").to_pylist() == [{"n": 1}]
+    assert sorted(p.name for p in tmp_path.iterdir()) == files_before
+
+
+def test_sandboxed_query_cannot_switch_the_sandbox_off(tmp_path):
+    path = tmp_path / "s.duckdb"
+    with Store(path):
+        pass
+    with Store(path, read_only=True, sandboxed=True) as s:
+        for setting in ("enable_external_access = true", "lock_configuration = false"):
+            with pytest.raises(StoreError):
+                s.query(f"EXPLAIN ANALYZE SET {setting}")
+            with pytest.raises(StoreReadOnlyError, match="read-only"):
+                s.query(f"SET {setting}")
+        assert s.query("SELECT current_setting('enable_external_access') AS on").to_pylist() == [{"on": False}]
+    with pytest.raises(ValueError, match="read_only"):
+        Store(path, sandboxed=True)
+
+
 def test_read_only_store_refuses_writes_and_needs_an_existing_file(tmp_path):
     path = tmp_path / "r.duckdb"
     with pytest.raises(StoreError, match="no such database"):
