@@ -6,17 +6,22 @@ Parts (`--parts`, comma-separated):
   splits the CPU per report between the event loop (HTTP, validation), the writer/DuckDB threads and the fake
   server, with the 1-minute load average before and after (the machine is shared).
 - `tokens`: prompt tokens per dev case, the share of them in the fixed prefix (tokenizer of the embedded model).
-- `local`: the embedded llama.cpp backend on the first `--n-dev` dev cases, one thread, per model: reports/min
-  (steady state, after the prefix is cached), output tokens per report, and agreement with the gold organ summary
-  (organ state; largest diameter within 1 mm).
+- `local`: the embedded llama.cpp backend on the first `--n-dev` dev cases (or reports of `--gold FILE`), per
+  model, thread count (`--threads 1,2`) and prompt-lookup draft length (`--prompt-lookup 0,10`): reports/min
+  (steady state, after the prefix is cached), seconds and CPU seconds per report, resident memory, output tokens per
+  report, a hash of the raw answers (equal hashes: the settings changed speed only), and for the dev cases the
+  agreement with the gold organ summary (organ state; largest diameter within 1 mm).
 
 Usage: python benchmarks/bench_extract.py [--parts overhead,tokens,local] [--n-dev 10] [--models a,b]
+       python benchmarks/bench_extract.py --parts local --models qwen2.5-coder-0.5b --gold data/gold/longform_gold.jsonl \\
+           --n-dev 6 --threads 1,2 --prompt-lookup 0,10
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import statistics
@@ -174,16 +179,32 @@ def _agreement(pairs: list[tuple[dict, object]]) -> dict:
             "largest_diameter_within_1mm": round(diam / max(diam_total, 1), 3), "diameters_scored": diam_total}
 
 
-def bench_local(model_key: str, n: int, max_tokens: int) -> None:
+def _rss_mib() -> int | None:
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20)
+
+
+def gold_cases(path: Path, n: int | None = None) -> list[dict]:
+    """Reports of a project gold file (`data/gold/*.jsonl`) as `{"id", "report"}`; no agreement is scored."""
+    from extract.evaluation import load_gold
+
+    return [{"id": g.id, "report": g.report} for g in load_gold(path)][:n or None]
+
+
+def bench_local(model_key: str, cases: list[dict], max_tokens: int, threads: int = 1,
+                prompt_lookup_tokens: int = 0) -> None:
     from extract.backends.local import LocalBackend, LocalConfig
     from extract.engine import extract_one
     from schemas.llm import llm_json_schema
 
     prompt, schema = load_prompt(), llm_json_schema()
-    cases = dev_cases(n)
 
     async def go():
-        backend = LocalBackend(LocalConfig(model=model_key, n_threads=1))
+        backend = LocalBackend(LocalConfig(model=model_key, n_threads=threads,
+                                           prompt_lookup_tokens=prompt_lookup_tokens))
         await backend.start()
         outs, times = [], []
         try:
@@ -192,22 +213,30 @@ def bench_local(model_key: str, n: int, max_tokens: int) -> None:
                 outs.append(await extract_one(backend, prompt, schema, SamplingConfig(max_tokens=max_tokens),
                                               case["report"]))
                 times.append(time.perf_counter() - t0)
+            rss_mib = _rss_mib()  # with the model and its buffers loaded
         finally:
             await backend.aclose()
-        return outs, times
+        return outs, times, rss_mib
 
-    outs, times = asyncio.run(go())
+    cpu0 = time.process_time()
+    outs, times, rss_mib = asyncio.run(go())
+    cpu_s = time.process_time() - cpu0
     steady = times[1:] or times
     first_call_tokens = [o.output_tokens // max(o.calls, 1) for o in outs]
-    emit(bench="extract_local", model=model_key, dev_cases=len(cases), threads=1, max_tokens=max_tokens,
+    scored = _agreement([(c, o.payload) for c, o in zip(cases, outs)]) if "organs" in cases[0] else {}
+    answers = hashlib.sha256("\x00".join(o.raw_output for o in outs).encode()).hexdigest()[:16]
+    emit(bench="extract_local", model=model_key, reports=len(cases), threads=threads,
+         prompt_lookup_tokens=prompt_lookup_tokens, max_tokens=max_tokens,
          first_report_s=round(times[0], 1), reports_per_min=round(60 * len(steady) / sum(steady), 2),
+         seconds_per_report_median=round(statistics.median(times), 1),
+         cpu_s_per_report=round(cpu_s / len(cases), 1),
+         rss_mib=rss_mib,
          calls_per_report=round(sum(o.calls for o in outs) / len(outs), 2),
          ok=sum(o.status == "ok" for o in outs), repaired=sum(o.status == "repaired" for o in outs),
          failed=sum(o.status == "failed" for o in outs),
          output_tokens_per_call_median=statistics.median(first_call_tokens),
          prompt_tokens_per_report_median=statistics.median(o.prompt_tokens // max(o.calls, 1) for o in outs),
-         **_agreement([(c, o.payload) for c, o in zip(cases, outs)]),
-         note="shared 2-core machine")
+         answers_sha256=answers, **scored, load_1min=_load_1min())
 
 
 def main() -> None:
@@ -217,6 +246,10 @@ def main() -> None:
     parser.add_argument("--n-dev", type=int, default=10, help="dev cases for the local backend (per model)")
     parser.add_argument("--models", default="qwen2.5-coder-0.5b,qwen2.5-coder-1.5b")
     parser.add_argument("--max-tokens", type=int, default=1024)
+    parser.add_argument("--gold", type=Path, help="local: reports of this project gold file instead of the dev cases")
+    parser.add_argument("--threads", default="1", help="local: comma-separated thread counts")
+    parser.add_argument("--prompt-lookup", default="0",
+                        help="local: comma-separated prompt-lookup draft lengths (0: plain decoding)")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     if "overhead" in parts:
@@ -226,12 +259,14 @@ def main() -> None:
     if "local" in parts:
         from extract.model import ModelError
 
+        cases = gold_cases(args.gold, args.n_dev) if args.gold else dev_cases(args.n_dev)
         for key in args.models.split(","):
-            try:
-                bench_local(key, args.n_dev, args.max_tokens)
-            except ModelError as exc:
-                emit(bench="extract_local", model=key, skipped=str(exc))
-
+            for threads in map(int, args.threads.split(",")):
+                for lookup in map(int, args.prompt_lookup.split(",")):
+                    try:
+                        bench_local(key, cases, args.max_tokens, threads, lookup)
+                    except ModelError as exc:
+                        emit(bench="extract_local", model=key, skipped=str(exc))
 
 if __name__ == "__main__":
     main()

@@ -96,6 +96,8 @@ def run_config(prompt: Prompt, info: BackendInfo, sampling: SamplingConfig) -> d
         "model_revision": info.model_revision,
         "quantization": info.quantization,
         "sampling": sampling.model_dump(),
+        # Only when set, so the keys of runs without such settings stay what they were.
+        **({"decoding": info.decoding} if info.decoding else {}),
     }
 
 

@@ -61,6 +61,8 @@ class BackendInfo:
     model_revision: str = ""
     quantization: str = ""
     structured_output: str = ""
+    #: Backend settings that change answers (part of the run key when set), e.g. speculative decoding.
+    decoding: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -93,6 +93,10 @@ class LocalConfig(BaseModel):
     model_path: Path | None = Field(None, description="a GGUF file to use instead of the packaged model")
     n_threads: int = Field(1, ge=1, le=256, description="CPU threads (1: two threads collapse under load)")
     n_ctx: int = Field(8192, ge=512, le=131072, description="context window (tokens)")
+    prompt_lookup_tokens: int = Field(
+        0, ge=0, le=64, description="prompt-lookup (n-gram) speculative decoding: tokens drafted from the prompt "
+        "per step (0: off). Part of the run key: it changed answers here. llama-cpp-python then keeps logits of "
+        "every position (n_ctx x vocabulary x 4 bytes), which made it slower on CPU (docs/extraction.md)")
 
 
 class LocalBackend:
@@ -129,11 +133,20 @@ class LocalBackend:
             path, spec = ensure_model(cfg.model)
             model_id, revision, quant = spec.model_id, spec.revision, spec.quantization
         cpu_features = probe_runtime(path)
+        draft = None
+        if cfg.prompt_lookup_tokens:
+            from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
+
+            draft = LlamaPromptLookupDecoding(num_pred_tokens=cfg.prompt_lookup_tokens)
+        # A draft model needs logits of every position; 0.3.36 sizes its logit buffer from this argument
+        # alone and otherwise fails the first long prompt ("could not broadcast ... into shape (0,)").
         self._llm = llama_cpp.Llama(model_path=str(path), n_ctx=cfg.n_ctx, n_threads=cfg.n_threads,
-                                    n_threads_batch=cfg.n_threads, verbose=False, seed=0)
+                                    n_threads_batch=cfg.n_threads, verbose=False, seed=0, draft_model=draft,
+                                    logits_all=draft is not None)
         return BackendInfo(backend="local", backend_version=f"llama-cpp-python {llama_cpp.__version__}",
                            model_id=model_id, model_revision=revision, quantization=quant,
                            structured_output="gbnf from json schema",
+                           decoding={"prompt_lookup_tokens": cfg.prompt_lookup_tokens} if draft else {},
                            extra={"n_threads": cfg.n_threads, "n_ctx": cfg.n_ctx, "file": os.fspath(path.name),
                                   "cpu_features": cpu_features})
 

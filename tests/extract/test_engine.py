@@ -50,12 +50,16 @@ def test_config_hash_changes_with_every_part_of_the_run_key():
         run_config(PROMPT, info, SamplingConfig(temperature=0.7)),
         {**run_config(PROMPT, info, SamplingConfig()), "prompt_sha256": "0" * 64},
         {**run_config(PROMPT, info, SamplingConfig()), "schema_version": "9.9.9"},
+        run_config(PROMPT, BackendInfo(backend="x", backend_version="1", model_id="m", model_revision="r",
+                                       quantization="q", decoding={"prompt_lookup_tokens": 8}), SamplingConfig()),
     ]
     hashes = {config_hash(v) for v in variants}
     assert base not in hashes and len(hashes) == len(variants)
     # the backend itself is not part of the key: the same model served another way gives the same answers
     other = BackendInfo(backend="y", backend_version="2", model_id="m", model_revision="r", quantization="q")
     assert config_hash(run_config(PROMPT, other, SamplingConfig())) == base
+    # no decoding settings: the key of runs made before the field existed
+    assert "decoding" not in run_config(PROMPT, info, SamplingConfig())
 
 
 def test_extraction_key_depends_on_id_text_and_config():

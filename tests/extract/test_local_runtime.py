@@ -103,3 +103,29 @@ def test_the_cli_prints_the_message_instead_of_a_traceback(monkeypatch, tmp_path
     err = capsys.readouterr().err
     assert err.count("rsuper: error:") == 1 and "SIGSEGV" in err and "make rebuild-llama" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.model
+def test_prompt_lookup_decoding_answers_a_prompt_longer_than_one_batch():
+    pytest.importorskip("llama_cpp")  # a missing runtime already fails the decode test above
+    import json
+
+    from extract.backends.base import SamplingConfig
+
+    # Past n_batch (512 tokens): there 0.3.36 failed every call unless logits_all was set with the draft model.
+    report = " ".join(f"Segment {i % 8 + 1}: a {i % 9 + 3} mm hypodense lesion, unchanged." for i in range(60))
+    messages = [{"role": "user", "content": f"{report}\nCopy the first sentence of the report as `quote`."}]
+    schema = {"type": "object", "properties": {"quote": {"type": "string", "maxLength": 40}}, "required": ["quote"]}
+
+    async def answer():
+        backend = LocalBackend(LocalConfig(n_ctx=2048, prompt_lookup_tokens=8))
+        info = await backend.start()
+        try:
+            return info, await backend.complete(messages, schema, SamplingConfig(max_tokens=48))
+        finally:
+            await backend.aclose()
+
+    info, out = asyncio.run(answer())
+    assert out.prompt_tokens > 512 and out.finish_reason == "stop"
+    assert json.loads(out.text)["quote"].strip()
+    assert info.decoding == {"prompt_lookup_tokens": 8}  # it changes answers, so it is part of the run key
