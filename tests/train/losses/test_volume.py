@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from train.losses import GroupState, LossConfig, VolumeLoss
+from train.losses import GroupState, VolumeLoss
 from train.losses.targets import GroupEntry, TargetTumor, build_report_targets
 from train.losses.volume import volume_band_loss, volume_bounds_mm3
 
