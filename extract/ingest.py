@@ -699,6 +699,18 @@ def load_dump(path: Path | str, config: IngestConfig | None = None) -> LoadedDum
     return LoadedDump(path, table, columns.id, columns.text_name, n, skipped)
 
 
+#: Longer ids are not printed: they are likely report text (an --id-column pointing at the wrong column).
+MAX_SHOWN_ID_CHARS = 64
+
+
+def shown_id(report_id: str) -> str:
+    """`report_id` as an error message may show it: quoted when short, else only its length and a hash prefix."""
+    if len(report_id) <= MAX_SHOWN_ID_CHARS and "\n" not in report_id:
+        return repr(report_id)
+    digest = hashlib.sha256(report_id.encode("utf-8")).hexdigest()[:12]
+    return f"of {len(report_id)} characters (sha256 {digest}; is --id-column the report text?)"
+
+
 def _check_changed_duplicates(table: pa.Table, path: Path, columns: _Columns, label: Callable[[int], str]) -> None:
     counts = table.group_by("report_id").aggregate([("sha256", "count_distinct")])
     conflicted = pc.filter(counts["report_id"], pc.greater(counts["sha256_count_distinct"], 1))
@@ -710,7 +722,7 @@ def _check_changed_duplicates(table: pa.Table, path: Path, columns: _Columns, la
     other = pc.indices_nonzero(pc.not_equal(sub["sha256"], first_sha))[0].as_py()
     r1, r2 = label(sub["source_row"][0].as_py()), label(sub["source_row"][other].as_py())
     more = f"; {len(conflicted) - 1} more ids conflict" if len(conflicted) > 1 else ""
-    raise IngestError(path, f"id {rid!r} appears in {r1} and {r2} with different report text{more}; pass "
+    raise IngestError(path, f"id {shown_id(rid)} appears in {r1} and {r2} with different report text{more}; pass "
                             "--allow-changed-duplicates to keep each text as a new version in row order",
                       row=r2, column=columns.text_name)
 

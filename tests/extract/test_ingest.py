@@ -168,6 +168,16 @@ def test_no_recognisable_columns(tmp_path):
         load_dump(_csv(tmp_path, "id,bar\n1,2\n"))
 
 
+def test_a_duplicate_id_that_is_report_text_is_not_printed(tmp_path):
+    findings = "Liver: a 2.2 cm hypodense lesion in segment 8. Spleen and pancreas unremarkable, no adenopathy."
+    path = _csv(tmp_path, f'findings,impression\n"{findings}",one\n"{findings}",two\n')
+    with pytest.raises(IngestError) as info:
+        load_dump(path, IngestConfig(id_column="findings", text_column="impression"))
+    message = str(info.value)
+    assert f"id of {len(findings)} characters (sha256 " in message and "is --id-column the report text?" in message
+    assert "hypodense" not in message and "appears in row 1 and row 2" in message
+
+
 def test_duplicate_ids_with_different_text(tmp_path):
     path = _csv(tmp_path, "id,text\nA,one\nB,two\nA,one\nA,changed\n")
     with pytest.raises(IngestError, match=r"dump.csv: row 4, column 'text': id 'A' appears in row 1 and row 4"):
