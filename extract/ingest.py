@@ -571,7 +571,11 @@ def _read_text_files(path: Path, config: IngestConfig) -> tuple[_Raw, _Columns]:
         raise IngestError(path, "the folder has no .txt files")
     ids, texts = [], []
     for f in files:
-        data, _ = decode_bytes(f.read_bytes(), f, config)
+        try:
+            raw = f.read_bytes()
+        except OSError as exc:
+            raise IngestError(f, f"cannot read the file: {exc.strerror or exc}") from exc
+        data, _ = decode_bytes(raw, f, config)
         ids.append(f.stem)
         texts.append(data.decode("utf-8"))
     table = pa.table({"id": pa.array(ids, pa.string()), "text": pa.array(texts, pa.string())})
@@ -585,6 +589,9 @@ def read_dump(path: Path, config: IngestConfig) -> tuple[_Raw, _Columns]:
     """Dispatch on the path: folder of .txt, or a file by its suffix."""
     if not path.exists():
         raise IngestError(path, "no such file or folder")
+    if not path.is_dir() and not path.is_file():
+        # A FIFO, socket or device may never end, and the store would wait on it holding its write lock.
+        raise IngestError(path, "not a regular file (a pipe, socket or device); write the dump to a file first")
     suffix = path.suffix.lower()
     if path.is_dir() or suffix == ".txt":
         return _read_text_files(path, config)

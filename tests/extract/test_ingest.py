@@ -314,3 +314,33 @@ def test_cli_query_cannot_write_a_file_with_explain_analyze_copy(tmp_path):
                                  "--db", str(db)])
     assert result.exit_code == 2 and "reads only this store" in result.output
     assert "secret" not in result.output and not leak.exists()
+
+
+def test_a_pipe_is_refused_before_anything_reads_it(tmp_path):
+    import os
+
+    fifo = tmp_path / "dump.csv"
+    os.mkfifo(fifo)  # nobody writes to it: reading would block for ever
+    with pytest.raises(IngestError, match=r"dump.csv: not a regular file \(a pipe, socket or device\)"):
+        load_dump(fifo)
+    result = runner.invoke(app, ["ingest", str(fifo), "--db", str(tmp_path / "s.duckdb")])
+    assert result.exit_code != 0 and "not a regular file" in result.output and "Traceback" not in result.output
+
+
+def test_an_unreadable_txt_in_a_folder_is_one_error_naming_it(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    (folder / "A.txt").write_text("Liver normal.")
+    (folder / "B.txt").write_text("Spleen normal.")
+    real_read = Path.read_bytes
+
+    def read_bytes(self):
+        if self.name == "B.txt":  # root reads any file whatever its mode, so the refusal is simulated
+            raise PermissionError(13, "Permission denied")
+        return real_read(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    with pytest.raises(IngestError, match=r"B.txt: cannot read the file: Permission denied"):
+        load_dump(folder)
