@@ -31,8 +31,8 @@ from typing import Any, Callable, Optional
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from extract.backends.base import Backend, BackendError, BackendInfo, Completion, SamplingConfig
-from extract.progress import progress_bar
+from extract.backends.base import Backend, BackendError, BackendInfo, Completion, SamplingConfig, TransportError
+from extract.progress import format_duration, progress_bar
 from extract.prompting import Prompt
 from extract.reading.convert import to_payload
 from schemas.llm import llm_json_schema, parse_llm_answer
@@ -75,6 +75,8 @@ class EngineConfig(BaseModel):
     log_text: bool = Field(False, description="log report text and model output of failures (PHI!)")
     progress: bool = Field(True, description="a bar on a terminal, a line every progress_interval_s elsewhere")
     progress_interval_s: float = Field(30.0, gt=0, description="seconds between progress lines off a terminal")
+    outage_s: float = Field(120.0, gt=0, description="stop when no call has been answered for this long while "
+                            "calls fail in transport (s); the reports not extracted stay pending")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -186,7 +188,8 @@ def _add(outcome: Outcome, c: Completion) -> None:
 
 async def extract_one(backend: Backend, prompt: Prompt, schema: dict[str, Any], sampling: SamplingConfig,
                       text: str, max_report_chars: int = 30000) -> Outcome:
-    """Extract one report: a call, and at most one repair call. Never raises for model or transport faults."""
+    """Extract one report: a call, and at most one repair call. Never raises for model or transport faults:
+    status `pending` when the server did not answer (nothing to store), else ok, repaired or failed."""
     if len(text) > max_report_chars:
         return Outcome("failed", 0, error=f"report has {len(text)} characters, over the {max_report_chars} limit")
     outcome = Outcome("failed", 0)
@@ -195,6 +198,10 @@ async def extract_one(backend: Backend, prompt: Prompt, schema: dict[str, Any], 
         outcome.attempts = attempt
         try:
             c = await backend.complete(messages, schema, sampling)
+        except TransportError as exc:  # says nothing about the report: it stays pending
+            outcome.status = "pending"
+            outcome.error = f"transport: {exc}"
+            return outcome
         except BackendError as exc:
             outcome.error = f"transport: {exc}" + (f" | {outcome.error}" if outcome.error else "")
             return outcome
@@ -318,6 +325,8 @@ class RunStats:
     output_tokens: int = 0
     wall_s: float = 0.0
     interrupted: bool = False
+    left_pending: int = 0  # not extracted: the server did not answer, or the run stopped at an outage
+    outage: Optional[str] = None
 
     @property
     def done(self) -> int:
@@ -328,12 +337,35 @@ class RunStats:
         return {
             "run_id": self.run_id, "config_hash": self.config_hash[:16], "pending": self.pending,
             "ok": self.ok, "repaired": self.repaired, "failed": self.failed, "interrupted": self.interrupted,
+            "left_pending": self.left_pending, "outage": self.outage,
             "llm_calls": self.calls, "calls_per_report": round(self.calls / n, 3),
             "reports_per_s": round(self.done / self.wall_s, 3) if self.wall_s > 0 else None,
             "prompt_tokens_per_report": round(self.prompt_tokens / n, 1),
             "output_tokens_per_report": round(self.output_tokens / n, 1),
             "wall_s": round(self.wall_s, 2),
         }
+
+
+#: Exit codes of `rsuper extract` after a run, for schedulers (1: an error before the run, 2: a bad option).
+EXIT_FAILED_REPORTS = 3  # every report got an answer, some were unusable (status failed)
+EXIT_LEFT_PENDING = 4  # the server did not answer for some reports, or the run stopped at an outage
+EXIT_INTERRUPTED = 5  # SIGINT / SIGTERM
+
+
+def exit_code(summary: dict[str, Any]) -> int:
+    """0 when every pending report ended ok or repaired, else the most pressing of the codes above."""
+    if summary["interrupted"]:
+        return EXIT_INTERRUPTED
+    if summary["left_pending"]:
+        return EXIT_LEFT_PENDING
+    return EXIT_FAILED_REPORTS if summary["failed"] else 0
+
+
+def _drain(queue: asyncio.Queue) -> list:
+    items = []
+    while not queue.empty():
+        items.append(queue.get_nowait())
+    return items
 
 
 async def run_extraction(store: Any, backend: Backend, prompt: Prompt, sampling: SamplingConfig,
@@ -399,24 +431,40 @@ async def _run(store: Any, backend: Backend, info: BackendInfo, prompt: Prompt, 
     bar = progress_bar(len(jobs), config.progress, config.progress_interval_s)
     t0 = time.perf_counter()
 
+    # Circuit breaker: a run whose calls all fail in transport for `outage_s` stops, leaving the rest pending.
+    last_answer_t = t0
+    stop = asyncio.Event()
+
     def finish(group: list[Job], out: Outcome) -> None:
+        nonlocal last_answer_t
         stats.calls += out.calls
         stats.prompt_tokens += out.prompt_tokens
         stats.output_tokens += out.output_tokens
+        bar.update(len(group))
+        now = time.perf_counter()
+        if out.status == "pending":
+            stats.left_pending += len(group)
+            if now - last_answer_t >= config.outage_s and not stop.is_set():
+                stats.outage = (f"no answer for {format_duration(now - last_answer_t)} "
+                                f"({(out.error or '').removeprefix('transport: ')})")
+                log.warning("stopping: %s", stats.outage)
+                stop.set()
+            return
+        last_answer_t = now
         for job in group:
             setattr(stats, out.status, getattr(stats, out.status) + 1)
             writer.add(job, out)
             if on_result is not None:
                 on_result(job, out)
         if out.status == "failed":
-            detail = f": {out.error}" if config.log_text else f" ({(out.error or '').split(':')[0]})"
+            # The last attempt's kind ("attempt 2", "output reached max_tokens..."), without answer text.
+            detail = f": {out.error}" if config.log_text else f" ({(out.error or '').split(' | ')[-1].split(':')[0]})"
             log.warning("report %s failed%s", group[0].report_id, detail)
             if config.log_text:
                 log.warning("report text: %s\nmodel output: %s", group[0].text, out.raw_output)
-        bar.update(len(group))
 
     async def worker() -> None:
-        while True:
+        while not stop.is_set():
             try:
                 group = queue.get_nowait()
             except asyncio.QueueEmpty:
@@ -443,6 +491,7 @@ async def _run(store: Any, backend: Backend, info: BackendInfo, prompt: Prompt, 
         except asyncio.CancelledError:  # interrupted while writing: the shielded write still completes
             pass
         writer.write_rest()
+        stats.left_pending += sum(len(group) for group in _drain(queue))
         bar.close()
         stats.wall_s = time.perf_counter() - t0
         store.finish_run(run_id, n_ok=stats.ok, n_repaired=stats.repaired, n_failed=stats.failed)
@@ -450,13 +499,15 @@ async def _run(store: Any, backend: Backend, info: BackendInfo, prompt: Prompt, 
 
 
 def run_extract(db: Optional[Path], backend: Backend, *, prompt_path: Optional[Path], sampling: SamplingConfig,
-                limit: Optional[int], retry_failed: bool, log_text: bool, progress: bool) -> dict[str, Any]:
+                limit: Optional[int], retry_failed: bool, log_text: bool, progress: bool,
+                outage_s: float = EngineConfig.model_fields["outage_s"].default) -> dict[str, Any]:
     """Open the store `db` (None: the default store), run the engine, return the run summary."""
     from extract.prompting import DEFAULT_PROMPT, load_prompt
     from extract.store import Store
 
     prompt = load_prompt(prompt_path or DEFAULT_PROMPT)
-    config = EngineConfig(limit=limit, retry_failed=retry_failed, log_text=log_text, progress=progress)
+    config = EngineConfig(limit=limit, retry_failed=retry_failed, log_text=log_text, progress=progress,
+                          outage_s=outage_s)
     with Store(db) as store:
         stats = asyncio.run(run_extraction(store, backend, prompt, sampling, config))
     return stats.summary()

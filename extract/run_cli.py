@@ -50,6 +50,10 @@ def _print_stats(summary: dict[str, Any], as_json: bool) -> None:
         f"  {rate if rate is not None else '-'} reports/s, {summary['calls_per_report']} calls/report, "
         f"{summary['prompt_tokens_per_report']} prompt + {summary['output_tokens_per_report']} output tokens/report, "
         f"run {summary['run_id']}", err=True)
+    if summary["left_pending"]:
+        why = f"stopped: {summary['outage']}" if summary["outage"] else "the server did not answer for them"
+        typer.echo(f"  {summary['left_pending']} reports left pending ({why}); run the command again to extract "
+                   "exactly those", err=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -71,14 +75,17 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed"),
         timeout: float = typer.Option(300.0, "--timeout", help="openai: read timeout per request (s)"),
         retries: int = typer.Option(4, "--retries", min=0, help="openai: retries after transport errors"),
+        outage: float = typer.Option(120.0, "--outage-s", min=0.001,
+                                     help="stop when no call was answered for this long (s); the rest stay pending"),
         threads: int = typer.Option(1, "--threads", min=1, help="local: CPU threads"),
         retry_failed: bool = typer.Option(False, "--retry-failed", help="re-extract reports that failed"),
         log_text: bool = typer.Option(False, "--log-text", help="log report text of failures (PHI)"),
         progress: bool = typer.Option(True, "--progress/--no-progress"),
         as_json: bool = typer.Option(False, "--json", help="print the run summary as JSON on stdout"),
     ) -> None:
-        """Run the LLM over every report not yet extracted under the current run key."""
-        from extract.engine import run_extract
+        """Run the LLM over every report not yet extracted under the current run key. Exit codes: 0 all done,
+        3 some reports failed, 4 some left pending (no answer, or an outage stopped the run), 5 interrupted."""
+        from extract.engine import exit_code, run_extract
 
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         b = _backend(backend, urls=llm_url, model=model, model_path=model_path, model_revision=model_revision,
@@ -86,8 +93,9 @@ def register(app: typer.Typer) -> None:
                      threads=threads)
         sampling = SamplingConfig(temperature=temperature, max_tokens=max_tokens, seed=seed)
         summary = run_extract(db, b, prompt_path=prompt, sampling=sampling, limit=limit, retry_failed=retry_failed,
-                              log_text=log_text, progress=progress)
+                              log_text=log_text, progress=progress, outage_s=outage)
         _print_stats(summary, as_json)
+        raise typer.Exit(exit_code(summary))
 
     @app.command("demo")
     def demo_cmd(

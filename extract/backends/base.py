@@ -51,6 +51,11 @@ class BackendError(RuntimeError):
     """A call failed for good (transport errors past the retry budget, or a refused request)."""
 
 
+class TransportError(BackendError):
+    """No answer came (connection refused or dropped, timeout, HTTP 5xx) past the retries: a fault of the server,
+    not of the report, so the engine leaves the report pending for the next run."""
+
+
 @dataclass(frozen=True)
 class BackendInfo:
     """Provenance of the model behind a backend (stored with every run)."""

@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field
 
-from extract.backends.base import BackendError, BackendInfo, Completion, Message, SamplingConfig
+from extract.backends.base import BackendError, BackendInfo, Completion, Message, SamplingConfig, TransportError
 
 _RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 _SCHEMA_NAME = "ct_report_extraction"
@@ -177,7 +177,7 @@ class OpenAIBackend:
                 return await call()
             except _Retryable as exc:
                 if attempt == cfg.retries:
-                    raise BackendError(f"{ep.url}: gave up after {attempt + 1} tries: {exc}") from exc
+                    raise TransportError(f"{ep.url}: gave up after {attempt + 1} tries: {exc}") from exc
                 delay = min(cfg.backoff_max_s, cfg.backoff_s * 2 ** attempt)
                 await asyncio.sleep(delay * (0.5 + random.random() / 2))
         raise AssertionError("unreachable")

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from extract.backends.base import BackendError, BackendInfo, Completion, SamplingConfig
+from extract.backends.base import BackendError, BackendInfo, Completion, SamplingConfig, TransportError
 from extract.backends.openai import OpenAIBackend, OpenAIConfig
 from extract.engine import (
     AnswerError,
@@ -143,6 +143,26 @@ def test_transport_failure_is_a_failure():
     assert out.status == "failed" and out.error.startswith("transport:")
 
 
+def test_no_answer_from_the_server_leaves_the_report_pending():
+    backend = ScriptedBackend([TransportError("http://x/v1: gave up after 3 tries: HTTP 503")])
+    out = run(extract_one(backend, PROMPT, SCHEMA, SamplingConfig(), LIVER_REPORT))
+    assert out.status == "pending" and out.error.startswith("transport:") and out.payload is None
+
+
+def test_an_outage_stops_the_run_and_leaves_the_rest_pending(store):
+    add_reports(store, {f"r{i}": f"Liver: {i + 1} mm cyst." for i in range(6)})
+    backend = ScriptedBackend([TransportError("http://x/v1: connection refused")] * 6, max_concurrency=1)
+    stats = run(run_extraction(store, backend, PROMPT, SamplingConfig(),
+                               EngineConfig(progress=False, outage_s=1e-9)))
+    assert len(backend.calls) == 1  # stopped at the first unanswered call, the queue untouched
+    assert (stats.left_pending, stats.ok, stats.failed) == (6, 0, 0)
+    assert stats.outage.startswith("no answer for ") and "connection refused" in stats.outage
+    assert store.query("SELECT count(*) AS n FROM extractions").column("n")[0].as_py() == 0
+    again = ScriptedBackend([ANSWERS[LIVER_REPORT]] * 6, max_concurrency=1)
+    rerun = run(run_extraction(store, again, PROMPT, SamplingConfig(), QUIET))
+    assert rerun.pending == 6 and rerun.left_pending == 0 and rerun.outage is None
+
+
 def test_overlong_report_fails_without_a_call():
     backend = ScriptedBackend([])
     out = run(extract_one(backend, PROMPT, SCHEMA, SamplingConfig(), "x" * 500, max_report_chars=100))
@@ -231,11 +251,18 @@ def test_faulty_server_run_ends_with_every_report_stored(store):
     with FakeLLMServer(respond=respond) as server:
         backend = OpenAIBackend(OpenAIConfig(urls=[server.url], retries=2, backoff_s=0.01, timeout_s=0.2,
                                              concurrency=8))
-        stats = run(run_extraction(store, backend, PROMPT, SamplingConfig(), QUIET))
+        # Transport faults past the retries leave a report pending: reruns pick up exactly those.
+        runs = [run(run_extraction(store, backend, PROMPT, SamplingConfig(), QUIET))]
+        while runs[-1].left_pending and len(runs) < 10:
+            runs.append(run(run_extraction(store, backend, PROMPT, SamplingConfig(), QUIET)))
+    assert runs[-1].left_pending == 0
+    assert [r.pending for r in runs[1:]] == [r.left_pending for r in runs[:-1]]
     rows = store.query("SELECT report_id, status, error FROM extractions").to_pylist()
-    assert sorted(r["report_id"] for r in rows) == sorted(texts)
-    assert stats.ok + stats.repaired + stats.failed == 30 and stats.failed > 0 and stats.ok > 0
+    assert sorted(r["report_id"] for r in rows) == sorted(texts)  # each exactly once
+    assert sum(r.ok + r.repaired + r.failed for r in runs) == 30
+    assert sum(r.failed for r in runs) > 0 and sum(r.ok for r in runs) > 0
     assert all(r["error"] for r in rows if r["status"] == "failed")
+    assert not any(r["error"].startswith("transport") for r in rows if r["status"] == "failed")
     usable = {r["report_id"] for r in rows if r["status"] != "failed"}
     findings = store.query("SELECT report_id, count(*) AS n FROM organ_findings GROUP BY report_id").to_pylist()
     assert {r["report_id"] for r in findings} == usable and all(r["n"] == 18 for r in findings)

@@ -66,3 +66,20 @@ def test_sigkill_midway_then_rerun_does_each_report_once(tmp_path):
     assert set(counts) == set(texts) and set(counts.values()) == {1}
     assert all(r["status"] == "ok" for r in rows)
     assert {r["report_id"] for r in per_report} == set(texts) and {r["n"] for r in per_report} == {18}
+
+
+def test_a_server_that_never_answers_stops_the_run_with_exit_4_and_leaves_every_report_pending(tmp_path):
+    db = tmp_path / "outage.duckdb"
+    with Store(db) as store:
+        add_reports(store, {f"acc{i}": f"Liver: {i + 2} mm cyst, report {i}." for i in range(20)})
+    with FakeLLMServer(respond=lambda i, body: Action("status", status=503)) as server:
+        env = {**os.environ, "RSUPER_DB": str(db)}
+        proc = subprocess.run(
+            [sys.executable, "-m", "rsuper", "extract", "--backend", "openai", "--llm-url", server.url,
+             "--model", "m", "--concurrency", "2", "--retries", "1", "--outage-s", "0.5", "--no-progress"],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 4, proc.stderr[-2000:]
+    assert "reports left pending (stopped: no answer for" in proc.stderr and "HTTP 503" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    with Store(db, read_only=True) as store:
+        assert store.query("SELECT count(*) AS n FROM extractions").column("n")[0].as_py() == 0
