@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 from train.data.records import CaseRecords, ReportedTumor
-from train.datasource import canonical, cases_fingerprint, organ_box
+from train.datasource import canonical, organ_box
 
 REPO = Path(__file__).resolve().parents[2]
 
