@@ -26,3 +26,18 @@ def long_sentences(text):
     """Normalised sentences and clauses of at least `MIN_SHARED_SENTENCE_CHARS` characters."""
     parts = re.split(r"\n|(?<=[.;:])\s+", text)
     return {" ".join(p.lower().split()) for p in parts if len(p.strip()) >= MIN_SHARED_SENTENCE_CHARS}
+
+
+def organs_with_a_lesion(reports):
+    """Organ keys that may be a lesion in at least one report."""
+    return {organ for r in reports for organ, f in r.organs.items() if "lesion" in organ_states(f)}
+
+
+def assert_no_text_shared(reports, others):
+    """No report of `reports` repeats a whole report or a long sentence of `others` (whitespace and case aside)."""
+    other_reports = {" ".join(r.report.lower().split()) for r in others}
+    other_sentences = set().union(*(long_sentences(r.report) for r in others))
+    for report in reports:
+        assert " ".join(report.report.lower().split()) not in other_reports, report.id
+        shared = long_sentences(report.report) & other_sentences
+        assert not shared, (report.id, sorted(shared))

@@ -12,7 +12,8 @@ from collections import Counter
 import pytest
 
 from extract import evaluation as ev
-from gold_checks import DEV_GOLD, HELDOUT_GOLD, LONGFORM_GOLD, is_normal, long_sentences, organ_states
+from gold_checks import (DEV_GOLD, HELDOUT_GOLD, LONGFORM_GOLD, assert_no_text_shared, is_normal,
+                         organ_states, organs_with_a_lesion)
 from schemas.vocab import ORGANS
 
 MIN_SENTENCES, MAX_SENTENCES = 15, 60
@@ -80,8 +81,7 @@ def test_longform_has_at_least_a_quarter_normal_reports(longform):
 
 
 def test_longform_has_a_lesion_in_every_organ_key(longform):
-    with_lesion = {organ for r in longform for organ, f in r.organs.items() if "lesion" in organ_states(f)}
-    assert with_lesion == set(ORGANS)
+    assert organs_with_a_lesion(longform) == set(ORGANS)
 
 
 def test_longform_has_some_equivocal_organs(longform):
@@ -109,10 +109,4 @@ def test_longform_covers_each_required_phenomenon(longform):
 
 
 def test_longform_shares_no_report_text_with_dev_or_heldout(longform):
-    other = ev.load_gold(DEV_GOLD) + ev.load_gold(HELDOUT_GOLD)
-    other_reports = {" ".join(r.report.lower().split()) for r in other}
-    other_sentences = set().union(*(long_sentences(r.report) for r in other))
-    for report in longform:
-        assert " ".join(report.report.lower().split()) not in other_reports, report.id
-        shared = long_sentences(report.report) & other_sentences
-        assert not shared, (report.id, sorted(shared))
+    assert_no_text_shared(longform, ev.load_gold(DEV_GOLD) + ev.load_gold(HELDOUT_GOLD))
