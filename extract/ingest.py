@@ -714,7 +714,7 @@ def shown_id(report_id: str) -> str:
     """`report_id` as an error message may show it: quoted when short, else only its length and a hash prefix."""
     if len(report_id) <= MAX_SHOWN_ID_CHARS and "\n" not in report_id:
         return repr(report_id)
-    digest = hashlib.sha256(report_id.encode("utf-8")).hexdigest()[:12]
+    digest = text_sha256(report_id)[:12]
     return f"of {len(report_id)} characters (sha256 {digest}; is --id-column the report text?)"
 
 
