@@ -75,13 +75,15 @@ def stored_answers(db: Path, config_hash: str | None = None) -> tuple[str, dict[
 
 
 def _answer_within_older_bounds(raw: str):
-    """The stored answer as an `LLMAnswer`. Answers stored under an earlier schema may hold strings or arrays
+    """The stored answer as a `CitedAnswer` (citing format) or an `LLMAnswer`. Quoting answers stored under an earlier schema may hold strings or arrays
     longer than today's bounds (the bounds limit generation, not meaning): those are accepted as they are;
     any other schema error is raised."""
     from pydantic import ValidationError
 
-    from schemas.llm import LLMAnswer, LLMLesion, LLMOrgan, parse_llm_answer
+    from schemas.llm import CitedAnswer, LLMAnswer, LLMLesion, LLMOrgan, parse_llm_answer
 
+    if "sentences" in raw or '"normal"' in raw:  # the citing format's answers have one set of bounds so far
+        return parse_llm_answer(raw, CitedAnswer)
     try:
         return parse_llm_answer(raw)
     except ValidationError as exc:

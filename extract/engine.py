@@ -35,7 +35,7 @@ from extract.backends.base import Backend, BackendError, BackendInfo, Completion
 from extract.progress import format_duration, progress_bar
 from extract.prompting import Prompt
 from extract.reading.convert import to_payload
-from schemas.llm import llm_json_schema, parse_llm_answer
+from schemas.llm import CitedAnswer, parse_llm_answer
 from schemas.records import SCHEMA_VERSION, ExtractionPayload
 from schemas.tables import extraction_tables
 
@@ -93,7 +93,7 @@ def run_config(prompt: Prompt, info: BackendInfo, sampling: SamplingConfig) -> d
     return {
         "prompt_sha256": prompt.sha256,
         "schema_version": SCHEMA_VERSION,
-        "llm_schema_sha256": _sha256(json.dumps(llm_json_schema(), sort_keys=True)),
+        "llm_schema_sha256": _sha256(json.dumps(prompt.answer_schema(), sort_keys=True)),
         "model_id": info.model_id,
         "model_revision": info.model_revision,
         "quantization": info.quantization,
@@ -160,14 +160,15 @@ def _short_errors(exc: ValidationError, limit: int = 8) -> str:
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
-def parse_answer(text: str, report_text: str) -> tuple[ExtractionPayload, list[str]]:
-    """Validate a raw answer and convert it into a payload for `report_text`.
+def parse_answer(text: str, report_text: str, answer_model: type = CitedAnswer) -> tuple[ExtractionPayload, list[str]]:
+    """Validate a raw answer (an `answer_model`: the prompt's format, by default the citing one) and convert it
+    into a payload for `report_text`.
 
     Raises:
-        AnswerError: not JSON, not an `LLMAnswer`, or the converted payload breaks a rule.
+        AnswerError: not JSON, not an `answer_model`, or the converted payload breaks a rule.
     """
     try:
-        answer = parse_llm_answer(text)
+        answer = parse_llm_answer(text, answer_model)
     except ValidationError as exc:
         raise AnswerError(f"the answer does not match the schema: {_short_errors(exc)}") from exc
     try:
@@ -210,7 +211,7 @@ async def extract_one(backend: Backend, prompt: Prompt, schema: dict[str, Any], 
             outcome.error = f"output reached max_tokens={sampling.max_tokens} (finish_reason=length)"
             return outcome
         try:
-            outcome.payload, outcome.warnings = parse_answer(c.text, text)
+            outcome.payload, outcome.warnings = parse_answer(c.text, text, prompt.answer_model)
         except AnswerError as exc:
             outcome.error = f"attempt {attempt}: {exc}" if outcome.error is None else f"{outcome.error} | attempt {attempt}: {exc}"
             messages = prompt.repair_messages(text, c.text, str(exc))
@@ -426,7 +427,7 @@ async def _run(store: Any, backend: Backend, info: BackendInfo, prompt: Prompt, 
     for group in by_text.values():
         queue.put_nowait(group)
 
-    schema = llm_json_schema()
+    schema = prompt.answer_schema()
     writer = ResultWriter(store, run_id, cfg_hash, config.write_batch, config.flush_interval_s)
     bar = progress_bar(len(jobs), config.progress, config.progress_interval_s)
     t0 = time.perf_counter()

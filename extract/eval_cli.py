@@ -53,7 +53,7 @@ def eval_extraction(
     threads: int = typer.Option(1, min=1, help="--backend local: CPU threads"),
     max_tokens: int = typer.Option(
         SamplingConfig.model_fields["max_tokens"].default, min=16, help="--backend: output tokens per call"),
-    prompt: Optional[Path] = typer.Option(None, help="--backend: prompt template (default prompts/extract_v1.yaml)"),
+    prompt: Optional[Path] = typer.Option(None, help="--backend: prompt template (default prompts/extract_v3.yaml)"),
     predictions: Optional[Path] = typer.Option(None, help="read predictions from an organ-summary JSONL file"),
     db: Optional[Path] = typer.Option(
         None, help="store to read results from (default $RSUPER_DB or data/rsuper.duckdb); with --backend, the "

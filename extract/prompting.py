@@ -17,13 +17,16 @@ from typing import Any
 
 import yaml
 
+from pydantic import BaseModel
+
 from extract.reading.convert import to_payload
-from schemas.llm import LLMAnswer
+from extract.reading.sentences import numbered_report
+from schemas.llm import ANSWER_MODELS, llm_json_schema
 
 #: The shipped templates, found as package resources so an installed wheel has them too
 #: (`rsuper/prompts` links to the top-level `prompts/`).
 PROMPTS_DIR = files("rsuper") / "prompts"
-DEFAULT_PROMPT = PROMPTS_DIR / "extract_v1.yaml"
+DEFAULT_PROMPT = PROMPTS_DIR / "extract_v3.yaml"
 
 Message = dict[str, str]
 
@@ -32,7 +35,7 @@ class PromptError(ValueError):
     """A prompt template is missing a key or holds an example that is not a valid answer."""
 
 
-def answer_json(answer: LLMAnswer) -> str:
+def answer_json(answer: BaseModel) -> str:
     """The JSON text of an answer as a strict constrained decoder writes it: schema key order, no whitespace.
 
     vLLM's xgrammar with ``disable_any_whitespace`` forces `,` and `:` without spaces; few-shot answers written
@@ -54,6 +57,8 @@ class Prompt:
         prefix: the fixed messages (system + few-shot turns) sent before every report.
         report_prefix: text put before the report in the last user turn.
         repair: template of the repair turn; `{errors}` is replaced by the validation errors.
+        answer_format: `cite` (the report's sentences numbered, answers cite them: `schemas.llm.CitedAnswer`) or
+            `quote` (answers copy report words: `schemas.llm.LLMAnswer`).
     """
 
     prompt_id: str
@@ -62,14 +67,27 @@ class Prompt:
     prefix: tuple[Message, ...]
     report_prefix: str
     repair: str
+    answer_format: str = "quote"
 
     @property
     def label(self) -> str:
         return f"{self.prompt_id}@v{self.version}"
 
+    @property
+    def answer_model(self) -> type[BaseModel]:
+        return ANSWER_MODELS[self.answer_format]
+
+    def answer_schema(self) -> dict[str, Any]:
+        """The JSON schema a constrained decoder holds the answer to."""
+        return llm_json_schema(self.answer_model)
+
+    def shown_report(self, report_text: str) -> str:
+        """The report as the model sees it: with numbered sentences when answers cite them."""
+        return numbered_report(report_text) if self.answer_format == "cite" else report_text
+
     def messages(self, report_text: str) -> list[Message]:
         """The full conversation for one report (fixed prefix first, report last)."""
-        return [*self.prefix, {"role": "user", "content": self.report_prefix + report_text}]
+        return [*self.prefix, {"role": "user", "content": self.report_prefix + self.shown_report(report_text)}]
 
     def repair_messages(self, report_text: str, raw_output: str, errors: str) -> list[Message]:
         """The conversation of the one repair round: the first answer and its validation errors appended."""
@@ -103,15 +121,20 @@ def load_prompt(path: str | Path | Traversable = DEFAULT_PROMPT) -> Prompt:
     if not isinstance(doc, dict):
         raise PromptError(f"{path}: the template must be a mapping")
     report_prefix = str(doc.get("report_prefix", "Report:\n"))
+    answer_format = str(doc.get("answer_format", "quote"))
+    if answer_format not in ANSWER_MODELS:
+        raise PromptError(f"{path}: answer_format must be one of {sorted(ANSWER_MODELS)}, not {answer_format!r}")
+    model = ANSWER_MODELS[answer_format]
+    shown = numbered_report if answer_format == "cite" else str
     prefix: list[Message] = [{"role": "system", "content": str(_require(doc, "system", path)).strip()}]
     for i, example in enumerate(_require(doc, "examples", path) or []):
         report = str(_require(example, "report", path)).strip()
         try:
-            answer = LLMAnswer.model_validate(_require(example, "answer", path))
+            answer = model.model_validate(_require(example, "answer", path))
             to_payload(answer, report)
         except ValueError as exc:  # pydantic.ValidationError is a ValueError
             raise PromptError(f"{path}: example {i + 1} is not a valid answer for its report: {exc}") from exc
-        prefix += [{"role": "user", "content": report_prefix + report},
+        prefix += [{"role": "user", "content": report_prefix + shown(report)},
                    {"role": "assistant", "content": answer_json(answer)}]
     return Prompt(
         prompt_id=str(_require(doc, "id", path)),
@@ -120,6 +143,7 @@ def load_prompt(path: str | Path | Traversable = DEFAULT_PROMPT) -> Prompt:
         prefix=tuple(prefix),
         report_prefix=report_prefix,
         repair=str(_require(doc, "repair", path)).strip(),
+        answer_format=answer_format,
     )
 
 

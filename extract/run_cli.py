@@ -66,7 +66,7 @@ def register(app: typer.Typer) -> None:
         model_path: Optional[Path] = typer.Option(None, "--model-path", help="local backend: a GGUF file"),
         model_revision: str = typer.Option("", "--model-revision", help="recorded in the run key"),
         quantization: str = typer.Option("", "--quantization", help="recorded in the run key"),
-        prompt: Optional[Path] = typer.Option(None, "--prompt", help="prompt template (default prompts/extract_v1.yaml)"),
+        prompt: Optional[Path] = typer.Option(None, "--prompt", help="prompt template (default prompts/extract_v3.yaml)"),
         limit: Optional[int] = typer.Option(None, "--limit", min=1, help="at most this many pending reports"),
         concurrency: int = typer.Option(64, "--concurrency", min=1, help="openai: requests in flight"),
         max_tokens: int = typer.Option(SamplingConfig.model_fields["max_tokens"].default, "--max-tokens", min=16,

@@ -1,6 +1,12 @@
-"""The compact schema the LLM fills.
+"""The compact schemas the LLM fills: the citing format (`CitedAnswer`, the default) and the quoting one
+(`LLMAnswer`).
 
-The model decides per organ (an explicit state, so "normal" and "not mentioned" differ) and lists lesions with
+Citing: the report is shown with numbered sentences; the model names each lesion's organ, the numbers of the
+sentences that describe it and its count, plus the organs the report calls normal or resected. Everything else
+(size, unit, place, side, attenuation, kind, doubt) is read by code from the cited sentences, so an answer is a
+few numbers and enum words per lesion.
+
+Quoting: the model decides per organ (an explicit state, so "normal" and "not mentioned" differ) and lists lesions with
 words quoted from the report; code (`extract.reading.convert.to_payload`) then parses sizes and units, maps
 location words to sub-segments, fills attenuation from the wording and drops findings that are not lesions.
 The JSON schema stays xgrammar-friendly: enums, bounded strings and arrays, no `allOf` / `uniqueItems` /
@@ -10,7 +16,7 @@ The JSON schema stays xgrammar-friendly: enums, bounded strings and arrays, no `
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -59,8 +65,30 @@ class LLMAnswer(_LLMModel):
     lesions: list[LLMLesion] = Field(max_length=MAX_LESIONS)
 
 
-def parse_llm_answer(text: str) -> LLMAnswer:
-    """An answer text as an `LLMAnswer`.
+#: Sentence numbers a citation may hold (reports longer than this cite their first sentences only).
+MAX_SENTENCES = 400
+
+
+class CitedLesion(_LLMModel):
+    organ: OrganKey
+    sentences: list[Annotated[int, Field(ge=1, le=MAX_SENTENCES)]] = Field(min_length=1, max_length=3,
+                                 description="numbers of the sentences that describe this lesion")
+    count: int = Field(ge=1, le=99)
+    count_exact: bool
+
+
+class CitedAnswer(_LLMModel):
+    lesions: list[CitedLesion] = Field(max_length=MAX_LESIONS)
+    normal: list[OrganKey] = Field(max_length=MAX_ORGANS)
+    resected: list[OrganKey] = Field(max_length=4)
+
+
+#: Answer formats by name, as a prompt template's `answer_format` names them.
+ANSWER_MODELS: dict[str, type[_LLMModel]] = {"cite": CitedAnswer, "quote": LLMAnswer}
+
+
+def parse_llm_answer(text: str, model: type[_LLMModel] = LLMAnswer):
+    """An answer text as an instance of `model` (`LLMAnswer` or `CitedAnswer`).
 
     JSON forbids raw control characters inside strings, but llama.cpp's schema grammar lets a model copy a line
     break of the report into a quote. Such an answer is read with Python's non-strict decoder, which keeps the
@@ -72,7 +100,7 @@ def parse_llm_answer(text: str) -> LLMAnswer:
     from pydantic import ValidationError
 
     try:
-        return LLMAnswer.model_validate_json(text)
+        return model.model_validate_json(text)
     except ValidationError as exc:
         if not any(e["type"] == "json_invalid" and "control character" in e["msg"] for e in exc.errors()):
             raise
@@ -80,14 +108,14 @@ def parse_llm_answer(text: str) -> LLMAnswer:
             data = json.loads(text, strict=False)
         except ValueError:
             raise exc from None
-    return LLMAnswer.model_validate(data)
+    return model.model_validate(data)
 
 
-def llm_json_schema() -> dict[str, Any]:
+def llm_json_schema(model: type[_LLMModel] = LLMAnswer) -> dict[str, Any]:
     """JSON schema for constrained decoding (vLLM `json_schema`, llama.cpp `json_object` + schema)."""
-    return LLMAnswer.model_json_schema()
+    return model.model_json_schema()
 
 
-def schema_fingerprint() -> str:
-    """Stable text of the LLM schema, for run keys and size measurements."""
-    return json.dumps(llm_json_schema(), sort_keys=True, separators=(",", ":"))
+def schema_fingerprint(model: type[_LLMModel] = LLMAnswer) -> str:
+    """Stable text of an LLM schema, for run keys and size measurements."""
+    return json.dumps(llm_json_schema(model), sort_keys=True, separators=(",", ":"))

@@ -241,13 +241,44 @@ COMPOSITION_WORDS: dict[str, tuple[str, ...]] = {
 ATTENUATION_WORDS: dict[str, tuple[str, ...]] = {
     "heterogeneous": ("heterogeneous", "heterogeneously"),
     "hypo": ("hypodense", "hypoattenuating", "hypoattenuation", "low density", "low-density",
-             "hypoenhancing", "hypoenhancement", "hypodensity", "hypodensities", "low attenuation",
+             "hypoenhancing", "hypoenhancement", "hypodensity", "hypodensities", "low attenuation", "low-attenuation", "low attenuating",
+             "low-attenuating",
              "hypovascular"),
     "hyper": ("hyperdense", "hyperattenuating", "hyperenhancing", "hyperenhancement", "arterially enhancing",
-              "enhancing", "hypervascular", "high density", "too dense to be a simple cyst",
+              "enhancing", "hypervascular", "high density", "high attenuation", "high-attenuation", "hyperattenuation", "too dense to be a simple cyst",
               "too dense to represent a simple cyst", "too dense for a simple cyst"),
     "iso": ("isodense", "isoattenuating", "isoenhancing"),
 }
+
+#: Words that name a lesion's kind, most specific first (the first kind whose words a phrase holds wins, and
+#: only where `TYPE_ORGANS` allows it for the organ). A phrase naming none is `lesion_unspecified`.
+LESION_TYPE_WORDS: tuple[tuple[LesionType, tuple[str, ...]], ...] = (
+    (_T.ANGIOMYOLIPOMA, ("angiomyolipoma", "angiomyolipomas", "aml")),
+    (_T.MYELOLIPOMA, ("myelolipoma", "myelolipomas")),
+    (_T.PHEOCHROMOCYTOMA, ("pheochromocytoma",)),
+    (_T.HEPATOCELLULAR_CARCINOMA, ("hepatocellular carcinoma", "hcc", "li-rads 5", "lr-5")),
+    (_T.CHOLANGIOCARCINOMA, ("cholangiocarcinoma",)),
+    (_T.PANCREATIC_NEUROENDOCRINE_TUMOR, ("neuroendocrine tumor", "neuroendocrine tumour", "pnet", "insulinoma")),
+    (_T.PANCREATIC_DUCTAL_ADENOCARCINOMA, ("pancreatic adenocarcinoma", "ductal adenocarcinoma",
+                                           "pancreatic cancer", "pancreatic carcinoma")),
+    (_T.IPMN, ("ipmn", "ipmns", "intraductal papillary mucinous neoplasm", "side-branch ipmn", "side branch ipmn")),
+    (_T.SEROUS_CYSTADENOMA, ("serous cystadenoma", "microcystic")),
+    (_T.MUCINOUS_CYSTIC_NEOPLASM, ("mucinous cystic neoplasm",)),
+    (_T.PSEUDOCYST, ("pseudocyst", "pseudocysts")),
+    (_T.RENAL_CELL_CARCINOMA, ("renal cell carcinoma", "rcc")),
+    (_T.ONCOCYTOMA, ("oncocytoma",)),
+    (_T.UROTHELIAL_CARCINOMA, ("urothelial carcinoma", "transitional cell carcinoma")),
+    (_T.FOCAL_NODULAR_HYPERPLASIA, ("focal nodular hyperplasia", "fnh")),
+    (_T.HEPATIC_ADENOMA, ("hepatic adenoma", "hepatocellular adenoma")),
+    (_T.ADRENAL_ADENOMA, ("adenoma", "adenomas", "lipid-rich", "lipid rich")),
+    (_T.HEMANGIOMA, ("hemangioma", "hemangiomas", "haemangioma", "haemangiomas")),
+    (_T.LYMPHOMA, ("lymphoma",)),
+    (_T.GIST, ("gist", "gastrointestinal stromal tumor")),
+    (_T.METASTASIS, ("metastasis", "metastases", "metastatic", "metastatic disease")),
+    (_T.CYST, ("cyst", "cysts", "simple cyst", "cystic lesion")),
+    (_T.MALIGNANCY_UNSPECIFIED, ("malignancy", "malignant", "carcinoma", "neoplasm", "cancer")),
+    (_T.NODULE, ("nodule", "nodules")),
+)
 
 def summary_location(organ: Organ, segments: list[SubSegment], laterality: str | None) -> str | None:
     """The `largest_location` token of the organ summary for one lesion.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from extract.reading.cite import cited_as_quoted
 from extract.reading.lesion_words import group_word_in_text
 from extract.reading.lesions import lesion_record
 from extract.reading.locations import side_in_text
@@ -13,7 +14,7 @@ from extract.reading.organ_states import organ_statuses
 from extract.reading.organs import named_organs
 from extract.reading.quotes import QuoteContext, in_impression
 from extract.reading.sentences import is_not_findings_header, report_sentences
-from schemas.llm import LLMAnswer, LLMLesion, parse_llm_answer
+from schemas.llm import CitedAnswer, LLMAnswer, LLMLesion, parse_llm_answer
 from schemas.records import ExtractionPayload, match_key
 from schemas.vocab import PAIRED_ORGANS, Organ
 
@@ -95,8 +96,9 @@ def _missed_lesions(report_text: str, report_key: str, tumors: list[dict]) -> li
 
 
 def _keep_lesion(record: dict, ctx: QuoteContext, report_text: str, tumors: list[dict], seen: set[tuple],
-                 spans: dict[tuple[str, tuple[int, int]], bool], warnings: list[str]) -> None:
-    """Append `record` to `tumors` unless it repeats one already there."""
+                 spans: dict[tuple[str, tuple[int, int]], bool], warnings: list[str], first_part: bool = True) -> None:
+    """Append `record` to `tumors` unless it repeats one already there. `first_part`: the record is the first
+    (or only) of the lesions its quote was split into; the others share its words by construction."""
     # The same lesion repeated (findings + impression) collapses into one record.
     identity = (record["organ"], record["laterality"], tuple(record["size"].get("diameters_mm", ())),
                 tuple(record["segments"]))
@@ -105,7 +107,7 @@ def _keep_lesion(record: dict, ctx: QuoteContext, report_text: str, tumors: list
         return
     # A second entry on the very same words is a copy unless the words speak of several lesions.
     span_key = (record["organ"], ctx.span)
-    if span_key in spans and not spans[span_key]:
+    if first_part and span_key in spans and not spans[span_key]:
         warnings.append(f"lesion {record['id']}: same quote as an earlier single lesion; dropped")
         return
     # The impression repeats findings: an entry there on an organ (side) the findings already hold is the
@@ -118,18 +120,22 @@ def _keep_lesion(record: dict, ctx: QuoteContext, report_text: str, tumors: list
     tumors.append(record)
 
 
-def to_payload(answer: LLMAnswer | dict | str, report_text: str) -> tuple[ExtractionPayload, list[str]]:
-    """Convert an LLM answer into a validated payload for `report_text`, with conversion warnings.
+def to_payload(answer: LLMAnswer | CitedAnswer | dict | str, report_text: str,
+               answer_model: type[LLMAnswer] | type[CitedAnswer] = LLMAnswer) -> tuple[ExtractionPayload, list[str]]:
+    """Convert an LLM answer into a validated payload for `report_text`, with conversion warnings. A text or
+    dict is read as an `answer_model`; a citing answer is first tied to the report's sentences.
 
     Raises:
-        pydantic.ValidationError: the answer does not match `LLMAnswer`, or the converted payload is invalid.
+        pydantic.ValidationError: the answer does not match its model, or the converted payload is invalid.
     """
     if isinstance(answer, str):
-        answer = parse_llm_answer(answer)
+        answer = parse_llm_answer(answer, answer_model)
     elif isinstance(answer, dict):
-        answer = LLMAnswer.model_validate(answer)
-    report_key = match_key(report_text)
+        answer = answer_model.model_validate(answer)
     warnings: list[str] = []
+    if isinstance(answer, CitedAnswer):
+        answer = cited_as_quoted(answer, report_text, warnings)
+    report_key = match_key(report_text)
     tumors: list[dict] = []
     seen: set[tuple] = set()
     spans: dict[tuple[str, tuple[int, int]], bool] = {}
@@ -138,9 +144,9 @@ def to_payload(answer: LLMAnswer | dict | str, report_text: str) -> tuple[Extrac
         if kept is None:
             continue
         record, ctx = kept
-        for part in split_by_measurement(record, ctx.text):
+        for k, part in enumerate(split_by_measurement(record, ctx.text)):
             part["id"] = len(tumors) + 1
-            _keep_lesion(part, ctx, report_text, tumors, seen, spans, warnings)
+            _keep_lesion(part, ctx, report_text, tumors, seen, spans, warnings, first_part=k == 0)
     for stated in answer.organs:
         # The model called the organ abnormal but listed no lesion: the organ quote stands for one, when its
         # words pass the same checks as a lesion quote.

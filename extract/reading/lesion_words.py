@@ -5,13 +5,24 @@ from __future__ import annotations
 import re
 
 from extract.reading.patterns import words_pattern
-from schemas.vocab import ATTENUATION_WORDS, COMPOSITION_WORDS, GROUP_WORDS, LESION_WORDS, ORGAN_LESION_WORDS, Organ
+from schemas.vocab import (
+    ATTENUATION_WORDS,
+    COMPOSITION_WORDS,
+    GROUP_WORDS,
+    LESION_TYPE_WORDS,
+    LESION_WORDS,
+    ORGAN_LESION_WORDS,
+    TYPE_ORGANS,
+    LesionType,
+    Organ,
+)
 
 _ATTENUATION_PATTERNS = {value: words_pattern(words) for value, words in ATTENUATION_WORDS.items()}
 _LESION_PATTERN = words_pattern(LESION_WORDS)
 _ORGAN_LESION_PATTERNS = {organ: words_pattern(LESION_WORDS + words) for organ, words in ORGAN_LESION_WORDS.items()}
 _COMPOSITION_PATTERNS = {value: words_pattern(words) for value, words in COMPOSITION_WORDS.items()}
 _GROUP_PATTERN = words_pattern(GROUP_WORDS)
+_TYPE_PATTERNS = tuple((kind, words_pattern(words)) for kind, words in LESION_TYPE_WORDS)
 
 
 def lesion_word_in_text(organ: Organ, text: str) -> bool:
@@ -23,6 +34,21 @@ def lesion_word_in_text(organ: Organ, text: str) -> bool:
 def group_word_in_text(text: str) -> bool:
     """Whether `text` speaks of more than one lesion ("multiple", "two", plural lesion nouns)."""
     return bool(_GROUP_PATTERN.search(text))
+
+
+_NUMBER_WORDS = {"two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10}
+_PLURAL_LESIONS = tuple(w for w in GROUP_WORDS if w.endswith(("s", "i")) and w not in ("bilaterally", "various"))
+_STATED_COUNT = re.compile(r"\b(" + "|".join(_NUMBER_WORDS) + r"|[2-9]|[1-9]\d)(?!\s*(?:mm|cm|x)\b)\s+(?:[a-z-]+\s+){0,3}?"
+                           + r"(?:" + "|".join(re.escape(w) for w in _PLURAL_LESIONS) + r")\b", re.IGNORECASE)
+
+
+def count_in_text(text: str) -> int | None:
+    """The number of lesions a phrase states ("three hypodense lesions", "2 solid nodules"), or None."""
+    m = _STATED_COUNT.search(text)
+    if m is None:
+        return None
+    word = m.group(1).lower()
+    return _NUMBER_WORDS.get(word) or int(word)
 
 
 def composition_in_text(text: str) -> str | None:
@@ -48,3 +74,14 @@ def attenuation_in_text(text: str) -> str | None:
         if _ATTENUATION_PATTERNS[value].search(text):
             return value
     return None
+
+
+def kind_in_text(organ: Organ, text: str) -> LesionType:
+    """The lesion kind a phrase names for `organ` (`LESION_TYPE_WORDS`, most specific first; a kind that
+    `TYPE_ORGANS` ties to other organs is skipped), else `lesion_unspecified`. Pass the text with negated
+    stretches blanked (`negation.negated_blanked`) so "no metastasis" names no kind."""
+    for kind, pattern in _TYPE_PATTERNS:
+        allowed = TYPE_ORGANS.get(kind)
+        if (allowed is None or organ in allowed) and pattern.search(text):
+            return kind
+    return LesionType.LESION_UNSPECIFIED

@@ -68,6 +68,14 @@ def drop_reason(organ: Organ, header: str, sentence: str, quote: str = "") -> st
     return None
 
 
+def _sized_one_by_one(organ: Organ, text: str) -> int:
+    """How many lesions `text` sizes one by one: current measurements each followed closely by a lesion word
+    of `organ` ("a 5 mm focus in the caudate lobe and a 2.1 cm cyst"); 0 when some measurement is not."""
+    found = current_measurements(text)
+    followed = [lesion_word_in_text(organ, negated_blanked(text[m.end:m.end + 30])) for m in found]
+    return len(found) if found and all(followed) else 0
+
+
 def _lesion_side(lesion: LLMLesion, ctx: QuoteContext) -> str | None:
     """Side of a paired-organ lesion: the quote's words, else the location's, the header's, the sentence's,
     else the model's left/right. `bilateral` needs the words ("bilateral", "both", left and right)."""
@@ -119,8 +127,10 @@ def lesion_record(lesion: LLMLesion, record_id: int, report_text: str, report_ke
     count, count_exact = lesion.count, lesion.count_exact
     if not group_word_in_text(f"{ctx.text} {ctx.sentence}"):
         count, count_exact = 1, True  # nothing in the wording speaks of more than one lesion
-    elif not count_exact and count < 2:
-        count = 2  # "multiple" without a number: at least two
+    elif count < 2 and (not count_exact or group_word_in_text(negated_blanked(ctx.text))):
+        count, count_exact = 2, False  # "multiple" without a number: at least two
+    if count == 1 and count_exact and _sized_one_by_one(organ, ctx.text) > 1:
+        count = _sized_one_by_one(organ, ctx.text)  # "a 5 mm focus ... and a 2.1 cm cyst": two lesions
     if side == "bilateral" and count == 1 and count_exact:
         count, count_exact = 2, False
 
@@ -134,11 +144,10 @@ def lesion_record(lesion: LLMLesion, record_id: int, report_text: str, report_ke
     if prior:
         warnings.append(f"{where}: size {size_text!r} is a prior size in the report; ignored")
         diameters = None
-    if diameters is None and (not size_text or prior) and count == 1 and count_exact:
+    if diameters is None and (not size_text or prior):
         diameters = size_from_quote(ctx.text)
         if diameters is not None:
             size_text = current_measurements(ctx.text)[0].text
-            warnings.append(f"{where}: size read from the quote")
     if diameters is not None:
         group = count > 1 or not count_exact
         refers_to = "lesion" if not group else ("each_of_group" if _EACH.search(quote) else "largest_of_group")

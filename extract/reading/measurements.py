@@ -25,9 +25,19 @@ def size_from_quote(text: str) -> list[float] | None:
     return list(found[0].diameters_mm) if len(found) == 1 else None
 
 
+_PART_OF_LESION = re.compile(r"^\s*(?:\w+\s+){0,2}?(?:components?|rim|wall|septations?|calcifications?)\b",
+                             re.IGNORECASE)
+
+
+_ON_EARLIER_STUDY = re.compile(r"^\s*(?:on|at|in)\s+the\s+(?:earlier|prior|previous|preceding|last|older)\b",
+                               re.IGNORECASE)
+
+
 def current_measurements(text: str) -> list:
-    """Measurements in `text` that are not prior sizes (no "previously"/"prior"/... just before them)."""
-    return [m for m in find_measurements(text) if not _PRIOR_WORDS.search(text[max(0, m.start - 25): m.start])]
+    """Measurements in `text` of lesions now: not prior sizes (no "previously"/"prior"/... just before them, no
+    "on the earlier study" after them) and not the size of a lesion's part ("with a 3 mm solid component")."""
+    return [m for m in find_measurements(text) if not _PRIOR_WORDS.search(text[max(0, m.start - 25): m.start])
+            and not _PART_OF_LESION.match(text[m.end: m.end + 40]) and not _ON_EARLIER_STUDY.match(text[m.end:])]
 
 
 _LARGEST = re.compile(r"\b(?:(?:the\s+)?(?:largest|dominant|biggest)|up to)\b", re.IGNORECASE)
@@ -40,11 +50,16 @@ def is_largest_follow_up(sentence: str) -> bool:
     return bool(_LARGEST_FOLLOW_UP.match(sentence))
 
 
+def _names_place(organ: Organ, text: str) -> bool:
+    """Whether `text` names a sub-segment of `organ` or, for a paired organ, a side."""
+    return bool(subsegments_in_text(organ, text)) or (organ in PAIRED_ORGANS and side_in_text(text) is not None)
+
+
 def split_by_measurement(record: dict, text: str) -> list[dict]:
     """A group record whose words size its members one by one ("1.1 cm in segment 2 and 3.4 cm in segment 7",
     "right 1.4 cm and left 2.6 cm") becomes one record per current measurement, each with the side and
     sub-segments written next to it. A group whose one measurement is its largest member's ("the largest
-    1.8 cm in the right lower lobe") becomes that member plus the rest (count >= 2, lower bound, unsized).
+    1.8 cm in the right lower lobe") becomes that member plus the rest (at least one more: a lower bound, unsized).
     Anything else is returned unchanged."""
     group = record["count"] > 1 or not record["count_exact"]
     found = current_measurements(text)
@@ -62,10 +77,17 @@ def split_by_measurement(record: dict, text: str) -> list[dict]:
                          "refers_to": "lesion"}}
     if len(found) >= 2:
         parts = []
+        # "segment 4 (8 mm), segment 6 (1.1 cm)" places each size after its location; "1.1 cm in segment 2
+        # and 3.4 cm in segment 7" before it. Which one: where the first and the last size find a place.
+        lead, tail = text[:found[0].start], text[found[-1].end:]
+        place_first = _names_place(organ, lead) and not _names_place(organ, tail)
         for i, m in enumerate(found):
-            before = text[max(0, m.start - 12): m.start]
-            after = text[m.end: found[i + 1].start if i + 1 < len(found) else len(text)]
-            parts.append(member(before.split(",")[-1] + " " + after, m.diameters_mm, m.text))
+            if place_first:
+                window = text[found[i - 1].end if i else 0: m.start]
+            else:
+                before = text[max(0, m.start - 12): m.start]
+                window = before.split(",")[-1] + " " + text[m.end: found[i + 1].start if i + 1 < len(found) else len(text)]
+            parts.append(member(window, m.diameters_mm, m.text))
         return parts
     largest = _LARGEST.search(text)
     if largest is None:
@@ -76,5 +98,5 @@ def split_by_measurement(record: dict, text: str) -> list[dict]:
     if (largest_member["laterality"] == record["laterality"] and largest_member["segments"] == record["segments"]
             and record["size"]["status"] == "measured"):
         return [record]  # nothing more specific is written about the largest
-    rest = {**record, "count": max(2, record["count"] - 1), "count_exact": False, "size": {"status": "not_reported"}}
+    rest = {**record, "count": max(1, record["count"] - 1), "count_exact": False, "size": {"status": "not_reported"}}
     return [largest_member, rest]

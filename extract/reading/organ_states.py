@@ -22,6 +22,11 @@ _NORMAL = re.compile(
 _VOCABULARY_RANK = {organ: rank for rank, organ in enumerate(Organ)}
 
 
+def clears_organ(organ: Organ, sentence: str) -> bool:
+    """Whether `sentence` calls `organ` normal in so many words and asserts no lesion of it."""
+    return bool(_NORMAL.search(sentence)) and lesion_assertion(organ, sentence) == "none"
+
+
 def normal_organs(report: str) -> dict[Organ, str]:
     """Organs a sentence of the report clears ("The liver, spleen and kidneys are unremarkable.",
     "Spleen: Normal.", "No lymphadenopathy."), with that sentence. Organs named in the sentence count; when it

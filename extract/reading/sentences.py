@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
+from dataclasses import dataclass
 
 from schemas.vocab import NOT_FINDINGS_HEADERS
 
@@ -13,6 +14,8 @@ CLAUSE_BREAK = re.compile(r"[,;:]|\b(?:but|however|whereas)\b", re.IGNORECASE)
 # A sentence ends at ; ! ? a line break, or a period that is not a decimal point ("2.3 cm").
 SENTENCE_BREAK = re.compile(r"[;!?\n]|\.(?!\d)")
 # A section header opens a line or follows a sentence end: "Right kidney: ...", "... normal. Spleen: ...".
+# "1." opening an item of a numbered list is no sentence of its own.
+_LIST_NUMBER = re.compile(r"\s*\(?\d{1,2}\)?\s*")
 HEADER = re.compile(r"(?:^|[.;]\s+)\s*([A-Za-z][A-Za-z /&,()-]{0,40}):")
 
 
@@ -27,21 +30,57 @@ def clauses(text: str) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
 
 
-@functools.lru_cache(maxsize=16)  # read twice per conversion (cleared organs, missed lesions)
-def report_sentences(report: str) -> tuple[tuple[str, str], ...]:
-    """(section header, sentence) for every sentence of the report."""
-    out: list[tuple[str, str]] = []
+@dataclass(frozen=True)
+class Sentence:
+    """One sentence of a report: its section header and its (stripped) text's offsets in the report."""
+
+    header: str
+    start: int
+    end: int
+
+
+@functools.lru_cache(maxsize=16)  # read several times per conversion (numbering, citations, cleared organs)
+def sentence_spans(report: str) -> tuple[Sentence, ...]:
+    """Every sentence of the report in order, with its section header and character offsets."""
+    out: list[Sentence] = []
     header = ""
-    for line in report.splitlines():
+    pos = 0
+    for line in report.splitlines(keepends=True):
+        line_start, pos = pos, pos + len(line)
         stripped = line.strip()
         if stripped.endswith(":") and len(stripped) <= 42:
             header = stripped[:-1]
             continue
         line_header = header
-        for part in SENTENCE_BREAK.split(line):
-            m = HEADER.match(part)
+        part_start = 0
+        body = line.rstrip("\r\n")
+        for m in [*SENTENCE_BREAK.finditer(body), None]:
+            part_end = m.start() if m else len(body)
+            part = body[part_start:part_end]
+            found = HEADER.match(part)
+            if found:
+                line_header = found.group(1).strip()
+            if part.strip() and not _LIST_NUMBER.fullmatch(part):
+                lead = len(part) - len(part.lstrip())
+                start = line_start + part_start + lead
+                out.append(Sentence(line_header, start, start + len(part.strip())))
             if m:
-                line_header = m.group(1).strip()
-            if part.strip():
-                out.append((line_header, part.strip()))
+                part_start = m.end()
     return tuple(out)
+
+
+@functools.lru_cache(maxsize=16)  # read twice per conversion (cleared organs, missed lesions)
+def report_sentences(report: str) -> tuple[tuple[str, str], ...]:
+    """(section header, sentence) for every sentence of the report."""
+    return tuple((s.header, report[s.start:s.end]) for s in sentence_spans(report))
+
+
+def numbered_report(report: str) -> str:
+    """The report with "[n] " before its n-th sentence (n from 1), as the citing answer format shows it."""
+    parts: list[str] = []
+    pos = 0
+    for n, sentence in enumerate(sentence_spans(report), start=1):
+        parts += [report[pos:sentence.start], f"[{n}] "]
+        pos = sentence.start
+    parts.append(report[pos:])
+    return "".join(parts)

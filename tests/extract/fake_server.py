@@ -14,12 +14,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-EMPTY_ANSWER = json.dumps({"organs": [], "lesions": []})
+#: An answer with no finding, in the default (citing) format.
+EMPTY_ANSWER = json.dumps({"lesions": [], "normal": [], "resected": []})
 REPORT_PREFIX = "Report:\n"
+_SENTENCE_NUMBER = re.compile(r"\[\d+\] ")
 
 
 @dataclass(frozen=True)
@@ -37,11 +40,12 @@ class Action:
 
 
 def report_of(body: dict[str, Any]) -> str:
-    """The report text of a chat request (the last user turn that carries a report)."""
+    """The report text of a chat request (the last user turn that carries a report), without the sentence
+    numbers the citing format shows."""
     for message in reversed(body.get("messages", [])):
         content = message.get("content", "")
         if message.get("role") == "user" and content.startswith(REPORT_PREFIX):
-            return content[len(REPORT_PREFIX):]
+            return _SENTENCE_NUMBER.sub("", content[len(REPORT_PREFIX):])
     return ""
 
 

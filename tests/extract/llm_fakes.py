@@ -21,21 +21,18 @@ def lesion(**kw: Any) -> dict[str, Any]:
     return {**base, **kw}
 
 
+def cited(**kw: Any) -> dict[str, Any]:
+    """One lesion of a citing answer (`schemas.llm.CitedLesion`), the first sentence's liver lesion by default."""
+    return {"organ": "liver", "sentences": [1], "count": 1, "count_exact": True, **kw}
+
+
+#: Answers in the default (citing) format: the shown report numbers its sentences from [1].
 ANSWERS = {
-    LIVER_REPORT: json.dumps({
-        "organs": [{"organ": "liver", "side": "both", "state": "lesion", "quote": "2.2 cm hypodense lesion"},
-                   {"organ": "spleen", "side": "both", "state": "no_lesion", "quote": "Spleen: Normal."}],
-        "lesions": [lesion(location="segment 8", size="2.2 cm", attenuation="hypo", kind="hemangioma",
-                           quote="2.2 cm hypodense lesion in segment 8, likely a hemangioma")]}),
-    KIDNEY_REPORT: json.dumps({
-        "organs": [{"organ": "kidney", "side": "left", "state": "lesion", "quote": "14 mm simple cyst"},
-                   {"organ": "pancreas", "side": "both", "state": "no_lesion", "quote": "Pancreas: Unremarkable."}],
-        "lesions": [lesion(organ="kidney", side="left", location="upper pole", size="14 mm", kind="cyst",
-                           quote="14 mm simple cyst in the upper pole of the left kidney")]}),
-    NORMAL_REPORT: json.dumps({
-        "organs": [{"organ": "liver", "side": "both", "state": "no_lesion", "quote": "Liver: No focal lesion."},
-                   {"organ": "pancreas", "side": "both", "state": "no_lesion", "quote": "Pancreas: Normal."}],
-        "lesions": []}),
+    LIVER_REPORT: json.dumps({"lesions": [{"organ": "liver", "sentences": [1], "count": 1, "count_exact": True}],
+                              "normal": ["spleen"], "resected": []}),
+    KIDNEY_REPORT: json.dumps({"lesions": [{"organ": "kidney", "sentences": [1], "count": 1, "count_exact": True}],
+                               "normal": ["pancreas"], "resected": []}),
+    NORMAL_REPORT: json.dumps({"lesions": [], "normal": ["liver", "pancreas"], "resected": []}),
 }
 
 

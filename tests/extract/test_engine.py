@@ -22,12 +22,13 @@ from extract.engine import (
     run_extraction,
 )
 from extract.prompting import load_prompt, shared_prefix_chars
+from extract.reading.sentences import numbered_report
 from fake_server import Action, FakeLLMServer
-from llm_fakes import ANSWERS, KIDNEY_REPORT, LIVER_REPORT, NORMAL_REPORT, ScriptedBackend, add_reports, lesion
-from schemas.llm import llm_json_schema
+from llm_fakes import ANSWERS, KIDNEY_REPORT, LIVER_REPORT, NORMAL_REPORT, ScriptedBackend, add_reports, cited
+from schemas.llm import CitedAnswer, llm_json_schema
 
 PROMPT = load_prompt()
-SCHEMA = llm_json_schema()
+SCHEMA = llm_json_schema(CitedAnswer)
 QUIET = EngineConfig(progress=False)
 
 
@@ -75,10 +76,30 @@ def test_extraction_key_depends_on_id_text_and_config():
 
 def test_prompt_prefix_is_fixed_and_report_is_last():
     a, b = PROMPT.messages(LIVER_REPORT), PROMPT.messages(KIDNEY_REPORT)
-    assert a[:-1] == b[:-1] and a[-1]["content"].endswith(LIVER_REPORT)
+    assert a[:-1] == b[:-1] and a[-1]["content"].endswith(numbered_report(LIVER_REPORT))
+    assert a[-1]["content"].endswith("[1] Liver: 2.2 cm hypodense lesion in segment 8, likely a hemangioma. [2] Spleen: Normal.")
     assert a[0]["role"] == "system" and [m["role"] for m in a[1:-1]] == ["user", "assistant"] * 3
     fixed, total = shared_prefix_chars(PROMPT, LIVER_REPORT)
     assert fixed / total > 0.9
+
+
+def test_a_template_names_its_answer_format_and_examples_are_checked_against_it(tmp_path):
+    from extract.prompting import PromptError
+
+    base = 'id: t\nversion: 1\nrepair: "{errors}"\nsystem: s\n'
+    example = ('examples:\n  - report: "Liver: 9 mm cyst."\n'
+               '    answer: {lesions: [{organ: liver, sentences: [%d], count: 1, count_exact: true}], normal: [], '
+               'resected: []}\n')
+    (tmp_path / "cite.yaml").write_text(base + "answer_format: cite\n" + example % 1)
+    prompt = load_prompt(tmp_path / "cite.yaml")
+    assert prompt.answer_format == "cite" and prompt.answer_schema()["title"] == "CitedAnswer"
+    assert prompt.prefix[1]["content"] == "Report:\n[1] Liver: 9 mm cyst."
+    (tmp_path / "quote.yaml").write_text(base + example % 1)  # no answer_format: the quoting schema
+    with pytest.raises(PromptError, match="example 1 is not a valid answer"):
+        load_prompt(tmp_path / "quote.yaml")
+    (tmp_path / "odd.yaml").write_text(base + "answer_format: prose\nexamples: []\n")
+    with pytest.raises(PromptError, match="answer_format must be one of"):
+        load_prompt(tmp_path / "odd.yaml")
 
 
 def test_repair_turn_carries_the_first_answer_and_errors():
@@ -99,12 +120,13 @@ def test_parse_answer_converts_sizes_in_code():
 
 @pytest.mark.parametrize("text,needle", [
     ("{not json", "does not match the schema"),
-    (json.dumps({"organs": [], "lesions": [lesion(count=0)]}), "count"),
-    (json.dumps({"organs": [], "lesions": [lesion(size="45 cm", quote="a 45 cm liver mass")]}), "breaks a rule: .*400"),
+    (json.dumps({"lesions": [cited(count=0)], "normal": [], "resected": []}), "count"),
+    (json.dumps({"lesions": [cited(sentences=[0])], "normal": [], "resected": []}), "sentences"),
+    (json.dumps({"lesions": [cited()], "normal": [], "resected": []}), "breaks a rule: .*400"),
 ])
 def test_parse_answer_rejects_unusable_answers(text, needle):
     with pytest.raises(AnswerError, match=needle):
-        parse_answer(text, "Liver: a 45 cm liver mass, " + LIVER_REPORT)
+        parse_answer(text, "Liver: a 45 cm liver mass. " + LIVER_REPORT)
 
 
 def test_happy_path_is_one_call():

@@ -282,10 +282,8 @@ class ScriptedBackend:
 
         self.calls += 1
         if any("cyst in segment 7" in m["content"] for m in messages):
-            answer = {"organs": [{"organ": "liver", "side": "both", "state": "lesion", "quote": "Liver"}],
-                      "lesions": [{"organ": "liver", "side": "none", "location": "segment 7", "count": 1,
-                                   "count_exact": True, "size": "9 mm", "size_bound": "none", "attenuation": "hypo",
-                                   "kind": "cyst", "certainty": "definite", "quote": "9 mm cyst in segment 7"}]}
+            answer = {"lesions": [{"organ": "liver", "sentences": [1], "count": 1, "count_exact": True}],
+                      "normal": [], "resected": []}
             return Completion(text=json.dumps(answer), finish_reason="stop")
         return Completion(text="not json", finish_reason="stop")
 

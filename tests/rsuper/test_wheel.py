@@ -61,7 +61,7 @@ def test_installed_wheel_runs_the_demo_help_and_loads_the_default_prompt(tmp_pat
     assert len(wheels) == 1, wheels
     names = set(zipfile.ZipFile(wheels[0]).namelist())
     assert {"rsuper/cli.py", "rsuper/__main__.py", "rsuper/prompts/extract_v1.yaml", "rsuper/prompts/extract_v2.yaml",
-            "rsuper/data/demo_reports.csv", "extract/store/tables.py"} <= names
+            "rsuper/prompts/extract_v3.yaml", "rsuper/data/demo_reports.csv", "extract/store/tables.py"} <= names
     assert not [n for n in names if "gold" in n]  # evaluation data stays in the repository
 
     _run([sys.executable, "-m", "venv", str(venv)], cwd=outside)
@@ -82,8 +82,8 @@ print(json.dumps({"torch": importlib.util.find_spec("torch") is not None, "extra
     got = json.loads(_run([str(py), "-c", probe], cwd=outside))
     assert got["torch"] is False  # the core install pulls no training stack
     assert Path(got["extract"]).is_relative_to(venv) and Path(got["prompt_file"]).is_relative_to(venv)
-    assert (got["id"], got["version"]) == ("ct-tumor-extract", 1)
-    assert got["sha256"] == hashlib.sha256((REPO / "prompts" / "extract_v1.yaml").read_bytes()).hexdigest()
+    assert (got["id"], got["version"]) == ("ct-tumor-extract", 3)
+    assert got["sha256"] == hashlib.sha256((REPO / "prompts" / "extract_v3.yaml").read_bytes()).hexdigest()
     assert bytes.fromhex(got["demo"]) == (REPO / "data" / "demo_reports.csv").read_bytes()
 
     help_text = _run([str(venv / "bin" / "rsuper"), "demo", "--help"], cwd=outside)

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from schemas.llm import LLMAnswer, llm_json_schema, schema_fingerprint
+from schemas.llm import ANSWER_MODELS, CitedAnswer, LLMAnswer, llm_json_schema, schema_fingerprint
 
 FORBIDDEN = {"allOf", "anyOf", "oneOf", "uniqueItems", "multipleOf", "not", "if", "patternProperties"}
 
@@ -17,9 +17,10 @@ def walk(node):
             yield from walk(v)
 
 
-def test_schema_is_compact_bounded_and_free_of_unsupported_keywords():
-    schema = llm_json_schema()
-    assert len(schema_fingerprint()) < 4000
+@pytest.mark.parametrize("model", list(ANSWER_MODELS.values()), ids=list(ANSWER_MODELS))
+def test_schema_is_compact_bounded_and_free_of_unsupported_keywords(model):
+    schema = llm_json_schema(model)
+    assert len(schema_fingerprint(model)) < 4000
     for node in walk(schema):
         assert not FORBIDDEN & set(node), node
         if node.get("type") == "array":
@@ -28,11 +29,25 @@ def test_schema_is_compact_bounded_and_free_of_unsupported_keywords():
             assert "maxLength" in node
 
 
-def test_schema_compiles_with_xgrammar():
+@pytest.mark.parametrize("model", list(ANSWER_MODELS.values()), ids=list(ANSWER_MODELS))
+def test_schema_compiles_with_xgrammar(model):
     xgr = pytest.importorskip("xgrammar")
     vocab = [f"<t{i}>" for i in range(32)] + list('abcdefghijklmnopqrstuvwxyz{}[]":,0123456789 .-_')
     compiler = xgr.GrammarCompiler(xgr.TokenizerInfo(vocab))
-    compiler.compile_json_schema(json.dumps(llm_json_schema()))
+    compiler.compile_json_schema(json.dumps(llm_json_schema(model)))
+
+
+def test_cited_answer_holds_sentence_numbers_and_counts_only():
+    from pydantic import ValidationError
+
+    answer = CitedAnswer.model_validate_json(
+        '{"lesions":[{"organ":"lung","sentences":[5,6],"count":2,"count_exact":false}],'
+        '"normal":["liver"],"resected":["gallbladder"]}')
+    assert answer.lesions[0].sentences == [5, 6] and answer.normal == ["liver"]
+    for bad in ('"sentences":[]', '"sentences":[0]', '"sentences":[1,2,3,4]', '"quote":"x","sentences":[1]'):
+        with pytest.raises(ValidationError):
+            CitedAnswer.model_validate_json(
+                '{"lesions":[{"organ":"lung",' + bad + ',"count":1,"count_exact":true}],"normal":[],"resected":[]}')
 
 
 def test_bad_json_raises_validation_error():
@@ -89,3 +104,21 @@ def test_longest_answer_the_schema_allows_fits_the_token_budget():
     text = json.dumps({"organs": [organ] * MAX_ORGANS, "lesions": [item] * MAX_LESIONS})
     LLMAnswer.model_validate_json(text)
     assert len(tokenizer.tokenize(text.encode(), add_bos=False)) < ANSWER_TOKEN_BUDGET
+
+
+def test_longest_citing_answer_is_a_fraction_of_the_quoting_budget():
+    """The citing format's worst case (every array full, the largest numbers) is a quarter of the budget."""
+    from pathlib import Path
+
+    from schemas.llm import ANSWER_TOKEN_BUDGET, MAX_LESIONS, MAX_ORGANS, MAX_SENTENCES
+
+    llama_cpp = pytest.importorskip("llama_cpp")
+    gguf = Path.home() / ".cache" / "rsuper" / "models" / "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+    if not gguf.is_file():
+        pytest.skip("embedded model not joined yet")
+    tokenizer = llama_cpp.Llama(model_path=str(gguf), vocab_only=True, verbose=False)
+    item = {"organ": "adrenal_gland", "sentences": [MAX_SENTENCES] * 3, "count": 99, "count_exact": False}
+    text = json.dumps({"lesions": [item] * MAX_LESIONS, "normal": ["adrenal_gland"] * MAX_ORGANS,
+                       "resected": ["ovary_adnexa"] * 4}, separators=(",", ":"))
+    CitedAnswer.model_validate_json(text)
+    assert len(tokenizer.tokenize(text.encode(), add_bos=False)) < ANSWER_TOKEN_BUDGET / 4

@@ -181,7 +181,7 @@ def test_attenuation_comes_from_the_wording_not_the_model():
     assert rows["kidney"]["largest_attenuation"] == "fat"
 
 
-def test_second_entry_on_the_same_single_lesion_words_is_dropped_but_groups_stay():
+def test_a_second_entry_on_the_same_words_is_dropped_and_a_group_counts_at_least_two():
     report = "Right kidney: 4.1 cm enhancing mass in the lower pole. Liver: Multiple cysts, the largest 2 cm."
     answer = {"organs": [], "lesions": [
         lesion(organ="kidney", side="right", size="4.1 cm", quote="4.1 cm enhancing mass in the lower pole"),
@@ -192,7 +192,8 @@ def test_second_entry_on_the_same_single_lesion_words_is_dropped_but_groups_stay
     ]}
     _, rows, warnings = states(answer, report)
     assert (rows["kidney"]["lesion_count"], rows["kidney"]["sides"]) == (1, ["right"])
-    assert rows["liver"]["lesion_count"] == 3 and rows["liver"]["count_is_lower_bound"]
+    # "Multiple cysts, the largest 2 cm": at least two, whichever entry says so first
+    assert rows["liver"]["lesion_count"] == 2 and rows["liver"]["count_is_lower_bound"]
     # the kidney copy, and the liver group's largest member (already the first liver entry)
     assert sum("same quote" in w or "duplicate" in w for w in warnings) == 2
 
@@ -245,8 +246,9 @@ def test_sentence_asserting_a_lesion_the_answer_left_out_becomes_a_record():
 @pytest.mark.parametrize(("report", "organ", "expected"), [
     ("Liver: Two hemangiomas, measuring 1.1 cm in segment 2 and 3.4 cm in segment 7.", "liver", (2, 34.0, "segment_7")),
     ("Adrenals: Bilateral adrenal nodules, right 1.4 cm and left 2.6 cm.", "adrenal_gland", (2, 26.0, "left")),
+    # "multiple ..., the largest ...": the largest plus at least one more, a lower bound of 2 (the gold convention)
     ("Lungs: Multiple bilateral nodules, the largest 1.8 cm in the right lower lobe.", "lung",
-     (3, 18.0, "right_lower_lobe")),
+     (2, 18.0, "right_lower_lobe")),
 ])
 def test_group_members_sized_one_by_one_are_split(report, organ, expected):
     answer = {"organs": [], "lesions": [lesion(organ=organ, side="both", count=2, count_exact=False,

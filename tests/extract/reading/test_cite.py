@@ -1,0 +1,132 @@
+"""Citing answers tied to the report's numbered sentences, and the word readers the citing format leans on."""
+
+import pytest
+
+from extract.reading.convert import to_payload
+from extract.reading.lesion_words import count_in_text, kind_in_text
+from extract.reading.measurements import current_measurements
+from extract.reading.sentences import numbered_report, report_sentences, sentence_spans
+from schemas.llm import CitedAnswer
+from schemas.summary import organ_summary
+from schemas.vocab import LesionType, Organ
+
+CHEST = (
+    "EXAM: CT chest with contrast.\n"
+    "HISTORY: Colon cancer, restaging.\n"
+    "FINDINGS:\n"
+    "LUNGS: Numerous solid nodules in both lungs. The largest, in the left lower lobe, measures 1.4 cm "
+    "(series 3, image 212), previously 9 mm. Mild dependent atelectasis.\n"
+    "UPPER ABDOMEN: Two low-attenuation lesions in the right kidney, 8 mm and 2.2 cm, the larger in the lower pole. "
+    "A 1.8 cm left adrenal nodule with macroscopic fat, consistent with a myelolipoma. Normal spleen.\n"
+    "IMPRESSION:\n"
+    "1. Enlarging pulmonary metastases.\n"
+    "2. Left adrenal myelolipoma."
+)
+
+
+def cite(*lesions, normal=(), resected=()):
+    return CitedAnswer.model_validate({
+        "lesions": [{"organ": o, "sentences": list(s), "count": c, "count_exact": e} for o, s, c, e in lesions],
+        "normal": list(normal), "resected": list(resected)})
+
+
+def organs_of(payload):
+    return {row["organ"]: row for row in organ_summary(payload) if row["state"] != "not_mentioned"}
+
+
+def test_sentences_are_numbered_in_place_with_headers_and_list_numbers_left_as_written():
+    shown = numbered_report(CHEST)
+    assert shown.startswith("[1] EXAM: CT chest with contrast.\n[2] HISTORY: Colon cancer, restaging.\nFINDINGS:\n"
+                            "[3] LUNGS: Numerous solid nodules in both lungs. [4] The largest,")
+    assert "IMPRESSION:\n1. [9] Enlarging pulmonary metastases.\n2. [10] Left adrenal myelolipoma." in shown
+    spans = sentence_spans(CHEST)
+    assert len(spans) == 10 and spans[5].header == "UPPER ABDOMEN"
+    assert [CHEST[s.start:s.end] for s in spans] == [text for _, text in report_sentences(CHEST)]
+
+
+def test_a_group_its_largest_member_and_the_impression_repeat_make_one_sized_placed_record():
+    payload, warnings = to_payload(cite(("lung", [3, 4, 9], 2, False), ("kidney", [6], 2, True),
+                                        ("adrenal_gland", [7, 10], 1, True), normal=["spleen"]), CHEST)
+    rows = organs_of(payload)
+    lung = rows["lung"]
+    assert lung["state"] == "lesion" and lung["largest_diameter_mm"] == 14 and lung["count_is_lower_bound"]
+    assert lung["largest_location"] == "left_lower_lobe"
+    kidney = rows["kidney"]
+    assert (kidney["lesion_count"], kidney["largest_diameter_mm"], kidney["largest_attenuation"]) == (2, 22, "hypo")
+    assert kidney["sides"] == ["right"]
+    adrenal = [t for t in payload.tumors if t.organ is Organ.ADRENAL_GLAND]
+    assert len(adrenal) == 1 and adrenal[0].lesion_type == LesionType.MYELOLIPOMA
+    assert adrenal[0].composition == "fat_containing" and adrenal[0].laterality == "left"
+    assert rows["spleen"]["state"] == "no_lesion"
+    assert any("impression repeats" in w for w in warnings)
+
+
+def test_a_cited_sentence_that_asserts_no_lesion_is_dropped_and_numbers_outside_the_report_are_ignored():
+    payload, warnings = to_payload(cite(("lung", [5, 40], 1, True)), CHEST)
+    assert not [t for t in payload.tumors if t.evidence == ["Mild dependent atelectasis"]]
+    assert any("[40] not in the report" in w for w in warnings)
+    assert any("asserts no lesion" in w for w in warnings)
+
+
+def test_a_clause_after_a_semicolon_joins_the_cited_clause_before_it():
+    report = "Pancreas: Ill-defined hypoenhancing area in the pancreatic tail; a small mass cannot be excluded."
+    payload, _ = to_payload(cite(("pancreas", [1], 1, True)), report)
+    (tumor,) = payload.tumors
+    assert tumor.presence == "possible" and tumor.attenuation == "hypo"
+    assert tumor.segments == ["pancreas_tail"]
+
+
+def test_normal_and_resected_organs_need_a_sentence_that_says_so():
+    report = "Liver: Normal. Gallbladder: Status post cholecystectomy. Kidneys: 5 mm left renal stone."
+    payload, warnings = to_payload(cite(normal=["liver", "spleen"], resected=["gallbladder"]), report)
+    states = {f.organ: (f.state, f.surgical_state) for f in payload.organs}
+    assert states["liver"] == ("no_lesion", "not_stated") and states["gallbladder"] == ("no_lesion", "absent")
+    assert "spleen" not in states and any("organ spleen" in w for w in warnings)
+
+
+@pytest.mark.parametrize("text,count", [
+    ("Three hypodense lesions in the liver", 3), ("2 solid nodules", 2), ("There are 3 subcentimeter hypodensities", 3),
+    ("4 mm nodules", None), ("3 x 2 cm nodules", None), ("Multiple cysts", None), ("A 12 mm cyst", None),
+])
+def test_a_count_is_read_only_where_the_words_state_a_number_of_lesions(text, count):
+    assert count_in_text(text) == count
+
+
+@pytest.mark.parametrize("organ,text,kind", [
+    (Organ.KIDNEY, "fat-containing lesion, an angiomyolipoma", LesionType.ANGIOMYOLIPOMA),
+    (Organ.ADRENAL_GLAND, "nodule consistent with an adenoma", LesionType.ADRENAL_ADENOMA),
+    (Organ.LIVER, "nodule consistent with an adenoma", LesionType.NODULE),  # adrenal adenoma is not the liver's
+    (Organ.LIVER, "hypodensities, likely metastases", LesionType.METASTASIS),
+    (Organ.PANCREAS, "lesion", LesionType.LESION_UNSPECIFIED),
+])
+def test_kind_comes_from_the_words_where_the_organ_allows_it(organ, text, kind):
+    assert kind_in_text(organ, text) is kind
+
+
+def test_the_size_of_a_part_of_a_lesion_is_not_a_lesion_size():
+    assert [m.text for m in current_measurements("An 8 mm part-solid nodule with a 3 mm solid component.")] == ["8 mm"]
+    assert [m.text for m in current_measurements("2.1 cm cyst, previously 1.5 cm")] == ["2.1 cm"]
+
+
+def test_sizes_written_after_their_places_split_into_placed_members():
+    report = "Liver: Three hypodense lesions, in segment 4 (8 mm), segment 6 (1.1 cm) and segment 8 (2.3 x 1.9 cm)."
+    payload, _ = to_payload(cite(("liver", [1], 3, True)), report)
+    assert [(t.segments, t.size.diameters_mm) for t in payload.tumors] == [
+        (["liver_segment_4"], [8.0]), (["liver_segment_6"], [11.0]), (["liver_segment_8"], [23.0, 19.0])]
+
+
+def test_a_cited_sentence_about_no_organ_or_another_one_is_left_out_unless_it_continues_the_organ():
+    report = ("Liver: A 2.4 cm hypodense lesion in segment 6. Another 9 mm lesion is seen more superiorly.\n"
+              "Peritoneal carcinomatosis with omental caking.")
+    payload, warnings = to_payload(cite(("liver", [1], 1, True), ("liver", [2], 1, True), ("pancreas", [3], 1, True)),
+                                   report)
+    assert [(t.organ, t.size.diameters_mm) for t in payload.tumors] == [("liver", [24.0]), ("liver", [9.0])]
+    assert sum("does not speak of the organ" in w for w in warnings) == 1
+
+
+def test_two_lesions_sized_in_one_sentence_are_two_and_earlier_studies_sizes_are_not_current():
+    report = "The liver contains a 5 mm hypodense focus in the caudate lobe and a 2.1 cm cyst in the dome."
+    payload, _ = to_payload(cite(("liver", [1], 1, True)), report)
+    assert sorted(t.size.diameters_mm[0] for t in payload.tumors) == [5.0, 21.0]
+    sized = "Pancreas: 2.7 x 2.3 cm mass in the body, previously 2.8 x 2.4 cm, and 3.5 x 3.1 cm on the earlier study."
+    assert [m.text for m in current_measurements(sized)] == ["2.7 x 2.3 cm"]
