@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import re
 
-from extract.reading.lesion_words import count_in_text, kind_in_text
-from extract.reading.measurements import is_largest_follow_up
+from extract.reading.lesion_words import count_in_text, kind_in_text, lesion_word_in_text
+from extract.reading.measurements import current_measurements, is_largest_follow_up
 from extract.reading.negation import lesion_assertion, negated_blanked
 from extract.reading.organ_states import clears_organ
-from extract.reading.organs import named_organs
+from extract.reading.organs import named_organs, organs_named_by_word
 from extract.reading.quotes import in_impression
 from extract.reading.sentences import HEADER, Sentence, sentence_spans
 from schemas.llm import CitedAnswer, LLMAnswer, LLMLesion, LLMOrgan
@@ -74,19 +74,26 @@ def _after_header(report: str, sentence: Sentence) -> int:
 
 
 def _about_organ(organ: Organ, unit: tuple[int, int], spans: tuple[Sentence, ...], report: str, where: str,
-                 warnings: list[str]) -> bool:
-    """Whether a cited description can be about `organ`: its words or section header name the organ, or name
-    no organ while the sentence before it, in the same section, does ("Liver: ... . Another lesion ...")."""
+                 warnings: list[str]) -> tuple[int, int] | None:
+    """A cited description as the words about `organ`: itself when its words name the organ; joined to the
+    sentence before it when its words name no organ but size or name a lesion, and that sentence, in the same
+    section, asserts a lesion of the organ ("Liver: Multiple enhancing metastases. Index lesions measure 3.0 cm in
+    segment 7"); itself when only its header or a place names the organ; else None."""
     k = next(i for i, s in enumerate(spans) if s.start <= unit[0] < s.end or unit[0] <= s.start)
-    named = named_organs(f"{spans[k].header} {negated_blanked(report[unit[0]:unit[1]])}")
+    words = negated_blanked(report[unit[0]:unit[1]])
+    if organ in organs_named_by_word(words):
+        return unit
+    named = named_organs(f"{spans[k].header} {words}")  # by its header, or by a place only one organ has
+    continues = bool(current_measurements(words)) or lesion_word_in_text(organ, words)
+    if named <= {organ} and continues and k > 0 and spans[k - 1].header == spans[k].header:
+        before, before_words = spans[k - 1], report[spans[k - 1].start:spans[k - 1].end]
+        if (organ in named_organs(f"{before.header} {negated_blanked(before_words)}")
+                and lesion_assertion(organ, before_words) != "none"):
+            return _after_header(report, before), unit[1]
     if organ in named:
-        return True
-    if not named and k > 0 and spans[k - 1].header == spans[k].header:
-        before = spans[k - 1]
-        if organ in named_organs(negated_blanked(report[before.start:before.end])):
-            return True
+        return unit
     warnings.append(f"{where}: a cited sentence does not speak of the organ; left out")
-    return False
+    return None
 
 
 def _stand_in(organ: Organ, quote: str, count: int, count_exact: bool, cited_text: str) -> LLMLesion:
@@ -127,7 +134,7 @@ def cited_as_quoted(answer: CitedAnswer, report: str, warnings: list[str]) -> LL
         if not units:
             warnings.append(f"{where}: cites no sentence of the report; dropped")
             continue
-        units = [u for u in units if _about_organ(organ, u, spans, report, where, warnings)]
+        units = [u for u in (_about_organ(organ, u, spans, report, where, warnings) for u in units) if u]
         if not units:
             continue
         cited = " ".join(report[a:b] for a, b in units)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from extract.reading.lesion_words import attenuation_in_text, composition_in_text
 from extract.reading.locations import side_in_text, subsegments_in_text
 from schemas.measure import find_measurements
 from schemas.vocab import PAIRED_ORGANS, Organ
@@ -69,7 +70,11 @@ def split_by_measurement(record: dict, text: str) -> list[dict]:
     def member(window: str, diameters: tuple[float, ...], reported: str) -> dict:
         side = side_in_text(window) if organ in PAIRED_ORGANS else None
         segments = [s.value for s in subsegments_in_text(organ, window)]
-        return {**record, "count": 1, "count_exact": True, "innumerable": False,
+        # "a 5 mm hypoattenuating focus ... and a 2.1 cm cyst": each member's own words say what it is
+        attenuation, composition = attenuation_in_text(window), composition_in_text(window)
+        own = {"attenuation": attenuation or "unknown", "composition": composition or "unknown"} if (
+            attenuation or composition) else {}
+        return {**record, **own, "count": 1, "count_exact": True, "innumerable": False,
                 "laterality": side if side in ("left", "right") else
                 (record["laterality"] if record["laterality"] != "bilateral" else None),
                 "segments": segments or record["segments"],

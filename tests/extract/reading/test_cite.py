@@ -130,3 +130,12 @@ def test_two_lesions_sized_in_one_sentence_are_two_and_earlier_studies_sizes_are
     assert sorted(t.size.diameters_mm[0] for t in payload.tumors) == [5.0, 21.0]
     sized = "Pancreas: 2.7 x 2.3 cm mass in the body, previously 2.8 x 2.4 cm, and 3.5 x 3.1 cm on the earlier study."
     assert [m.text for m in current_measurements(sized)] == ["2.7 x 2.3 cm"]
+
+
+def test_a_cited_continuation_that_sizes_lesions_takes_the_organ_and_wording_of_the_sentence_before():
+    report = ("Liver: Multiple arterially hyperenhancing metastases are again seen. Index lesions measure 3.0 cm "
+              "in segment 7 and 1.7 cm in segment 3. Tissue sampling is recommended.")
+    payload, warnings = to_payload(cite(("liver", [2], 2, True), ("liver", [3], 1, True)), report)
+    assert sorted((t.segments[0], t.size.diameters_mm[0], t.attenuation) for t in payload.tumors) == [
+        ("liver_segment_3", 17.0, "hyper"), ("liver_segment_7", 30.0, "hyper")]
+    assert sum("asserts no lesion" in w for w in warnings) == 1  # the recommendation
