@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 from importlib.resources import as_file, files
 from pathlib import Path
 from typing import Any, Optional
@@ -56,6 +57,13 @@ def _print_stats(summary: dict[str, Any], as_json: bool) -> None:
                    "exactly those", err=True)
 
 
+def _usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the OS has one, as in containers)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def register(app: typer.Typer) -> None:
     @app.command("extract")
     def extract_cmd(
@@ -105,6 +113,8 @@ def register(app: typer.Typer) -> None:
         model_path: Optional[Path] = typer.Option(None, "--model-path", help="a GGUF file"),
         limit: Optional[int] = typer.Option(None, "--limit", min=1, help="extract at most this many reports"),
         show: int = typer.Option(3, "--show", min=0, help="reports whose organ summary is printed"),
+        threads: Optional[int] = typer.Option(None, "--threads", min=1,
+                                              help="CPU threads (default: the cores this process may use, up to 8)"),
     ) -> None:
         """Ingest the demo dump, extract it with the embedded model, print a few summaries and example SQL."""
         from extract.engine import run_extract
@@ -118,7 +128,8 @@ def register(app: typer.Typer) -> None:
             db_path = store.path
         typer.echo(f"ingested {result.rows_read} rows from {path.name}: {result.stats.new} new reports", err=True)
         b = _backend(BackendName.local, urls=[], model=model, model_path=model_path, model_revision="",
-                     quantization="", concurrency=1, timeout_s=300.0, retries=0, threads=1)
+                     quantization="", concurrency=1, timeout_s=300.0, retries=0,
+                     threads=threads or min(8, _usable_cores()))
         summary = run_extract(db_path, b, prompt_path=None, sampling=SamplingConfig(), limit=limit,
                               retry_failed=False, log_text=False, progress=True)
         _print_stats(summary, as_json=False)

@@ -38,19 +38,16 @@ def _cited_units(organ: Organ, numbers: list[int], spans: tuple[Sentence, ...], 
     """Report offsets of each lesion description among the cited sentences: every cited sentence is one,
     except that the clauses after a semicolon join the clause before them (unless they name an organ other
     than `organ`), and a sentence sizing "the largest" of the group before it joins that sentence (cited or
-    not). A
-    lesion written twice (findings and impression) gives two descriptions; the conversion drops the repeat."""
+    not). A lesion written twice (findings and impression) gives two descriptions; the conversion drops the
+    repeat."""
     valid = sorted({n for n in numbers if 1 <= n <= len(spans)})
     if len(valid) < len(set(numbers)):
         warnings.append(f"{where}: sentence number(s) {sorted(set(numbers) - set(valid))} not in the report; ignored")
     units: list[list[int]] = []
     for n in valid:
-        same_section = n > 1 and spans[n - 1].header == spans[n - 2].header
-        after_semicolon = same_section and report[spans[n - 2].end:spans[n - 2].end + 1] == ";"
-        follows = same_section and is_largest_follow_up(report[spans[n - 1].start:spans[n - 1].end])
-        if after_semicolon and units and units[-1][-1] == n - 1:
-            units[-1].append(n)  # the clause after a semicolon goes on about the same finding
-        elif follows and units and units[-1][-1] == n - 1:
+        follows = n > 1 and spans[n - 1].header == spans[n - 2].header and is_largest_follow_up(
+            report[spans[n - 1].start:spans[n - 1].end])
+        if follows and units and units[-1][-1] == n - 1:
             units[-1].append(n)
         else:
             units.append([n - 1, n] if follows else [n])
