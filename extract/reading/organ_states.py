@@ -12,11 +12,12 @@ from extract.reading.sentences import report_sentences
 from schemas.llm import LLMAnswer
 from schemas.vocab import PAIRED_ORGANS, Organ
 
-# Wording that clears an organ: "unremarkable", "normal", "clear", "no focal lesion", "no lymphadenopathy".
+# Wording that clears an organ: "unremarkable", "normal", "clear", "no focal lesion", "no lymphadenopathy",
+# "no enlarged lymph nodes", "not enlarged".
 _NORMAL = re.compile(
-    r"\b(?:unremarkable|normal(?! in size| size| caliber| calibre)|clear|within normal limits|"
-    r"no(?:\s+\S+){0,3}?\s+(?:lesions?|mass(?:es)?|nodules?|lymphadenopathy|adenopathy|metastas[ie]s|"
-    r"abnormalit(?:y|ies)|tumou?rs?)|without(?:\s+\S+){0,3}?\s+(?:lesions?|mass(?:es)?|nodules?))\b",
+    r"\b(?:unremarkable|normal(?! in size| size| caliber| calibre)|clear|within normal limits|not enlarged|"
+    r"no(?:\s+\S+){0,4}?\s+(?:lesions?|mass(?:es)?|nodules?|lymphadenopathy|adenopathy|metastas[ie]s|"
+    r"abnormalit(?:y|ies)|tumou?rs?|(?:lymph\s+)?nodes)|without(?:\s+\S+){0,3}?\s+(?:lesions?|mass(?:es)?|nodules?))\b",
     re.IGNORECASE)
 
 _VOCABULARY_RANK = {organ: rank for rank, organ in enumerate(Organ)}

@@ -139,3 +139,13 @@ def test_a_cited_continuation_that_sizes_lesions_takes_the_organ_and_wording_of_
     assert sorted((t.segments[0], t.size.diameters_mm[0], t.attenuation) for t in payload.tumors) == [
         ("liver_segment_3", 17.0, "hyper"), ("liver_segment_7", 30.0, "hyper")]
     assert sum("asserts no lesion" in w for w in warnings) == 1  # the recommendation
+
+
+@pytest.mark.parametrize("sentence", ["Lymph nodes: No enlarged abdominal or pelvic lymph nodes.",
+                                      "No axillary, mediastinal or hilar lymphadenopathy.",
+                                      "Mediastinal and hilar lymph nodes are not enlarged."])
+def test_lymph_nodes_are_cleared_in_the_words_reports_use(sentence):
+    from extract.reading.organ_states import normal_organs
+
+    assert Organ.LYMPH_NODE in normal_organs(sentence)
+    assert Organ.LYMPH_NODE not in normal_organs("An enlarged 1.6 cm right hilar lymph node.")
