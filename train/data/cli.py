@@ -44,8 +44,14 @@ def register(app: typer.Typer) -> None:
 
         if mapping is None and (root / "case_reports.csv").is_file():
             mapping = root / "case_reports.csv"
-        result = build_cases(root, mapping, label_file=labels, val_fraction=val_fraction,
-                             test_fraction=test_fraction, check_values=check_values)
+        try:
+            result = build_cases(root, mapping, label_file=labels, val_fraction=val_fraction,
+                                 test_fraction=test_fraction, check_values=check_values)
+        except (FileNotFoundError, ValueError) as exc:  # LabelFileError too; the message names the file
+            typer.echo(f"rsuper: error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        for name in result.ignored_labels:
+            typer.echo(f"ignored label: {name} (no organ key; read as background)", err=True)
         for p in result.problems:
             typer.echo(f"problem: {p.ct_id}: {p.field}: {p.message}", err=True)
         for ct in result.cts_without_report:
@@ -66,5 +72,6 @@ def register(app: typer.Typer) -> None:
             "problems": len(result.problems),
             "cts_without_report": len(result.cts_without_report),
             "reports_without_ct": len(result.reports_without_ct),
+            "ignored_labels": len(result.ignored_labels),
             "written": not dry_run and result.table.num_rows > 0,
         }))
