@@ -26,6 +26,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
 
@@ -162,13 +164,19 @@ def resolve_classes(names: list[str], source: str) -> tuple[dict[str, LabelAlias
     return resolved, sorted(n for n, a in resolved.items() if a.label is None)
 
 
+def flat_index(mask: np.ndarray) -> np.ndarray:
+    """Fortran-order flat indices of a mask's voxels (NIfTI arrays are Fortran-ordered: no copy, unlike C order)."""
+    return np.flatnonzero(np.ravel(mask, order="F"))
+
+
 class _Painter:
-    """Paints classes into a canonical label map (and lesion map) by the module's rules, on flat views."""
+    """Paints classes into a canonical label map (and lesion map) by the module's rules, on Fortran-order flat
+    views (:func:`flat_index`)."""
 
     def __init__(self, shape: tuple[int, ...], lesion_mask: bool):
-        self.labels = np.zeros(shape, np.uint8)
-        self.flat = self.labels.reshape(-1)
-        self.lesions = np.zeros(shape, np.uint8) if lesion_mask else None
+        self.labels = np.zeros(shape, np.uint8, order="F")
+        self.flat = self.labels.reshape(-1, order="F")
+        self.lesions = np.zeros(shape, np.uint8, order="F") if lesion_mask else None
         self.overlap = 0
 
     def paint(self, alias: LabelAlias, index: np.ndarray) -> None:
@@ -176,7 +184,7 @@ class _Painter:
         current = self.flat[index]
         if _level(alias) == 2:
             if self.lesions is not None:
-                self.lesions.reshape(-1)[index] = (GENERIC_LESION_VALUE if alias.label == L.GENERIC_LESION
+                self.lesions.reshape(-1, order="F")[index] = (GENERIC_LESION_VALUE if alias.label == L.GENERIC_LESION
                                                    else L.lesion_code(organ_of_own_label(alias.label)))
             if alias.host is not None:
                 host = L.CANONICAL_INDEX[alias.host]
@@ -200,8 +208,20 @@ def _check_geometry(path: Path, img, shape: tuple[int, ...], affine: np.ndarray)
         raise OrganMaskError(f"{path}: affine differs from the CT's (more than {_AFFINE_TOLERANCE_MM} mm)")
 
 
+def _read_voxels(path: Path, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
+    """Fortran-order flat indices of one mask file's voxels (non-zero; fractional values above 0.5)."""
+    import nibabel as nib
+
+    img = nib.load(path)
+    _check_geometry(path, img, shape, affine)
+    data = np.asarray(img.dataobj)
+    if data.ndim == 4:
+        data = data[..., 0]
+    return flat_index(data > 0.5 if data.dtype.kind == "f" else data != 0)
+
+
 def map_class_files(files: dict[str, Path], shape: tuple[int, ...], affine: np.ndarray, *, source: str,
-                    lesion_mask: bool = False, derive: bool = True) -> MappedMasks:
+                    lesion_mask: bool = False, derive: bool = True, workers: int | None = None) -> MappedMasks:
     """Map one-file-per-class masks (class name -> path) onto our label map.
 
     Args:
@@ -210,23 +230,24 @@ def map_class_files(files: dict[str, Path], shape: tuple[int, ...], affine: np.n
         source: named in messages (the folder).
         lesion_mask: also build the lesion map.
         derive: derive kidney sides / pancreas parts missing from the masks.
+        workers: threads decompressing files ahead of the painting (zlib runs without the GIL); default: up to
+            4, one per CPU. At most ``workers + 1`` files are held in memory.
 
     Raises:
         OrganMaskError: unknown class names, or a mask on another grid (naming the file).
     """
-    import nibabel as nib
-
     aliases, ignored = resolve_classes(sorted(files), source)
     painter = _Painter(shape, lesion_mask)
+    # Ignored classes are never read: nearly all of the time goes to decompressing the files.
     used = sorted((n for n, a in aliases.items() if a.label is not None), key=lambda n: (_level(aliases[n]), n))
-    for name in used:
-        img = nib.load(files[name])  # ignored classes are never read: most of the time goes to decompression
-        _check_geometry(files[name], img, shape, affine)
-        data = np.asarray(img.dataobj)
-        if data.ndim == 4:
-            data = data[..., 0]
-        inside = data > 0.5 if data.dtype.kind == "f" else data != 0
-        painter.paint(aliases[name], np.flatnonzero(inside))
+    workers = workers or min(4, os.cpu_count() or 1)
+    with ThreadPoolExecutor(workers) as pool:
+        pending = deque(pool.submit(_read_voxels, files[n], shape, affine) for n in used[:workers + 1])
+        for i, name in enumerate(used):
+            index = pending.popleft().result()
+            if i + workers + 1 < len(used):
+                pending.append(pool.submit(_read_voxels, files[used[i + workers + 1]], shape, affine))
+            painter.paint(aliases[name], index)
     return _finish(painter, {n: aliases[n] for n in used}, ignored, affine, lesion_mask, derive)
 
 
@@ -247,7 +268,7 @@ def map_label_map(path: Path, label_names: L.LabelNames, affine: np.ndarray, sha
     if raw.ndim == 4:
         raw = raw[..., 0]
     raw = np.rint(raw).astype(np.int64) if raw.dtype.kind == "f" else raw.astype(np.int64)
-    values, inverse = np.unique(raw, return_inverse=True)
+    values, inverse = np.unique(np.ravel(raw, order="F"), return_inverse=True)
     unnamed = sorted(set(values.tolist()) - set(label_names.raw))
     if unnamed:
         raise OrganMaskError(f"{path}: label values {unnamed[:5]} have no name in {label_names.source}")
@@ -323,6 +344,14 @@ def _write_json(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
+def _tasks(config: OrgansConfig) -> list[str]:
+    return ["total", *(["liver_segments"] if config.liver_segments else [])]
+
+
+def _task_dir(case: Path, task: str) -> Path:
+    return case / ("totalsegmentator" if task == "total" else f"totalsegmentator_{task}")
+
+
 def _source_of(case: Path, config: OrgansConfig) -> str:
     if config.source != "auto":
         return config.source
@@ -358,11 +387,12 @@ def map_case(case: Path, config: OrgansConfig, label_names: L.LabelNames | None 
         if not folder.is_dir():
             raise OrganMaskError(f"{folder}: no such folder (segmentations_dir: {config.segmentations_dir})")
         return map_class_files(class_files(folder), shape, affine, source=str(folder), **kw)
-    tasks = ["total", *(["liver_segments"] if config.liver_segments else [])]
-    program = program or TS.check_ready(tasks, config.executable, config.fast)
+    tasks = _tasks(config)
+    if program is None and not all(TS.finished(_task_dir(case, t), t) for t in tasks):
+        program = TS.check_ready(tasks, config.executable, config.fast)
     files: dict[str, Path] = {}
     for task in tasks:
-        out = case / ("totalsegmentator" if task == "total" else f"totalsegmentator_{task}")
+        out = _task_dir(case, task)
         TS.run_task(program, ct_path, out, task, device=config.device, fast=config.fast)
         files.update({n: p for n, p in class_files(out).items() if n in TS.TASK_CLASSES[task]})
     return map_class_files(files, shape, affine, source=str(case / "totalsegmentator"), **kw)
@@ -381,9 +411,9 @@ def run_organs(root: str | Path, config: OrgansConfig, progress=None) -> OrgansR
         raise FileNotFoundError(f"{root}: no case folders with ct.nii.gz")
     label_names = L.read_label_file(config.label_names) if config.label_names else None
     program = None
-    if any(_source_of(c, config) == "totalsegmentator" for c in cases
-           if config.overwrite or not (c / "organs.nii.gz").is_file()):
-        tasks = ["total", *(["liver_segments"] if config.liver_segments else [])]
+    tasks = _tasks(config)
+    if any(_source_of(c, config) == "totalsegmentator" and not all(TS.finished(_task_dir(c, t), t) for t in tasks)
+           for c in cases if config.overwrite or not (c / "organs.nii.gz").is_file()):
         program = TS.check_ready(tasks, config.executable, config.fast)
     tables: dict[str, dict] = {}
     for name in (LABELS_FILE, LESION_LABELS_FILE):

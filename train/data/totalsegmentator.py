@@ -72,9 +72,15 @@ def check_ready(tasks: list[str], executable: str, fast: bool = False) -> str:
     return program
 
 
-def run_task(program: str, ct_path: Path, out_dir: Path, task: str, *, device: str = "gpu",
+def finished(out_dir: Path, task: str) -> bool:
+    """Whether ``out_dir`` holds every class file of ``task`` (a finished run, by TotalSegmentator or earlier)."""
+    return all((out_dir / f"{name}.nii.gz").is_file() for name in TASK_CLASSES[task])
+
+
+def run_task(program: str | None, ct_path: Path, out_dir: Path, task: str, *, device: str = "gpu",
              fast: bool = False) -> Path:
-    """Run one task on one CT into ``out_dir`` (one file per class); a finished folder is kept as it is.
+    """Run one task on one CT into ``out_dir`` (one file per class); a finished folder is kept as it is (then
+    ``program`` may be None).
 
     The output goes to a temporary folder renamed when every class file is there, so a killed run leaves no
     half-written folder.
@@ -83,7 +89,7 @@ def run_task(program: str, ct_path: Path, out_dir: Path, task: str, *, device: s
         TotalSegmentatorError: the run failed or wrote fewer files than the task's classes (naming the CT).
     """
     expected = TASK_CLASSES[task]
-    if all((out_dir / f"{name}.nii.gz").is_file() for name in expected):
+    if finished(out_dir, task):
         return out_dir
     tmp = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
