@@ -109,7 +109,8 @@ class MappedMasks:
         provided_lesions: lesion names the lesion map annotates, sorted.
         mapped: class name as written -> our name.
         ignored: class names with no organ key.
-        folded: lesion class names whose voxels joined their organ's mask only.
+        folded: lesion class names written to no lesion map (no ``lesion_mask``): their voxels joined their organ's
+            mask, or were dropped for a generic lesion name whose organ is unknown.
         derived: labels derived from geometry.
         overlap_voxels: voxels two classes claimed (the first kept); 0 for TotalSegmentator's own output.
     """
@@ -141,7 +142,7 @@ def class_files(folder: Path) -> dict[str, Path]:
     """Class name -> mask file of a one-file-per-class folder (``.nii.gz`` / ``.nii``; AppleDouble ``._`` skipped)."""
     out: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if path.name.startswith((".", "_")) or not path.is_file():
+        if path.name.startswith(".") or not path.is_file():
             continue
         for ending in (".nii.gz", ".nii"):
             if path.name.endswith(ending):
@@ -177,15 +178,17 @@ class _Painter:
         self.labels = np.zeros(shape, np.uint8, order="F")
         self.flat = self.labels.reshape(-1, order="F")
         self.lesions = np.zeros(shape, np.uint8, order="F") if lesion_mask else None
+        self.lesion_flat = self.lesions.reshape(-1, order="F") if lesion_mask else None
         self.overlap = 0
 
     def paint(self, alias: LabelAlias, index: np.ndarray) -> None:
         """Paint the voxels at flat ``index`` as ``alias`` (classes must come in :func:`_level` order)."""
         current = self.flat[index]
         if _level(alias) == 2:
-            if self.lesions is not None:
-                self.lesions.reshape(-1, order="F")[index] = (GENERIC_LESION_VALUE if alias.label == L.GENERIC_LESION
-                                                   else L.lesion_code(organ_of_own_label(alias.label)))
+            if self.lesion_flat is not None:
+                generic = alias.label == L.GENERIC_LESION
+                self.lesion_flat[index] = GENERIC_LESION_VALUE if generic else L.lesion_code(
+                    organ_of_own_label(alias.label))
             if alias.host is not None:
                 host = L.CANONICAL_INDEX[alias.host]
                 whole = L.CANONICAL_INDEX[organ_of_own_label(alias.host)]
@@ -217,7 +220,7 @@ def _read_voxels(path: Path, shape: tuple[int, ...], affine: np.ndarray) -> np.n
     data = np.asarray(img.dataobj)
     if data.ndim == 4:
         data = data[..., 0]
-    return flat_index(data > 0.5 if data.dtype.kind == "f" else data != 0)
+    return flat_index(data > 0.5 if data.dtype.kind == "f" else data != 0)  # bool: numpy's fast nonzero path
 
 
 def map_class_files(files: dict[str, Path], shape: tuple[int, ...], affine: np.ndarray, *, source: str,
@@ -272,7 +275,12 @@ def map_label_map(path: Path, label_names: L.LabelNames, affine: np.ndarray, sha
     unnamed = sorted(set(values.tolist()) - set(label_names.raw))
     if unnamed:
         raise OrganMaskError(f"{path}: label values {unnamed[:5]} have no name in {label_names.source}")
-    aliases = {name: resolve_label_name(name) for v, name in label_names.raw.items() if v != 0}
+    aliases = {}
+    for value, name in label_names.raw.items():
+        alias, ours = resolve_label_name(name), label_names.names[value]
+        if alias is not None and alias.label == L.GENERIC_LESION and ours != L.GENERIC_LESION:
+            alias = LabelAlias(ours, organ_of_own_label(ours))  # the file's only organ (read_label_file)
+        aliases[name] = alias
     ignored = sorted(label_names.ignored.values())
     painter = _Painter(shape, lesion_mask)
     flat_inverse = inverse.reshape(-1)

@@ -149,10 +149,11 @@ def test_rsuper_organs_runs_totalsegmentator_and_cases_reads_the_result(tmp_path
     # `rsuper cases` takes the folder as it is: every value named, nothing unknown.
     built = build_cases(root, None)
     assert built.table.num_rows == 2 and not [p for p in built.problems if p.field != "organ_mask_path"]
-    # A rerun skips finished cases without calling TotalSegmentator.
+    # A rerun skips finished cases, and maps finished TotalSegmentator folders without the program.
     monkeypatch.setenv("PATH", "")
+    (root / "ct_b" / "organs.nii.gz").unlink()
     again = run_organs(root, OrgansConfig(liver_segments=True))
-    assert again.skipped == ["ct_a", "ct_b"] and not again.written
+    assert again.skipped == ["ct_a"] and again.written == ["ct_b"] and not again.problems
 
 
 def test_without_totalsegmentator_one_line_says_how(tmp_path, monkeypatch):
@@ -283,3 +284,17 @@ def test_cli_organs_then_cases_from_a_yaml_config(tmp_path):
     (tmp_path / "nn" / "dataset.json").write_text(json.dumps({"file_ending": ".png", "labels": {"background": 0}}))
     bad = runner.invoke(app, ["cases", str(tmp_path / "nn")])
     assert bad.exit_code == 2 and "dataset.json: file_ending '.png'" in bad.output
+
+
+def test_msd_style_generic_tumour_is_the_files_only_organ(tmp_path):
+    path = tmp_path / "liver_0.nii.gz"
+    raw = np.zeros(SHAPE, np.uint8)
+    raw[_box(BOXES["liver"])] = 1
+    raw[0:6, 0:2, 0:2] = 2  # MSD Task03: the cancer label replaces liver voxels
+    _save(raw, path)
+    names_file = tmp_path / "dataset.json"
+    names_file.write_text(json.dumps({"labels": {"0": "background", "1": "liver", "2": "cancer"}}))
+    masks = map_label_map(path, read_label_file(names_file), AFFINE, SHAPE, lesion_mask=True)
+    assert (masks.labels[_box(BOXES["liver"])] == C["liver"]).all()  # the liver is whole again
+    assert (masks.lesions[0:6, 0:2, 0:2] == lesion_code("liver")).all() and np.count_nonzero(masks.lesions) == 24
+    assert masks.provided == ["liver"] and masks.provided_lesions == ["liver_lesion"]
