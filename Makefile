@@ -14,13 +14,13 @@ LLAMA  := $(VENV)/.llama-$(shell cat scripts/install_llama_cpp.sh pyproject.toml
 
 export RSUPER_DB := $(DB)
 
-.PHONY: help rebuild-llama extract test train bench bench-schema bench-ingest bench-losses bench-extract bench-data bench-train bench-resume bench-accuracy eval-ci bench-science clean-venv
+.PHONY: help rebuild-llama extract test train bench bench-schema bench-ingest bench-losses bench-extract bench-data bench-organs bench-train bench-resume bench-accuracy eval-ci bench-science clean-venv
 
 help:
 	@echo "make extract  - ingest the demo PACS dump in data/ and extract tumor records with the embedded model"
 	@echo "make test     - run the test suite (CPU only)"
 	@echo "make train    - train on the bundled phantom set (CPU, a few minutes)"
-	@echo "make bench    - all benchmarks (bench-schema, bench-ingest, bench-losses, bench-extract, bench-data, bench-train)"
+	@echo "make bench    - all benchmarks (bench-schema, bench-ingest, bench-losses, bench-extract, bench-data, bench-organs, bench-train)"
 	@echo "make rebuild-llama - build llama-cpp-python again (portable flags; LLAMA_CMAKE_ARGS=... for CUDA/Metal)"
 	@echo "make bench-accuracy / eval-ci / bench-resume / bench-science - slower measurements (see README)"
 
@@ -66,7 +66,7 @@ test: $(VENV)/.test-$(PYHASH)
 train: $(VENV)/.train-$(PYHASH)
 	$(BIN)/rsuper train configs/demo.yaml
 
-bench: bench-schema bench-ingest bench-losses bench-extract bench-data bench-train
+bench: bench-schema bench-ingest bench-losses bench-extract bench-data bench-organs bench-train
 
 bench-schema: $(VENV)/.extract-$(PYHASH)
 	$(BIN)/python benchmarks/bench_schema.py
@@ -82,6 +82,9 @@ bench-extract: $(VENV)/.test-$(PYHASH)
 
 bench-data: $(VENV)/.train-$(PYHASH)
 	$(BIN)/python benchmarks/bench_data.py
+
+bench-organs: $(VENV)/.train-$(PYHASH)
+	$(BIN)/python benchmarks/bench_organs.py
 
 bench-train: $(VENV)/.train-$(PYHASH)
 	$(BIN)/python benchmarks/bench_train.py

@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from train.data import labels as L
 from train.data.subsegments import derive_subsegments
 
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 2: lesion values of an organ label map count as their organ
 
 
 class PreprocessConfig(BaseModel):

@@ -2,8 +2,10 @@
 
 Layouts (docs/data.md):
 
-* nnU-Net-like: ``ROOT/imagesTr/<id>_0000.nii.gz`` and ``ROOT/labelsTr/<id>.nii.gz``; label names in
-  ``ROOT/dataset.json`` (``labels``) or ``ROOT/labels.json``. Lesion labels may be in the same label map.
+* nnU-Net v2 raw dataset: ``ROOT/imagesTr/<id>_<XXXX><file_ending>`` and ``ROOT/labelsTr/<id><file_ending>``, as
+  ``ROOT/dataset.json`` defines them: ``file_ending`` (default ``.nii.gz``; NIfTI only), the CT channel ``XXXX``
+  from ``channel_names`` (the channel named CT, or the only one), an explicit ``dataset`` file list when given,
+  label names from ``labels`` (or ``ROOT/labels.json``). Lesion labels may be in the same label map.
 * One folder per case: ``ROOT/<id>/ct.nii.gz``, ``organs.nii.gz``, optional ``lesions.nii.gz`` (also under
   ``ROOT/cases/``); label names in ``ROOT/labels.json`` (or .yaml), lesion names in ``ROOT/lesion_labels.json``.
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +78,8 @@ class DatasetLayout:
     organ_label_names: dict[int, str]
     lesion_label_names: dict[int, str] | None
     label_file: Path
+    ignored_labels: list[str] = dataclasses.field(default_factory=list)
+    label_errors: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -85,25 +90,84 @@ class CasesBuild:
     problems: list[CaseProblem]
     cts_without_report: list[str]
     reports_without_ct: list[str]
+    ignored_labels: list[str] = dataclasses.field(default_factory=list)
 
 
 def _first(*paths: Path) -> Path | None:
     return next((p for p in paths if p.is_file()), None)
 
 
+def _nifti_ending(path: Path, endings: tuple[str, ...]) -> str | None:
+    return next((e for e in endings if path.name.endswith(e)), None)
+
+
+def _ct_channel(meta: dict, source: Path) -> str:
+    """The 4-digit channel id of the CT among an nnU-Net ``channel_names`` (v1: ``modality``)."""
+    channels = meta.get("channel_names", meta.get("modality")) or {"0": "CT"}
+    if not isinstance(channels, dict) or not all(_is_digits(k) for k in channels):
+        raise ValueError(f"{source}: channel_names: expected {{\"0\": \"CT\", ...}}, got {channels!r}")
+    ct = [k for k, v in channels.items() if str(v).strip().lower() == "ct"]
+    if len(ct) != 1 and len(channels) != 1:
+        raise ValueError(f"{source}: channel_names {channels}: expected one channel named CT")
+    return f"{int(ct[0] if ct else next(iter(channels))):04d}"
+
+
+def _is_digits(x: object) -> bool:
+    return isinstance(x, str) and x.isdigit()
+
+
+def _nnunet_cases(root: Path) -> list[FoundCase]:
+    """Cases of an nnU-Net (v2) raw dataset: ``imagesTr/`` + ``labelsTr/`` with dataset.json conventions."""
+    meta_path = root / "dataset.json"
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{meta_path}: cannot read: {exc}") from exc
+    ending = meta.get("file_ending")
+    if ending is not None and ending not in (".nii.gz", ".nii"):
+        raise ValueError(f"{meta_path}: file_ending {ending!r}: only NIfTI (.nii.gz, .nii) is read here; convert "
+                         f"the images and labels to NIfTI")
+    endings = (ending,) if ending else (".nii.gz", ".nii")
+    channel = _ct_channel(meta, meta_path)
+    cases: list[FoundCase] = []
+    if isinstance(meta.get("dataset"), dict):  # nnU-Net v2: explicit per-case files, relative to the root
+        for ct_id, entry in sorted(meta["dataset"].items()):
+            images = entry.get("images") or []
+            if int(channel) >= len(images):
+                raise ValueError(f"{meta_path}: dataset.{ct_id}.images has no channel {channel}")
+            label = entry.get("label")
+            mask = root / label if label else None
+            cases.append(FoundCase(ct_id, root / images[int(channel)], mask if mask and mask.is_file() else None,
+                                   None))
+        return cases
+    for img in sorted((root / "imagesTr").iterdir()):
+        ending_found = _nifti_ending(img, endings)
+        # Skip macOS AppleDouble companions (._name.nii.gz), which archives made on a Mac carry.
+        if ending_found is None or img.name.startswith("._"):
+            continue
+        stem = img.name[: -len(ending_found)]
+        if not stem.endswith(f"_{channel}"):
+            continue
+        ct_id = stem[: -len(channel) - 1]
+        mask = _first(*(root / "labelsTr" / f"{ct_id}{e}" for e in endings))
+        cases.append(FoundCase(ct_id, img, mask, None))
+    return cases
+
+
 def discover(root: str | Path, label_file: str | Path | None = None) -> DatasetLayout:
     """Find the cases and label-name files under ``root`` (layouts in the module docstring).
 
+    Label names are resolved through the alias table (:func:`train.data.labels.read_label_file`); names that stay
+    unknown are in ``label_errors`` (one line per file), structures with no organ key in ``ignored_labels``.
+
     Raises:
         FileNotFoundError: no case layout or no label-name file found.
+        ValueError: an unusable dataset.json (naming the file and field).
     """
     root = Path(root)
     cases: list[FoundCase] = []
     if (root / "imagesTr").is_dir():
-        for img in sorted((root / "imagesTr").glob("*_0000.nii*")):
-            ct_id = img.name.split("_0000.nii")[0]
-            mask = _first(root / "labelsTr" / f"{ct_id}.nii.gz", root / "labelsTr" / f"{ct_id}.nii")
-            cases.append(FoundCase(ct_id, img, mask, None))
+        cases = _nnunet_cases(root)
         default_labels = _first(root / "labels.json", root / "labels.yaml", root / "dataset.json")
     else:
         base = root / "cases" if (root / "cases").is_dir() else root
@@ -119,13 +183,20 @@ def discover(root: str | Path, label_file: str | Path | None = None) -> DatasetL
     label_path = Path(label_file) if label_file else default_labels
     if label_path is None:
         raise FileNotFoundError(f"{root}: no label-name file (labels.json, labels.yaml or dataset.json)")
-    organ_names = L.load_label_names(label_path)
+    organ_labels = L.read_label_file(label_path)
     lesion_file = _first(root / "lesion_labels.json", root / "lesion_labels.yaml")
-    lesion_names = L.load_label_names(lesion_file) if lesion_file else None
+    lesion_labels = L.read_label_file(lesion_file) if lesion_file else None
+    organ_names = organ_labels.names
+    lesion_names = lesion_labels.names if lesion_labels else None
     if lesion_names is None and any(n in L.LESION_LABELS or n == L.GENERIC_LESION for n in organ_names.values()):
         # nnU-Net style: lesions are labels of the same map, so the lesion "mask" is the label map itself.
         cases = [dataclasses.replace(c, lesion_mask_path=c.organ_mask_path) for c in cases]
-    return DatasetLayout(cases, organ_names, lesion_names, label_path)
+    tables = [t for t in (organ_labels, lesion_labels) if t is not None]
+    return DatasetLayout(
+        cases, organ_names, lesion_names, label_path,
+        ignored_labels=sorted({n for t in tables for n in t.ignored.values()}),
+        label_errors=[e for t in tables if (e := t.error())],
+    )
 
 
 def file_sha256(paths: list[Path]) -> str:
@@ -186,7 +257,10 @@ def check_case(case: FoundCase, organ_names: dict[int, str], lesion_names: dict[
                 return problem(field, f"{path}: label values {unnamed[:5]} have no name in the label file")
         files.append(path)
     if case.organ_mask_path is None:
-        problems.append(CaseProblem(case.ct_id, "organ_mask_path", "no organ mask: organ channels unknown"))
+        hint = ""
+        if (Path(case.image_path).parent / "segmentations").is_dir():
+            hint = f" (per-class masks in {Path(case.image_path).parent / 'segmentations'}: run `rsuper organs` first)"
+        problems.append(CaseProblem(case.ct_id, "organ_mask_path", f"no organ mask: organ channels unknown{hint}"))
     spacing = [float(s) for s in np.sqrt((affine[:3, :3] ** 2).sum(0))]
     row = {
         "ct_id": case.ct_id,
@@ -256,13 +330,10 @@ def build_cases(
     in ``problems``.
     """
     layout = discover(root, label_file)
-    unknown = L.unknown_label_names(layout.organ_label_names)
-    if layout.lesion_label_names:
-        unknown += L.unknown_label_names(layout.lesion_label_names)
     problems: list[CaseProblem] = []
-    if unknown:
-        problems.append(CaseProblem("*", "labels", f"{layout.label_file}: unknown label names {sorted(set(unknown))}"))
-        return CasesBuild(pa.Table.from_pylist([], schema=CASES_SCHEMA), problems, [], [])
+    if layout.label_errors:
+        problems += [CaseProblem("*", "labels", error) for error in layout.label_errors]
+        return CasesBuild(pa.Table.from_pylist([], schema=CASES_SCHEMA), problems, [], [], layout.ignored_labels)
     mapping, splits, map_problems = read_mapping(mapping_csv) if mapping_csv else ({}, {}, [])
     problems += map_problems
     rows = []
@@ -281,6 +352,7 @@ def build_cases(
         problems=problems,
         cts_without_report=sorted(r["ct_id"] for r in rows if r["report_id"] is None),
         reports_without_ct=sorted(rid for cid, rid in mapping.items() if cid not in found),
+        ignored_labels=layout.ignored_labels,
     )
 
 

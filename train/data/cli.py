@@ -1,4 +1,4 @@
-"""`rsuper phantoms` and `rsuper cases`. No torch / MONAI at import time (the commands import what they need)."""
+"""`rsuper phantoms`, `rsuper cases` and `rsuper organs`. No torch / MONAI at import time (the commands import what they need)."""
 
 from __future__ import annotations
 
@@ -44,8 +44,14 @@ def register(app: typer.Typer) -> None:
 
         if mapping is None and (root / "case_reports.csv").is_file():
             mapping = root / "case_reports.csv"
-        result = build_cases(root, mapping, label_file=labels, val_fraction=val_fraction,
-                             test_fraction=test_fraction, check_values=check_values)
+        try:
+            result = build_cases(root, mapping, label_file=labels, val_fraction=val_fraction,
+                                 test_fraction=test_fraction, check_values=check_values)
+        except (FileNotFoundError, ValueError) as exc:  # LabelFileError too; the message names the file
+            typer.echo(f"rsuper: error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        for name in result.ignored_labels:
+            typer.echo(f"ignored label: {name} (no organ key; read as background)", err=True)
         for p in result.problems:
             typer.echo(f"problem: {p.ct_id}: {p.field}: {p.message}", err=True)
         for ct in result.cts_without_report:
@@ -66,5 +72,62 @@ def register(app: typer.Typer) -> None:
             "problems": len(result.problems),
             "cts_without_report": len(result.cts_without_report),
             "reports_without_ct": len(result.reports_without_ct),
+            "ignored_labels": len(result.ignored_labels),
             "written": not dry_run and result.table.num_rows > 0,
         }))
+
+    @app.command("organs")
+    def organs(
+        root: Path = typer.Argument(..., help="Case folders ROOT/<case>/ct.nii.gz (or ROOT/cases/<case>/)."),
+        config_file: Optional[Path] = typer.Option(None, "--config", help="YAML with OrgansConfig fields; the "
+                                                   "options below override it."),
+        source: Optional[str] = typer.Option(None, help="auto | segmentations | label_map | totalsegmentator "
+                                             "(default auto: segmentations/ when present, else --label-map, else "
+                                             "TotalSegmentator)."),
+        segmentations_dir: Optional[str] = typer.Option(None, help="Folder in each case with one mask file per "
+                                                        "class (default segmentations)."),
+        label_map: Optional[str] = typer.Option(None, "--label-map", help="File name of one label map in each case."),
+        label_names: Optional[Path] = typer.Option(None, "--label-names", help="Label-name file of --label-map."),
+        liver_segments: Optional[bool] = typer.Option(None, "--liver-segments/--no-liver-segments",
+                                                      help="Also run TotalSegmentator's liver_segments task."),
+        fast: Optional[bool] = typer.Option(None, "--fast/--no-fast", help="TotalSegmentator --fast (3 mm)."),
+        device: Optional[str] = typer.Option(None, help="TotalSegmentator --device: gpu, cpu, mps, gpu:N."),
+        executable: Optional[str] = typer.Option(None, help="The TotalSegmentator program (default on PATH)."),
+        derive_subsegments: Optional[bool] = typer.Option(None, "--derive-subsegments/--no-derive-subsegments",
+                                                          help="Derive kidney sides, pancreas head/body/tail."),
+        lesion_mask: Optional[bool] = typer.Option(None, "--lesion-mask/--no-lesion-mask", help="Write lesion "
+                                                   "classes to lesions.nii.gz (reviewed annotations only)."),
+        overwrite: Optional[bool] = typer.Option(None, "--overwrite/--no-overwrite", help="Redo finished cases."),
+    ) -> None:
+        """Map organ masks (TotalSegmentator's, or made elsewhere) onto the label map `rsuper cases` reads."""
+        import yaml
+        from pydantic import ValidationError
+
+        from train.data.labels import LabelFileError
+        from train.data.organs import OrgansConfig, run_organs
+        from train.data.totalsegmentator import TotalSegmentatorError
+
+        given = {k: v for k, v in dict(
+            source=source, segmentations_dir=segmentations_dir, label_map=label_map, label_names=label_names,
+            liver_segments=liver_segments, fast=fast, device=device, executable=executable,
+            derive_subsegments=derive_subsegments, lesion_mask=lesion_mask, overwrite=overwrite).items()
+            if v is not None}
+        try:
+            from_file = (yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}) if config_file else {}
+            if not isinstance(from_file, dict):
+                raise typer.BadParameter(f"{config_file}: expected a mapping of OrgansConfig fields")
+            config = OrgansConfig(**{**from_file, **given})
+            result = run_organs(root, config, progress=lambda case, masks: typer.echo(
+                f"{case}: {len(masks.mapped)} classes mapped, {len(masks.ignored)} ignored", err=True))
+        except (OSError, yaml.YAMLError, ValidationError, LabelFileError, TotalSegmentatorError) as exc:
+            typer.echo(f"rsuper: error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        for case, message in result.problems:
+            typer.echo(f"problem: {case}: {message}", err=True)
+        if result.ignored:
+            typer.echo(f"ignored (no organ key): {', '.join(sorted(result.ignored))}", err=True)
+        if result.folded:
+            typer.echo(f"lesion classes joined their organ only (no lesion mask): {', '.join(sorted(result.folded))}",
+                       err=True)
+        typer.echo(json.dumps({"written": len(result.written), "skipped_done": len(result.skipped),
+                               "problems": len(result.problems), "ignored_classes": len(result.ignored)}))

@@ -651,7 +651,8 @@ def generate_case(config: PhantomConfig, index: int, *, spacing_mm=None, flip_xy
     return PhantomCase(ct_id, report_id, affine, ct, organs, lesions, report, gt)
 
 
-def _save_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
+def save_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
+    """Write a NIfTI with the affine as qform and sform, through a temporary file (never half-written)."""
     import nibabel as nib
 
     img = nib.Nifti1Image(array, affine)
@@ -665,9 +666,9 @@ def _save_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
 def write_case(case: PhantomCase, case_dir: Path) -> None:
     """Write the three NIfTI files of one case (atomic per file)."""
     case_dir.mkdir(parents=True, exist_ok=True)
-    _save_nifti(case.ct, case.affine, case_dir / "ct.nii.gz")
-    _save_nifti(case.organs, case.affine, case_dir / "organs.nii.gz")
-    _save_nifti(case.lesions, case.affine, case_dir / "lesions.nii.gz")
+    save_nifti(case.ct, case.affine, case_dir / "ct.nii.gz")
+    save_nifti(case.organs, case.affine, case_dir / "organs.nii.gz")
+    save_nifti(case.lesions, case.affine, case_dir / "lesions.nii.gz")
 
 
 def write_phantom_set(out: Path, config: PhantomConfig, progress: bool = False,

@@ -1,3 +1,4 @@
+import json
 import shutil
 
 import numpy as np
@@ -78,3 +79,92 @@ def test_read_cases_gives_back_the_table_rsuper_cases_stored(dataset, tmp_path):
         stored = read_cases(store)
     assert stored.schema == CASES_SCHEMA
     assert stored.to_pylist() == sorted(table.to_pylist(), key=lambda r: r["ct_id"])
+
+
+def _nifti(array, path, affine=None):
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(array, np.diag([1.5, 1.5, 2.0, 1.0]) if affine is None else affine), path)
+
+
+def _nnunet_v2(root, channel_names=None, file_ending=".nii.gz"):
+    """An nnU-Net v2 raw dataset: dataset.json (labels name -> int), imagesTr/<id>_<XXXX>, labelsTr/<id>."""
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    channels = channel_names or {"0": "CT"}
+    (root / "dataset.json").write_text(json.dumps({
+        "channel_names": channels, "file_ending": file_ending, "numTraining": 2,
+        "labels": {"background": 0, "liver": 1, "liver_tumor": 2, "right kidney": 3, "aorta": 4}}))
+    for ct_id in ("liver_001", "liver_002"):
+        for channel in channels:
+            image = np.full((12, 10, 8), -50 if channels[channel] == "CT" else 7, np.int16)
+            _nifti(image, root / "imagesTr" / f"{ct_id}_{int(channel):04d}{file_ending}")
+        label = np.zeros((12, 10, 8), np.uint8)
+        label[0:6, 0:6, 0:4] = 1
+        label[1:3, 1:3, 1:3] = 2  # the tumour has its own value, inside the liver
+        label[8:11, 6:9, 0:3] = 3
+        label[6, 9, :] = 4
+        _nifti(label, root / "labelsTr" / f"{ct_id}{file_ending}")
+    (root / "imagesTr" / "._liver_001_0000.nii.gz").write_bytes(b"AppleDouble junk")
+
+
+def test_nnunet_v2_raw_dataset(tmp_path):
+    from train.data.cache import PreprocessConfig, preprocess_case
+    from train.data.cases import training_cases
+    from train.data.labels import CANONICAL_INDEX, lesion_code, load_label_names
+
+    root = tmp_path / "Dataset003_Liver"
+    _nnunet_v2(root)
+    result = build_cases(root, None)
+    assert result.table.column("ct_id").to_pylist() == ["liver_001", "liver_002"] and not result.problems
+    assert result.ignored_labels == ["aorta"]
+    row = result.table.to_pylist()[0]
+    assert row["image_path"].endswith("imagesTr/liver_001_0000.nii.gz") and row["spacing"] == [1.5, 1.5, 2.0]
+    assert row["organ_mask_path"] == row["lesion_mask_path"]  # lesions live in the same label map
+    names = load_label_names(root / "dataset.json")
+    (case,) = training_cases(result.table.slice(0, 1), {}, names, None, split=None)
+    arrays, meta = preprocess_case(case.files, PreprocessConfig())
+    labels, lesions = arrays["labels"], arrays["lesions"]
+    assert labels[1, 1, 1] == CANONICAL_INDEX["liver"] and labels[4, 4, 2] == CANONICAL_INDEX["liver"]
+    assert labels[9, 7, 1] == CANONICAL_INDEX["kidney_right"] and labels[6, 9, 0] == 0
+    assert lesions[1, 1, 1] == lesion_code("liver") and np.count_nonzero(lesions) == 8
+    assert meta["available_labels"] == ["kidney_right", "liver"]
+
+
+def test_nnunet_v2_channel_and_file_ending(tmp_path):
+    root = tmp_path / "two_channels"
+    _nnunet_v2(root, channel_names={"0": "T2", "1": "CT"}, file_ending=".nii")
+    result = build_cases(root, None)
+    assert [r["image_path"].rsplit("/", 1)[1] for r in result.table.to_pylist()] == ["liver_001_0001.nii",
+                                                                                     "liver_002_0001.nii"]
+    for name, meta, match in (("mha", {"file_ending": ".mha"}, "file_ending '.mha'"),
+                              ("mr", {"channel_names": {"0": "T1", "1": "T2"}}, "one channel named CT")):
+        bad = tmp_path / name
+        _nnunet_v2(bad)
+        data = json.loads((bad / "dataset.json").read_text())
+        (bad / "dataset.json").write_text(json.dumps({**data, **meta}))
+        with pytest.raises(ValueError, match=f"dataset.json: .*{match}"):
+            build_cases(bad, None)
+
+
+def test_nnunet_v2_explicit_dataset_files(tmp_path):
+    root = tmp_path / "explicit"
+    _nnunet_v2(root)
+    (root / "elsewhere").mkdir()
+    shutil.move(root / "imagesTr" / "liver_002_0000.nii.gz", root / "elsewhere" / "scan.nii.gz")
+    data = json.loads((root / "dataset.json").read_text())
+    data["dataset"] = {"liver_002": {"images": ["elsewhere/scan.nii.gz"], "label": "labelsTr/liver_002.nii.gz"}}
+    (root / "dataset.json").write_text(json.dumps(data))
+    (row,) = build_cases(root, None).table.to_pylist()
+    assert row["ct_id"] == "liver_002" and row["image_path"].endswith("elsewhere/scan.nii.gz")
+    assert row["organ_mask_path"].endswith("labelsTr/liver_002.nii.gz")
+
+
+def test_unknown_label_names_name_the_file(tmp_path):
+    root = tmp_path / "ds"
+    _nnunet_v2(root)
+    (root / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "liver": 1, "blob": 2}}))
+    result = build_cases(root, None)
+    (problem,) = result.problems
+    assert problem.field == "labels" and problem.message.startswith(f"{root / 'dataset.json'}: unknown label names ['blob']")
+    assert result.table.num_rows == 0
