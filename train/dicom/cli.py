@@ -35,6 +35,7 @@ def import_images(
     A second run converts only the studies not finished before. Organ masks come after (`rsuper organs`, then
     `rsuper cases OUT`); until then the cases have no organ mask.
     """
+    from extract.store import default_db_path
     from train.config import ConfigError
     from train.dicom.config import load_import_config
     from train.dicom.importer import MANIFEST, import_dicom, stored_report_ids
@@ -49,7 +50,7 @@ def import_images(
         raise typer.Exit(2)
     report_ids = stored_report_ids(db)
     if report_ids is None:
-        typer.echo(f"note: no store at {db or 'the default path'}: no study can be joined to a report "
+        typer.echo(f"note: no store at {db or default_db_path()}: no study can be joined to a report "
                    "(run `rsuper ingest DUMP` first)", err=True)
         report_ids = set()
     result = import_dicom(root, out, cfg, report_ids, dry_run=dry_run, progress=True)

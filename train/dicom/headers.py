@@ -116,22 +116,22 @@ def _int(text: str) -> int | None:
 
 
 @functools.lru_cache(maxsize=8)
-def _tags(keywords: tuple[str, ...]) -> tuple[list, object]:
+def _tags(keywords: tuple[str, ...]) -> tuple[list, int]:
+    """The tags of ``keywords`` (in order) and the largest, as a plain int."""
     from pydicom.tag import Tag
 
     tags = [Tag(k) for k in keywords]
-    return tags, max(tags)
+    return tags, int(max(tags))
 
 
-def _parse(fileobj, keywords: Sequence[str]):
-    """(dataset with the raw elements of ``keywords``, whether parsing got past the last of them)."""
+def _parse(fileobj, tags: list, last: int):
+    """(dataset with the raw elements of ``tags``, whether parsing got past ``last``, the largest of them)."""
     from pydicom.filereader import read_partial
 
-    tags, last = _tags(tuple(keywords))
     passed = []
 
     def past_last(tag, vr, length) -> bool:
-        if tag > last:
+        if int.__gt__(tag, last):  # int's own comparison: BaseTag's operators cost more than the parse
             passed.append(tag)
             return True
         return False
@@ -154,20 +154,21 @@ def read_header(path: str, join_tags: Sequence[str] = ()) -> SliceHeader:
         raise HeaderError(f"unreadable file ({exc.strerror})") from None
     if head[128:132] != b"DICM":
         raise HeaderError("not DICOM (no DICM marker at byte 128)")
-    tags = [*SCANNED_TAGS, *join_tags]
+    keywords = (*SCANNED_TAGS, *join_tags)
+    tags, last = _tags(keywords)
     try:
-        ds, complete = _parse(io.BytesIO(head), tags)
+        ds, complete = _parse(io.BytesIO(head), tags, last)
         if not complete and len(head) == _HEAD_BYTES:  # the header goes on past the first bytes read
             with open(path, "rb") as fh:
-                ds, _ = _parse(fh, tags)
+                ds, _ = _parse(fh, tags, last)
     except Exception as exc:  # pydicom raises many types for broken files
         raise HeaderError(f"unreadable DICOM header ({type(exc).__name__})") from None
     meta = getattr(ds, "file_meta", None)
     if meta is not None and str(meta.get("MediaStorageSOPClassUID", "")) == DICOMDIR_SOP_CLASS:
         raise HeaderError("DICOMDIR (an index of the export, not an image)")
     value = {}
-    for keyword in tags:
-        element = ds.get_item(keyword)
+    for keyword, tag in zip(keywords, tags):
+        element = ds.get_item(tag, keep_deferred=True)  # raw; an empty element's value is None
         value[keyword] = _text(element) if element is not None else ""
     if not value["SOPClassUID"] and meta is not None:
         value["SOPClassUID"] = str(meta.get("MediaStorageSOPClassUID", ""))

@@ -238,6 +238,10 @@ def import_dicom(
         record = _read_record(case_dir / RECORD)
         if (record is not None and record.get("series_sha256") == series_sha256(choice.chosen, config)
                 and (case_dir / IMAGE).is_file()):
+            fresh = {"join_values": values[uid], "series": _series_list(choice)}
+            if not dry_run and any(record.get(k) != v for k, v in fresh.items()):  # new join keys or rule
+                _write_json_atomic(case_dir / RECORD, {**record, **fresh,
+                                                       "chosen_series": {**record["chosen_series"], "why": choice.why}})
             outcomes.append(outcome("resumed", choice.why, choice.chosen.path))
             continue
         if dry_run:

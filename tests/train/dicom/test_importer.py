@@ -137,6 +137,16 @@ def test_fallback_join_key_and_require_report(tmp_path):
     assert result.cases.table.column("report_id").to_pylist() == ["P1_20250105"]
 
 
+def test_join_keys_changed_later_apply_to_converted_studies(tmp_path):
+    one_series(tmp_path / "pacs", study=study_tags(0, "", patient_id="P1", study_date="20250105"))
+    first = import_dicom(tmp_path / "pacs", tmp_path / "out", CONFIG, {"P1_20250105"})
+    assert first.cases.table.column("report_id").to_pylist() == [None]
+    config = CONFIG.model_copy(update={"join_keys": ("AccessionNumber", "PatientID+StudyDate")})
+    again = import_dicom(tmp_path / "pacs", tmp_path / "out", config, {"P1_20250105"})
+    assert [s.status for s in again.studies] == ["resumed"]
+    assert again.cases.table.column("report_id").to_pylist() == ["P1_20250105"]
+
+
 def test_non_ct_and_missing_slice_from_real_files(tmp_path):
     from pydicom.data import get_testdata_file
     import shutil
