@@ -170,6 +170,19 @@ def _problem_path(choice: StudyChoice, headers: list[SliceHeader]) -> str:
     return os.path.commonpath([h.path for h in headers]) if len(headers) > 1 else headers[0].path
 
 
+def _owners(identity: dict[str, str], records: list[dict]) -> dict[str, list[str]]:
+    """First join value -> the studies that have it, in this scan and among the studies imported before."""
+    owners: dict[str, list[str]] = {}
+    for uid, ident in identity.items():
+        if ident:
+            owners.setdefault(ident, []).append(uid)
+    for record in records:
+        ident = next((v for v in record["join_values"].values() if v), "")
+        if ident in owners and record["study_uid"] not in owners[ident]:
+            owners[ident].append(record["study_uid"])
+    return owners
+
+
 def import_dicom(
     root: str | Path,
     out: str | Path,
@@ -198,14 +211,7 @@ def import_dicom(
               for uid, c in choices.items()}
     values = {uid: join_values(h, config) for uid, h in firsts.items()}
     identity = {uid: next((v for v in vals.values() if v), "") for uid, vals in values.items()}
-    owners: dict[str, list[str]] = {}
-    for uid, ident in identity.items():
-        if ident:
-            owners.setdefault(ident, []).append(uid)
-    for record in _records(out):
-        ident = next((v for v in record["join_values"].values() if v), "")
-        if ident in owners and record["study_uid"] not in owners[ident]:
-            owners[ident].append(record["study_uid"])
+    owners = _owners(identity, _records(out))
 
     outcomes: list[StudyOutcome] = []
     studies = list(choices.items())

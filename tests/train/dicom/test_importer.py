@@ -123,6 +123,11 @@ def test_duplicate_accession_numbers_fail_both_studies(tmp_path):
     assert [s.report_id for s in status["imported"]] == ["ACC_OTHER"]
     assert sorted(s.reason.split(": also")[0] for s in status["failed"]) == ["duplicate AccessionNumber 'ACC_SAME'"] * 2
     assert result.cases.table.num_rows == 1
+    # A later export whose study repeats an accession number already imported into OUT.
+    one_series(tmp_path / "later", study=study_tags(9, "ACC_OTHER"))
+    later = import_dicom(tmp_path / "later", tmp_path / "out", CONFIG, {"ACC_SAME", "ACC_OTHER"})
+    assert [s.reason for s in later.studies] == [f"duplicate AccessionNumber 'ACC_OTHER': also study "
+                                                 f"{study_tags(2).study_uid}"]
 
 
 def test_fallback_join_key_and_require_report(tmp_path):
