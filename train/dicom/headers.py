@@ -6,8 +6,8 @@ header, no UIDs) and the walk goes on.
 
 Speed: pydicom parses (``read_partial``, as ``dcmread`` does) only up to the last attribute needed, never the pixel
 data, from the file's first 64 kB read at once, with ``specific_tags`` so other values are skipped unread; the
-values are decoded here from the raw text elements (every scanned attribute is a text VR), which halves the time
-pydicom's value conversion would take; files can be spread over ``workers`` processes.
+values are decoded here from the raw text elements (every scanned attribute is a text VR), cheaper than pydicom's
+value conversion; files can be spread over ``workers`` processes.
 """
 
 from __future__ import annotations
