@@ -163,11 +163,9 @@ def convert_study(choice: StudyChoice, case_dir: Path, values: dict[str, str], c
     return record
 
 
-def _problem_path(choice: StudyChoice, headers: list[SliceHeader]) -> str:
-    """The file a one-series study's problem shows in, else the folder holding the study's files."""
-    if len(choice.skipped) == 1:
-        return choice.skipped[0].path
-    return os.path.commonpath([h.path for h in headers]) if len(headers) > 1 else headers[0].path
+def _problem_path(choice: StudyChoice) -> str:
+    """The file where the study's largest series shows its problem (the series a reader looks for first)."""
+    return max(choice.skipped, key=lambda v: v.n_files).path
 
 
 def _owners(identity: dict[str, str], records: list[dict]) -> dict[str, list[str]]:
@@ -221,14 +219,13 @@ def import_dicom(
         studies = tqdm(studies, desc="studies", unit="study")
     for uid, choice in studies:
         ct_id = ct_id_for(uid)
-        headers = [h for series in grouped.studies[uid].values() for h in series]
         report_id = match_report(values[uid], report_ids)
 
         def outcome(status: str, reason: str, path: str) -> StudyOutcome:
             return StudyOutcome(uid, ct_id, identity[uid], status, report_id, reason, path, _series_list(choice))
 
         if choice.chosen is None:
-            outcomes.append(outcome("failed", choice.why, _problem_path(choice, headers)))
+            outcomes.append(outcome("failed", choice.why, _problem_path(choice)))
             continue
         others = [o for o in owners.get(identity[uid], []) if o != uid]
         if others:

@@ -41,6 +41,7 @@ def test_twenty_studies_eighteen_cases_joined_two_broken_listed(tmp_path, export
     assert corrupt.path == str(root / "flat" / victim)
     assert tilted.reason.startswith("no usable series: series 1 'Scout': ImageType ORIGINAL/PRIMARY/LOCALIZER")
     assert "series 3 'Portal venous': gantry tilt 12.0°" in tilted.reason
+    assert tilted.path == str(root / "flat" / uid(uid(study_tags(TILTED).study_uid, 3), 0))  # its largest series
     # Every good study joined to its own report; the two reports without a study are listed.
     table = result.cases.table.to_pylist()
     assert len(table) == 18 and not result.cases.problems
