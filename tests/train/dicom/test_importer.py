@@ -1,8 +1,13 @@
 import json
+import multiprocessing
+import os
+import shutil
+import signal
+import time
 
 import nibabel as nib
 import numpy as np
-import pytest
+from pydicom.data import get_testdata_file
 
 from extract.store import Store
 from train.data.cases import build_cases
@@ -11,7 +16,7 @@ from train.dicom.config import DicomImportConfig, SeriesRule
 from train.dicom.importer import ct_id_for, import_dicom, stored_report_ids
 from train.dicom.synthetic import uid
 
-from .conftest import CORRUPT, N_STUDIES, TILTED, one_series, study_tags, write_reports
+from .conftest import CORRUPT, N_STUDIES, TILTED, one_series, study_tags
 
 CONFIG = DicomImportConfig(series=SeriesRule(min_slices=10), scan_workers=1)
 
@@ -86,28 +91,40 @@ def test_twenty_studies_eighteen_cases_joined_two_broken_listed(tmp_path, export
         r["ct_id"]: r["content_sha256"] for r in table}
 
 
-def test_resume_redoes_only_unfinished_studies(tmp_path, export, monkeypatch):
-    root, _ = export
-    out = tmp_path / "out"
-    real_write = importer.write_nifti
-    calls = []
+def _import_and_hang(root, out, hang_at: int) -> None:
+    """Child process: import, but stop dead inside the write of image number ``hang_at`` (half a temporary file)."""
+    real_write, calls = importer.write_nifti, []
 
-    def killed_on_the_fifth(volume, path):
+    def hang_on_one(volume, path):
         calls.append(path)
-        if len(calls) == 5:
-            raise KeyboardInterrupt  # the import dies while writing the fifth image
+        if len(calls) == hang_at:
+            path.with_name(path.name + ".tmp.nii.gz").write_bytes(b"\x1f\x8b half an image")
+            time.sleep(600)  # until SIGKILL
         real_write(volume, path)
 
-    monkeypatch.setattr(importer, "write_nifti", killed_on_the_fifth)
-    with pytest.raises(KeyboardInterrupt):
-        import_dicom(root, out, CONFIG, set())
+    importer.write_nifti = hang_on_one
+    import_dicom(root, out, CONFIG, set())
+
+
+def test_resume_after_sigkill_redoes_only_unfinished_studies(tmp_path, export):
+    root, _ = export
+    out = tmp_path / "out"
+    child = multiprocessing.get_context("fork").Process(target=_import_and_hang, args=(root, out, 5))
+    child.start()
+    deadline = time.monotonic() + 120
+    while not list(out.glob("cases/*/ct.nii.gz.tmp.nii.gz")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(child.pid, signal.SIGKILL)
+    child.join()
+    assert child.exitcode == -signal.SIGKILL
     finished = sorted(p.parent.name for p in out.glob("cases/*/dicom.json"))
-    assert len(finished) == 4 and not (calls[4]).exists()
-    monkeypatch.setattr(importer, "write_nifti", real_write)
+    (half,) = out.glob("cases/*/ct.nii.gz.tmp.nii.gz")
+    assert len(finished) == 4 and not (half.parent / "ct.nii.gz").exists()
     result = import_dicom(root, out, CONFIG, set())
     status = _by_status(result)
     assert sorted(s.ct_id for s in status["resumed"]) == finished
     assert len(status["imported"]) == 14 and len(status["failed"]) == 2
+    assert not list(out.rglob("*.tmp*"))  # the half-written file was replaced by the finished image
     mtimes = {p: p.stat().st_mtime_ns for p in out.glob("cases/*/ct.nii.gz")}
     (out / "cases" / finished[0] / "dicom.json").unlink()  # killed after the image, before the record
     third = _by_status(import_dicom(root, out, CONFIG, set()))
@@ -154,9 +171,6 @@ def test_join_keys_changed_later_apply_to_converted_studies(tmp_path):
 
 
 def test_non_ct_and_missing_slice_from_real_files(tmp_path):
-    from pydicom.data import get_testdata_file
-    import shutil
-
     (tmp_path / "pacs").mkdir()
     shutil.copy(get_testdata_file("MR_small.dcm"), tmp_path / "pacs" / "mr")
     _, _, files = one_series(tmp_path / "pacs" / "ct", study=study_tags(4))

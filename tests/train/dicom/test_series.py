@@ -1,7 +1,5 @@
 import dataclasses
 
-import pytest
-
 from train.dicom.config import SeriesRule
 from train.dicom.series import check_series, choose_series, group, phase
 
