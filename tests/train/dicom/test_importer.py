@@ -99,6 +99,7 @@ def _import_and_hang(root, out, hang_at: int) -> None:
         calls.append(path)
         if len(calls) == hang_at:
             path.with_name(path.name + ".tmp.nii.gz").write_bytes(b"\x1f\x8b half an image")
+            (out / "hanging").touch()  # tells the test to kill now (real writes make .tmp files too)
             time.sleep(600)  # until SIGKILL
         real_write(volume, path)
 
@@ -112,7 +113,7 @@ def test_resume_after_sigkill_redoes_only_unfinished_studies(tmp_path, export):
     child = multiprocessing.get_context("fork").Process(target=_import_and_hang, args=(root, out, 5))
     child.start()
     deadline = time.monotonic() + 120
-    while not list(out.glob("cases/*/ct.nii.gz.tmp.nii.gz")) and time.monotonic() < deadline:
+    while not (out / "hanging").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     os.kill(child.pid, signal.SIGKILL)
     child.join()
