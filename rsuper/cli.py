@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "extract.run_cli",
     "extract.eval_cli",
     "train.data.cli",
+    "train.dicom.cli",
     "train.cli",
 )
 
