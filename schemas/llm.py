@@ -71,7 +71,7 @@ MAX_SENTENCES = 400
 
 class CitedLesion(_LLMModel):
     organ: OrganKey
-    sentences: list[Annotated[int, Field(ge=1, le=MAX_SENTENCES)]] = Field(min_length=1, max_length=3,
+    sentences: list[Annotated[int, Field(ge=1, le=MAX_SENTENCES)]] = Field(min_length=1, max_length=8,
                                  description="numbers of the sentences that describe this lesion")
     count: int = Field(ge=1, le=99)
     count_exact: bool

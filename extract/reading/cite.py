@@ -10,14 +10,14 @@ from __future__ import annotations
 import re
 
 from extract.reading.lesion_words import count_in_text, kind_in_text, lesion_word_in_text
-from extract.reading.measurements import current_measurements, is_largest_follow_up
+from extract.reading.measurements import current_measurements, is_largest_follow_up, names_place
 from extract.reading.negation import lesion_assertion, negated_blanked
 from extract.reading.organ_states import clears_organ
-from extract.reading.organs import named_organs, organs_named_by_word
+from extract.reading.organs import named_organs
 from extract.reading.quotes import in_impression
 from extract.reading.sentences import HEADER, Sentence, sentence_spans
 from schemas.llm import CitedAnswer, LLMAnswer, LLMLesion, LLMOrgan
-from schemas.vocab import Organ
+from schemas.vocab import LesionType, Organ
 
 _SIZE_WORDS = (("tiny", re.compile(r"\btiny\b|\btoo small to (?:characteri[sz]e|measure)\b", re.IGNORECASE)),
                ("massive", re.compile(r"\b(?:massive|bulky)\b", re.IGNORECASE)),
@@ -33,31 +33,69 @@ def _size_bound(text: str) -> str:
     return "none"
 
 
+_LIST_MEMBER_WORDS = 14
+_NOT_A_MEMBER = re.compile(r"\b(?:duct|dilat\w*|wall|thicken\w*|span|length|aorta|calib(?:er|re))\b", re.IGNORECASE)
+
+
+def _sentence(report: str, spans: tuple[Sentence, ...], n: int) -> str:
+    return report[spans[n - 1].start:spans[n - 1].end]
+
+
+def _adds_to_group(organ: Organ, report: str, spans: tuple[Sentence, ...], n: int) -> bool:
+    """Whether sentence `n` goes on about the group of lesions before it, in the same section: it sizes "the
+    largest" of it, or sizes a member of a list without a lesion word of its own ("Right upper lobe, 5 mm
+    (series 3, image 41).")."""
+    if n < 2 or spans[n - 1].header != spans[n - 2].header:
+        return False
+    words = _sentence(report, spans, n)
+    if is_largest_follow_up(words):
+        return True
+    # a list member: short, a size and a place of the organ, and no word of its own saying what it is
+    return (len(words.split()) <= _LIST_MEMBER_WORDS and bool(current_measurements(words))
+            and names_place(organ, words) and not lesion_word_in_text(organ, negated_blanked(words))
+            and not _NOT_A_MEMBER.search(words))
+
+
+def _group_start(organ: Organ, report: str, spans: tuple[Sentence, ...], n: int) -> int:
+    """The sentence that opens the group a sentence adds to: back over the list members before it to the one
+    that asserts a lesion of `organ`; `n` itself when there is none."""
+    k = n
+    while _adds_to_group(organ, report, spans, k):
+        k -= 1
+        if lesion_assertion(organ, _sentence(report, spans, k)) != "none":
+            return k
+    return n
+
+
 def _cited_units(organ: Organ, numbers: list[int], spans: tuple[Sentence, ...], report: str, where: str,
                  warnings: list[str]) -> list[tuple[int, int]]:
     """Report offsets of each lesion description among the cited sentences: every cited sentence is one,
-    except that the clauses after a semicolon join the clause before them (unless they name an organ other
-    than `organ`), and a sentence sizing "the largest" of the group before it joins that sentence (cited or
-    not). A lesion written twice (findings and impression) gives two descriptions; the conversion drops the
-    repeat."""
+    except that a sentence going on about the group before it (its largest member, a member of a list) joins
+    the group's sentence and members (cited or not), and the clauses after a semicolon join the clause before
+    them (unless they name an organ other than `organ`). A lesion written twice (findings and impression)
+    gives two descriptions; the conversion drops the repeat."""
     valid = sorted({n for n in numbers if 1 <= n <= len(spans)})
     if len(valid) < len(set(numbers)):
         warnings.append(f"{where}: sentence number(s) {sorted(set(numbers) - set(valid))} not in the report; ignored")
-    units: list[list[int]] = []
+    units: list[list[int]] = []  # [first, last] sentence numbers
     for n in valid:
-        follows = n > 1 and spans[n - 1].header == spans[n - 2].header and is_largest_follow_up(
-            report[spans[n - 1].start:spans[n - 1].end])
-        if follows and units and units[-1][-1] == n - 1:
-            units[-1].append(n)
+        first = _group_start(organ, report, spans, n)
+        if units and first <= units[-1][1] + (1 if _adds_to_group(organ, report, spans, n) else 0):
+            units[-1][1] = max(units[-1][1], n)  # the same group, or the next member of its list
         else:
-            units.append([n - 1, n] if follows else [n])
+            units.append([first, n])
     for unit in units:  # the clauses after a semicolon go on about the finding unless they name another organ
-        while (unit[-1] < len(spans) and report[spans[unit[-1] - 1].end:spans[unit[-1] - 1].end + 1] == ";"
-               and spans[unit[-1]].header == spans[unit[-1] - 1].header
-               and named_organs(report[spans[unit[-1]].start:spans[unit[-1]].end]) <= {organ}):
-            unit.append(unit[-1] + 1)
-    units = [u for i, u in enumerate(units) if not any(u[0] in earlier for earlier in units[:i])]
-    return [(_after_header(report, spans[u[0] - 1]), spans[u[-1] - 1].end) for u in units]
+        while (unit[1] < len(spans) and report[spans[unit[1] - 1].end:spans[unit[1] - 1].end + 1] == ";"
+               and spans[unit[1]].header == spans[unit[1] - 1].header
+               and named_organs(_sentence(report, spans, unit[1] + 1)) <= {organ}):
+            unit[1] += 1
+    merged: list[list[int]] = []
+    for unit in units:
+        if merged and unit[0] <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], unit[1])
+        else:
+            merged.append(unit)
+    return [(_after_header(report, spans[a - 1]), spans[b - 1].end) for a, b in merged]
 
 
 def _after_header(report: str, sentence: Sentence) -> int:
@@ -70,39 +108,34 @@ def _after_header(report: str, sentence: Sentence) -> int:
     return sentence.start + len(text) - len(text[found.end():].lstrip())
 
 
-def _about_organ(organ: Organ, unit: tuple[int, int], spans: tuple[Sentence, ...], report: str, where: str,
-                 warnings: list[str]) -> tuple[int, int] | None:
-    """A cited description as the words about `organ`: itself when its words name the organ; joined to the
-    sentence before it when its words name no organ but size or name a lesion, and that sentence, in the same
-    section, asserts a lesion of the organ ("Liver: Multiple enhancing metastases. Index lesions measure 3.0 cm in
-    segment 7"); itself when only its header or a place names the organ; else None."""
-    k = next(i for i, s in enumerate(spans) if s.start <= unit[0] < s.end or unit[0] <= s.start)
-    words = negated_blanked(report[unit[0]:unit[1]])
-    if organ in organs_named_by_word(words):
-        return unit
-    named = named_organs(f"{spans[k].header} {words}")  # by its header, or by a place only one organ has
-    continues = bool(current_measurements(words)) or lesion_word_in_text(organ, words)
-    if named <= {organ} and continues and k > 0 and spans[k - 1].header == spans[k].header:
-        before, before_words = spans[k - 1], report[spans[k - 1].start:spans[k - 1].end]
-        if (organ in named_organs(f"{before.header} {negated_blanked(before_words)}")
-                and lesion_assertion(organ, before_words) != "none"):
-            return _after_header(report, before), unit[1]
-    if organ in named:
-        return unit
-    warnings.append(f"{where}: a cited sentence does not speak of the organ; left out")
-    return None
+def _about_organ(organ: Organ, unit: tuple[int, int], spans: tuple[Sentence, ...], report: str) -> bool:
+    """Whether a cited description can be about `organ`: its words, its section header or a place only the
+    organ has name it."""
+    header = next((s.header for s in spans if s.start <= unit[0] < s.end), "")
+    return organ in named_organs(f"{header} {negated_blanked(report[unit[0]:unit[1]])}")
 
 
 def _stand_in(organ: Organ, quote: str, count: int, count_exact: bool, cited_text: str) -> LLMLesion:
-    """The quoting lesion for `quote`. A number the words state ("three hypodense lesions") is the count; the
-    kind may come from any cited sentence ("... consistent with metastases" in the impression)."""
+    """The quoting lesion for `quote`. A number the words state ("three hypodense lesions") is the count (an
+    exact count of several the words do not state is a lower bound of 2; lists sized one by one are counted
+    by their sizes later); the
+    kind may come from another cited sentence of the organ ("... consistent with metastases" in the
+    impression)."""
     stated = count_in_text(quote)
     if stated is not None:
         count, count_exact = stated, True
+    elif count > 1 and count_exact:
+        count, count_exact = 2, False  # a number the words do not state: "several", at least two
     return LLMLesion.model_construct(
         organ=organ.value, quote=quote, side="none", location="", size="", size_bound=_size_bound(quote),
         count=count, count_exact=count_exact, attenuation="unknown",
-        kind=kind_in_text(organ, negated_blanked(cited_text)).value, certainty="definite")
+        kind=_kind(organ, quote, cited_text).value, certainty="definite")
+
+
+def _kind(organ: Organ, quote: str, cited_text: str) -> LesionType:
+    """The kind the quote's words name, else the one the organ's other cited sentences name."""
+    kind = kind_in_text(organ, negated_blanked(quote))
+    return kind if kind is not LesionType.LESION_UNSPECIFIED else kind_in_text(organ, negated_blanked(cited_text))
 
 
 def _organ_sentence(organ: Organ, spans: tuple[Sentence, ...], report: str, normal: bool) -> str | None:
@@ -123,7 +156,8 @@ def cited_as_quoted(answer: CitedAnswer, report: str, warnings: list[str]) -> LL
     organ statements quoted by a sentence naming the organ. What cannot be tied to the report goes to
     `warnings` and is left out."""
     spans = sentence_spans(report)
-    lesions: list[LLMLesion] = []
+    described: list[tuple[Organ, list[int], int, bool]] = []  # organ, [start, end], count, count_exact
+    cited_words: dict[Organ, list[str]] = {}
     for i, lesion in enumerate(answer.lesions, start=1):
         where = f"lesion {i} ({lesion.organ})"
         organ = Organ(lesion.organ)
@@ -131,14 +165,20 @@ def cited_as_quoted(answer: CitedAnswer, report: str, warnings: list[str]) -> LL
         if not units:
             warnings.append(f"{where}: cites no sentence of the report; dropped")
             continue
-        units = [u for u in (_about_organ(organ, u, spans, report, where, warnings) for u in units) if u]
-        if not units:
-            continue
-        cited = " ".join(report[a:b] for a, b in units)
+        about = [u for u in units if _about_organ(organ, u, spans, report)]
+        if len(about) < len(units):
+            warnings.append(f"{where}: {len(units) - len(about)} cited sentence(s) do not speak of the organ; left out")
+        cited_words.setdefault(organ, []).extend(report[a:b] for a, b in about)
         # The answer's count is for the lesion it names first; a further description counts from its words.
-        for k, (a, b) in enumerate(units):
+        for k, (a, b) in enumerate(about):
             count, exact = (lesion.count, lesion.count_exact) if k == 0 else (2, False)
-            lesions.append(_stand_in(organ, report[a:b], count, exact, cited))
+            same = next((d for d in described if d[0] is organ and a < d[1][1] and d[1][0] < b), None)
+            if same is not None:  # entries citing members of one list describe that list once
+                same[1][:] = [min(a, same[1][0]), max(b, same[1][1])]
+            else:
+                described.append((organ, [a, b], count, exact))
+    lesions = [_stand_in(organ, report[a:b], count, exact, " ".join(cited_words[organ]))
+               for organ, (a, b), count, exact in described]
     organs: list[LLMOrgan] = []
     for state, keys in (("resected", answer.resected), ("no_lesion", answer.normal)):
         for key in dict.fromkeys(keys):

@@ -51,7 +51,7 @@ def is_largest_follow_up(sentence: str) -> bool:
     return bool(_LARGEST_FOLLOW_UP.match(sentence))
 
 
-def _names_place(organ: Organ, text: str) -> bool:
+def names_place(organ: Organ, text: str) -> bool:
     """Whether `text` names a sub-segment of `organ` or, for a paired organ, a side."""
     return bool(subsegments_in_text(organ, text)) or (organ in PAIRED_ORGANS and side_in_text(text) is not None)
 
@@ -85,10 +85,10 @@ def split_by_measurement(record: dict, text: str) -> list[dict]:
         # "segment 4 (8 mm), segment 6 (1.1 cm)" places each size after its location; "1.1 cm in segment 2
         # and 3.4 cm in segment 7" before it. Which one: where the first and the last size find a place.
         lead, tail = text[:found[0].start], text[found[-1].end:]
-        place_first = _names_place(organ, lead) and not _names_place(organ, tail)
+        place_first = names_place(organ, lead) and not names_place(organ, tail)
         for i, m in enumerate(found):
-            if place_first:
-                window = text[found[i - 1].end if i else 0: m.start]
+            if place_first:  # from the previous size (for the first: from its own sentence's start) to this one
+                window = text[found[i - 1].end if i else max(lead.rfind(". "), lead.rfind("; ")) + 1: m.start]
             else:
                 before = text[max(0, m.start - 12): m.start]
                 window = before.split(",")[-1] + " " + text[m.end: found[i + 1].start if i + 1 < len(found) else len(text)]

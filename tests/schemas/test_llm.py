@@ -44,7 +44,7 @@ def test_cited_answer_holds_sentence_numbers_and_counts_only():
         '{"lesions":[{"organ":"lung","sentences":[5,6],"count":2,"count_exact":false}],'
         '"normal":["liver"],"resected":["gallbladder"]}')
     assert answer.lesions[0].sentences == [5, 6] and answer.normal == ["liver"]
-    for bad in ('"sentences":[]', '"sentences":[0]', '"sentences":[1,2,3,4]', '"quote":"x","sentences":[1]'):
+    for bad in ('"sentences":[]', '"sentences":[0]', '"sentences":[1,2,3,4,5,6,7,8,9]', '"quote":"x","sentences":[1]'):
         with pytest.raises(ValidationError):
             CitedAnswer.model_validate_json(
                 '{"lesions":[{"organ":"lung",' + bad + ',"count":1,"count_exact":true}],"normal":[],"resected":[]}')
