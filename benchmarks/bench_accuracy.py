@@ -53,7 +53,8 @@ def _metrics(result: dict) -> dict:
 
 
 def stored_answers(db: Path, config_hash: str | None = None) -> tuple[str, dict[str, dict]]:
-    """Raw answers of one run key from a store: (config_hash, {report_id: {"raw", "text", "status"}}).
+    """Raw answers of one run key from a store: (config_hash, {report_id: {"raw", "text", "status",
+    "output_tokens"}}).
 
     Args:
         config_hash: a prefix of the run key to read; default the key of the most recently started run.
@@ -68,10 +69,31 @@ def stored_answers(db: Path, config_hash: str | None = None) -> tuple[str, dict[
             raise SystemExit(f"{db}: no extraction run with config_hash {config_hash or '(any)'}")
         key = keys[0]
         rows = store.query(
-            "SELECT e.report_id, e.status, e.raw_output, r.text FROM extractions e JOIN reports r "
+            "SELECT e.report_id, e.status, e.raw_output, e.output_tokens, r.text FROM extractions e JOIN reports r "
             "ON r.report_id = e.report_id AND r.version = e.report_version "
             f"WHERE e.config_hash = '{key}' ORDER BY e.created_at").to_pylist()
-    return key, {r["report_id"]: {"raw": r["raw_output"], "text": r["text"], "status": r["status"]} for r in rows}
+    return key, {r["report_id"]: {"raw": r["raw_output"], "text": r["text"], "status": r["status"],
+                                  "output_tokens": r["output_tokens"]} for r in rows}
+
+
+def answer_stats(answers: dict[str, dict]) -> dict:
+    """Output tokens per answer (median, mean) and, for citing answers, the share of cited sentence numbers that
+    name a sentence of their report (a model copying the prompt examples' numbers cites outside short reports)."""
+    import statistics
+
+    from extract.reading.sentences import sentence_spans
+    from schemas.llm import CitedAnswer
+
+    tokens = [a["output_tokens"] for a in answers.values() if a["output_tokens"] is not None]
+    cited = inside = 0
+    for a in answers.values():
+        if a["raw"] and '"sentences"' in a["raw"]:
+            n = len(sentence_spans(a["text"]))
+            numbers = [x for lesion in CitedAnswer.model_validate_json(a["raw"]).lesions for x in lesion.sentences]
+            cited, inside = cited + len(numbers), inside + sum(1 <= x <= n for x in numbers)
+    return {"output_tokens_median": statistics.median(tokens) if tokens else None,
+            "output_tokens_mean": round(statistics.mean(tokens), 1) if tokens else None,
+            "cited_numbers": cited, "cited_inside_report": round(inside / cited, 3) if cited else None}
 
 
 def _answer_within_older_bounds(raw: str):
@@ -130,7 +152,7 @@ def rescore(name: str, reports: list, db: Path, config_hash: str | None, out: Pa
         out.write_text(json.dumps(result, indent=1, default=str) + "\n", encoding="utf-8")
     line = {"bench": "accuracy_rescore", "gold": name, "store": str(db), "config_hash": key[:12],
             "reports": len(scored), "not_in_store": len(reports) - len(scored),
-            "rescore_s": round(time.perf_counter() - start, 2), **_metrics(result),
+            "rescore_s": round(time.perf_counter() - start, 2), **_metrics(result), **answer_stats(answers),
             "result_file": str(out) if out else None}
     return line, result
 

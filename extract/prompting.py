@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel
 
 from extract.reading.convert import to_payload
-from extract.reading.sentences import numbered_report, sentence_spans
+from extract.reading.sentences import numbered_report
 from schemas.llm import ANSWER_MODELS, llm_json_schema
 
 #: The shipped templates, found as package resources so an installed wheel has them too
@@ -56,7 +56,6 @@ class Prompt:
         sha256: digest of the template file's bytes (part of the run key).
         prefix: the fixed messages (system + few-shot turns) sent before every report.
         report_prefix: text put before the report in the last user turn.
-        report_suffix: text put after it; `{sentences}` is replaced by the number of sentences shown (citing).
         repair: template of the repair turn; `{errors}` is replaced by the validation errors.
         answer_format: `cite` (the report's sentences numbered, answers cite them: `schemas.llm.CitedAnswer`) or
             `quote` (answers copy report words: `schemas.llm.LLMAnswer`).
@@ -69,7 +68,6 @@ class Prompt:
     report_prefix: str
     repair: str
     answer_format: str = "quote"
-    report_suffix: str = ""
 
     @property
     def label(self) -> str:
@@ -84,9 +82,9 @@ class Prompt:
         return llm_json_schema(self.answer_model)
 
     def shown_report(self, report_text: str) -> str:
-        """The report as the model sees it, between the template's prefix and suffix: with numbered sentences
-        when answers cite them."""
-        return _shown(report_text, self.answer_format, self.report_prefix, self.report_suffix)
+        """The report as the model sees it, after the template's prefix: with numbered sentences when answers
+        cite them."""
+        return _shown(report_text, self.answer_format, self.report_prefix)
 
     def messages(self, report_text: str) -> list[Message]:
         """The full conversation for one report (fixed prefix first, report last)."""
@@ -101,11 +99,8 @@ class Prompt:
         ]
 
 
-def _shown(report_text: str, answer_format: str, prefix: str, suffix: str) -> str:
-    if answer_format != "cite":
-        return prefix + report_text + suffix
-    shown = numbered_report(report_text)
-    return prefix + shown + suffix.replace("{sentences}", str(len(sentence_spans(report_text))))
+def _shown(report_text: str, answer_format: str, prefix: str) -> str:
+    return prefix + (numbered_report(report_text) if answer_format == "cite" else report_text)
 
 
 def _require(doc: dict[str, Any], key: str, path: Path | Traversable) -> Any:
@@ -131,7 +126,6 @@ def load_prompt(path: str | Path | Traversable = DEFAULT_PROMPT) -> Prompt:
     if not isinstance(doc, dict):
         raise PromptError(f"{path}: the template must be a mapping")
     report_prefix = str(doc.get("report_prefix", "Report:\n"))
-    report_suffix = str(doc.get("report_suffix", ""))
     answer_format = str(doc.get("answer_format", "quote"))
     if answer_format not in ANSWER_MODELS:
         raise PromptError(f"{path}: answer_format must be one of {sorted(ANSWER_MODELS)}, not {answer_format!r}")
@@ -144,7 +138,7 @@ def load_prompt(path: str | Path | Traversable = DEFAULT_PROMPT) -> Prompt:
             to_payload(answer, report)
         except ValueError as exc:  # pydantic.ValidationError is a ValueError
             raise PromptError(f"{path}: example {i + 1} is not a valid answer for its report: {exc}") from exc
-        prefix += [{"role": "user", "content": _shown(report, answer_format, report_prefix, report_suffix)},
+        prefix += [{"role": "user", "content": _shown(report, answer_format, report_prefix)},
                    {"role": "assistant", "content": answer_json(answer)}]
     return Prompt(
         prompt_id=str(_require(doc, "id", path)),
@@ -154,7 +148,6 @@ def load_prompt(path: str | Path | Traversable = DEFAULT_PROMPT) -> Prompt:
         report_prefix=report_prefix,
         repair=str(_require(doc, "repair", path)).strip(),
         answer_format=answer_format,
-        report_suffix=report_suffix,
     )
 
 

@@ -94,10 +94,6 @@ def test_a_template_names_its_answer_format_and_examples_are_checked_against_it(
     prompt = load_prompt(tmp_path / "cite.yaml")
     assert prompt.answer_format == "cite" and prompt.answer_schema()["title"] == "CitedAnswer"
     assert prompt.prefix[1]["content"] == "Report:\n[1] Liver: 9 mm cyst."
-    (tmp_path / "hint.yaml").write_text(base + "answer_format: cite\nreport_suffix: \"\\n({sentences} sentences)\"\n"
-                                        + example % 1)
-    assert load_prompt(tmp_path / "hint.yaml").messages("Liver: 2 cm cyst. Spleen: normal.")[-1]["content"] == (
-        "Report:\n[1] Liver: 2 cm cyst. [2] Spleen: normal.\n(2 sentences)")
     (tmp_path / "quote.yaml").write_text(base + example % 1)  # no answer_format: the quoting schema
     with pytest.raises(PromptError, match="example 1 is not a valid answer"):
         load_prompt(tmp_path / "quote.yaml")
