@@ -209,6 +209,7 @@ class CaseData:
         val = [c for c in val if c.has_mask]
         cache_dir = Path(config.cache_dir) if config.cache_dir else root / "cache"
         data = cls(config, train, val, cache_dir, cases_fingerprint(train + val))
+        log.info("training data: %s", data.describe())
         data.dataset.prepare(progress=False)
         return data
 
@@ -280,6 +281,11 @@ class CaseData:
         return out
 
     def describe(self) -> str:
+        """The training cases by supervision: a lesion mask, report records only, or neither (never sampled: a
+        CT without a report, or whose report has no current extraction), and the validation cases used."""
         n_mask = sum(c.has_mask for c in self.train_cases)
+        n_report = sum(not c.has_mask and c.records is not None for c in self.train_cases)
         return json.dumps({"train_cases": len(self.train_cases), "train_with_masks": n_mask,
-                           "train_report_only": len(self.train_cases) - n_mask, "val_cases": len(self._val_cases)})
+                           "train_report_only": n_report,
+                           "train_unsupervised": len(self.train_cases) - n_mask - n_report,
+                           "val_cases": len(self._val_cases)})
