@@ -164,7 +164,7 @@ def discover(root: str | Path, label_file: str | Path | None = None) -> DatasetL
         FileNotFoundError: no case layout or no label-name file found.
         ValueError: an unusable dataset.json (naming the file and field).
     """
-    root = Path(root)
+    root = Path(root).resolve()  # the cases table holds paths that work from any folder
     cases: list[FoundCase] = []
     if (root / "imagesTr").is_dir():
         cases = _nnunet_cases(root)

@@ -199,7 +199,7 @@ def import_dicom(
         The outcomes, the scan, the `cases` rows of every finished study under ``out`` (None with ``dry_run``)
         and the stored report ids no imported CT is joined to (the reports of failed studies included).
     """
-    out = Path(out)
+    out = Path(out).resolve()  # the cases table holds paths that work from any folder
     if not dry_run:
         out.mkdir(parents=True, exist_ok=True)
     scanned = scan(root, config.join_tags, workers=config.scan_workers, progress=progress)
@@ -285,7 +285,7 @@ def cases_from_records(out: str | Path, report_ids: set[str], config: DicomImpor
     included; before that each CT is a case with ``organ_mask_path`` null, built from the records without reading
     the images again.
     """
-    out = Path(out)
+    out = Path(out).resolve()
     records = _records(out)
     joined = {r["ct_id"]: match_report(r["join_values"], report_ids) for r in records}
     tmp = out / (MAPPING + ".tmp")
