@@ -17,13 +17,16 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from train.data.config import PatchDatasetConfig
 from train.losses.config import LossConfig
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 class ConfigError(ValueError):
@@ -236,8 +239,8 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return out
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a YAML config (or defaults when ``path`` is None) and apply ``overrides``.
+def load_model_config(model: type[ModelT], path: str | Path | None, overrides: list[str] | None = None) -> ModelT:
+    """Read a YAML config into `model` (its defaults when ``path`` is None) and apply dotted ``overrides``.
 
     Raises:
         ConfigError: unreadable YAML or invalid fields, naming the file and the field path.
@@ -254,10 +257,15 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             raise ConfigError(f"{path}: top level must be a mapping of sections")
     raw = apply_overrides(raw, overrides or [])
     try:
-        return TrainConfig.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"{source}: {problems}") from exc
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
+    """The training config from YAML and overrides (`load_model_config`)."""
+    return load_model_config(TrainConfig, path, overrides)
 
 
 def save_config(config: TrainConfig, path: Path) -> None:

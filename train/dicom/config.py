@@ -11,12 +11,10 @@ Command-line overrides use the same dotted names (``--set series.min_slices=40``
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from train.config import ConfigError, apply_overrides
+from train.config import load_model_config
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 #: DICOM value representations stored as text (the header scan decodes these itself).
@@ -114,24 +112,9 @@ class DicomImportConfig(_Strict):
 
 
 def load_import_config(path: str | Path | None, overrides: list[str] | None = None) -> DicomImportConfig:
-    """Read a YAML config (defaults when ``path`` is None) and apply dotted ``overrides``.
+    """The import config from YAML (defaults when ``path`` is None) and dotted ``overrides``.
 
     Raises:
         ConfigError: unreadable YAML or invalid fields, naming the file and the field path.
     """
-    raw: dict[str, Any] = {}
-    source = "defaults"
-    if path is not None:
-        source = str(path)
-        try:
-            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{path}: cannot read config: {exc}") from exc
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: top level must be a mapping")
-    raw = apply_overrides(raw, overrides or [])
-    try:
-        return DicomImportConfig.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"{source}: {problems}") from exc
+    return load_model_config(DicomImportConfig, path, overrides)
