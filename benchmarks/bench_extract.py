@@ -39,12 +39,9 @@ from extract.backends.base import SamplingConfig  # noqa: E402
 from extract.prompting import load_prompt  # noqa: E402
 
 SENTENCE = "Liver: 2.2 cm hypodense lesion in segment 8, likely a hemangioma."
-ANSWER = {
-    "organs": [{"organ": "liver", "side": "both", "state": "lesion", "quote": "2.2 cm hypodense lesion"}],
-    "lesions": [{"organ": "liver", "side": "none", "location": "segment 8", "count": 1, "count_exact": True,
-                 "size": "2.2 cm", "size_bound": "none", "attenuation": "hypo", "kind": "hemangioma",
-                 "certainty": "definite", "quote": SENTENCE}],
-}
+#: The fake server's answer for every report, in the default prompt's (citing) format.
+ANSWER = {"lesions": [{"organ": "liver", "sentences": [1], "count": 1, "count_exact": True}], "normal": [],
+          "resected": []}
 
 
 def emit(**row) -> None:
@@ -198,9 +195,9 @@ def bench_local(model_key: str, cases: list[dict], max_tokens: int, threads: int
                 prompt_lookup_tokens: int = 0) -> None:
     from extract.backends.local import LocalBackend, LocalConfig
     from extract.engine import extract_one
-    from schemas.llm import llm_json_schema
 
-    prompt, schema = load_prompt(), llm_json_schema()
+    prompt = load_prompt()
+    schema = prompt.answer_schema()
 
     async def go():
         backend = LocalBackend(LocalConfig(model=model_key, n_threads=threads,

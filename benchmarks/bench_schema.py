@@ -1,4 +1,5 @@
-"""Size of the LLM-facing JSON schema and the tokens of typical filled answers (issue: compact schema).
+"""Size of the LLM-facing JSON schemas (citing, the default, and quoting) and the tokens of the same typical answers
+in both formats (issues: compact schema; 20, fewer output tokens).
 
 Tokens are counted with the embedded default model's own tokenizer (vocab only, no weights loaded).
 Usage: .venv/bin/python benchmarks/bench_schema.py
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from schemas.llm import LLMAnswer, schema_fingerprint
+from schemas.llm import ANSWER_MODELS, CitedAnswer, LLMAnswer, schema_fingerprint
 from schemas.records import ExtractionPayload
 
 # A typical abnormal answer: three organ statements and two lesions.
@@ -29,6 +30,11 @@ TYPICAL = {
 }
 NORMAL = {"organs": [{"organ": o, "side": "both", "state": "no_lesion", "quote": f"{o.upper()}: Unremarkable."}
                      for o in ("liver", "pancreas", "spleen")], "lesions": []}
+# The same two reports' answers in the citing format (the liver lesion in sentence 1, the kidney mass in 3).
+CITED_TYPICAL = {"lesions": [{"organ": "liver", "sentences": [1], "count": 1, "count_exact": True},
+                             {"organ": "kidney", "sentences": [3], "count": 1, "count_exact": True}],
+                 "normal": ["pancreas"], "resected": []}
+CITED_NORMAL = {"lesions": [], "normal": ["liver", "pancreas", "spleen"], "resected": []}
 
 
 def _tokenizer():
@@ -45,15 +51,19 @@ def _tokenizer():
 
 def main() -> None:
     LLMAnswer.model_validate(TYPICAL)
+    CitedAnswer.model_validate(CITED_TYPICAL)
     count = _tokenizer()
-    for name, answer in (("typical_abnormal", TYPICAL), ("normal", NORMAL)):
-        text = json.dumps(answer, separators=(",", ":"))
-        print(json.dumps({"answer": name, "chars": len(text), "tokens": count(text) if count else None}))
-    print(json.dumps({
-        "llm_schema_chars": len(schema_fingerprint()),
-        "llm_schema_tokens": count(schema_fingerprint()) if count else None,
-        "record_schema_chars": len(json.dumps(ExtractionPayload.model_json_schema(), separators=(",", ":"))),
-    }))
+    for fmt, answers in (("cite", (("typical_abnormal", CITED_TYPICAL), ("normal", CITED_NORMAL))),
+                         ("quote", (("typical_abnormal", TYPICAL), ("normal", NORMAL)))):
+        for name, answer in answers:
+            text = json.dumps(answer, separators=(",", ":"))
+            print(json.dumps({"format": fmt, "answer": name, "chars": len(text),
+                              "tokens": count(text) if count else None}))
+    for fmt, model in ANSWER_MODELS.items():
+        print(json.dumps({"format": fmt, "llm_schema_chars": len(schema_fingerprint(model)),
+                          "llm_schema_tokens": count(schema_fingerprint(model)) if count else None}))
+    print(json.dumps({"record_schema_chars": len(json.dumps(ExtractionPayload.model_json_schema(),
+                                                            separators=(",", ":")))}))
 
 
 if __name__ == "__main__":
