@@ -46,6 +46,15 @@ def _cli(args: list[str], stdout: Path, env: dict[str, str] | None = None) -> No
     """Child process body: run `rsuper ARGS` with stdout to a file, exit with its status."""
     code = 1
     try:
+        # A forked child inherits tqdm's thread lock as it was at the fork; another thread of the test process (the
+        # tqdm monitor of an earlier test's bar) may have held it then, and nobody would ever release it here.
+        import threading
+
+        from tqdm import tqdm
+        from tqdm.std import TqdmDefaultWriteLock
+
+        TqdmDefaultWriteLock.th_lock = threading.RLock()
+        tqdm.set_lock(TqdmDefaultWriteLock())
         fd = os.open(stdout, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         os.dup2(fd, 1)
         sys.stdout = os.fdopen(1, "w", buffering=1)
