@@ -129,8 +129,8 @@ def lesion_record(lesion: LLMLesion, record_id: int, report_text: str, report_ke
         count, count_exact = 1, True  # nothing in the wording speaks of more than one lesion
     elif count < 2 and (not count_exact or group_word_in_text(negated_blanked(ctx.text))):
         count, count_exact = 2, False  # "multiple" without a number: at least two
-    if count == 1 and count_exact and _sized_one_by_one(organ, ctx.text) > 1:
-        count = _sized_one_by_one(organ, ctx.text)  # "a 5 mm focus ... and a 2.1 cm cyst": two lesions
+    if count == 1 and count_exact:
+        count = max(1, _sized_one_by_one(organ, ctx.text))  # "a 5 mm focus ... and a 2.1 cm cyst": two lesions
     if side == "bilateral" and count == 1 and count_exact:
         count, count_exact = 2, False
 

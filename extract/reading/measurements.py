@@ -91,7 +91,8 @@ def split_by_measurement(record: dict, text: str) -> list[dict]:
                 window = text[found[i - 1].end if i else max(lead.rfind(". "), lead.rfind("; ")) + 1: m.start]
             else:
                 before = text[max(0, m.start - 12): m.start]
-                window = before.split(",")[-1] + " " + text[m.end: found[i + 1].start if i + 1 < len(found) else len(text)]
+                after = text[m.end: found[i + 1].start if i + 1 < len(found) else len(text)]
+                window = before.split(",")[-1] + " " + after
             parts.append(member(window, m.diameters_mm, m.text))
         return parts
     largest = _LARGEST.search(text)

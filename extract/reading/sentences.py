@@ -13,9 +13,9 @@ _NOT_FINDINGS = re.compile(r"^(?:" + "|".join(re.escape(w) for w in NOT_FINDINGS
 CLAUSE_BREAK = re.compile(r"[,;:]|\b(?:but|however|whereas)\b", re.IGNORECASE)
 # A sentence ends at ; ! ? a line break, or a period that is not a decimal point ("2.3 cm").
 SENTENCE_BREAK = re.compile(r"[;!?\n]|\.(?!\d)")
-# A section header opens a line or follows a sentence end: "Right kidney: ...", "... normal. Spleen: ...".
 # "1." opening an item of a numbered list is no sentence of its own.
 _LIST_NUMBER = re.compile(r"\s*\(?\d{1,2}\)?\s*")
+# A section header opens a line or follows a sentence end: "Right kidney: ...", "... normal. Spleen: ...".
 HEADER = re.compile(r"(?:^|[.;]\s+)\s*([A-Za-z][A-Za-z /&,()-]{0,40}):")
 
 
