@@ -6,9 +6,9 @@ sentences that describe it and its count, plus the organs the report calls norma
 (size, unit, place, side, attenuation, kind, doubt) is read by code from the cited sentences, so an answer is a
 few numbers and enum words per lesion.
 
-Quoting: the model decides per organ (an explicit state, so "normal" and "not mentioned" differ) and lists lesions with
-words quoted from the report; code (`extract.reading.convert.to_payload`) then parses sizes and units, maps
-location words to sub-segments, fills attenuation from the wording and drops findings that are not lesions.
+Quoting: the model decides per organ (an explicit state, so "normal" and "not mentioned" differ) and lists
+lesions with words quoted from the report; code (`extract.reading.convert.to_payload`) then parses sizes and units,
+maps location words to sub-segments, fills attenuation from the wording and drops findings that are not lesions.
 The JSON schema stays xgrammar-friendly: enums, bounded strings and arrays, no `allOf` / `uniqueItems` /
 `multipleOf`.
 """
@@ -65,7 +65,7 @@ class LLMAnswer(_LLMModel):
     lesions: list[LLMLesion] = Field(max_length=MAX_LESIONS)
 
 
-#: Sentence numbers a citation may hold (reports longer than this cite their first sentences only).
+#: The highest sentence number a citation may hold (a longer report's later sentences are read by the backstop only).
 MAX_SENTENCES = 400
 
 
