@@ -18,6 +18,7 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -63,6 +64,8 @@ SECTION_NAMES = (
 _SECTION_ALIASES = {"IMPRESSIONS": "IMPRESSION", "CONCLUSIONS": "CONCLUSION", "INDICATIONS": "INDICATION",
                     "COMPARISONS": "COMPARISON", "RECOMMENDATIONS": "RECOMMENDATION", "EXAM": "EXAMINATION"}
 _NAMES_RE = "|".join(n.replace(" ", " +") for n in sorted(SECTION_NAMES, key=len, reverse=True))
+
+log = logging.getLogger(__name__)
 
 
 class IngestConfig(BaseModel):
@@ -240,6 +243,8 @@ def sections_array(texts: pa.Array | pa.ChunkedArray) -> pa.Array:
 
 _BOMS = ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe\x00\x00", "utf-32-le"), (b"\x00\x00\xfe\xff", "utf-32-be"),
          (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
+_WESTERN = ("cp1252", "latin_1", "iso8859_15")
+_CHAOS_TIE = 0.01
 # A well-formed multi-byte UTF-8 sequence: its presence in a file that is not valid UTF-8 means mixed encodings.
 _UTF8_MULTIBYTE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
 
@@ -291,10 +296,15 @@ def decode_bytes(data: bytes, path: Path, config: IngestConfig) -> tuple[bytes, 
         return _decode_mixed(data, path, config.fallback_encoding), f"utf-8+{config.fallback_encoding}"
     from charset_normalizer import from_bytes
 
-    best = from_bytes(data).best()
-    if best is None:
+    matches = list(from_bytes(data))
+    if not matches:
         raise IngestError(path, "undecodable bytes: not text in any known encoding (binary file?)",
                           row=f"line {_line_of(data, first_bad)}")
+    # Short mostly-ASCII reports leave the detector a near-tie between code pages; where a Western one reads the
+    # bytes as cleanly as the first guess (within _CHAOS_TIE), it wins: "lésion", not "lÕsion" (hp_roman8).
+    best = next((m for m in matches if m.encoding in _WESTERN and m.chaos <= matches[0].chaos + _CHAOS_TIE),
+                matches[0])
+    log.warning("%s: not UTF-8; read as %s (guessed from the bytes; --encoding chooses)", path.name, best.encoding)
     return str(best).encode("utf-8"), best.encoding
 
 

@@ -344,3 +344,14 @@ def test_an_unreadable_txt_in_a_folder_is_one_error_naming_it(tmp_path, monkeypa
     monkeypatch.setattr(Path, "read_bytes", read_bytes)
     with pytest.raises(IngestError, match=r"B.txt: cannot read the file: Permission denied"):
         load_dump(folder)
+
+
+def test_a_latin1_dump_of_short_western_reports_is_read_as_written_and_the_guess_is_said(tmp_path, caplog):
+    # Mostly-ASCII reports leave the detector near-ties; hp_roman8 or cp1250 would turn "très à" into "trÒs Á"/"trčs ŕ".
+    body = ("id,text\nR1,\"Foie: lésion très hypodense à droite, à côté du hile; pas d'adénopathie.\"\n"
+            "R2,\"Niere: Läsion 12 mm, Größe stabil.\"\n")
+    with caplog.at_level("WARNING", logger="extract.ingest"):
+        dump = load_dump(_csv(tmp_path, body, encoding="latin-1"))
+    assert _rows(dump) == [("R1", "Foie: lésion très hypodense à droite, à côté du hile; pas d'adénopathie."),
+                           ("R2", "Niere: Läsion 12 mm, Größe stabil.")]
+    assert any("not UTF-8; read as cp1252" in r.getMessage() for r in caplog.records)
