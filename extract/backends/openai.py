@@ -18,7 +18,7 @@ import asyncio
 import json
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -79,8 +79,6 @@ class _Endpoint:
     mode: str = "json_schema"
     in_flight: int = 0
     model: str | None = None
-    dialect_known: bool = False  # set by the first call that got an answer
-    probe: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class _Retryable(Exception):
@@ -193,15 +191,11 @@ class OpenAIBackend:
             tries += 1
             return await self._post_chat(ep, messages, schema, sampling)
 
+        # No call waits for another to learn the dialect: every slot is in use from the first request (a queue
+        # behind one probe crawls through an outage), and a server refusing json_schema costs each call in flight
+        # then one quick refusal before `_post_chat` switches the endpoint to json_object.
         try:
-            data = None
-            if not ep.dialect_known:  # the first call learns the dialect alone, so at most one is refused
-                async with ep.probe:
-                    if not ep.dialect_known:
-                        data = await self._with_retries(ep, call)
-                        ep.dialect_known = True
-            if data is None:
-                data = await self._with_retries(ep, call)
+            data = await self._with_retries(ep, call)
         finally:
             ep.in_flight -= 1
         try:

@@ -62,12 +62,43 @@ def test_happy_path_sends_vllm_dialect_and_reads_usage():
 
 @pytest.mark.parametrize("status", [422, 500])  # 500: how llama-cpp-python's server refuses it
 def test_json_schema_rejection_falls_back_once_per_endpoint(status):
+    async def one_after_another(backend: OpenAIBackend, n: int):
+        await backend.start()
+        try:
+            return [await backend.complete(MESSAGES, SCHEMA, SamplingConfig()) for _ in range(n)]
+        finally:
+            await backend.aclose()
+
     with FakeLLMServer(respond=lambda i, b: Action("reject_json_schema", status=status)) as server:
-        results = asyncio.run(_calls(OpenAIBackend(fast_config(server.url, concurrency=1)), 5))
+        results = asyncio.run(one_after_another(OpenAIBackend(fast_config(server.url, concurrency=1)), 5))
         kinds = [r["response_format"]["type"] for r in server.requests]
     assert all(r.text == EMPTY_ANSWER for r in results)
     assert kinds == ["json_schema"] + ["json_object"] * 5
     assert server.requests[1]["response_format"]["schema"] == SCHEMA
+
+
+def test_no_call_waits_for_the_first_one_to_learn_the_dialect():
+    """Every slot is in flight from the first request: 8 calls whose answers each take 0.5 s all reach the server
+    before the first answer, not one first and seven after it (a queue behind one probe crawled through
+    outages: issue 25)."""
+    arrived: list[float] = []
+
+    def slow(i: int, body: dict) -> Action:
+        arrived.append(time.monotonic())
+        return Action(delay_s=0.5)
+
+    with FakeLLMServer(respond=slow) as server:
+        results = asyncio.run(_calls(OpenAIBackend(fast_config(server.url, concurrency=8)), 8))
+    assert all(r.text == EMPTY_ANSWER for r in results) and len(arrived) == 8
+    assert max(arrived) - min(arrived) < 0.45
+
+
+def test_json_schema_rejection_with_calls_in_flight_switches_every_call_to_json_object():
+    with FakeLLMServer(respond=lambda i, b: Action("reject_json_schema", status=422)) as server:
+        results = asyncio.run(_calls(OpenAIBackend(fast_config(server.url, concurrency=8)), 8))
+        kinds = [r["response_format"]["type"] for r in server.requests]
+    assert all(r.text == EMPTY_ANSWER for r in results)
+    assert kinds.count("json_object") == 8 and 1 <= kinds.count("json_schema") <= 8  # at most one refusal per call
 
 
 @pytest.mark.parametrize("fault", [Action("status", status=500), Action("status", status=503), Action("drop"),
