@@ -37,7 +37,7 @@ from pydantic import BaseModel, model_validator
 from schemas.label_aliases import LESION_LABELS, LabelAlias, organ_of_own_label, resolve_label_name
 from train.data import labels as L
 from train.data import totalsegmentator as TS
-from train.data.phantoms import save_nifti
+from train.data.phantoms import save_nifti, write_json_atomic
 from train.data.subsegments import derive_subsegments
 
 _AFFINE_TOLERANCE_MM = 1e-3
@@ -346,12 +346,6 @@ def case_folders(root: Path) -> list[Path]:
             if (d / "ct.nii.gz").is_file() or (d / "ct.nii").is_file()]
 
 
-def _write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _tasks(config: OrgansConfig) -> list[str]:
     return ["total", *(["liver_segments"] if config.liver_segments else [])]
 
@@ -451,9 +445,9 @@ def run_organs(root: str | Path, config: OrgansConfig, progress=None) -> OrgansR
             continue
         for name, table in wanted.items():
             if name not in tables_written:
-                _write_json(root / name, table)
+                write_json_atomic(root / name, table)
                 tables_written.add(name)
-        _write_json(case / "organs.json", masks.summary())
+        write_json_atomic(case / "organs.json", masks.summary())
         if masks.lesions is not None:
             save_nifti(masks.lesions, masks.affine, case / "lesions.nii.gz")
         save_nifti(masks.labels, masks.affine, final)  # last: its presence marks a finished case

@@ -727,6 +727,13 @@ def read_set_config(root: Path) -> PhantomConfig | None:
     return PhantomConfig.model_validate_json(path.read_text()) if path.is_file() else None
 
 
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write indented JSON through a temporary file and a rename, so a killed run never leaves half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def write_csv_atomic(path: Path, header: list[str], rows: list[tuple]) -> None:
     """Write a CSV through a temporary file and a rename, so a killed run never leaves half a file."""
     tmp = path.with_name(path.name + ".tmp")

@@ -19,17 +19,16 @@ a rename, the record after it, and the store's `cases` table is replaced in one 
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
 import json
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pyarrow as pa
 
 from train.data.cases import CASES_SCHEMA, CasesBuild, assign_split, build_cases, file_sha256
+from train.data.phantoms import write_csv_atomic, write_json_atomic
 from train.dicom.config import DicomImportConfig
 from train.dicom.convert import ConversionError, read_volume, write_nifti
 from train.dicom.headers import ScanResult, SliceHeader, scan
@@ -120,12 +119,6 @@ def _series_list(choice: StudyChoice) -> list[dict]:
     return rows
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _read_record(path: Path) -> dict | None:
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
@@ -159,7 +152,7 @@ def convert_study(choice: StudyChoice, case_dir: Path, values: dict[str, str], c
                   "dtype": str(volume.hu.dtype), "content_sha256": file_sha256([image])},
         "converted_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    _write_json_atomic(case_dir / RECORD, record)
+    write_json_atomic(case_dir / RECORD, record)
     return record
 
 
@@ -243,7 +236,7 @@ def import_dicom(
                 and (case_dir / IMAGE).is_file()):
             fresh = {"join_values": values[uid], "series": _series_list(choice)}
             if not dry_run and any(record.get(k) != v for k, v in fresh.items()):  # new join keys or rule
-                _write_json_atomic(case_dir / RECORD, {**record, **fresh,
+                write_json_atomic(case_dir / RECORD, {**record, **fresh,
                                                        "chosen_series": {**record["chosen_series"], "why": choice.why}})
             outcomes.append(outcome("resumed", choice.why, choice.chosen.path))
             continue
@@ -263,7 +256,7 @@ def import_dicom(
         matched |= {r for r in cases.table.column("report_id").to_pylist() if r is not None}
     result = ImportResult(outcomes, scanned, grouped.repeated_files, cases, sorted(report_ids - matched))
     if not dry_run:
-        _write_json_atomic(out / MANIFEST, manifest(result, root, config))
+        write_json_atomic(out / MANIFEST, manifest(result, root, config))
     return result
 
 
@@ -288,12 +281,7 @@ def cases_from_records(out: str | Path, report_ids: set[str], config: DicomImpor
     out = Path(out).resolve()
     records = _records(out)
     joined = {r["ct_id"]: match_report(r["join_values"], report_ids) for r in records}
-    tmp = out / (MAPPING + ".tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["ct_id", "report_id"])
-        writer.writerows((c, r) for c, r in joined.items() if r is not None)
-    os.replace(tmp, out / MAPPING)
+    write_csv_atomic(out / MAPPING, ["ct_id", "report_id"], [(c, r) for c, r in joined.items() if r is not None])
     if any((out / name).is_file() for name in _LABEL_FILES):
         return build_cases(out, out / MAPPING, val_fraction=config.val_fraction, test_fraction=config.test_fraction)
     rows = [{
