@@ -89,13 +89,9 @@ def _cited_units(organ: Organ, numbers: list[int], spans: tuple[Sentence, ...], 
                and spans[unit[1]].header == spans[unit[1] - 1].header
                and named_organs(_sentence(report, spans, unit[1] + 1)) <= {organ}):
             unit[1] += 1
-    merged: list[list[int]] = []
-    for unit in units:
-        if merged and unit[0] <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], unit[1])
-        else:
-            merged.append(unit)
-    return [(_after_header(report, spans[a - 1]), spans[b - 1].end) for a, b in merged]
+    # Units that overlap now (a semicolon clause reaching the next cited sentence) merge in `cited_as_quoted`,
+    # with every other description of the organ.
+    return [(_after_header(report, spans[a - 1]), spans[b - 1].end) for a, b in units]
 
 
 def _after_header(report: str, sentence: Sentence) -> int:
@@ -118,9 +114,8 @@ def _about_organ(organ: Organ, unit: tuple[int, int], spans: tuple[Sentence, ...
 def _stand_in(organ: Organ, quote: str, count: int, count_exact: bool, cited_text: str) -> LLMLesion:
     """The quoting lesion for `quote`. A number the words state ("three hypodense lesions") is the count (an
     exact count of several the words do not state is a lower bound of 2; lists sized one by one are counted
-    by their sizes later); the
-    kind may come from another cited sentence of the organ ("... consistent with metastases" in the
-    impression)."""
+    by their sizes later); the kind may come from another cited sentence of the organ ("... consistent with
+    metastases" in the impression)."""
     stated = count_in_text(quote)
     if stated is not None:
         count, count_exact = stated, True
