@@ -1,8 +1,10 @@
 """The `Store` class: one connection to one DuckDB file, with every read and write the pipeline does.
 
-DuckDB allows one writing process per file; a second writer gets `StoreLockedError`. Every write is one
-explicit transaction fed from Arrow tables (no row-by-row inserts), so a failed write leaves the store as it
-was. The DDL and its migrations live in `extract.store.tables`, the export SQL in `extract.store.export`.
+DuckDB lets one process write a file, and no process read it meanwhile. A long job therefore releases the file
+between its writes (`Store.release`), and openers wait up to `wait_s` for it (`StoreLockedError` after that), so
+`rsuper query` works during an extraction. Every write is one explicit transaction fed from Arrow tables (no
+row-by-row inserts), so a failed write leaves the store as it was. The DDL and its migrations live in
+`extract.store.tables`, the export SQL in `extract.store.export`.
 
 Report text is protected health information: nothing here logs it, and error messages never quote it.
 """
@@ -10,7 +12,10 @@ Report text is protected health information: nothing here logs it, and error mes
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import os
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -23,12 +28,14 @@ import pyarrow.compute as pc
 
 # The module, not its names: migrations and the DDL version are read at call time (tests extend them).
 from extract.store import tables
-from extract.store.errors import StoreError, StoreReadOnlyError, translate
+from extract.store.errors import StoreError, StoreLockedError, StoreReadOnlyError, translate
 from extract.store.export import EXPORT_FORMATS, rsuper_csv_sql
 from extract.store.tables import quote_ident, sql_str
 from schemas.vocab import ORGANS
 
 DEFAULT_DB = Path("data") / "rsuper.duckdb"
+
+log = logging.getLogger("rsuper.store")
 
 #: Extraction states whose rows feed the summaries (a failed extraction has no findings).
 USABLE_STATUSES = ("ok", "repaired")
@@ -53,6 +60,23 @@ class IngestStats:
     @property
     def rows(self) -> int:
         return self.new + self.unchanged + self.new_versions + self.duplicates_in_dump
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """How one dump was read, recorded in `ingests` with what `add_reports` did with it.
+
+    Attributes:
+        encodings: encoding -> files read with it (one file, unless a folder of .txt).
+        encoding_guessed: some file was neither UTF-8 nor BOM-marked and had no `--encoding`.
+        rows_read: data rows in the dump.
+        n_skipped: bad rows left out (`--skip-bad-rows`).
+    """
+
+    encodings: Mapping[str, int]
+    encoding_guessed: bool
+    rows_read: int
+    n_skipped: int = 0
 
 
 @dataclass(frozen=True)
@@ -116,16 +140,20 @@ class Store:
         read_only: open without the write lock (many readers may share the file).
         sandboxed: with `read_only`, a connection that cannot reach anything but this file whatever SQL it runs
             (`SANDBOX_CONFIG`: no file, network or extension access, configuration locked); for user SQL.
+        wait_s: how long opening waits while another process holds the file (s), e.g. an extraction between two
+            of its writes; then `StoreLockedError`.
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None, read_only: bool = False,
-                 sandboxed: bool = False) -> None:
+                 sandboxed: bool = False, wait_s: float = 0.0) -> None:
         if sandboxed and not read_only:
             raise ValueError("a sandboxed store is read-only: pass read_only=True")
         self.path = Path(path) if path is not None else default_db_path()
         self.read_only = read_only
         self.sandboxed = sandboxed
+        self.wait_s = wait_s
         self._con: duckdb.DuckDBPyConnection | None = None
+        self._released = False
 
     # -- connection -------------------------------------------------------------------------------
 
@@ -148,11 +176,8 @@ class Store:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StoreError(f"{self.path}: cannot create the folder for the database: {exc}") from exc
-        try:
-            self._con = duckdb.connect(str(self.path), read_only=self.read_only,
-                                       config=SANDBOX_CONFIG if self.sandboxed else {})
-        except duckdb.Error as exc:
-            raise translate(exc, self.path) from exc
+        self._con = self._connect()
+        self._released = False
         try:
             version = self.schema_version()
             if self.read_only:
@@ -167,16 +192,78 @@ class Store:
             self.close()
             raise
 
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        """A DuckDB connection, retried while another process holds the file, for up to `wait_s`."""
+        deadline = time.monotonic() + self.wait_s
+        pause = 0.02
+        while True:
+            try:
+                return duckdb.connect(str(self.path), read_only=self.read_only,
+                                      config=SANDBOX_CONFIG if self.sandboxed else {})
+            except duckdb.Error as exc:
+                error = translate(exc, self.path)
+                if not isinstance(error, StoreLockedError) or time.monotonic() >= deadline:
+                    if isinstance(error, StoreLockedError) and self.wait_s > 0:
+                        error = StoreLockedError(f"{error} (waited {self.wait_s:g} s)")
+                    raise error from exc
+            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 2, 0.25)
+
     def close(self) -> None:
+        self._released = False
         if self._con is not None:
             self._con.close()
             self._con = None
 
+    def release(self) -> None:
+        """Close the file so other processes can open it; the next operation opens it again (waiting up to
+        `wait_s` for it). A long job calls this between its writes."""
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+            self._released = True
+
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
+        if self._con is None and self._released:
+            # Migrated when first opened; another process's newer rsuper may have migrated it since.
+            self.open()
         if self._con is None:
             raise StoreError(f"{self.path}: the store is not open (use `with Store(...) as store:`)")
         return self._con
+
+    @contextlib.contextmanager
+    def job_lock(self, job: str) -> Iterator[None]:
+        """Hold `<db>.<job>.lock` (an OS file lock, gone with the process even after SIGKILL) for one job, so two
+        runs of it cannot interleave on a file they each release between writes.
+
+        Raises:
+            StoreLockedError: another process holds it; the message names its pid.
+        """
+        lock_path = self.path.with_name(f"{self.path.name}.{job}.lock")
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no advisory locks; the DuckDB lock alone guards each write
+            yield
+            return
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "?"
+                raise StoreLockedError(
+                    f"{self.path}: another `rsuper {job}` is running on this store (pid {holder}); wait for it "
+                    "to finish, or stop it") from exc
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
+            try:
+                yield
+            finally:
+                os.ftruncate(fd, 0)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -223,7 +310,7 @@ class Store:
 
     # -- reports ----------------------------------------------------------------------------------
 
-    def add_reports(self, table: pa.Table, source: str) -> IngestStats:
+    def add_reports(self, table: pa.Table, source: str, info: SourceInfo | None = None) -> IngestStats:
         """Store one dump's reports in one transaction; idempotent.
 
         A (report_id, text) pair already stored under any version is left alone, so ingesting the same
@@ -235,6 +322,7 @@ class Store:
                 UTF-8 text; computed here when absent), `sections` (list of struct name/text),
                 `n_chars`, `source_row`, `source_file` (defaults to `source`).
             source: the dump's path or name, recorded per row.
+            info: how the dump was read; when given, one `ingests` row is written in the same transaction.
 
         Returns:
             Counts of new reports, unchanged rows, new versions and in-dump duplicates.
@@ -299,14 +387,20 @@ class Store:
                     con.execute("DROP TABLE _affected; DROP TABLE _cur")
                 # Temp objects of a failed transaction vanish with it.
                 con.execute("DROP TABLE _incoming; DROP TABLE _fresh; DROP VIEW _src")
+                stats = IngestStats(new=int(new_ids), unchanged=int(distinct - fresh),
+                                    new_versions=int(new_versions), duplicates_in_dump=int(n - distinct))
+                if info is not None:
+                    con.execute(
+                        """INSERT INTO ingests VALUES ($source, $enc, $guessed, $rows, $new, $versions, $unchanged,
+                                                       $dups, $skipped, $now)""",
+                        {"source": source, "enc": json.dumps(dict(info.encodings), sort_keys=True),
+                         "guessed": info.encoding_guessed, "rows": info.rows_read, "new": stats.new,
+                         "versions": stats.new_versions, "unchanged": stats.unchanged,
+                         "dups": stats.duplicates_in_dump, "skipped": info.n_skipped, "now": now},
+                    )
             finally:
                 con.unregister("_dump")
-        return IngestStats(
-            new=int(new_ids),
-            unchanged=int(distinct - fresh),
-            new_versions=int(new_versions),
-            duplicates_in_dump=int(n - distinct),
-        )
+        return stats
 
     def latest_reports(self, limit: int | None = None) -> pa.Table:
         """The latest version of every report, ordered by report_id (at most `limit` rows)."""
@@ -330,14 +424,45 @@ class Store:
             finally:
                 con.unregister("_run")
 
-    def finish_run(self, run_id: str, *, n_ok: int, n_repaired: int, n_failed: int) -> None:
-        """Set a run's end time and outcome counts."""
+    def finish_run(self, run_id: str, *, n_ok: int, n_repaired: int, n_failed: int, outcome: str = "done",
+                   n_left_pending: int = 0) -> None:
+        """Set a run's end time, outcome (one of `tables.RUN_OUTCOMES`) and counts."""
+        if outcome not in tables.RUN_OUTCOMES:
+            raise ValueError(f"finish_run: outcome {outcome!r} is not one of {tables.RUN_OUTCOMES}")
         with self.transaction() as con:
             con.execute(
-                """UPDATE extraction_runs SET finished_at = $t, n_ok = $ok, n_repaired = $rep, n_failed = $fail
+                """UPDATE extraction_runs SET finished_at = $t, n_ok = $ok, n_repaired = $rep, n_failed = $fail,
+                          outcome = $outcome, n_left_pending = $pending
                    WHERE run_id = $id""",
-                {"t": _utcnow(), "ok": n_ok, "rep": n_repaired, "fail": n_failed, "id": run_id},
+                {"t": _utcnow(), "ok": n_ok, "rep": n_repaired, "fail": n_failed, "outcome": outcome,
+                 "pending": n_left_pending, "id": run_id},
             )
+
+    def close_killed_runs(self) -> list[str]:
+        """Finish the runs that never finished (their process was killed): outcome `killed`, counts from the
+        extractions they stored, end time their last stored result (else their start).
+
+        Call it only while holding `job_lock("extract")`, when no run can be alive. Returns their run ids.
+        """
+        with self.transaction() as con:
+            killed = [r[0] for r in con.execute(
+                "SELECT run_id FROM extraction_runs WHERE finished_at IS NULL ORDER BY started_at").fetchall()]
+            if killed:
+                con.execute(
+                    """UPDATE extraction_runs r SET outcome = 'killed',
+                              finished_at = coalesce(s.last_at, r.started_at, $now),
+                              n_ok = coalesce(s.n_ok, 0), n_repaired = coalesce(s.n_repaired, 0),
+                              n_failed = coalesce(s.n_failed, 0)
+                       FROM (SELECT k.run_id, max(e.created_at) AS last_at,
+                                    count(e.status) FILTER (WHERE e.status = 'ok') AS n_ok,
+                                    count(e.status) FILTER (WHERE e.status = 'repaired') AS n_repaired,
+                                    count(e.status) FILTER (WHERE e.status = 'failed') AS n_failed
+                             FROM extraction_runs k LEFT JOIN extractions e USING (run_id)
+                             WHERE k.finished_at IS NULL GROUP BY k.run_id) s
+                       WHERE r.run_id = s.run_id""",
+                    {"now": _utcnow()},
+                )
+        return killed
 
     def pending_reports(self, config_hash: str, limit: int | None = None) -> list[tuple[str, int, str, str]]:
         """Latest report versions with no stored extraction under `config_hash`, ordered by report id.
@@ -361,16 +486,24 @@ class Store:
             raise translate(exc, self.path) from exc
         return [(str(rid), int(version), str(sha), str(text)) for rid, version, sha, text in rows]
 
-    def delete_failed(self, config_hash: str) -> int:
-        """Remove the `failed` extractions stored under `config_hash`, so a run extracts those reports again.
+    def retire_failed(self, config_hash: str, run_id: str | None = None) -> int:
+        """Move the `failed` extractions stored under `config_hash` to `extraction_failures` (stamped with the
+        time and `run_id` of the run retrying them), so that run extracts those reports again and the history
+        stays.
 
         A failed extraction has no tumor or organ rows and is never current, so nothing else changes. Returns
-        how many were removed.
+        how many were moved.
         """
+        params = {"cfg": config_hash}
         with self.transaction() as con:
-            n = con.execute("SELECT count(*) FROM extractions WHERE config_hash = $cfg AND status = 'failed'",
-                            {"cfg": config_hash}).fetchall()[0][0]
-            con.execute("DELETE FROM extractions WHERE config_hash = $cfg AND status = 'failed'", {"cfg": config_hash})
+            n = con.execute(
+                """INSERT INTO extraction_failures BY NAME
+                   SELECT extraction_key, run_id, report_id, report_version, report_sha256, config_hash, attempts,
+                          error, raw_output, prompt_tokens, output_tokens, latency_s, created_at,
+                          $now AS retried_at, $run AS retried_by_run
+                   FROM extractions WHERE config_hash = $cfg AND status = 'failed'""",
+                {**params, "now": _utcnow(), "run": run_id}).fetchall()[0][0]
+            con.execute("DELETE FROM extractions WHERE config_hash = $cfg AND status = 'failed'", params)
         return int(n)
 
     def write_extractions(self, extractions: pa.Table, tumors: pa.Table, organ_findings: pa.Table) -> WriteStats:

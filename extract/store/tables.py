@@ -16,7 +16,7 @@ from extract.store.errors import StoreError
 from schemas.vocab import ORGANS
 
 #: Version of the store DDL written by this code (the length of `MIGRATIONS`).
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 # --------------------------------------------------------------------------------------------------
@@ -234,8 +234,53 @@ def _migration_1(con: duckdb.DuckDBPyConnection) -> None:
     create_views(con)
 
 
+#: `extraction_runs.outcome`: how a run ended (the exit codes of `rsuper extract` follow it).
+RUN_OUTCOMES = ("done", "failed_reports", "left_pending", "outage", "interrupted", "killed")
+
+_FAILURES_DDL = """
+CREATE TABLE IF NOT EXISTS extraction_failures (
+  extraction_key VARCHAR NOT NULL,
+  run_id         VARCHAR,
+  report_id      VARCHAR NOT NULL,
+  report_version INTEGER NOT NULL,
+  report_sha256  VARCHAR NOT NULL,
+  config_hash    VARCHAR NOT NULL,
+  attempts       INTEGER,
+  error          VARCHAR,
+  raw_output     VARCHAR,
+  prompt_tokens  INTEGER,
+  output_tokens  INTEGER,
+  latency_s      DOUBLE,
+  created_at     TIMESTAMP NOT NULL,
+  retried_at     TIMESTAMP NOT NULL,  -- when `--retry-failed` took the report up again
+  retried_by_run VARCHAR
+)"""
+
+_INGESTS_DDL = """
+CREATE TABLE IF NOT EXISTS ingests (
+  source_file       VARCHAR NOT NULL,
+  encodings         JSON NOT NULL,     -- {encoding: files read with it}; one file unless a folder of .txt
+  encoding_guessed  BOOLEAN NOT NULL,  -- some file was not UTF-8/BOM-marked and had no --encoding
+  rows_read         BIGINT NOT NULL,
+  n_new             BIGINT NOT NULL,
+  n_new_versions    BIGINT NOT NULL,
+  n_unchanged       BIGINT NOT NULL,
+  n_duplicates      BIGINT NOT NULL,
+  n_skipped         BIGINT NOT NULL,
+  ingested_at       TIMESTAMP NOT NULL
+)"""
+
+
+def _migration_2(con: duckdb.DuckDBPyConnection) -> None:
+    """How each run ended, the failures `--retry-failed` replaced, and one row per ingested dump."""
+    con.execute("ALTER TABLE extraction_runs ADD COLUMN IF NOT EXISTS outcome VARCHAR")
+    con.execute("ALTER TABLE extraction_runs ADD COLUMN IF NOT EXISTS n_left_pending INTEGER")
+    con.execute(_FAILURES_DDL)
+    con.execute(_INGESTS_DDL)
+
+
 #: Forward migrations: entry i takes a store from DDL version i to i + 1. Each must be idempotent.
-MIGRATIONS: tuple[Callable[[duckdb.DuckDBPyConnection], None], ...] = (_migration_1,)
+MIGRATIONS: tuple[Callable[[duckdb.DuckDBPyConnection], None], ...] = (_migration_1, _migration_2)
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 

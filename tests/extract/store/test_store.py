@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 import textwrap
+import time
 from datetime import datetime, timedelta
 
 import duckdb
@@ -15,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from extract import store as store_mod
-from extract.store import Store, StoreError, StoreReadOnlyError, default_db_path, tables
+from extract.store import Store, StoreError, StoreLockedError, StoreReadOnlyError, default_db_path, tables
 from extract.store.tables import SCHEMA_VERSION, arrow_to_duckdb_type, create_table_sql
 from schemas.records import ExtractionPayload
 from schemas.tables import ORGAN_FINDINGS_SCHEMA, TUMORS_SCHEMA, extraction_tables
@@ -115,18 +117,20 @@ def test_migrations_run_in_order_and_only_once(tmp_path, monkeypatch):
         pass
     calls = []
 
-    def migration_2(con):
-        calls.append(2)
+    nxt = SCHEMA_VERSION + 1
+
+    def migration_next(con):
+        calls.append(nxt)
         con.execute("ALTER TABLE reports ADD COLUMN IF NOT EXISTS language VARCHAR")
 
-    monkeypatch.setattr(tables, "MIGRATIONS", tables.MIGRATIONS + (migration_2,))
-    monkeypatch.setattr(tables, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(tables, "MIGRATIONS", tables.MIGRATIONS + (migration_next,))
+    monkeypatch.setattr(tables, "SCHEMA_VERSION", nxt)
     with Store(path) as s:
-        assert s.schema_version() == 2
+        assert s.schema_version() == nxt
         assert "language" in s.con.sql("SELECT * FROM reports").columns
     with Store(path):
         pass
-    assert calls == [2]
+    assert calls == [nxt]
 
 
 def test_failed_migration_leaves_the_store_at_its_old_version(tmp_path, monkeypatch):
@@ -139,12 +143,12 @@ def test_failed_migration_leaves_the_store_at_its_old_version(tmp_path, monkeypa
         raise RuntimeError("boom")
 
     monkeypatch.setattr(tables, "MIGRATIONS", tables.MIGRATIONS + (broken,))
-    monkeypatch.setattr(tables, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(tables, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
     with pytest.raises(RuntimeError, match="boom"):
         Store(path).open()
     monkeypatch.undo()
     with Store(path) as s:
-        assert s.schema_version() == 1
+        assert s.schema_version() == SCHEMA_VERSION
         assert "half_done" not in s.con.sql("SELECT * FROM reports").columns
 
 
@@ -309,21 +313,25 @@ def test_pending_reports_are_the_latest_versions_without_a_result_under_the_conf
     assert [r[:2] for r in store.pending_reports("cfg")] == [("R1", 2), ("R3", 1), ("R4", 2)]
 
 
-def test_delete_failed_removes_only_the_failed_results_of_the_config(tmp_path):
+def test_retire_failed_moves_only_the_failed_results_of_the_config_into_the_history(tmp_path):
     path = tmp_path / "s.duckdb"
     with Store(path) as store:
         store.add_reports(_reports(("R1", "one"), ("R2", "two"), ("R3", "three")), source="x")
         _stored(store, "k1", "R1", "ok", "cfg")
         _stored(store, "k2", "R2", "failed", "cfg")
         _stored(store, "k3", "R3", "failed", "other")
-        assert store.delete_failed("cfg") == 1
+        assert store.retire_failed("cfg", run_id="retry-run") == 1
         assert [r[0] for r in store.pending_reports("cfg")] == ["R2", "R3"]
         assert store.query("SELECT extraction_key FROM extractions ORDER BY 1").column(0).to_pylist() == ["k1", "k3"]
         assert _count(store, "SELECT count(*) FROM organ_summary") == len(ORGANS)  # R1's rows stay current
-        assert store.delete_failed("cfg") == 0
+        history = store.query("SELECT extraction_key, report_id, config_hash, retried_by_run, "
+                              "retried_at >= created_at AS later FROM extraction_failures").to_pylist()
+        assert history == [{"extraction_key": "k2", "report_id": "R2", "config_hash": "cfg",
+                            "retried_by_run": "retry-run", "later": True}]
+        assert store.retire_failed("cfg") == 0
     with Store(path, read_only=True) as ro:
         with pytest.raises(StoreReadOnlyError):
-            ro.delete_failed("other")
+            ro.retire_failed("other")
         assert [r[0] for r in ro.pending_reports("other")] == ["R1", "R2"]
 
 
@@ -359,6 +367,87 @@ def test_runs_are_recorded_and_finished(store):
     row = store.query("SELECT backend, sampling->>'t', n_ok, n_repaired, n_failed, finished_at IS NOT NULL "
                       "FROM extraction_runs").to_pylist()[0]
     assert list(row.values()) == ["local", "0", 3, 1, 2, True]
+    assert store.query("SELECT outcome, n_left_pending FROM extraction_runs").to_pylist() == [
+        {"outcome": "done", "n_left_pending": 0}]
+    with pytest.raises(ValueError, match="outcome"):
+        store.finish_run("r1", n_ok=0, n_repaired=0, n_failed=0, outcome="fine")
+
+
+def test_runs_that_never_finished_are_closed_as_killed_with_the_counts_they_stored(store):
+    store.add_reports(_reports(("R1", "one"), ("R2", "two"), ("R3", "three")), source="x")
+    store.record_run({"run_id": "dead", "config_hash": "cfg", "started_at": T0})
+    store.record_run({"run_id": "empty", "config_hash": "cfg", "started_at": T0 + timedelta(hours=1)})
+    store.record_run({"run_id": "fine", "config_hash": "cfg", "started_at": T0})
+    store.finish_run("fine", n_ok=0, n_repaired=0, n_failed=0)
+    for key, rid, status in (("k1", "R1", "ok"), ("k2", "R2", "failed")):
+        ext, tumors, organs = _extraction(key, rid, _payload(LIVER_CYST) if status == "ok" else None, status=status,
+                                          created=T0 + timedelta(minutes=5))
+        store.write_extractions(ext.set_column(ext.schema.get_field_index("run_id"), "run_id",
+                                               pa.array(["dead"])), tumors, organs)
+    assert store.close_killed_runs() == ["dead", "empty"]
+    rows = {r["run_id"]: r for r in store.query(
+        "SELECT run_id, outcome, n_ok, n_failed, finished_at FROM extraction_runs").to_pylist()}
+    assert (rows["dead"]["outcome"], rows["dead"]["n_ok"], rows["dead"]["n_failed"]) == ("killed", 1, 1)
+    assert rows["dead"]["finished_at"] == T0 + timedelta(minutes=5)  # its last stored result
+    assert (rows["empty"]["outcome"], rows["empty"]["n_ok"], rows["empty"]["finished_at"]) == (
+        "killed", 0, T0 + timedelta(hours=1))
+    assert rows["fine"]["outcome"] == "done"
+    assert store.close_killed_runs() == []
+
+
+def test_a_released_store_reopens_on_the_next_use_and_lets_other_processes_in_meanwhile(tmp_path):
+    path = tmp_path / "s.duckdb"
+    reader = textwrap.dedent(f"""
+        from extract.store import Store
+        with Store({str(path)!r}, read_only=True, wait_s=0) as s:
+            print(s.query("SELECT count(*) AS n FROM reports").column("n")[0].as_py())
+    """)
+    with Store(path) as store:
+        store.add_reports(_reports(("R1", "one")), source="x")
+        held = subprocess.run([sys.executable, "-c", reader], capture_output=True, text=True)
+        assert held.returncode != 0 and "locked" in held.stderr
+        store.release()
+        free = subprocess.run([sys.executable, "-c", reader], capture_output=True, text=True)
+        assert free.stdout.strip() == "1", free.stderr
+        store.add_reports(_reports(("R2", "two")), source="x")  # opens the file again by itself
+        assert _count(store, "SELECT count(*) FROM reports") == 2
+
+
+def test_an_opener_waits_for_a_writer_that_lets_go(tmp_path):
+    path = tmp_path / "s.duckdb"
+    with Store(path) as store:
+        store.add_reports(_reports(("R1", "one")), source="x")
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time
+        from extract.store import Store
+        with Store({str(path)!r}) as s:
+            print("held", flush=True)
+            time.sleep(1.5)
+    """)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(StoreLockedError, match="locked"):
+        Store(path, read_only=True).open()
+    with pytest.raises(StoreLockedError, match=r"locked.*\(waited 0.2 s\)"):
+        Store(path, read_only=True, wait_s=0.2).open()
+    t0 = time.monotonic()
+    with Store(path, read_only=True, wait_s=30) as ro:
+        assert _count(ro, "SELECT count(*) FROM reports") == 1
+    assert 0.2 < time.monotonic() - t0 < 10
+    holder.wait(10)
+
+
+def test_the_job_lock_admits_one_holder_and_names_it(tmp_path):
+    store = Store(tmp_path / "s.duckdb")
+    with store.job_lock("extract"):
+        other = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+            from extract.store import Store
+            with Store({str(store.path)!r}).job_lock("extract"):
+                pass
+        """)], capture_output=True, text=True)
+        assert other.returncode != 0
+        assert f"another `rsuper extract` is running on this store (pid {os.getpid()})" in other.stderr
+    with store.job_lock("extract"):  # released on exit
+        pass
 
 
 def test_replace_cases_replaces_the_whole_table(store):
