@@ -10,6 +10,9 @@ a report already stored under a key is never sent again, and a report's rows (ex
 findings) are written in one transaction, so a killed run loses at most the calls in flight and the results
 finished during the last write. Reports sharing a text share one LLM call.
 
+The run holds `<db>.extract.lock` (one run per store) but releases the DuckDB file between its writes, so
+`rsuper query`, `export` and `ingest` work meanwhile. The next run marks a killed run's row `killed`.
+
 Report text is never logged unless `log_text` is set.
 """
 
@@ -31,7 +34,15 @@ from typing import Any, Callable, Optional
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from extract.backends.base import Backend, BackendError, BackendInfo, Completion, SamplingConfig, TransportError
+from extract.backends.base import (
+    MAX_REPORT_CHARS,
+    Backend,
+    BackendError,
+    BackendInfo,
+    Completion,
+    SamplingConfig,
+    TransportError,
+)
 from extract.progress import format_duration, progress_bar
 from extract.prompting import Prompt
 from extract.reading.convert import to_payload
@@ -69,8 +80,11 @@ class EngineConfig(BaseModel):
 
     limit: Optional[int] = Field(None, ge=1, description="extract at most this many pending reports")
     write_batch: int = Field(1024, ge=1, description="most results per DuckDB transaction")
-    flush_interval_s: float = Field(0.25, gt=0, description="how often an idle writer looks for results (s)")
-    max_report_chars: int = Field(30000, ge=100, description="longer reports fail without a call")
+    flush_interval_s: float = Field(0.25, gt=0, description="how often an idle writer looks for results, and the "
+                                    "least time the store is left to other processes between two writes (s)")
+    lock_wait_s: float = Field(600.0, ge=0, description="how long a write waits while another process has the "
+                               "store open (s); then the run stops and its unwritten reports stay pending")
+    max_report_chars: int = Field(MAX_REPORT_CHARS, ge=100, description="longer reports fail without a call")
     retry_failed: bool = Field(False, description="re-extract reports whose stored result under this key failed")
     log_text: bool = Field(False, description="log report text and model output of failures (PHI!)")
     progress: bool = Field(True, description="a bar on a terminal, a line every progress_interval_s elsewhere")
@@ -188,11 +202,12 @@ def _add(outcome: Outcome, c: Completion) -> None:
 
 
 async def extract_one(backend: Backend, prompt: Prompt, schema: dict[str, Any], sampling: SamplingConfig,
-                      text: str, max_report_chars: int = 30000) -> Outcome:
+                      text: str, max_report_chars: int = MAX_REPORT_CHARS) -> Outcome:
     """Extract one report: a call, and at most one repair call. Never raises for model or transport faults:
     status `pending` when the server did not answer (nothing to store), else ok, repaired or failed."""
     if len(text) > max_report_chars:
-        return Outcome("failed", 0, error=f"report has {len(text)} characters, over the {max_report_chars} limit")
+        return Outcome("failed", 0, error=f"report has {len(text)} characters, over the {max_report_chars} limit "
+                                          "(--max-report-chars; then --retry-failed)")
     outcome = Outcome("failed", 0)
     messages = prompt.messages(text)
     for attempt in (1, 2):
@@ -271,7 +286,10 @@ class ResultWriter:
         self._wake.set()
 
     def _write(self, rows: list[tuple[Job, Outcome]]) -> None:
-        stats = self.store.write_extractions(*result_tables(rows, self.run_id, self.cfg_hash))
+        try:
+            stats = self.store.write_extractions(*result_tables(rows, self.run_id, self.cfg_hash))
+        finally:
+            self.store.release()  # readers and ingests get the file until the next write
         self.written += stats.written
 
     async def run(self) -> None:
@@ -287,6 +305,8 @@ class ResultWriter:
             rows, self._rows = self._rows[: self.batch], self._rows[self.batch:]
             # Shielded: a cancelled run still finishes the transaction it started.
             await asyncio.shield(asyncio.to_thread(self._write, rows))
+            if not self._closing:  # leave the file to other processes for a moment, even when results wait
+                await asyncio.sleep(self.interval_s)
 
     def close(self) -> None:
         self._closing = True
@@ -327,23 +347,39 @@ class RunStats:
     wall_s: float = 0.0
     interrupted: bool = False
     left_pending: int = 0  # not extracted: the server did not answer, or the run stopped at an outage
+    unanswered: int = 0  # report calls that ended in transport errors (after the backend's retries)
     outage: Optional[str] = None
+    killed_runs: list[str] = field(default_factory=list)  # earlier runs found unfinished, now marked killed
 
     @property
     def done(self) -> int:
         return self.ok + self.repaired + self.failed
 
+    @property
+    def outcome(self) -> str:
+        """How the run ended, most pressing first (`extraction_runs.outcome`; `exit_code` follows it)."""
+        if self.interrupted:
+            return "interrupted"
+        if self.outage:
+            return "outage"
+        if self.left_pending:
+            return "left_pending"
+        return "failed_reports" if self.failed else "done"
+
     def summary(self) -> dict[str, Any]:
-        n = max(self.done, 1)
+        def per_report(value: int, digits: int) -> float | None:  # None, not 0.0, when no report was answered
+            return round(value / self.done, digits) if self.done else None
+
         return {
             "run_id": self.run_id, "config_hash": self.config_hash[:16], "pending": self.pending,
-            "ok": self.ok, "repaired": self.repaired, "failed": self.failed, "interrupted": self.interrupted,
-            "left_pending": self.left_pending, "outage": self.outage,
-            "llm_calls": self.calls, "calls_per_report": round(self.calls / n, 3),
+            "ok": self.ok, "repaired": self.repaired, "failed": self.failed, "outcome": self.outcome,
+            "interrupted": self.interrupted, "left_pending": self.left_pending, "outage": self.outage,
+            "llm_calls": self.calls, "unanswered_calls": self.unanswered,
+            "calls_per_report": per_report(self.calls, 3),
             "reports_per_s": round(self.done / self.wall_s, 3) if self.wall_s > 0 else None,
-            "prompt_tokens_per_report": round(self.prompt_tokens / n, 1),
-            "output_tokens_per_report": round(self.output_tokens / n, 1),
-            "wall_s": round(self.wall_s, 2),
+            "prompt_tokens_per_report": per_report(self.prompt_tokens, 1),
+            "output_tokens_per_report": per_report(self.output_tokens, 1),
+            "wall_s": round(self.wall_s, 2), "killed_runs": self.killed_runs,
         }
 
 
@@ -353,13 +389,13 @@ EXIT_LEFT_PENDING = 4  # the server did not answer for some reports, or the run 
 EXIT_INTERRUPTED = 5  # SIGINT / SIGTERM
 
 
+_EXIT_CODES = {"done": 0, "failed_reports": EXIT_FAILED_REPORTS, "left_pending": EXIT_LEFT_PENDING,
+               "outage": EXIT_LEFT_PENDING, "interrupted": EXIT_INTERRUPTED}
+
+
 def exit_code(summary: dict[str, Any]) -> int:
-    """0 when every pending report ended ok or repaired, else the most pressing of the codes above."""
-    if summary["interrupted"]:
-        return EXIT_INTERRUPTED
-    if summary["left_pending"]:
-        return EXIT_LEFT_PENDING
-    return EXIT_FAILED_REPORTS if summary["failed"] else 0
+    """0 when every pending report ended ok or repaired, else the code of the run's `outcome`."""
+    return _EXIT_CODES[summary["outcome"]]
 
 
 def _drain(queue: asyncio.Queue) -> list:
@@ -383,11 +419,15 @@ async def run_extraction(store: Any, backend: Backend, prompt: Prompt, sampling:
         on_result: called after each finished report (tests, progress hooks).
     """
     config = config or EngineConfig()
-    info = await backend.start()
-    try:
-        return await _run(store, backend, info, prompt, sampling, config, on_result)
-    finally:
-        await backend.aclose()
+    with store.job_lock("extract"):
+        killed = store.close_killed_runs()  # no run can be alive while we hold the lock
+        info = await backend.start()
+        try:
+            stats = await _run(store, backend, info, prompt, sampling, config, on_result)
+        finally:
+            await backend.aclose()
+    stats.killed_runs = killed
+    return stats
 
 
 async def _run(store: Any, backend: Backend, info: BackendInfo, prompt: Prompt, sampling: SamplingConfig,
@@ -399,7 +439,7 @@ async def _run(store: Any, backend: Backend, info: BackendInfo, prompt: Prompt, 
     run_id = f"{_utcnow():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
     stats = RunStats(run_id=run_id, config_hash=cfg_hash)
     if config.retry_failed:
-        store.delete_failed(cfg_hash)
+        store.retire_failed(cfg_hash, run_id)
     jobs = pending_reports(store, cfg_hash, config.limit)
     stats.pending = len(jobs)
     try:
@@ -418,6 +458,7 @@ async def _run(store: Any, backend: Backend, info: BackendInfo, prompt: Prompt, 
     if not jobs:
         store.finish_run(run_id, n_ok=0, n_repaired=0, n_failed=0)
         return stats
+    store.release()
 
     # One call per distinct text: ids sharing a text wait on the same task.
     by_text: dict[str, list[Job]] = {}
@@ -445,6 +486,7 @@ async def _run(store: Any, backend: Backend, info: BackendInfo, prompt: Prompt, 
         now = time.perf_counter()
         if out.status == "pending":
             stats.left_pending += len(group)
+            stats.unanswered += 1
             if now - last_answer_t >= config.outage_s and not stop.is_set():
                 stats.outage = (f"no answer for {format_duration(now - last_answer_t)} "
                                 f"({(out.error or '').removeprefix('transport: ')})")
@@ -476,6 +518,8 @@ async def _run(store: Any, backend: Backend, info: BackendInfo, prompt: Prompt, 
     n_workers = max(1, min(backend.max_concurrency, len(by_text)))
     workers = asyncio.gather(*(worker() for _ in range(n_workers)))
     write_task = asyncio.create_task(writer.run())
+    # A write that fails (the file held by another process past lock_wait_s) stops the calls at once.
+    write_task.add_done_callback(lambda t: t.cancelled() or t.exception() is None or stop.set())
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGTERM, workers.cancel)
@@ -495,20 +539,22 @@ async def _run(store: Any, backend: Backend, info: BackendInfo, prompt: Prompt, 
         stats.left_pending += sum(len(group) for group in _drain(queue))
         bar.close()
         stats.wall_s = time.perf_counter() - t0
-        store.finish_run(run_id, n_ok=stats.ok, n_repaired=stats.repaired, n_failed=stats.failed)
+        store.finish_run(run_id, n_ok=stats.ok, n_repaired=stats.repaired, n_failed=stats.failed,
+                         outcome=stats.outcome, n_left_pending=stats.left_pending)
     return stats
 
 
 def run_extract(db: Optional[Path], backend: Backend, *, prompt_path: Optional[Path], sampling: SamplingConfig,
                 limit: Optional[int], retry_failed: bool, log_text: bool, progress: bool,
-                outage_s: float = EngineConfig.model_fields["outage_s"].default) -> dict[str, Any]:
+                outage_s: float = EngineConfig.model_fields["outage_s"].default,
+                max_report_chars: int = EngineConfig.model_fields["max_report_chars"].default) -> dict[str, Any]:
     """Open the store `db` (None: the default store), run the engine, return the run summary."""
     from extract.prompting import DEFAULT_PROMPT, load_prompt
     from extract.store import Store
 
     prompt = load_prompt(prompt_path or DEFAULT_PROMPT)
     config = EngineConfig(limit=limit, retry_failed=retry_failed, log_text=log_text, progress=progress,
-                          outage_s=outage_s)
-    with Store(db) as store:
+                          outage_s=outage_s, max_report_chars=max_report_chars)
+    with Store(db, wait_s=config.lock_wait_s) as store:
         stats = asyncio.run(run_extraction(store, backend, prompt, sampling, config))
     return stats.summary()

@@ -13,7 +13,7 @@ from typing import Any, Optional
 import typer
 
 from extract.backends import BackendConfigError, BackendName, build_backend
-from extract.backends.base import Backend, SamplingConfig
+from extract.backends.base import MAX_REPORT_CHARS, Backend, SamplingConfig
 
 #: Found as a package resource so an installed wheel has it too (`rsuper/data` links into the top-level `data/`).
 DEMO_DUMP = files("rsuper") / "data" / "demo_reports.csv"
@@ -47,10 +47,16 @@ def _print_stats(summary: dict[str, Any], as_json: bool) -> None:
         f"extracted {summary['ok'] + summary['repaired'] + summary['failed']} of {summary['pending']} pending "
         f"reports: {summary['ok']} ok, {summary['repaired']} repaired, {summary['failed']} failed"
         + (" (interrupted)" if summary["interrupted"] else ""), err=True)
+    def shown(value: Any) -> str:
+        return "-" if value is None else str(value)
+
+    unanswered = f", {summary['unanswered_calls']} unanswered" if summary["unanswered_calls"] else ""
     typer.echo(
-        f"  {rate if rate is not None else '-'} reports/s, {summary['calls_per_report']} calls/report, "
-        f"{summary['prompt_tokens_per_report']} prompt + {summary['output_tokens_per_report']} output tokens/report, "
-        f"run {summary['run_id']}", err=True)
+        f"  {shown(rate)} reports/s, {shown(summary['calls_per_report'])} calls/report{unanswered}, "
+        f"{shown(summary['prompt_tokens_per_report'])} prompt + {shown(summary['output_tokens_per_report'])} "
+        f"output tokens/report, run {summary['run_id']}", err=True)
+    for run_id in summary["killed_runs"]:
+        typer.echo(f"  run {run_id} had been killed before it finished; marked 'killed' in extraction_runs", err=True)
     if summary["left_pending"]:
         why = f"stopped: {summary['outage']}" if summary["outage"] else "the server did not answer for them"
         typer.echo(f"  {summary['left_pending']} reports left pending ({why}); run the command again to extract "
@@ -86,6 +92,9 @@ def register(app: typer.Typer) -> None:
         outage: float = typer.Option(120.0, "--outage-s", min=0.001,
                                      help="stop when no call was answered for this long (s); the rest stay pending"),
         threads: int = typer.Option(1, "--threads", min=1, help="local: CPU threads"),
+        max_report_chars: int = typer.Option(
+            MAX_REPORT_CHARS, "--max-report-chars", min=100,
+            help="longer reports fail without a call (the prompt must fit the model's context)"),
         retry_failed: bool = typer.Option(False, "--retry-failed", help="re-extract reports that failed"),
         log_text: bool = typer.Option(False, "--log-text", help="log report text of failures (PHI)"),
         progress: bool = typer.Option(True, "--progress/--no-progress"),
@@ -101,7 +110,8 @@ def register(app: typer.Typer) -> None:
                      threads=threads)
         sampling = SamplingConfig(temperature=temperature, max_tokens=max_tokens, seed=seed)
         summary = run_extract(db, b, prompt_path=prompt, sampling=sampling, limit=limit, retry_failed=retry_failed,
-                              log_text=log_text, progress=progress, outage_s=outage)
+                              log_text=log_text, progress=progress, outage_s=outage,
+                              max_report_chars=max_report_chars)
         _print_stats(summary, as_json)
         raise typer.Exit(exit_code(summary))
 

@@ -16,6 +16,8 @@ import typer
 from extract.store import EXPORT_FORMATS, Store, StoreError, default_db_path
 
 QUERY_FORMATS = ("table", "csv", "json")
+#: An extraction or ingest holds the file only while it writes a batch, so readers wait for it rather than fail.
+WAIT_OPTION = typer.Option(60.0, "--wait-s", min=0.0, help="how long to wait while a writer holds the store (s)")
 
 
 def register(app: typer.Typer) -> None:
@@ -65,13 +67,15 @@ def query(
                                         "WHERE state = 'lesion' GROUP BY organ\""),
     db: Optional[Path] = typer.Option(None, envvar="RSUPER_DB", help="store file (default data/rsuper.duckdb)"),
     format: str = typer.Option("table", "--format", "-f", help="table | csv | json (JSON lines)"),
+    wait_s: float = WAIT_OPTION,
 ) -> None:
-    """Read-only SQL over the store (tables: reports, extraction_runs, extractions, tumors, organ_findings,
-    cases; views: organ_summary, ct_summary, latest_reports, current_extractions). Writes are refused."""
+    """Read-only SQL over the store (tables: reports, ingests, extraction_runs, extractions, extraction_failures,
+    tumors, organ_findings, cases; views: organ_summary, ct_summary, latest_reports, current_extractions). Writes
+    are refused. Works during an extraction (it waits for the batch being written)."""
     if format not in QUERY_FORMATS:
         _fail(f"--format must be one of {', '.join(QUERY_FORMATS)}")
     try:
-        with Store(db or default_db_path(), read_only=True, sandboxed=True) as store:
+        with Store(db or default_db_path(), read_only=True, sandboxed=True, wait_s=wait_s) as store:
             result = store.query(sql)
     except StoreError as exc:
         _fail(str(exc))
@@ -83,13 +87,14 @@ def export(
     format: str = typer.Option(..., "--format", "-f", help="organ-summary-jsonl | rsuper-csv | parquet"),
     table: str = typer.Option("organ_summary", help="with --format parquet: the table or view to write"),
     db: Optional[Path] = typer.Option(None, envvar="RSUPER_DB", help="store file (default data/rsuper.duckdb)"),
+    wait_s: float = WAIT_OPTION,
 ) -> None:
     """Export the store: the per-organ summary as JSON lines, the R-Super per-tumor CSV layout, or any table
     or view as Parquet."""
     if format not in EXPORT_FORMATS:
         _fail(f"--format must be one of {', '.join(EXPORT_FORMATS)}")
     try:
-        with Store(db or default_db_path(), read_only=True) as store:
+        with Store(db or default_db_path(), read_only=True, wait_s=wait_s) as store:
             n = store.export(format, out, table=table)
     except StoreError as exc:
         _fail(str(exc))

@@ -14,6 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field
 Message = dict[str, str]
 
 
+#: Longest report text sent to a model (characters): about 8 k tokens of report, which with the prompt fits the
+#: context of the models rsuper runs; a longer one fails without a call (`rsuper extract --max-report-chars`).
+MAX_REPORT_CHARS = 30_000
+
+
 class SamplingConfig(BaseModel):
     """Decoding parameters; all of them are part of the run key."""
 

@@ -14,6 +14,7 @@ from extract.engine import (
     AnswerError,
     EngineConfig,
     config_hash,
+    exit_code,
     extract_one,
     extraction_key,
     parse_answer,
@@ -180,6 +181,12 @@ def test_an_outage_stops_the_run_and_leaves_the_rest_pending(store):
     assert (stats.left_pending, stats.ok, stats.failed) == (6, 0, 0)
     assert stats.outage.startswith("no answer for ") and "connection refused" in stats.outage
     assert store.query("SELECT count(*) AS n FROM extractions").column("n")[0].as_py() == 0
+    summary = stats.summary()
+    # Nothing was answered: per-report figures are unknown, not 0.0; the unanswered call is counted.
+    assert (summary["outcome"], summary["calls_per_report"], summary["output_tokens_per_report"],
+            summary["unanswered_calls"], exit_code(summary)) == ("outage", None, None, 1, 4)
+    assert store.query("SELECT outcome, n_left_pending FROM extraction_runs").to_pylist() == [
+        {"outcome": "outage", "n_left_pending": 6}]
     again = ScriptedBackend([ANSWERS[LIVER_REPORT]] * 6, max_concurrency=1)
     rerun = run(run_extraction(store, again, PROMPT, SamplingConfig(), QUIET))
     assert rerun.pending == 6 and rerun.left_pending == 0 and rerun.outage is None
@@ -189,6 +196,7 @@ def test_overlong_report_fails_without_a_call():
     backend = ScriptedBackend([])
     out = run(extract_one(backend, PROMPT, SCHEMA, SamplingConfig(), "x" * 500, max_report_chars=100))
     assert out.status == "failed" and backend.calls == []
+    assert out.error == "report has 500 characters, over the 100 limit (--max-report-chars; then --retry-failed)"
 
 
 # -- runs against a store --------------------------------------------------------------------------------
@@ -210,6 +218,7 @@ def test_run_stores_every_report_and_rerun_calls_nothing(store):
     run_row = store.query("SELECT * FROM extraction_runs").to_pylist()[0]
     assert (run_row["n_ok"], run_row["n_failed"], run_row["model_id"]) == (3, 1, "scripted")
     assert run_row["prompt_sha256"] == PROMPT.sha256 and run_row["finished_at"] is not None
+    assert (run_row["outcome"], exit_code(stats.summary())) == ("failed_reports", 3)
 
     again = ScriptedBackend([])
     stats2 = run(run_extraction(store, again, PROMPT, SamplingConfig(), QUIET))
@@ -219,6 +228,10 @@ def test_run_stores_every_report_and_rerun_calls_nothing(store):
     stats3 = run(run_extraction(store, retry, PROMPT, SamplingConfig(), EngineConfig(progress=False, retry_failed=True)))
     assert stats3.pending == 1 and len(retry.calls) == 1
     assert store.query("SELECT count(*) AS n FROM extractions").column("n")[0].as_py() == 4
+    # The failure it replaced stays on record, stamped with the retrying run.
+    history = store.query("SELECT report_id, attempts, retried_by_run FROM extraction_failures").to_pylist()
+    assert history == [{"report_id": "r4", "attempts": 2, "retried_by_run": stats3.run_id}]
+    assert store.query("SELECT status FROM extractions WHERE report_id = 'r4'").column(0).to_pylist() == ["ok"]
 
 
 def test_new_sampling_is_a_new_key(store):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -66,6 +67,47 @@ def test_sigkill_midway_then_rerun_does_each_report_once(tmp_path):
     assert set(counts) == set(texts) and set(counts.values()) == {1}
     assert all(r["status"] == "ok" for r in rows)
     assert {r["report_id"] for r in per_report} == set(texts) and {r["n"] for r in per_report} == {18}
+    # The rerun closed the killed run's row with what that run had stored.
+    with Store(db, read_only=True) as store:
+        runs = store.query("SELECT outcome, n_ok, finished_at IS NOT NULL AS finished FROM extraction_runs "
+                           "ORDER BY started_at").to_pylist()
+    assert runs == [{"outcome": "killed", "n_ok": len(stored_after_kill), "finished": True},
+                    {"outcome": "done", "n_ok": N_REPORTS - len(stored_after_kill), "finished": True}]
+    assert len(json.loads(out)["killed_runs"]) == 1
+
+
+def _rsuper(db: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rsuper", *args], cwd=REPO, env={**os.environ, "RSUPER_DB": str(db)},
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_query_export_and_ingest_work_during_an_extraction_and_a_second_extraction_is_refused(tmp_path):
+    db = tmp_path / "busy.duckdb"
+    with Store(db) as store:
+        add_reports(store, {f"acc{i:03d}": f"Liver: {i + 2} mm cyst, report {i}." for i in range(45)})
+    dump = tmp_path / "more.csv"
+    dump.write_text("id,text\nnew1,Spleen: normal.\n")
+    with FakeLLMServer(respond=lambda i, body: Action(delay_s=0.8)) as server:  # 12 s in all
+        proc = _extract(db, server.url)
+        deadline = time.monotonic() + 60
+        while len(server.requests) < 2 * CONCURRENCY and time.monotonic() < deadline:
+            time.sleep(0.02)
+        query = _rsuper(db, "query", "SELECT count(*) AS n FROM reports", "--format", "csv")
+        ingest = _rsuper(db, "ingest", str(dump))
+        export = _rsuper(db, "export", str(tmp_path / "summary.jsonl"), "--format", "organ-summary-jsonl")
+        second = _rsuper(db, "extract", "--backend", "openai", "--llm-url", server.url, "--no-progress")
+        still_running = proc.poll() is None
+        out, err = proc.communicate(timeout=120)
+    assert still_running, "the extraction ended before the readers ran; slow the server down"
+    assert query.returncode == 0 and query.stdout.splitlines() == ["n", "45"], query.stderr
+    assert ingest.returncode == 0 and "1 new" in ingest.stdout, ingest.stderr
+    assert export.returncode == 0, export.stderr
+    assert second.returncode != 0 and "another `rsuper extract` is running on this store" in second.stderr
+    assert "Traceback" not in second.stderr and len(second.stderr.strip().splitlines()) == 1, second.stderr
+    assert proc.returncode == 0, err[-2000:]
+    with Store(db, read_only=True) as store:
+        done = store.query("SELECT count(*) AS n FROM extractions").column("n")[0].as_py()
+    assert done == 45  # the report ingested meanwhile waits for the next run
 
 
 def test_a_server_that_never_answers_stops_the_run_with_exit_4_and_leaves_every_report_pending(tmp_path):
