@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -32,7 +33,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from pydantic import BaseModel, ConfigDict, Field
 
-from extract.store import IngestStats, Store
+from extract.backends.base import MAX_REPORT_CHARS
+from extract.encoding_guess import read_candidates
+from extract.store import IngestStats, SourceInfo, Store
 
 #: Default upper bound on one report's length (characters, after normalisation). Real reports are < 50 k.
 DEFAULT_MAX_CHARS = 4_000_000
@@ -118,6 +121,8 @@ class LoadedDump:
         table: columns report_id, text, sha256, sections, n_chars, source_row, source_file.
         id_column / text_column: the columns used (text may be `Findings + Impression`).
         skipped: bad rows left out (only with `skip_bad_rows`).
+        encodings: encoding -> files read with it; encoding_guessed: some file's encoding was guessed.
+        n_over_extract_limit: reports longer than `rsuper extract` sends by default (`MAX_REPORT_CHARS`).
     """
 
     path: Path
@@ -126,6 +131,12 @@ class LoadedDump:
     text_column: str
     rows_read: int
     skipped: list[BadRow] = field(default_factory=list)
+    encodings: dict[str, int] = field(default_factory=lambda: {"utf-8": 1})
+    encoding_guessed: bool = False
+    n_over_extract_limit: int = 0
+
+    def source_info(self) -> SourceInfo:
+        return SourceInfo(self.encodings, self.encoding_guessed, self.rows_read, len(self.skipped))
 
 
 @dataclass
@@ -136,6 +147,9 @@ class DumpResult:
     id_column: str
     text_column: str
     skipped: list[BadRow]
+    encodings: dict[str, int] = field(default_factory=lambda: {"utf-8": 1})
+    encoding_guessed: bool = False
+    n_over_extract_limit: int = 0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -147,6 +161,9 @@ _SPACES = "[\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]"
 # "..., IMPRESSION:" style dumps where the sections were joined by commas: put the header on its own line.
 _COMMA_HEADER = r"([.;!?])[ ]*,[ ]*([A-Z][A-Z /&()-]{1,40}:)"
 _CONTROL = "[\x00-\x08\x0e-\x1f\x7f]"
+# UTF-8 read as cp1252/latin-1 and saved again: 'é' -> 'Ã©', 'ß' -> 'ÃŸ', '°' -> 'Â°', '’' -> 'â€™'.
+_DOUBLE_ENCODED = ("Ã[\u0080-\u009f\u00a1-\u00bf€‚ƒ„…†‡ˆ‰Š‹ŒŽ‘’“”•–—˜™š›œžŸ]|Â[\u00a1-\u00bf]"
+                   "|â€[™œ˜“”¦¢¡\u0080-\u00bf]")
 
 
 def _replace_where(a: pa.Array, hint: str, pattern: str, replacement: str) -> pa.Array:
@@ -243,8 +260,6 @@ def sections_array(texts: pa.Array | pa.ChunkedArray) -> pa.Array:
 
 _BOMS = ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe\x00\x00", "utf-32-le"), (b"\x00\x00\xfe\xff", "utf-32-be"),
          (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
-_WESTERN = ("cp1252", "latin_1", "iso8859_15")
-_CHAOS_TIE = 0.01
 # A well-formed multi-byte UTF-8 sequence: its presence in a file that is not valid UTF-8 means mixed encodings.
 _UTF8_MULTIBYTE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
 
@@ -253,19 +268,29 @@ def _line_of(data: bytes, offset: int) -> int:
     return data.count(b"\n", 0, offset) + 1
 
 
-def decode_bytes(data: bytes, path: Path, config: IngestConfig) -> tuple[bytes, str]:
-    """UTF-8 bytes of a text file in any common encoding, and the encoding it was read with.
+class Decoded(NamedTuple):
+    """A text file as UTF-8 bytes, with the encoding it was read in and whether that was guessed."""
 
-    UTF-8 (with or without BOM) and UTF-16/32 with a BOM are read directly; other files go through
-    charset-normalizer. A file that is mostly UTF-8 with some lines in another encoding is an error unless
-    `config.fallback_encoding` says how to read those lines.
+    data: bytes
+    encoding: str
+    guessed: bool = False
+
+
+def decode_bytes(data: bytes, path: Path, config: IngestConfig) -> Decoded:
+    """UTF-8 bytes of a text file in any common encoding, the encoding it was read with, and whether it was guessed.
+
+    UTF-8 (with or without BOM) and UTF-16/32 with a BOM are read directly. For other files every likely code page
+    is tried and scored on how its text reads (`extract.encoding_guess`); the best wins, and is named in a warning.
+    A file that is mostly UTF-8 with some lines in another encoding is an error unless `config.fallback_encoding`
+    says how to read those lines.
 
     Raises:
-        IngestError: binary data (NUL bytes), undecodable bytes, or mixed encodings.
+        IngestError: binary data (NUL bytes), undecodable bytes, mixed encodings, or text that reads as a wrong code
+            page in every encoding tried.
     """
     if config.encoding:
         try:
-            return data.decode(config.encoding).encode("utf-8"), config.encoding
+            return Decoded(data.decode(config.encoding).encode("utf-8"), config.encoding)
         except (UnicodeDecodeError, LookupError) as exc:
             line = _line_of(data, exc.start) if isinstance(exc, UnicodeDecodeError) else None
             raise IngestError(path, f"cannot be read as {config.encoding}: {exc.reason if line else exc}",
@@ -273,7 +298,7 @@ def decode_bytes(data: bytes, path: Path, config: IngestConfig) -> tuple[bytes, 
     for bom, enc in _BOMS:
         if data.startswith(bom):
             try:
-                return data[len(bom):].decode(enc).encode("utf-8"), enc
+                return Decoded(data[len(bom):].decode(enc).encode("utf-8"), enc)
             except UnicodeDecodeError as exc:
                 raise IngestError(path, f"invalid {enc} data (file starts with a {enc} byte-order mark)") from exc
     nul = data.find(b"\x00")
@@ -282,7 +307,7 @@ def decode_bytes(data: bytes, path: Path, config: IngestConfig) -> tuple[bytes, 
                           row=f"line {_line_of(data, nul)}")
     try:
         data.decode("utf-8")
-        return data, "utf-8"
+        return Decoded(data, "utf-8")
     except UnicodeDecodeError as exc:
         first_bad = exc.start
     if _UTF8_MULTIBYTE.search(data):
@@ -293,19 +318,21 @@ def decode_bytes(data: bytes, path: Path, config: IngestConfig) -> tuple[bytes, 
                 "encoding, or pass --fallback-encoding (e.g. cp1252) to read the non-UTF-8 lines with it",
                 row=f"line {_line_of(data, first_bad)}",
             )
-        return _decode_mixed(data, path, config.fallback_encoding), f"utf-8+{config.fallback_encoding}"
+        return Decoded(_decode_mixed(data, path, config.fallback_encoding), f"utf-8+{config.fallback_encoding}")
     from charset_normalizer import from_bytes
 
-    matches = list(from_bytes(data))
-    if not matches:
+    detected = next(iter(from_bytes(data)), None)
+    readings = read_candidates(data, detected.encoding if detected else None)
+    if not readings:
         raise IngestError(path, "undecodable bytes: not text in any known encoding (binary file?)",
                           row=f"line {_line_of(data, first_bad)}")
-    # Short mostly-ASCII reports leave the detector a near-tie between code pages; where a Western one reads the
-    # bytes as cleanly as the first guess (within _CHAOS_TIE), it wins: "lésion", not "lÕsion" (hp_roman8).
-    best = next((m for m in matches if m.encoding in _WESTERN and m.chaos <= matches[0].chaos + _CHAOS_TIE),
-                matches[0])
+    best = readings[0]
+    if best.bad_offset >= 0 and best.score <= 0:  # even the best reading garbles more words than it reads well
+        raise IngestError(
+            path, f"not UTF-8, and it reads as garbled text in every encoding tried (best {best.encoding}); re-save "
+                  "it as UTF-8, or pass --encoding if you know it", row=f"line {_line_of(data, best.bad_offset)}")
     log.warning("%s: not UTF-8; read as %s (guessed from the bytes; --encoding chooses)", path.name, best.encoding)
-    return str(best).encode("utf-8"), best.encoding
+    return Decoded(data.decode(best.encoding).encode("utf-8"), best.encoding, guessed=True)
 
 
 def _decode_mixed(data: bytes, path: Path, fallback: str) -> bytes:
@@ -333,6 +360,9 @@ class _Raw:
     source_row: pa.Array  # int64 row number per table row
     row_label: Callable[[int], str]  # row number -> "row N" / "sheet 'S' row N"
     source_file: pa.Array | None = None  # per-row file, for folders
+    # Encoding -> files read with it; Parquet and .xlsx store Unicode, so they read as UTF-8.
+    encodings: dict[str, int] = field(default_factory=lambda: {"utf-8": 1})
+    guessed: bool = False  # some file's encoding was guessed from its bytes
 
 
 def _column_key(name: str) -> str:
@@ -398,7 +428,8 @@ def _read_delimited(path: Path, config: IngestConfig) -> tuple[_Raw, _Columns]:
     raw = path.read_bytes()
     if not raw.strip():
         raise IngestError(path, "the file is empty")
-    data, _ = decode_bytes(raw, path, config)
+    decoded = decode_bytes(raw, path, config)
+    data = decoded.data
     head = data[: 1 << 16].decode("utf-8", errors="ignore")
     first_line = head.split("\n", 1)[0]
     delimiter = config.delimiter or DELIMITED_SUFFIXES.get(path.suffix.lower()) or _sniff_delimiter(first_line)
@@ -428,7 +459,7 @@ def _read_delimited(path: Path, config: IngestConfig) -> tuple[_Raw, _Columns]:
     if table.num_rows == 0:
         raise IngestError(path, "the file has a header but no data rows")
     rows = pa.array(range(1, table.num_rows + 1), pa.int64())
-    return _Raw(table, rows, lambda r: f"row {r}"), columns
+    return _Raw(table, rows, lambda r: f"row {r}", encodings={decoded.encoding: 1}, guessed=decoded.guessed), columns
 
 
 def _raise_csv_problem(data: bytes, path: Path, delimiter: str, header: list[str], columns: _Columns) -> None:
@@ -451,8 +482,8 @@ def _read_json(path: Path, config: IngestConfig) -> tuple[_Raw, _Columns]:
     raw = path.read_bytes()
     if not raw.strip():
         raise IngestError(path, "the file is empty")
-    data, _ = decode_bytes(raw, path, config)
-    text = data.decode("utf-8")
+    decoded = decode_bytes(raw, path, config)
+    text = decoded.data.decode("utf-8")
     records: list[dict] = []
     stripped = text.lstrip()
     if stripped.startswith("["):  # one JSON array of objects
@@ -483,7 +514,8 @@ def _read_json(path: Path, config: IngestConfig) -> tuple[_Raw, _Columns]:
     for c in columns.needed:
         cols[c] = pa.array([_as_str(r.get(c)) for r in records], pa.string())
     table = pa.table(cols)
-    return _Raw(table, pa.array(range(1, len(records) + 1), pa.int64()), lambda r: f"row {r}"), columns
+    return _Raw(table, pa.array(range(1, len(records) + 1), pa.int64()), lambda r: f"row {r}",
+                encodings={decoded.encoding: 1}, guessed=decoded.guessed), columns
 
 
 def _as_str(value: object) -> str | None:
@@ -580,18 +612,23 @@ def _read_text_files(path: Path, config: IngestConfig) -> tuple[_Raw, _Columns]:
     if not files:
         raise IngestError(path, "the folder has no .txt files")
     ids, texts = [], []
+    encodings: dict[str, int] = {}
+    guessed = False
     for f in files:
         try:
             raw = f.read_bytes()
         except OSError as exc:
             raise IngestError(f, f"cannot read the file: {exc.strerror or exc}") from exc
-        data, _ = decode_bytes(raw, f, config)
+        decoded = decode_bytes(raw, f, config)
+        encodings[decoded.encoding] = encodings.get(decoded.encoding, 0) + 1
+        guessed |= decoded.guessed
         ids.append(f.stem)
-        texts.append(data.decode("utf-8"))
+        texts.append(decoded.data.decode("utf-8"))
     table = pa.table({"id": pa.array(ids, pa.string()), "text": pa.array(texts, pa.string())})
     names = pa.array([str(f) for f in files], pa.string())
     labels = {i: str(f) for i, f in enumerate(files, 1)}
-    return (_Raw(table, pa.array(range(1, len(files) + 1), pa.int64()), lambda r: f"file {labels[r]}", names),
+    return (_Raw(table, pa.array(range(1, len(files) + 1), pa.int64()), lambda r: f"file {labels[r]}", names,
+                 encodings, guessed),
             _Columns("id", ("text",)))
 
 
@@ -665,11 +702,15 @@ def load_dump(path: Path | str, config: IngestConfig | None = None) -> LoadedDum
     texts = _in_parallel(normalize_texts, _report_texts(raw.table, columns))
     lengths = pc.utf8_length(texts)
 
+    encoding = "/".join(raw.encodings)
     checks = [
         (pc.equal(pc.utf8_length(ids), 0), columns.id, lambda i: "empty id"),
         (pc.equal(lengths, 0), columns.text_name, lambda i: "empty report text"),
         (pc.match_substring_regex(texts, _CONTROL), columns.text_name,
          lambda i: "binary or control characters in the report text (garbage bytes?)"),
+        (pc.match_substring_regex(texts, _DOUBLE_ENCODED), columns.text_name,
+         lambda i: f"the text looks double-encoded: UTF-8 that was read as cp1252 or latin-1 before this {encoding} "
+                   "file was written (letters such as 'é' stored as 'Ã©'); fix the export, or --skip-bad-rows"),
         (pc.greater(lengths, config.max_chars), columns.text_name,
          lambda i: f"report of {lengths[i].as_py():,} characters is above --max-chars {config.max_chars:,}"),
     ]
@@ -713,7 +754,9 @@ def load_dump(path: Path | str, config: IngestConfig | None = None) -> LoadedDum
     })
     if not config.allow_changed_duplicates:
         _check_changed_duplicates(table, path, columns, raw.row_label)
-    return LoadedDump(path, table, columns.id, columns.text_name, n, skipped)
+    over_limit = pc.sum(pc.greater(table["n_chars"], MAX_REPORT_CHARS)).as_py() or 0
+    return LoadedDump(path, table, columns.id, columns.text_name, n, skipped, raw.encodings, raw.guessed,
+                      int(over_limit))
 
 
 #: Longer ids are not printed: they are likely report text (an --id-column pointing at the wrong column).
@@ -747,5 +790,11 @@ def _check_changed_duplicates(table: pa.Table, path: Path, columns: _Columns, la
 def ingest_dump(store: Store, path: Path | str, config: IngestConfig | None = None) -> DumpResult:
     """Load one dump and store it in one transaction (nothing is stored when anything fails)."""
     dump = load_dump(path, config)
-    stats = store.add_reports(dump.table, source=str(dump.path))
-    return DumpResult(dump.path, dump.rows_read, stats, dump.id_column, dump.text_column, dump.skipped)
+    return store_dump(store, dump)
+
+
+def store_dump(store: Store, dump: LoadedDump) -> DumpResult:
+    """Store a loaded dump in one transaction, with its `ingests` row (how it was read, what was new)."""
+    stats = store.add_reports(dump.table, source=str(dump.path), info=dump.source_info())
+    return DumpResult(dump.path, dump.rows_read, stats, dump.id_column, dump.text_column, dump.skipped,
+                      dump.encodings, dump.encoding_guessed, dump.n_over_extract_limit)

@@ -355,3 +355,76 @@ def test_a_latin1_dump_of_short_western_reports_is_read_as_written_and_the_guess
     assert _rows(dump) == [("R1", "Foie: lésion très hypodense à droite, à côté du hile; pas d'adénopathie."),
                            ("R2", "Niere: Läsion 12 mm, Größe stabil.")]
     assert any("not UTF-8; read as cp1252" in r.getMessage() for r in caplog.records)
+
+
+# The detector alone read German cp1252 as hp_roman8 ("Lðsion", "Gr—Ôe") and Polish cp1250 as cp1252 ("w¹troby").
+LEGACY_DUMPS = [
+    ("cp1252", "Leber: Läsion 14 mm in Segment VII, Größe unverändert; Nebennieren unauffällig."),
+    ("cp1250", "Wątroba: zmiana ogniskowa 12 mm, łagodna; śledziona bez zmian, pęcherzyk żółciowy prawidłowy."),
+    ("cp1251", "Печень: очаговое образование 12 мм в VII сегменте, без изменений."),
+    ("cp1253", "Ήπαρ: εστιακή βλάβη 12 mm στο τμήμα VII, χωρίς μεταβολή."),
+    ("cp1254", "Karaciğerde 14 mm lezyon, böbrekler olağan; dalak büyüklüğü normal."),
+]
+
+
+@pytest.mark.parametrize("encoding,text", LEGACY_DUMPS, ids=[e for e, _ in LEGACY_DUMPS])
+def test_a_legacy_code_page_dump_is_read_as_written_and_the_encoding_is_kept(tmp_path, encoding, text):
+    path = _csv(tmp_path, f"id,text\nR1,\"{text}\"\nR2,\"Zweiter Befund: {text[:30]}\"\n", encoding=encoding)
+    with Store(tmp_path / "s.duckdb") as store:
+        result = ingest_dump(store, path)
+        stored = store.query("SELECT text FROM reports ORDER BY report_id").column("text").to_pylist()
+        ingests = store.query("SELECT source_file, encodings, encoding_guessed, rows_read, n_new FROM ingests"
+                              ).to_pylist()
+    assert stored[0] == text
+    assert result.encodings == {encoding: 1} and result.encoding_guessed
+    assert ingests == [{"source_file": str(path), "encodings": json.dumps({encoding: 1}), "encoding_guessed": True,
+                        "rows_read": 2, "n_new": 2}]
+
+
+def test_a_utf8_dump_and_a_folder_record_their_encodings_per_ingest(tmp_path):
+    folder = tmp_path / "txt"
+    folder.mkdir()
+    (folder / "A.txt").write_text("Läsion der Leber.", encoding="utf-8")
+    (folder / "B.txt").write_bytes("Läsion der Niere, Größe 2 cm.".encode("cp1252"))
+    (folder / "C.txt").write_text("No lesion.", encoding="utf-8")
+    csv_path = _csv(tmp_path, "id,text\nX,plain\n")
+    with Store(tmp_path / "s.duckdb") as store:
+        ingest_dump(store, folder)
+        ingest_dump(store, csv_path)
+        ingest_dump(store, csv_path)  # a re-ingest is recorded too: nothing new
+        rows = store.query("SELECT encodings, encoding_guessed, n_new, n_unchanged FROM ingests ORDER BY ingested_at, "
+                           "source_file").to_pylist()
+    assert [(json.loads(r["encodings"]), r["encoding_guessed"], r["n_new"], r["n_unchanged"]) for r in rows] == [
+        ({"cp1252": 1, "utf-8": 2}, True, 3, 0), ({"utf-8": 1}, False, 1, 0), ({"utf-8": 1}, False, 0, 1)]
+
+
+def test_double_encoded_utf8_text_is_refused_with_its_row(tmp_path):
+    mangled = "Läsion, Größe 12 mm".encode("utf-8").decode("cp1252")  # 'LÃ¤sion, GrÃ¶ÃŸe'
+    path = _csv(tmp_path, f"id,text\nR1,fine text\nR2,\"{mangled}\"\n")
+    with pytest.raises(IngestError, match=r"dump.csv: row 2, column 'text': the text looks double-encoded") as exc:
+        load_dump(path)
+    assert mangled not in str(exc.value)
+    assert _rows(load_dump(path, IngestConfig(skip_bad_rows=True))) == [("R1", "fine text")]
+    assert _rows(load_dump(_csv(tmp_path, "id,text\nR1,SÃO PAULO: Lesão 5 °C\n", name="pt.csv"))) == [
+        ("R1", "SÃO PAULO: Lesão 5 °C")]
+
+
+def test_bytes_that_read_as_garbage_in_every_code_page_are_refused_naming_the_line(tmp_path):
+    path = tmp_path / "dump.csv"
+    path.write_bytes(b"id,text\nR1,normal report\nR2,Lesion se\x81g\x8dment 4, norm\x9dal\n")
+    with pytest.raises(IngestError, match=r"dump.csv: line 3: not UTF-8, and it reads as garbled text in every "
+                                          r"encoding tried \(best \w+\); re-save it as UTF-8, or pass --encoding"):
+        load_dump(path)
+    # A DOS code page is not guessed (it reads nearly any byte as a letter), so it is refused, not garbled.
+    dos = _csv(tmp_path, "id,text\nR1,\"Leber: Läsion 14 mm, Größe unverändert.\"\n", name="dos.csv",
+               encoding="cp850")
+    with pytest.raises(IngestError, match="garbled text in every encoding tried"):
+        load_dump(dos)
+    assert _rows(load_dump(dos, IngestConfig(encoding="cp850"))) == [("R1", "Leber: Läsion 14 mm, Größe unverändert.")]
+
+
+def test_reports_longer_than_extract_sends_are_counted(tmp_path):
+    from extract.backends.base import MAX_REPORT_CHARS
+
+    path = _csv(tmp_path, f"id,text\nR1,short\nR2,{'word ' * (MAX_REPORT_CHARS // 5 + 10)}\n")
+    assert load_dump(path).n_over_extract_limit == 1
