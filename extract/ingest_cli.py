@@ -8,7 +8,8 @@ from typing import Optional
 
 import typer
 
-from extract.ingest import DEFAULT_MAX_CHARS, IngestConfig, IngestError, ingest_dump
+from extract.backends.base import MAX_REPORT_CHARS
+from extract.ingest import DEFAULT_MAX_CHARS, IngestConfig, IngestError, load_dump, store_dump
 from extract.store import Store, StoreError, default_db_path
 
 
@@ -36,11 +37,14 @@ def ingest(
     allow_changed_duplicates: bool = typer.Option(
         False, help="an id with different texts in one dump: keep each text as a new version (row order)"),
     json_output: bool = typer.Option(False, "--json", help="print one JSON line per dump instead of text"),
+    wait_s: float = typer.Option(60.0, "--wait-s", min=0.0, help="how long to wait while a writer holds the store "
+                                 "(an extraction holds it only while it writes a batch) (s)"),
 ) -> None:
     """Load report dumps into the store's `reports` table.
 
     Each dump is one transaction: a bad dump stores nothing. Ingesting the same dump again changes nothing;
-    a changed text for a known id becomes a new version. Report text is never printed.
+    a changed text for a known id becomes a new version. Report text is never printed. Each dump is read and
+    checked before the store is opened, so an extraction running meanwhile is held up only by the write.
     """
     config = IngestConfig(
         id_column=id_column, text_column=text_column, sheet=sheet, delimiter=delimiter, encoding=encoding,
@@ -51,24 +55,30 @@ def ingest(
     if missing:
         _fail(f"{missing[0]}: no such file or folder")
     try:
-        with Store(db or default_db_path()) as store:
-            for path in dumps:
-                r = ingest_dump(store, path, config)
-                s = r.stats
-                if json_output:
-                    typer.echo(json.dumps({
-                        "file": str(path), "rows": r.rows_read, "new": s.new, "unchanged": s.unchanged,
-                        "new_versions": s.new_versions, "duplicates_in_dump": s.duplicates_in_dump,
-                        "skipped": [vars(b) for b in r.skipped], "id_column": r.id_column,
-                        "text_column": r.text_column,
-                    }))
-                    continue
-                typer.echo(f"{path}: {r.rows_read} rows (id '{r.id_column}', text '{r.text_column}'): {s.new} new, "
-                           f"{s.new_versions} new versions, {s.unchanged} unchanged, "
-                           f"{s.duplicates_in_dump} duplicates in the dump, {len(r.skipped)} skipped")
-                for bad in r.skipped[:20]:
-                    typer.echo(f"  skipped {bad.row}, column '{bad.column}': {bad.problem}")
-                if len(r.skipped) > 20:
-                    typer.echo(f"  ... and {len(r.skipped) - 20} more skipped rows (see --json)")
+        for path in dumps:
+            dump = load_dump(path, config)
+            with Store(db or default_db_path(), wait_s=wait_s) as store:
+                r = store_dump(store, dump)
+            s = r.stats
+            encoding = ", ".join(r.encodings) + (" (guessed)" if r.encoding_guessed else "")
+            if r.n_over_extract_limit:
+                typer.echo(f"{path}: {r.n_over_extract_limit} reports are longer than {MAX_REPORT_CHARS:,} characters; "
+                           "rsuper extract fails them unless --max-report-chars is raised", err=True)
+            if json_output:
+                typer.echo(json.dumps({
+                    "file": str(path), "rows": r.rows_read, "new": s.new, "unchanged": s.unchanged,
+                    "new_versions": s.new_versions, "duplicates_in_dump": s.duplicates_in_dump,
+                    "skipped": [vars(b) for b in r.skipped], "id_column": r.id_column,
+                    "text_column": r.text_column, "encodings": r.encodings,
+                    "encoding_guessed": r.encoding_guessed, "over_extract_limit": r.n_over_extract_limit,
+                }))
+                continue
+            typer.echo(f"{path}: {r.rows_read} rows ({encoding}; id '{r.id_column}', text '{r.text_column}'): "
+                       f"{s.new} new, {s.new_versions} new versions, {s.unchanged} unchanged, "
+                       f"{s.duplicates_in_dump} duplicates in the dump, {len(r.skipped)} skipped")
+            for bad in r.skipped[:20]:
+                typer.echo(f"  skipped {bad.row}, column '{bad.column}': {bad.problem}")
+            if len(r.skipped) > 20:
+                typer.echo(f"  ... and {len(r.skipped) - 20} more skipped rows (see --json)")
     except (IngestError, StoreError) as exc:
         _fail(str(exc))
