@@ -14,7 +14,7 @@ LLAMA  := $(VENV)/.llama-$(shell cat scripts/install_llama_cpp.sh pyproject.toml
 
 export RSUPER_DB := $(DB)
 
-.PHONY: help rebuild-llama extract test train bench bench-schema bench-ingest bench-losses bench-extract bench-data bench-organs bench-train bench-resume bench-accuracy eval-ci bench-science clean-venv
+.PHONY: help rebuild-llama extract test train bench bench-schema bench-ingest bench-losses bench-extract bench-data bench-organs bench-train bench-resume bench-soak bench-accuracy eval-ci bench-science clean-venv
 
 help:
 	@echo "make extract  - ingest the demo PACS dump in data/ and extract tumor records with the embedded model"
@@ -22,7 +22,7 @@ help:
 	@echo "make train    - train on the bundled phantom set (CPU, a few minutes)"
 	@echo "make bench    - all benchmarks (bench-schema, bench-ingest, bench-losses, bench-extract, bench-data, bench-organs, bench-train)"
 	@echo "make rebuild-llama - build llama-cpp-python again (portable flags; LLAMA_CMAKE_ARGS=... for CUDA/Metal)"
-	@echo "make bench-accuracy / eval-ci / bench-resume / bench-science - slower measurements (see README)"
+	@echo "make bench-accuracy / eval-ci / bench-resume / bench-soak / bench-science - slower measurements (see README)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -91,6 +91,10 @@ bench-train: $(VENV)/.train-$(PYHASH)
 
 bench-resume: $(VENV)/.train-$(PYHASH)
 	$(BIN)/python benchmarks/bench_resume.py
+
+# Issue 25: 5,000 reports through a faulty fake server (500s, slow answers, cut JSON, a 20 s outage), one SIGKILL.
+bench-soak: $(VENV)/.core-$(PYHASH)
+	$(BIN)/python benchmarks/bench_soak.py
 
 # Extraction accuracy on the development gold set with the embedded model (slow on CPU: minutes per report under load).
 bench-accuracy: $(VENV)/.extract-$(PYHASH)
