@@ -280,7 +280,8 @@ def check_store(db: Path, cfg: SoakConfig, texts: dict[str, str], server: SoakSe
     res = Figures()
     with Store(db, read_only=True) as store:
         rows = store.query("SELECT report_id, run_id, status, attempts, error FROM extractions").to_pylist()
-        run_ids = store.query("SELECT run_id FROM extraction_runs ORDER BY started_at").column(0).to_pylist()
+        run_rows = store.query("SELECT run_id, outcome FROM extraction_runs ORDER BY started_at").to_pylist()
+        run_ids = [r["run_id"] for r in run_rows]
         organ_rows = store.query(
             """SELECT e.status, count(*) AS n, min(coalesce(o.n, 0)) AS lo, max(coalesce(o.n, 0)) AS hi
                FROM extractions e LEFT JOIN (SELECT extraction_key, count(*) AS n FROM organ_findings
@@ -368,6 +369,9 @@ def check_store(db: Path, cfg: SoakConfig, texts: dict[str, str], server: SoakSe
     res.check(0 < (runs[0].stored_after or 0) < len(texts),
               f"{runs[0].stored_after} of {len(texts)} reports stored at the kill: not partway")
     res.check(not any(r.hung for r in runs), f"a run hung past {cfg.run_timeout_s} s: {codes}")
+    outcomes = [r["outcome"] for r in run_rows]
+    res.check(outcomes[0] == "killed" and None not in outcomes,
+              f"run outcomes {outcomes}: the killed run was not closed as killed by the next one")
     res.check(codes[-1] in (0, 3), f"the last run exited {codes[-1]} (runs: {codes})")
     res.check(all(c == 4 for c in codes[1:-1]), f"a rerun before the last exited other than 4: {codes}")
     res.check(server.outage_start is not None and server.counts["outage503"] > 0, "the outage never happened")
@@ -392,7 +396,7 @@ def check_store(db: Path, cfg: SoakConfig, texts: dict[str, str], server: SoakSe
         "http500_rate": round(server.counts["http500"] / max(not_outage, 1), 4),
         "slow_rate": round(server.counts["slow"] / max(not_outage, 1), 4),
         "organ_rows_per_status": {s: [r["lo"], r["hi"]] for s, r in organs.items()}, "tumors": tumors_all,
-        "runs": len(runs), "reruns": len(runs) - 1, "exit_codes": codes,
+        "runs": len(runs), "reruns": len(runs) - 1, "exit_codes": codes, "run_outcomes": outcomes,
         "outage_handling": (f"stopped by the client's breaker (exit 4) in run(s) {stopped}, rerun" if stopped
                             else "ridden out: no run stopped; reports whose calls gave up stayed pending, rerun"),
     }

@@ -350,6 +350,7 @@ class RunStats:
     unanswered: int = 0  # report calls that ended in transport errors (after the backend's retries)
     outage: Optional[str] = None
     killed_runs: list[str] = field(default_factory=list)  # earlier runs found unfinished, now marked killed
+    failed_in_store: int = 0  # reports whose result under this key is failed, from this run or an earlier one
 
     @property
     def done(self) -> int:
@@ -379,12 +380,12 @@ class RunStats:
             "reports_per_s": round(self.done / self.wall_s, 3) if self.wall_s > 0 else None,
             "prompt_tokens_per_report": per_report(self.prompt_tokens, 1),
             "output_tokens_per_report": per_report(self.output_tokens, 1),
-            "wall_s": round(self.wall_s, 2), "killed_runs": self.killed_runs,
+            "wall_s": round(self.wall_s, 2), "killed_runs": self.killed_runs, "failed_in_store": self.failed_in_store,
         }
 
 
 #: Exit codes of `rsuper extract` after a run, for schedulers (1: an error before the run, 2: a bad option).
-EXIT_FAILED_REPORTS = 3  # every report got an answer, some were unusable (status failed)
+EXIT_FAILED_REPORTS = 3  # every report has an answer, some unusable (failed, in this run or an earlier one)
 EXIT_LEFT_PENDING = 4  # the server did not answer for some reports, or the run stopped at an outage
 EXIT_INTERRUPTED = 5  # SIGINT / SIGTERM
 
@@ -394,8 +395,10 @@ _EXIT_CODES = {"done": 0, "failed_reports": EXIT_FAILED_REPORTS, "left_pending":
 
 
 def exit_code(summary: dict[str, Any]) -> int:
-    """0 when every pending report ended ok or repaired, else the code of the run's `outcome`."""
-    return _EXIT_CODES[summary["outcome"]]
+    """0 when every report has a usable result under the run key, else the code of the run's `outcome`; a run
+    that had nothing left to do still exits 3 while failed results are stored (`--retry-failed` retries them)."""
+    code = _EXIT_CODES[summary["outcome"]]
+    return EXIT_FAILED_REPORTS if code == 0 and summary["failed_in_store"] else code
 
 
 def _drain(queue: asyncio.Queue) -> list:
@@ -457,6 +460,7 @@ async def _run(store: Any, backend: Backend, info: BackendInfo, prompt: Prompt, 
     })
     if not jobs:
         store.finish_run(run_id, n_ok=0, n_repaired=0, n_failed=0)
+        stats.failed_in_store = store.count_failed(cfg_hash)
         return stats
     store.release()
 
@@ -541,6 +545,7 @@ async def _run(store: Any, backend: Backend, info: BackendInfo, prompt: Prompt, 
         stats.wall_s = time.perf_counter() - t0
         store.finish_run(run_id, n_ok=stats.ok, n_repaired=stats.repaired, n_failed=stats.failed,
                          outcome=stats.outcome, n_left_pending=stats.left_pending)
+        stats.failed_in_store = store.count_failed(cfg_hash)
     return stats
 
 

@@ -55,6 +55,10 @@ def _print_stats(summary: dict[str, Any], as_json: bool) -> None:
         f"  {shown(rate)} reports/s, {shown(summary['calls_per_report'])} calls/report{unanswered}, "
         f"{shown(summary['prompt_tokens_per_report'])} prompt + {shown(summary['output_tokens_per_report'])} "
         f"output tokens/report, run {summary['run_id']}", err=True)
+    earlier_failed = summary["failed_in_store"] - summary["failed"]
+    if earlier_failed > 0:
+        typer.echo(f"  {earlier_failed} reports failed in earlier runs under this key; --retry-failed retries them",
+                   err=True)
     for run_id in summary["killed_runs"]:
         typer.echo(f"  run {run_id} had been killed before it finished; marked 'killed' in extraction_runs", err=True)
     if summary["left_pending"]:
@@ -100,8 +104,9 @@ def register(app: typer.Typer) -> None:
         progress: bool = typer.Option(True, "--progress/--no-progress"),
         as_json: bool = typer.Option(False, "--json", help="print the run summary as JSON on stdout"),
     ) -> None:
-        """Run the LLM over every report not yet extracted under the current run key. Exit codes: 0 all done,
-        3 some reports failed, 4 some left pending (no answer, or an outage stopped the run), 5 interrupted."""
+        """Run the LLM over every report not yet extracted under the current run key. Exit codes: 0 every report
+        has a usable result, 3 some failed (in this run or an earlier one), 4 some left pending (no answer, or an
+        outage stopped the run), 5 interrupted (SIGINT/SIGTERM). Report text is never printed or logged."""
         from extract.engine import exit_code, run_extract
 
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

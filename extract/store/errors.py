@@ -25,8 +25,8 @@ def translate(exc: duckdb.Error, path: Path) -> StoreError:
     low = msg.lower()
     if "lock" in low and ("conflicting" in low or "could not set" in low):
         return StoreLockedError(
-            f"{path}: the database is locked: another process is writing to it. "
-            "Wait for it to finish, or use another --db."
+            f"{path}: the database is locked: another process has it open (a writer, or a program that keeps "
+            "it open to read). Wait for it to finish, or use another --db."
         )
     if "read-only" in low or "read only" in low:
         return StoreReadOnlyError(f"{path}: the database is open read-only; this command cannot write to it.")

@@ -486,6 +486,13 @@ class Store:
             raise translate(exc, self.path) from exc
         return [(str(rid), int(version), str(sha), str(text)) for rid, version, sha, text in rows]
 
+    def count_failed(self, config_hash: str) -> int:
+        """Latest report versions whose stored extraction under `config_hash` failed."""
+        sql = """SELECT count(*) FROM latest_reports r JOIN extractions e
+                 ON e.report_id = r.report_id AND e.report_sha256 = r.sha256
+                 WHERE e.config_hash = $cfg AND e.status = 'failed'"""
+        return int(self.con.execute(sql, {"cfg": config_hash}).fetchall()[0][0])
+
     def retire_failed(self, config_hash: str, run_id: str | None = None) -> int:
         """Move the `failed` extractions stored under `config_hash` to `extraction_failures` (stamped with the
         time and `run_id` of the run retrying them), so that run extracts those reports again and the history

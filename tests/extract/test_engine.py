@@ -223,6 +223,8 @@ def test_run_stores_every_report_and_rerun_calls_nothing(store):
     again = ScriptedBackend([])
     stats2 = run(run_extraction(store, again, PROMPT, SamplingConfig(), QUIET))
     assert stats2.pending == 0 and again.calls == []
+    # Nothing left to do, but r4's stored result is failed: a scheduler still sees exit 3.
+    assert (stats2.failed, stats2.failed_in_store, exit_code(stats2.summary())) == (0, 1, 3)
     # a failed report is re-extracted only on request
     retry = ScriptedBackend([ANSWERS[NORMAL_REPORT].replace("Liver: No focal lesion.", "Unreadable report.")])
     stats3 = run(run_extraction(store, retry, PROMPT, SamplingConfig(), EngineConfig(progress=False, retry_failed=True)))
@@ -232,6 +234,7 @@ def test_run_stores_every_report_and_rerun_calls_nothing(store):
     history = store.query("SELECT report_id, attempts, retried_by_run FROM extraction_failures").to_pylist()
     assert history == [{"report_id": "r4", "attempts": 2, "retried_by_run": stats3.run_id}]
     assert store.query("SELECT status FROM extractions WHERE report_id = 'r4'").column(0).to_pylist() == ["ok"]
+    assert (stats3.failed_in_store, exit_code(stats3.summary())) == (0, 0)
 
 
 def test_new_sampling_is_a_new_key(store):

@@ -270,11 +270,12 @@ def test_read_only_or_locked_database(tmp_path):
     """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        result = runner.invoke(app, ["ingest", str(dump), "--db", str(db)])
+        result = runner.invoke(app, ["ingest", str(dump), "--db", str(db), "--wait-s", "0.2"])
     finally:
         holder.communicate("", timeout=60)
     assert result.exit_code == 2
-    assert "s.duckdb: the database is locked: another process is writing to it" in result.output
+    assert "s.duckdb: the database is locked: another process has it open" in result.output
+    assert "(waited 0.2 s)" in result.output
     assert _reports(db) == []
 
 

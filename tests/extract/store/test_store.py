@@ -534,7 +534,7 @@ def test_second_writer_gets_a_clear_lock_error(tmp_path):
                 print(exc)
         """)
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
-    assert str(path) in out and "another process is writing" in out
+    assert str(path) in out and "another process has it open" in out
 
 
 def _store_with_results(tmp_path) -> Store:
