@@ -8,17 +8,13 @@ from typing import Optional
 
 import typer
 
+from extract.cli_errors import fail
 from extract.ingest import DEFAULT_MAX_CHARS, IngestConfig, IngestError, ingest_dump
 from extract.store import Store, StoreError, default_db_path
 
 
 def register(app: typer.Typer) -> None:
     app.command("ingest")(ingest)
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
 
 
 def ingest(
@@ -49,7 +45,7 @@ def ingest(
     )
     missing = [str(p) for p in dumps if not p.exists()]
     if missing:
-        _fail(f"{missing[0]}: no such file or folder")
+        fail(f"{missing[0]}: no such file or folder")
     try:
         with Store(db or default_db_path()) as store:
             for path in dumps:
@@ -71,4 +67,4 @@ def ingest(
                 if len(r.skipped) > 20:
                     typer.echo(f"  ... and {len(r.skipped) - 20} more skipped rows (see --json)")
     except (IngestError, StoreError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
