@@ -27,7 +27,7 @@ import signal
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -492,7 +492,8 @@ async def _run(store: Any, backend: Backend, info: BackendInfo, prompt: Prompt, 
             stats.left_pending += len(group)
             stats.unanswered += 1
             if now - last_answer_t >= config.outage_s and not stop.is_set():
-                stats.outage = (f"no answer for {format_duration(now - last_answer_t)} "
+                since = datetime.now(timezone.utc) - timedelta(seconds=now - last_answer_t)
+                stats.outage = (f"no answer for {format_duration(now - last_answer_t)}, since {since:%H:%M:%S} UTC "
                                 f"({(out.error or '').removeprefix('transport: ')})")
                 log.warning("stopping: %s", stats.outage)
                 stop.set()

@@ -11,6 +11,7 @@ import typer
 from extract import evaluation as ev
 from extract.backends import BackendConfigError
 from extract.backends.base import SamplingConfig
+from extract.cli_errors import fail, make_folder
 
 DEFAULT_OUT_DIR = Path("build") / "eval"
 
@@ -36,11 +37,6 @@ def _run_engine(reports: list, db: Path, backend: str, *, model: Optional[str], 
                       concurrency=8, timeout_s=300.0, retries=2, threads=threads)
     return ev.extract_gold(reports, db, b, sampling=SamplingConfig(max_tokens=max_tokens), prompt_path=prompt,
                            progress=True)
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
 
 
 def eval_extraction(
@@ -71,12 +67,16 @@ def eval_extraction(
     where the gold reports must have been ingested and extracted under their gold ids.
     """
     if sum(x is not None for x in (backend, predictions)) > 1:
-        _fail("give at most one of --backend and --predictions")
+        fail("give at most one of --backend and --predictions")
+    out = out if out is not None else DEFAULT_OUT_DIR / f"{gold.stem}.json"
+    if out.is_dir():
+        fail(f"{out}: is a folder; give the JSON file to write with --out")
     try:
         ids = ev.load_id_list(subset) if subset is not None else None
         reports = ev.load_gold(gold, ids)
         if limit is not None:
             reports = reports[:limit]
+        make_folder(out.parent)  # before the extraction: an unusable --out costs nothing
         if backend is not None:
             work_db = db if db is not None else _work_db(gold, subset, limit)
             summary = _run_engine(reports, work_db, backend, model=model, llm_url=llm_url, model_path=model_path,
@@ -95,12 +95,12 @@ def eval_extraction(
             try:
                 preds = ev.predictions_from_store(path, [r.id for r in reports])
             except StoreError as exc:
-                _fail(str(exc))
+                fail(str(exc))
             source = f"store:{path}"
     except ev.GoldError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except (ev.EngineUnavailable, BackendConfigError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
     result = ev.evaluate(reports, preds)
     result = {"gold": str(gold), "source": source, "subset": str(subset) if subset else None,
@@ -108,8 +108,6 @@ def eval_extraction(
     typer.echo(ev.format_table(result))
     for item in result["mismatches"][:mismatches]:
         typer.echo(f"  {item['id']} {item['organ']} {item['metric']}: gold {item['gold']!r} pred {item['pred']!r}")
-    out = out if out is not None else DEFAULT_OUT_DIR / f"{gold.stem}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1, default=str) + "\n", encoding="utf-8")
     typer.echo(f"wrote {out}")
     if check_targets and any(c["met"] is False for c in result["targets"]):
@@ -123,6 +121,6 @@ def convert_gold(
     """Convert payload-shaped gold cases into the organ-summary gold shape through schemas.summary."""
     try:
         n = ev.convert_cases(cases, out)
-    except (ev.GoldError, OSError) as exc:
-        _fail(str(exc))
+    except ev.GoldError as exc:  # unreadable input, a bad line, or an output that cannot be written
+        fail(str(exc))
     typer.echo(f"wrote {n} gold lines to {out}")

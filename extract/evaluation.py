@@ -158,8 +158,10 @@ def _jsonl_objects(path: Path, what: str) -> Iterable[tuple[str, Any]]:
     """
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise GoldError(f"{path}: cannot read {what}: {exc}") from exc
+    except OSError as exc:
+        raise GoldError(f"{path}: cannot read {what} ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise GoldError(f"{path}: cannot read {what}: not UTF-8 text (byte {exc.start}); give a JSONL file") from exc
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -203,7 +205,7 @@ def load_id_list(path: str | Path) -> list[str]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise GoldError(f"{path}: cannot read the id list: {exc}") from exc
+        raise GoldError(f"{path}: cannot read the id list ({exc.strerror or exc})") from exc
     return [line.split("#", 1)[0].strip() for line in text.splitlines() if line.split("#", 1)[0].strip()]
 
 
@@ -258,17 +260,25 @@ def convert_cases(src: str | Path, dst: str | Path) -> int:
 
     src, dst = Path(src), Path(dst)
     out: list[str] = []
-    for number, line in enumerate(src.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
+    for where, case in _jsonl_objects(src, "the cases file"):
         try:
-            gold = case_to_gold(json.loads(line))
-        except (json.JSONDecodeError, KeyError, ValidationError) as exc:
-            raise GoldError(f"{src} line {number}: cannot convert the case: {exc}") from exc
-        parse_gold_line(gold, f"{src} line {number} (converted)")
+            gold = case_to_gold(case)
+        except KeyError as exc:
+            raise GoldError(f"{where}: cannot convert the case: no field {exc}") from exc
+        except TypeError as exc:  # a line that is not a JSON object
+            raise GoldError(f"{where}: cannot convert the case: {exc}") from exc
+        except ValidationError as exc:  # field paths and reasons; not pydantic's dump of the input (report text)
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
+            raise GoldError(f"{where}: cannot convert the case: {problems}") from exc
+        parse_gold_line(gold, f"{where} (converted)")
         out.append(json.dumps(gold, ensure_ascii=False))
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    dst.write_text("\n".join(out) + "\n", encoding="utf-8")
+    if not out:
+        raise GoldError(f"{src}: no cases (one JSON object per line: id, report, expected)")
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_text("\n".join(out) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise GoldError(f"{dst}: cannot write the gold file ({exc.strerror or exc}); choose another path") from exc
     return len(out)
 
 

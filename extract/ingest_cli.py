@@ -9,17 +9,13 @@ from typing import Optional
 import typer
 
 from extract.backends.base import MAX_REPORT_CHARS
+from extract.cli_errors import fail
 from extract.ingest import DEFAULT_MAX_CHARS, IngestConfig, IngestError, load_dump, store_dump
 from extract.store import Store, StoreError, default_db_path
 
 
 def register(app: typer.Typer) -> None:
     app.command("ingest")(ingest)
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
 
 
 def ingest(
@@ -53,7 +49,7 @@ def ingest(
     )
     missing = [str(p) for p in dumps if not p.exists()]
     if missing:
-        _fail(f"{missing[0]}: no such file or folder")
+        fail(f"{missing[0]}: no such file or folder")
     try:
         for path in dumps:
             dump = load_dump(path, config)
@@ -81,4 +77,4 @@ def ingest(
             if len(r.skipped) > 20:
                 typer.echo(f"  ... and {len(r.skipped) - 20} more skipped rows (see --json)")
     except (IngestError, StoreError) as exc:
-        _fail(str(exc))
+        fail(str(exc))

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from extract.cli_errors import yaml_problem
 from extract.reading.convert import to_payload
 from extract.reading.sentences import numbered_report
 from schemas.llm import ANSWER_MODELS, llm_json_schema
@@ -103,7 +104,7 @@ def _shown(report_text: str, answer_format: str, prefix: str) -> str:
 
 
 def _require(doc: dict[str, Any], key: str, path: Path | Traversable) -> Any:
-    if key not in doc:
+    if not isinstance(doc, dict) or key not in doc:  # an example that is a string or list has no keys either
         raise PromptError(f"{path}: missing key '{key}'")
     return doc[key]
 
@@ -119,9 +120,12 @@ def load_prompt(path: str | Path | Traversable = DEFAULT_PROMPT) -> Prompt:
         path = Path(path)
     try:
         raw = path.read_bytes()
+    except OSError as exc:
+        raise PromptError(f"{path}: cannot read the prompt template ({exc.strerror or exc}); check --prompt") from exc
+    try:
         doc = yaml.safe_load(raw)
-    except (OSError, yaml.YAMLError) as exc:
-        raise PromptError(f"{path}: cannot read the prompt template: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise PromptError(f"{path}: the prompt template is not valid YAML ({yaml_problem(exc)})") from exc
     if not isinstance(doc, dict):
         raise PromptError(f"{path}: the template must be a mapping")
     report_prefix = str(doc.get("report_prefix", "Report:\n"))

@@ -14,6 +14,7 @@ import typer
 
 from extract.backends import BackendConfigError, BackendName, build_backend
 from extract.backends.base import MAX_REPORT_CHARS, Backend, SamplingConfig
+from extract.cli_errors import fail
 
 #: Found as a package resource so an installed wheel has it too (`rsuper/data` links into the top-level `data/`).
 DEMO_DUMP = files("rsuper") / "data" / "demo_reports.csv"
@@ -108,8 +109,12 @@ def register(app: typer.Typer) -> None:
         has a usable result, 3 some failed (in this run or an earlier one), 4 some left pending (no answer, or an
         outage stopped the run), 5 interrupted (SIGINT/SIGTERM). Report text is never printed or logged."""
         from extract.engine import exit_code, run_extract
+        from extract.store import default_db_path
 
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        store_path = db or default_db_path()
+        if not store_path.exists():  # opening it for writing would create an empty store and extract nothing
+            fail(f"{store_path}: no such database; create it with `rsuper ingest DUMP --db {store_path}`")
         b = _backend(backend, urls=llm_url, model=model, model_path=model_path, model_revision=model_revision,
                      quantization=quantization, concurrency=concurrency, timeout_s=timeout, retries=retries,
                      threads=threads)
@@ -137,14 +142,15 @@ def register(app: typer.Typer) -> None:
         from extract.store import Store
 
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        # Built (not started) first: a bad --model or --model-path is refused before anything is ingested.
+        b = _backend(BackendName.local, urls=[], model=model, model_path=model_path, model_revision="",
+                     quantization="", concurrency=1, timeout_s=300.0, retries=0,
+                     threads=threads or min(8, _usable_cores()))
         # as_file: a real file even where the package is not a plain folder.
         with Store(db) as store, (as_file(DEMO_DUMP) if dump is None else contextlib.nullcontext(dump)) as path:
             result = ingest_dump(store, path)
             db_path = store.path
         typer.echo(f"ingested {result.rows_read} rows from {path.name}: {result.stats.new} new reports", err=True)
-        b = _backend(BackendName.local, urls=[], model=model, model_path=model_path, model_revision="",
-                     quantization="", concurrency=1, timeout_s=300.0, retries=0,
-                     threads=threads or min(8, _usable_cores()))
         summary = run_extract(db_path, b, prompt_path=None, sampling=SamplingConfig(), limit=limit,
                               retry_failed=False, log_text=False, progress=True)
         _print_stats(summary, as_json=False)

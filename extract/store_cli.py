@@ -13,6 +13,7 @@ from typing import Any, Optional
 import pyarrow as pa
 import typer
 
+from extract.cli_errors import fail
 from extract.store import EXPORT_FORMATS, Store, StoreError, default_db_path
 
 QUERY_FORMATS = ("table", "csv", "json")
@@ -23,11 +24,6 @@ WAIT_OPTION = typer.Option(60.0, "--wait-s", min=0.0, help="how long to wait whi
 def register(app: typer.Typer) -> None:
     app.command("query")(query)
     app.command("export")(export)
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
 
 
 def _jsonable(value: Any) -> Any:
@@ -73,12 +69,12 @@ def query(
     tumors, organ_findings, cases; views: organ_summary, ct_summary, latest_reports, current_extractions). Writes
     are refused. Works during an extraction (it waits for the batch being written)."""
     if format not in QUERY_FORMATS:
-        _fail(f"--format must be one of {', '.join(QUERY_FORMATS)}")
+        fail(f"--format must be one of {', '.join(QUERY_FORMATS)}")
     try:
         with Store(db or default_db_path(), read_only=True, sandboxed=True, wait_s=wait_s) as store:
             result = store.query(sql)
     except StoreError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     sys.stdout.write(format_table(result, format))
 
 
@@ -92,10 +88,16 @@ def export(
     """Export the store: the per-organ summary as JSON lines, the R-Super per-tumor CSV layout, or any table
     or view as Parquet."""
     if format not in EXPORT_FORMATS:
-        _fail(f"--format must be one of {', '.join(EXPORT_FORMATS)}")
+        fail(f"--format must be one of {', '.join(EXPORT_FORMATS)}")
+    if out.is_dir():
+        fail(f"{out}: is a folder; give the path of the file to write")
     try:
         with Store(db or default_db_path(), read_only=True, wait_s=wait_s) as store:
+            try:
+                out.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:  # a file where a folder belongs, a read-only or virtual file system
+                fail(f"{out}: cannot create its folder ({exc.strerror or exc}); choose another output path")
             n = store.export(format, out, table=table)
     except StoreError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(f"wrote {n} rows to {out}", err=True)

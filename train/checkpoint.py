@@ -66,12 +66,13 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint")
+        raise CheckpointError(f"{path}: no such checkpoint (best.pt or latest.pt in a run's output_dir)")
     try:
         # Our own files hold RNG tuples and NumPy arrays, which the weights-only unpickler refuses.
         return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means the same thing to the user
-        raise CheckpointError(f"{path}: cannot read checkpoint: {exc}") from exc
+        raise CheckpointError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc}); give a best.pt or "
+                              "latest.pt written by `rsuper train`") from exc
 
 
 def check_compatible(ckpt: dict[str, Any], config_fingerprint: str, data_fingerprint: str, path: Path) -> None:

@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from extract.cli_errors import fail, make_folder
+
 _SET_HELP = "Override a config field, dotted (repeatable): --set optim.lr=1e-4 --set data.batch_size=4"
 
 
@@ -36,8 +38,8 @@ def register(app: typer.Typer) -> None:
         overrides = list(set_) + ([f"output_dir={output_dir}"] if output_dir else [])
         try:
             cfg = load_config(config, overrides)
-        except ConfigError as exc:
-            raise typer.BadParameter(str(exc)) from exc
+        except ConfigError as exc:  # the message names the file or override and the field
+            fail(str(exc))
         dist = setup_distributed(cfg.device)
         logging.basicConfig(level=logging.INFO if dist.is_main else logging.WARNING, format="%(message)s")
         if not dist.is_main:
@@ -71,10 +73,13 @@ def register(app: typer.Typer) -> None:
 
         from train.predict import find_inputs, load_network, predict_case
 
+        if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+            raise typer.BadParameter(f"{device!r}: expected auto, cpu, cuda or cuda:N", param_hint="--device")
         dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                            ("cpu" if device == "auto" else device))
+        cases = find_inputs(inputs)  # before the network: a wrong INPUTS or --out costs no checkpoint load
+        make_folder(out)
         net, cfg = load_network(checkpoint, dev)
-        cases = find_inputs(inputs)
         for ct_id, path in cases:
             predict_case(net, cfg, path, out / ct_id, overlap=overlap, device=dev,
                          save_probabilities=probabilities, restrict_lesions_to_organ=restrict_to_organ)
@@ -102,9 +107,21 @@ def register(app: typer.Typer) -> None:
             voxel_metrics_for_case,
         )
 
-        summaries = {p.parent.name: json.loads(p.read_text()) for p in sorted(predictions.glob("*/summary.json"))}
+        if records not in ("truth", "store"):
+            raise typer.BadParameter(f"{records!r}: expected truth or store", param_hint="--records")
+        if not truth.is_dir():
+            fail(f"{truth}: {'not a folder' if truth.exists() else 'no such folder'} (--truth: the case root with "
+                 "the lesion masks and case_reports.csv)")
+        summaries = {}
+        for path in sorted(predictions.glob("*/summary.json")):
+            try:
+                summaries[path.parent.name] = json.loads(path.read_text())
+            except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError: a cut or foreign file
+                fail(f"{path}: not a summary of `rsuper predict` ({exc}); predict that CT again")
         if not summaries:
-            raise typer.BadParameter(f"{predictions}: no */summary.json (run `rsuper predict` first)")
+            fail(f"{predictions}: no */summary.json (run `rsuper predict` first)")
+        dest = out or predictions
+        make_folder(dest)
         case_root = truth / "cases" if (truth / "cases").is_dir() else truth
         lesion_file = truth / "lesion_labels.json"
         per_case = {}
@@ -123,8 +140,6 @@ def register(app: typer.Typer) -> None:
             recs = load_records(cfg, truth, list(mapping.values()))
             organs = sorted({o for s in summaries.values() for o in s["organs"]})
             detection = evaluate_detection(summaries, report_truth(recs, mapping, organs), threshold_mm3)
-        dest = out or predictions
-        dest.mkdir(parents=True, exist_ok=True)
         result = {"tolerance_mm": tolerance_mm, "threshold_mm3": threshold_mm3, "voxel": voxel,
                   "voxel_per_case": per_case, "detection": detection}
         (dest / "evaluation.json").write_text(json.dumps(result, indent=1))

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
+from extract.cli_errors import yaml_problem
 from train.data.config import PatchDatasetConfig
 from train.losses.config import LossConfig
 
@@ -57,7 +58,8 @@ class DataConfig(PatchDatasetConfig):
         24, ge=2, description="Phantoms in the generated set (made when `root` has none, or again when the "
         "settings recorded in its phantoms.json differ).")
     phantom_seed: int = Field(0, description="Seed of the generated phantom set.")
-    phantom_shape: tuple[int, int, int] = Field((96, 96, 64), description="Voxels of generated phantoms.")
+    phantom_shape: tuple[PositiveInt, PositiveInt, PositiveInt] = Field(
+        (96, 96, 64), description="Voxels of generated phantoms.")
     phantom_tumor_count_probabilities: tuple[float, ...] = Field(
         (0.25, 0.4, 0.2, 0.15), description="Probability of 0, 1, 2, 3 ... tumours per generated phantom.")
     records: Literal["store", "truth"] = Field(
@@ -221,7 +223,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"override {text!r}: value is not valid YAML: {exc}") from exc
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({yaml_problem(exc)})") from exc
     return key.strip().split("."), value
 
 
@@ -245,21 +247,41 @@ def load_model_config(model: type[ModelT], path: str | Path | None, overrides: l
     Raises:
         ConfigError: unreadable YAML or invalid fields, naming the file and the field path.
     """
-    raw: dict[str, Any] = {}
-    source = "defaults"
-    if path is not None:
-        source = str(path)
-        try:
-            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{path}: cannot read config: {exc}") from exc
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: top level must be a mapping of sections")
-    raw = apply_overrides(raw, overrides or [])
+    raw = read_yaml_mapping(path) if path is not None else {}
+    return validate_config(model, apply_overrides(raw, overrides or []), str(path) if path is not None else "defaults")
+
+
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """The mapping a YAML config file holds (empty file: {}).
+
+    Raises:
+        ConfigError: unreadable file, invalid YAML (line and column), or a top level that is not a mapping.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise ConfigError(f"{path}: cannot read config ({reason})") from exc
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({yaml_problem(exc)})") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of settings (key: value)")
+    return raw
+
+
+def validate_config(model: type[ModelT], raw: dict[str, Any], source: str) -> ModelT:
+    """`model` validated from `raw`; every problem in one line, `<source>: <field.path>: <problem>; ...`.
+
+    Raises:
+        ConfigError: unknown or invalid fields.
+    """
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else e["msg"]
+                             for e in exc.errors())
         raise ConfigError(f"{source}: {problems}") from exc
 
 

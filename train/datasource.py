@@ -90,6 +90,9 @@ def load_cases(config: DataConfig, root: Path):
             if table.num_rows:
                 log.info("%d cases from the `cases` table of %s", table.num_rows, db)
                 return table
+        if not root.is_dir():  # one error naming both places, not a warning and then the error
+            raise FileNotFoundError(f"{root}: no such folder (data.root), and {db} has no `cases` table: run "
+                                    "`rsuper cases ROOT` first, or set data.root to the dataset folder")
         log.warning("%s: no `cases` table (run `rsuper cases`); finding the cases under %s", db, root)
     mapping = root / "case_reports.csv"
     build = build_cases(root, mapping if mapping.is_file() else None, val_fraction=config.val_fraction,

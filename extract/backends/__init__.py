@@ -9,6 +9,7 @@ from __future__ import annotations
 from enum import Enum
 from pathlib import Path
 from typing import Optional
+from urllib.parse import urlsplit
 
 from extract.backends.base import Backend
 
@@ -33,7 +34,8 @@ def build_backend(backend: BackendName | str, *, urls: list[str], model: Optiona
     """The backend `backend` (openai, vllm or local) configured from these settings; not started.
 
     Raises:
-        BackendConfigError: an unknown backend name, or vllm without a model.
+        BackendConfigError: an unknown backend name, an --llm-url that is not an http(s) URL, vllm without a
+            model, or a local model that does not exist (not a GGUF file, an unknown model key).
     """
     try:
         backend = BackendName(backend)
@@ -42,6 +44,12 @@ def build_backend(backend: BackendName | str, *, urls: list[str], model: Optiona
                                  setting="backend") from None
     if backend is BackendName.openai:
         from extract.backends.openai import OpenAIBackend, OpenAIConfig
+
+        for url in urls:  # a typo would otherwise cost the retries of every report before saying anything
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise BackendConfigError(f"{url!r} is not an http(s) URL; give the server's base URL, e.g. "
+                                         "http://127.0.0.1:8000/v1", setting="llm-url")
 
         return OpenAIBackend(OpenAIConfig(urls=urls or ["http://127.0.0.1:8000/v1"], model=model,
                                           model_revision=model_revision, quantization=quantization,
@@ -52,7 +60,13 @@ def build_backend(backend: BackendName | str, *, urls: list[str], model: Optiona
         if not model:
             raise BackendConfigError("--model is required with --backend vllm", setting="model")
         return VllmBackend(VllmConfig(model=model, model_revision=model_revision, quantization=quantization))
-    from extract.backends.local import LocalBackend, LocalConfig
-    from extract.model import DEFAULT_MODEL
+    from extract.backends.local import LocalBackend, LocalConfig, gguf_problem
+    from extract.model import DEFAULT_MODEL, MODELS
 
+    # Checked now, before the command does anything else (`rsuper demo` ingests first); start() checks again.
+    if model_path is not None and (problem := gguf_problem(model_path)) is not None:
+        raise BackendConfigError(problem, setting="model-path")
+    if model_path is None and model is not None and model not in MODELS:
+        raise BackendConfigError(f"unknown embedded model {model!r}; known: {', '.join(MODELS)} "
+                                 "(or give --model-path)", setting="model")
     return LocalBackend(LocalConfig(model=model or DEFAULT_MODEL, model_path=model_path, n_threads=threads))

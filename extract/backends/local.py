@@ -65,11 +65,25 @@ def probe_runtime(model_path: Path, timeout_s: float = _PROBE_TIMEOUT_S) -> str:
             f"with {sig} decoding one token of {model_path.name}: it was built for another CPU (GGML_NATIVE on a "
             f"machine with AVX-512/AMX is the usual cause); {REBUILD_HINT}")
     if proc.returncode != 0:
-        tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+        tail = (proc.stderr.strip().splitlines() or [""])[-1]  # the child's error line, not its traceback
         raise RuntimeProbeError(f"the embedded llama.cpp runtime failed decoding one token of {model_path.name} "
                                 f"(exit {proc.returncode}): {tail}")
     _probed[key] = proc.stdout.strip()
     return _probed[key]
+
+
+def gguf_problem(path: Path) -> str | None:
+    """Why `path` cannot be a GGUF model file (missing, a folder, other bytes), or None when it can."""
+    if not path.is_file():
+        return f"{path}: no such GGUF file"
+    try:
+        with path.open("rb") as f:
+            magic = f.read(4)
+    except OSError as exc:
+        return f"{path}: cannot read the model file ({exc.strerror or exc})"
+    if magic != b"GGUF":  # every GGUF file starts so; llama.cpp would fail on it with a traceback in the probe
+        return f"{path}: not a GGUF model file (it does not start with 'GGUF'); give a .gguf file"
+    return None
 
 
 def _probe_main(model_path: str) -> None:
@@ -121,8 +135,9 @@ class LocalBackend:
         cfg = self.config
         if cfg.model_path is not None:
             path = cfg.model_path
-            if not path.is_file():
-                raise BackendError(f"{path}: no such GGUF file")
+            problem = gguf_problem(path)
+            if problem is not None:
+                raise BackendError(problem)
             spec = next((s for s in MODELS.values() if s.filename == path.name), None)
             if spec is not None:
                 verify_file(path, spec.sha256)

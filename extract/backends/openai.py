@@ -7,6 +7,9 @@
 - Several base URLs are load-balanced: each call goes to the endpoint with the fewest calls in flight.
 - aiohttp, not httpx: httpcore's pool costs ~10 ms of CPU per request at 64 connections (it re-checks every
   connection on each request), which alone would cap a run near 100 reports/s.
+- `start` asks each endpoint's `/models` (for the model name, or with `--model` just for an answer): a server
+  that answers nothing (refused connection, unknown host) fails the run there, in one error, instead of every
+  report after its retries.
 - Transport errors, timeouts, 5xx/429 and unreadable bodies are retried with exponential backoff and jitter;
   past the budget the call raises `BackendError`. `finish_reason` is returned as is: the engine treats
   `length` as a failure.
@@ -19,6 +22,7 @@ import json
 import random
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -103,11 +107,22 @@ class OpenAIBackend:
             connector=aiohttp.TCPConnector(limit=cfg.concurrency + 8),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=cfg.connect_timeout_s, sock_read=cfg.timeout_s),
             headers={"Authorization": f"Bearer {cfg.api_key}"}, trust_env=False)
-        for ep in self._endpoints:
-            ep.model = cfg.model or await self._first_model(ep)
-        models = sorted({ep.model or "" for ep in self._endpoints})
-        if len(models) != 1:
-            raise BackendError(f"the endpoints serve different models: {models}; pass --model")
+        try:
+            for ep in self._endpoints:
+                try:
+                    if cfg.model:  # any answer will do: only a server that answers nothing stops the run here
+                        await self._with_retries(ep, partial(self._request, "GET", f"{ep.url}/models"))
+                        ep.model = cfg.model
+                    else:
+                        ep.model = await self._first_model(ep)
+                except TransportError as exc:
+                    raise TransportError(f"{exc}; is the server running? Start it, or point --llm-url at it") from exc
+            models = sorted({ep.model or "" for ep in self._endpoints})
+            if len(models) != 1:
+                raise BackendError(f"the endpoints serve different models: {models}; pass --model")
+        except BaseException:
+            await self.aclose()  # the engine closes only a started backend; an open session is logged at exit
+            raise
         return BackendInfo(backend="openai", backend_version=f"aiohttp {aiohttp.__version__}", model_id=models[0],
                            model_revision=cfg.model_revision, quantization=cfg.quantization,
                            structured_output="json_schema (json_object fallback)",

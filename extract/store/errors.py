@@ -30,6 +30,8 @@ def translate(exc: duckdb.Error, path: Path) -> StoreError:
         )
     if "read-only" in low or "read only" in low:
         return StoreReadOnlyError(f"{path}: the database is open read-only; this command cannot write to it.")
+    if "not a valid duckdb database file" in low:
+        return StoreError(f"{path}: exists but is not a DuckDB database; check --db (or RSUPER_DB)")
     if "permission denied" in low or "read-only file system" in low:
         return StoreReadOnlyError(f"{path}: the database file cannot be written (permission denied).")
     return StoreError(f"{path}: {msg}")

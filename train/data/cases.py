@@ -165,6 +165,8 @@ def discover(root: str | Path, label_file: str | Path | None = None) -> DatasetL
         ValueError: an unusable dataset.json (naming the file and field).
     """
     root = Path(root).resolve()  # the cases table holds paths that work from any folder
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: {'not a folder' if root.exists() else 'no such folder'} (the dataset root)")
     cases: list[FoundCase] = []
     if (root / "imagesTr").is_dir():
         cases = _nnunet_cases(root)

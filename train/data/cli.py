@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from extract.cli_errors import fail, make_folder, os_problem
+
 
 def register(app: typer.Typer) -> None:
     """Add the training-data commands to the `rsuper` app."""
@@ -21,9 +23,15 @@ def register(app: typer.Typer) -> None:
         flip_probability: float = typer.Option(0.25, help="Chance a case is stored with flipped x/y axes."),
     ) -> None:
         """Write synthetic abdominal CT phantoms, masks, reports (reports.csv) and ground truth."""
+        from train.config import ConfigError, validate_config
         from train.data.phantoms import PhantomConfig, write_phantom_set
 
-        config = PhantomConfig(n=n, seed=seed, shape=shape, flip_probability=flip_probability)
+        try:
+            config = validate_config(PhantomConfig, dict(n=n, seed=seed, shape=shape,
+                                                          flip_probability=flip_probability), "rsuper phantoms")
+        except ConfigError as exc:
+            fail(str(exc))
+        make_folder(out)
         summary = write_phantom_set(out, config, progress=True)
         typer.echo(json.dumps(summary))
 
@@ -47,9 +55,10 @@ def register(app: typer.Typer) -> None:
         try:
             result = build_cases(root, mapping, label_file=labels, val_fraction=val_fraction,
                                  test_fraction=test_fraction, check_values=check_values)
-        except (FileNotFoundError, ValueError) as exc:  # LabelFileError too; the message names the file
-            typer.echo(f"rsuper: error: {exc}", err=True)
-            raise typer.Exit(2) from None
+        except OSError as exc:  # FileNotFoundError("<root>: no cases found") too
+            fail(os_problem(exc))
+        except ValueError as exc:  # LabelFileError too; the message names the file
+            fail(str(exc))
         for name in result.ignored_labels:
             typer.echo(f"ignored label: {name} (no organ key; read as background)", err=True)
         for p in result.problems:
@@ -100,9 +109,7 @@ def register(app: typer.Typer) -> None:
         overwrite: Optional[bool] = typer.Option(None, "--overwrite/--no-overwrite", help="Redo finished cases."),
     ) -> None:
         """Map organ masks (TotalSegmentator's, or made elsewhere) onto the label map `rsuper cases` reads."""
-        import yaml
-        from pydantic import ValidationError
-
+        from train.config import ConfigError, read_yaml_mapping, validate_config
         from train.data.labels import LabelFileError
         from train.data.organs import OrgansConfig, run_organs
         from train.data.totalsegmentator import TotalSegmentatorError
@@ -113,15 +120,14 @@ def register(app: typer.Typer) -> None:
             derive_subsegments=derive_subsegments, lesion_mask=lesion_mask, overwrite=overwrite).items()
             if v is not None}
         try:
-            from_file = (yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}) if config_file else {}
-            if not isinstance(from_file, dict):
-                raise typer.BadParameter(f"{config_file}: expected a mapping of OrgansConfig fields")
-            config = OrgansConfig(**{**from_file, **given})
+            from_file = read_yaml_mapping(config_file) if config_file else {}
+            config = validate_config(OrgansConfig, {**from_file, **given}, str(config_file or "options"))
             result = run_organs(root, config, progress=lambda case, masks: typer.echo(
                 f"{case}: {len(masks.mapped)} classes mapped, {len(masks.ignored)} ignored", err=True))
-        except (OSError, yaml.YAMLError, ValidationError, LabelFileError, TotalSegmentatorError) as exc:
-            typer.echo(f"rsuper: error: {exc}", err=True)
-            raise typer.Exit(2) from None
+        except OSError as exc:
+            fail(os_problem(exc))
+        except (ConfigError, LabelFileError, TotalSegmentatorError) as exc:
+            fail(str(exc))
         for case, message in result.problems:
             typer.echo(f"problem: {case}: {message}", err=True)
         if result.ignored:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, model_validator
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from schemas.label_aliases import LESION_LABELS, LabelAlias, organ_of_own_label, resolve_label_name
 from train.data import labels as L
@@ -70,6 +70,8 @@ class OrgansConfig(BaseModel):
             organ's mask.
         overwrite: redo cases that already have ``organs.nii.gz``.
     """
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt key in --config is an error, not silently ignored
 
     source: Literal["auto", "segmentations", "label_map", "totalsegmentator"] = "auto"
     segmentations_dir: str = "segmentations"
@@ -408,6 +410,9 @@ def run_organs(root: str | Path, config: OrgansConfig, progress=None) -> OrgansR
     """
     root = Path(root)
     run = OrgansRun()
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: {'not a folder' if root.exists() else 'no such folder'} "
+                                "(case folders ROOT/<case>/ct.nii.gz)")
     cases = case_folders(root)
     if not cases:
         raise FileNotFoundError(f"{root}: no case folders with ct.nii.gz")

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, PositiveInt, field_validator
 
 LIVER_SEGMENT_LABELS = {i: f"liver_segment_{i}" for i in range(1, 9)}
 ORGAN_LABELS: dict[int, str] = {
@@ -80,7 +80,7 @@ class PhantomConfig(BaseModel):
 
     n: int = Field(24, ge=1)
     seed: int = 0
-    shape: tuple[int, int, int] = (96, 96, 64)
+    shape: tuple[PositiveInt, PositiveInt, PositiveInt] = (96, 96, 64)  # 0 would divide by zero
     field_of_view_xy_mm: tuple[float, float] = (330.0, 370.0)
     field_of_view_z_mm: float = 240.0
     flip_probability: float = Field(0.25, ge=0.0, le=1.0)

@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from extract.cli_errors import fail, make_folder
+
 _SET_HELP = "Override a config field, dotted (repeatable): --set series.min_slices=40 --set join_keys=[PatientID]"
 _LISTED = 20  # unmatched reports printed; the manifest has them all
 
@@ -43,11 +45,11 @@ def import_images(
     try:
         cfg = load_import_config(config, list(set_))
     except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        fail(str(exc))
     if not root.is_dir():
-        typer.echo(f"error: {root}: not a folder", err=True)
-        raise typer.Exit(2)
+        fail(f"{root}: not a folder (the PACS export to import)")
+    if not dry_run:
+        make_folder(out)
     report_ids = stored_report_ids(db)
     if report_ids is None:
         typer.echo(f"note: no store at {db or default_db_path()}: no study can be joined to a report "
