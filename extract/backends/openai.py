@@ -4,7 +4,11 @@
   error whose body names `response_format`/`json_schema`; llama-cpp-python's server answers HTTP 500 with its
   validation error) is switched once, for that endpoint only, to `json_object` with the schema inline. Until the
   first answer arrives, an endpoint takes one call at a time, so at most one call is refused.
-- Several base URLs are load-balanced: each call goes to the endpoint with the fewest calls in flight.
+- Several base URLs are load-balanced: each call goes to the endpoint with the fewest calls in flight. An endpoint
+  that fails `down_after` calls in a row in transport is left out for a cool-down (doubling up to
+  `down_max_s`), then tried again; retries go to another endpoint, so one dead replica costs its share of the
+  calls only a few times instead of failing them. When every endpoint is down, calls go to the one due back
+  first, and the engine's outage breaker decides when to stop.
 - aiohttp, not httpx: httpcore's pool costs ~10 ms of CPU per request at 64 connections (it re-checks every
   connection on each request), which alone would cap a run near 100 reports/s.
 - `start` asks each endpoint's `/models` (for the model name, or with `--model` just for an answer): a server
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 import time
 from dataclasses import dataclass
@@ -29,6 +34,8 @@ import aiohttp
 from pydantic import BaseModel, ConfigDict, Field
 
 from extract.backends.base import BackendError, BackendInfo, Completion, Message, SamplingConfig, TransportError
+
+log = logging.getLogger("rsuper.openai")
 
 _RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 _SCHEMA_NAME = "ct_report_extraction"
@@ -49,6 +56,9 @@ class OpenAIConfig(BaseModel):
     retries: int = Field(4, ge=0, le=20, description="retries of one call after transport errors")
     backoff_s: float = Field(0.5, ge=0, description="first retry delay (s); doubles each retry")
     backoff_max_s: float = Field(30.0, ge=0)
+    down_after: int = Field(3, ge=1, description="transport failures in a row that take an endpoint out")
+    down_s: float = Field(1.0, gt=0, description="first cool-down of an endpoint taken out (s); doubles")
+    down_max_s: float = Field(30.0, gt=0, description="longest cool-down (s)")
     api_key: str = "EMPTY"
 
 
@@ -83,6 +93,12 @@ class _Endpoint:
     mode: str = "json_schema"
     in_flight: int = 0
     model: str | None = None
+    failures_in_a_row: int = 0
+    down_until: float = 0.0  # time.monotonic() before which no call is sent here (unless all are down)
+    cooldowns: int = 0  # cool-downs since the last answer (the next one is twice as long)
+
+    def is_down(self, now: float) -> bool:
+        return self.down_until > now
 
 
 class _Retryable(Exception):
@@ -108,6 +124,7 @@ class OpenAIBackend:
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=cfg.connect_timeout_s, sock_read=cfg.timeout_s),
             headers={"Authorization": f"Bearer {cfg.api_key}"}, trust_env=False)
         try:
+            silent: list[tuple[_Endpoint, TransportError]] = []
             for ep in self._endpoints:
                 try:
                     if cfg.model:  # any answer will do: only a server that answers nothing stops the run here
@@ -116,10 +133,17 @@ class OpenAIBackend:
                     else:
                         ep.model = await self._first_model(ep)
                 except TransportError as exc:
-                    raise TransportError(f"{exc}; is the server running? Start it, or point --llm-url at it") from exc
-            models = sorted({ep.model or "" for ep in self._endpoints})
+                    silent.append((ep, exc))
+            if len(silent) == len(self._endpoints):
+                exc = silent[0][1]
+                raise TransportError(f"{exc}; is the server running? Start it, or point --llm-url at it") from exc
+            for ep, exc in silent:  # the run goes on with the others; this one is tried again after its cool-down
+                self._failed(ep, str(exc), force=True)
+            models = sorted({ep.model for ep in self._endpoints if ep.model is not None})
             if len(models) != 1:
                 raise BackendError(f"the endpoints serve different models: {models}; pass --model")
+            for ep, _ in silent:  # assumed to serve the same model as the others (a replica)
+                ep.model = models[0]
         except BaseException:
             await self.aclose()  # the engine closes only a started backend; an open session is logged at exit
             raise
@@ -177,11 +201,33 @@ class OpenAIBackend:
             raise _Retryable(f"unreadable response body ({len(raw)} bytes)") from exc
 
     def _pick(self) -> _Endpoint:
-        # Fewest in flight; ties go round-robin so equal endpoints share the load.
+        # Fewest in flight among the endpoints not cooling down; ties go round-robin so equal endpoints share the load.
         n = len(self._endpoints)
         order = [self._endpoints[(self._next + i) % n] for i in range(n)]
         self._next = (self._next + 1) % n
-        return min(order, key=lambda ep: ep.in_flight)
+        now = time.monotonic()
+        up = [ep for ep in order if not ep.is_down(now)]
+        if not up:  # all down: the one due back first gets the call
+            return min(order, key=lambda ep: ep.down_until)
+        return min(up, key=lambda ep: ep.in_flight)
+
+    def _failed(self, ep: _Endpoint, why: str, force: bool = False) -> None:
+        """Count a transport failure of `ep`; take it out for a cool-down at `down_after` in a row."""
+        ep.failures_in_a_row += 1
+        now = time.monotonic()
+        if (force or ep.failures_in_a_row >= self.config.down_after) and not ep.is_down(now):
+            cooldown = min(self.config.down_max_s, self.config.down_s * 2 ** ep.cooldowns)
+            ep.cooldowns += 1
+            ep.down_until = now + cooldown
+            if len(self._endpoints) > 1:
+                log.warning("%s: not answering (%s); calls go to the other endpoints for %.0f s", ep.url, why, cooldown)
+
+    @staticmethod
+    def _answered(ep: _Endpoint) -> None:
+        if ep.cooldowns and ep.failures_in_a_row:
+            log.warning("%s: answering again", ep.url)
+        ep.failures_in_a_row = ep.cooldowns = 0
+        ep.down_until = 0.0
 
     async def _with_retries(self, ep: _Endpoint, call: Any) -> Any:
         cfg = self.config
@@ -196,23 +242,28 @@ class OpenAIBackend:
         raise AssertionError("unreachable")
 
     async def complete(self, messages: list[Message], schema: dict[str, Any], sampling: SamplingConfig) -> Completion:
-        ep = self._pick()
-        ep.in_flight += 1
+        cfg = self.config
         t0 = time.perf_counter()
-        tries = 0
-
-        async def call() -> dict[str, Any]:
-            nonlocal tries
-            tries += 1
-            return await self._post_chat(ep, messages, schema, sampling)
-
         # No call waits for another to learn the dialect: every slot is in use from the first request (a queue
         # behind one probe crawls through an outage), and a server refusing json_schema costs each call in flight
         # then one quick refusal before `_post_chat` switches the endpoint to json_object.
-        try:
-            data = await self._with_retries(ep, call)
-        finally:
-            ep.in_flight -= 1
+        for attempt in range(cfg.retries + 1):
+            ep = self._pick()  # each try picks again: a retry goes to an endpoint that answers
+            ep.in_flight += 1
+            try:
+                data = await self._post_chat(ep, messages, schema, sampling)
+            except _Retryable as exc:
+                self._failed(ep, str(exc))
+                if attempt == cfg.retries:
+                    raise TransportError(f"{ep.url}: gave up after {attempt + 1} tries: {exc}") from exc
+                delay = min(cfg.backoff_max_s, cfg.backoff_s * 2 ** attempt)
+                await asyncio.sleep(delay * (0.5 + random.random() / 2))
+                continue
+            finally:
+                ep.in_flight -= 1
+            self._answered(ep)
+            break
+        tries = attempt + 1
         try:
             choice = data["choices"][0]
             text = choice["message"]["content"] or ""

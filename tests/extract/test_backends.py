@@ -378,3 +378,75 @@ def test_vllm_cpu_server_three_reports(store):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(30)
+
+
+def _closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"  # nothing listens there once the socket is closed
+
+
+def test_a_dead_replica_is_taken_out_and_its_calls_retried_on_the_others(caplog):
+    with FakeLLMServer() as good, FakeLLMServer(respond=lambda i, b: Action("status", status=503)) as dead:
+        # One retry only: without the breaker, calls that met the dead replica twice would give up.
+        backend = OpenAIBackend(fast_config(good.url, dead.url, concurrency=4, retries=1, down_s=20))
+
+        async def engine_like() -> list:  # at most `concurrency` calls in flight, as the engine's workers do
+            await backend.start()
+            slots = asyncio.Semaphore(4)
+
+            async def one():
+                async with slots:
+                    return await backend.complete(MESSAGES, SCHEMA, SamplingConfig())
+            try:
+                return await asyncio.gather(*(one() for _ in range(40)), return_exceptions=True)
+            finally:
+                await backend.aclose()
+
+        with caplog.at_level("WARNING", logger="rsuper.openai"):
+            results = asyncio.run(engine_like())
+        n_good, n_dead = len(good.requests), len(dead.requests)
+    assert all(not isinstance(r, Exception) and r.text == EMPTY_ANSWER for r in results), results[:3]
+    # The dead one gets the calls in flight until 3 in a row have failed, then nothing during the cool-down.
+    assert n_good >= 40 and 3 <= n_dead <= 3 + 4
+    assert any("not answering (HTTP 503); calls go to the other endpoints" in r.getMessage() for r in caplog.records)
+
+
+def test_an_endpoint_silent_at_start_is_left_out_and_only_all_silent_stops_the_run():
+    dead = _closed_port_url()
+    with FakeLLMServer(model="m") as good:
+        backend = OpenAIBackend(fast_config(dead, good.url, retries=1, down_s=60))
+        results = asyncio.run(_calls(backend, 6))
+        assert all(r.text == EMPTY_ANSWER for r in results) and len(good.requests) == 6
+    from extract.backends.base import TransportError
+
+    with pytest.raises(TransportError, match="is the server running"):
+        asyncio.run(_calls(OpenAIBackend(fast_config(dead, _closed_port_url(), retries=0, model="m")), 1))
+
+
+def test_a_cooled_down_endpoint_is_tried_again_and_counts_as_up_once_it_answers():
+    answers = {"fail": True}
+
+    def respond(i, body):
+        return Action("status", status=503) if answers["fail"] else Action()
+
+    with FakeLLMServer(respond=respond) as flaky:
+        backend = OpenAIBackend(fast_config(flaky.url, retries=5, down_s=0.05, down_after=2))
+
+        async def scenario():
+            await backend.start()
+            try:
+                first = await asyncio.gather(backend.complete(MESSAGES, SCHEMA, SamplingConfig()),
+                                             return_exceptions=True)
+                ep = backend._endpoints[0]
+                assert ep.is_down(time.monotonic()) or ep.cooldowns > 0
+                answers["fail"] = False
+                second = await backend.complete(MESSAGES, SCHEMA, SamplingConfig())
+                return first, second, ep
+            finally:
+                await backend.aclose()
+
+        first, second, ep = asyncio.run(scenario())
+    assert isinstance(first[0], Exception)  # alone and failing: every try went to it, and it gave up
+    assert second.text == EMPTY_ANSWER and ep.cooldowns == 0 and ep.failures_in_a_row == 0
