@@ -200,8 +200,9 @@ class OpenAIBackend:
         except ValueError as exc:
             raise _Retryable(f"unreadable response body ({len(raw)} bytes)") from exc
 
-    def _pick(self) -> _Endpoint:
-        # Fewest in flight among the endpoints not cooling down; ties go round-robin so equal endpoints share the load.
+    def _pick(self, avoid: _Endpoint | None = None) -> _Endpoint:
+        """Fewest in flight among the endpoints not cooling down, ties round-robin so equal endpoints share the load;
+        a retry `avoid`s the endpoint that just failed it (failing fast, it has the fewest in flight)."""
         n = len(self._endpoints)
         order = [self._endpoints[(self._next + i) % n] for i in range(n)]
         self._next = (self._next + 1) % n
@@ -209,7 +210,8 @@ class OpenAIBackend:
         up = [ep for ep in order if not ep.is_down(now)]
         if not up:  # all down: the one due back first gets the call
             return min(order, key=lambda ep: ep.down_until)
-        return min(up, key=lambda ep: ep.in_flight)
+        others = [ep for ep in up if ep is not avoid]
+        return min(others or up, key=lambda ep: ep.in_flight)
 
     def _failed(self, ep: _Endpoint, why: str, force: bool = False) -> None:
         """Count a transport failure of `ep`; take it out for a cool-down at `down_after` in a row."""
@@ -247,8 +249,9 @@ class OpenAIBackend:
         # No call waits for another to learn the dialect: every slot is in use from the first request (a queue
         # behind one probe crawls through an outage), and a server refusing json_schema costs each call in flight
         # then one quick refusal before `_post_chat` switches the endpoint to json_object.
+        ep = None
         for attempt in range(cfg.retries + 1):
-            ep = self._pick()  # each try picks again: a retry goes to an endpoint that answers
+            ep = self._pick(avoid=ep)  # each try picks again: a retry goes to another endpoint where there is one
             ep.in_flight += 1
             try:
                 data = await self._post_chat(ep, messages, schema, sampling)
