@@ -4,6 +4,10 @@ A checkpoint is one ``torch.save`` file with:
 
 * ``model``, ``ema`` (or None), ``optimizer``, ``scheduler``, ``scaler`` state dicts;
 * ``rng``: Python, NumPy, torch CPU (and CUDA) generator states of the saving process;
+* ``rng_per_rank`` (under torchrun): every rank's generator states, so each rank resumes its own streams;
+* ``replicas`` (under torchrun): every rank's :func:`weights_sha256` at this step, checked to be equal before
+  the file was written;
+* ``world_size``: the number of ranks that trained it;
 * ``step`` (optimizer steps done), ``best_metric``, ``config`` (resolved, JSON), ``config_fingerprint``,
   ``data_fingerprint`` and library versions.
 
@@ -13,6 +17,7 @@ written beside the target and then renamed, so a SIGKILL during saving leaves th
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 from pathlib import Path
@@ -44,6 +49,22 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def weights_sha256(*state_dicts: dict[str, torch.Tensor] | None) -> str:
+    """sha256 (hex) of the names, dtypes, shapes and bytes of the tensors in ``state_dicts`` (None skipped).
+
+    Equal on two processes exactly when they hold bit-identical weights, whatever device they are on.
+    """
+    digest = hashlib.sha256()
+    for i, sd in enumerate(state_dicts):
+        if sd is None:
+            continue
+        for name in sorted(sd):
+            t = sd[name].detach().to("cpu").contiguous()
+            digest.update(f"{i}:{name}:{t.dtype}:{tuple(t.shape)}\n".encode())
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:

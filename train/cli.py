@@ -40,12 +40,13 @@ def register(app: typer.Typer) -> None:
             cfg = load_config(config, overrides)
         except ConfigError as exc:  # the message names the file or override and the field
             fail(str(exc))
-        dist = setup_distributed(cfg.device)
+        dist = setup_distributed(cfg.device, cfg.dist_timeout_s)
         logging.basicConfig(level=logging.INFO if dist.is_main else logging.WARNING, format="%(message)s")
         if not dist.is_main:
             logging.getLogger("rsuper.train").setLevel(logging.WARNING)
         try:
-            data = build_data(cfg)
+            # Rank 0 first: it may generate the phantom set and fill the cache that the other ranks then read.
+            data = dist.in_turns(lambda: build_data(cfg))
             trainer = Trainer(cfg, data, dist, resume=resume, allow_config_change=allow_config_change)
             summary = trainer.fit(max_steps=max_steps)
         finally:

@@ -173,6 +173,12 @@ class TrainConfig(_Strict):
         description="torch intra-op CPU threads per process; None: torch's default (one per core). Small networks "
         "gain little from more threads, and on a busy machine extra threads make every step several times slower.",
     )
+    dist_timeout_s: float | None = Field(
+        None, gt=0,
+        description="Under torchrun: seconds a collective (gradient all-reduce, barrier, the data-preparation turns) "
+        "waits for the other ranks before failing; None: torch's default (30 min gloo, 10 min NCCL). A rank that "
+        "dies is noticed at once; this bounds the wait for one that hangs or whose machine drops off the network.",
+    )
     init_from: Path | None = Field(
         None,
         description="Checkpoint whose weights initialise the network (stage 2 of the two-stage recipe); "
@@ -204,7 +210,8 @@ class TrainConfig(_Strict):
         validation)."""
         fields = self.model_dump(
             mode="json",
-            exclude={"output_dir": True, "device": True, "cpu_threads": True, "log_every_steps": True,
+            exclude={"output_dir": True, "device": True, "cpu_threads": True, "dist_timeout_s": True,
+                     "log_every_steps": True,
                      "validation": True, "init_from": True,
                      "data": {"num_workers", "db", "root", "cache_dir", "max_val_cases", "val_crop_margin_mm"}},
         )

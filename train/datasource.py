@@ -225,9 +225,14 @@ class CaseData:
 
         sampler = _StepBatches(self.train_cases, self.config.batch_size, self.config.mask_fraction, seed, rank,
                                start_step)
+        # A generator of its own: the iterator draws its workers' base seed from it when created, which from the
+        # global one would shift the stream that dropout draws from, so a resumed run would differ from an
+        # uninterrupted one.
+        generator = torch.Generator().manual_seed(
+            int(np.random.SeedSequence([seed, rank, start_step]).generate_state(1)[0]))
         loader = torch.utils.data.DataLoader(
             self.dataset, batch_sampler=sampler, collate_fn=collate, num_workers=self.config.num_workers,
-            persistent_workers=self.config.num_workers > 0,
+            persistent_workers=self.config.num_workers > 0, generator=generator,
         )
         return iter(loader)
 

@@ -26,7 +26,7 @@ from torch import nn
 
 from train import checkpoint as ckpt_io
 from train.config import TrainConfig, save_config
-from train.distributed import DistInfo
+from train.distributed import DistInfo, RankDisagreement
 from train.factories import TrainingData, build_loss
 from train.inference import autocast_context, predict_probabilities
 from train.losses.config import LossConfig
@@ -146,6 +146,7 @@ class Trainer:
         self.data_fingerprint = data.fingerprint()
         self.logger = None
         self._stop_requested = False
+        self.weights_sha256: str | None = None  # of the last check that all ranks agree (under torchrun)
 
         resumed = False
         if resume and (self.out_dir / ckpt_io.LATEST).is_file():
@@ -153,6 +154,9 @@ class Trainer:
             resumed = True
         elif config.init_from is not None:
             self.init_weights(config.init_from)
+        # Under torchrun every rank loads latest.pt itself: one that found none (an output_dir not shared by all
+        # nodes), another config or other data would otherwise train on silently, or hang at the end.
+        self._check_ranks_agree("start")
         if self.dist.is_main:
             from train.logging import RunLogger
 
@@ -163,8 +167,9 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ checkpoints
 
-    def state(self) -> dict[str, Any]:
-        """Checkpoint payload (see :mod:`train.checkpoint`)."""
+    def state(self, replicas: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Checkpoint payload (see :mod:`train.checkpoint`); ``replicas``: what :meth:`_check_ranks_agree`
+        gathered from every rank at this step (under torchrun)."""
         import monai
 
         return {
@@ -174,6 +179,9 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng": ckpt_io.rng_state(),
+            "rng_per_rank": [r["rng"] for r in replicas] if replicas else None,
+            "replicas": [r["weights_sha256"] for r in replicas] if replicas else None,
+            "world_size": self.dist.world_size,
             "step": self.step,
             "best_metric": self.best_metric,
             "config": self.config.model_dump(mode="json"),
@@ -183,13 +191,42 @@ class Trainer:
             "versions": {"torch": torch.__version__, "monai": monai.__version__},
         }
 
-    def save(self, name: str = ckpt_io.LATEST) -> Path | None:
+    def save(self, name: str = ckpt_io.LATEST, replicas: list[dict[str, Any]] | None = None) -> Path | None:
         """Write a checkpoint (rank 0 only; other ranks return None)."""
         if not self.dist.is_main:
             return None
         path = self.out_dir / name
-        ckpt_io.save_checkpoint(path, self.state())
+        ckpt_io.save_checkpoint(path, self.state(replicas))
         return path
+
+    def save_latest(self) -> Path | None:
+        """Write ``latest`` after checking that every rank holds the same weights (every rank must call it)."""
+        replicas = self._check_ranks_agree("checkpoint", with_rng=True)
+        return self.save(ckpt_io.LATEST, replicas)
+
+    def _check_ranks_agree(self, when: str, with_rng: bool = False) -> list[dict[str, Any]] | None:
+        """Under torchrun, gather every rank's step, fingerprints and :func:`weights_sha256` (model and EMA) and
+        raise :class:`RankDisagreement` on every rank when any differs. Returns what was gathered (with each
+        rank's RNG states if ``with_rng``); None in a single process."""
+        if not self.dist.distributed:
+            return None
+        mine = {
+            "step": self.step,
+            "config_fingerprint": self.config_fingerprint,
+            "data_fingerprint": self.data_fingerprint,
+            "weights_sha256": ckpt_io.weights_sha256(self.net.state_dict(), self.ema.shadow if self.ema else None),
+        }
+        gathered = self.dist.all_gather({**mine, "rng": ckpt_io.rng_state() if with_rng else None})
+        differ = [k for k in mine if len({g[k] for g in gathered}) > 1]
+        if differ:
+            values = "; ".join(f"{k}: " + ", ".join(f"rank {r} {g[k]}" for r, g in enumerate(gathered))
+                               for k in differ)
+            hint = ("every node must see the same output_dir (a shared filesystem), config and data"
+                    if when == "start" else "the DDP replicas diverged: something changed weights on one rank "
+                    "outside the synchronised optimizer step")
+            raise RankDisagreement(f"{when} at step {self.step}: the ranks disagree ({values}); {hint}")
+        self.weights_sha256 = mine["weights_sha256"]
+        return gathered
 
     def load(self, path: Path, check: bool = True) -> None:
         """Restore everything from a checkpoint to continue the run."""
@@ -202,7 +239,14 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
-        ckpt_io.set_rng_state(ckpt["rng"])
+        per_rank = ckpt.get("rng_per_rank")
+        if per_rank and len(per_rank) == self.dist.world_size:
+            ckpt_io.set_rng_state(per_rank[self.dist.rank])  # each rank its own streams, as before the stop
+        elif self.dist.is_main:
+            ckpt_io.set_rng_state(ckpt["rng"])
+        else:  # another world size: rank 0's states on every rank would make all ranks draw the same numbers
+            log.warning("%s was written by %s rank(s), this run has %d: rank %d keeps fresh RNG streams", path,
+                        ckpt.get("world_size", 1), self.dist.world_size, self.dist.rank)
         self.step = int(ckpt["step"])
         self.best_metric = float(ckpt["best_metric"])
         log.info("resumed from %s at step %d", path, self.step)
@@ -333,7 +377,8 @@ class Trainer:
     def fit(self, max_steps: int | None = None) -> dict[str, Any]:
         """Train until ``optim.total_steps`` (or ``max_steps`` more steps); returns a summary.
 
-        SIGTERM / SIGINT finish the current step, write ``latest`` and return.
+        SIGTERM / SIGINT finish the current step, write ``latest`` and return; under torchrun every rank stops
+        after the same step (the first one at which any rank was signalled).
         """
         from tqdm import tqdm
 
@@ -341,12 +386,13 @@ class Trainer:
         total = cfg.optim.total_steps
         stop_at = total if max_steps is None else min(total, self.step + max_steps)
         old_handlers = {}
-        if self.dist.is_main or not self.dist.distributed:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                try:
-                    old_handlers[sig] = signal.signal(sig, self._request_stop)
-                except ValueError:  # not the main thread
-                    pass
+        # Every rank, not only rank 0: torchrun (and SLURM) signal all workers, and a rank left with the default
+        # handler would die mid-step, failing the others' next all-reduce before rank 0 could save.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                old_handlers[sig] = signal.signal(sig, self._request_stop)
+            except ValueError:  # not the main thread
+                pass
         batches = self.data.train_batches(self.dist.rank, self.dist.world_size, cfg.seed, start_step=self.step)
         # disable= only off the main rank: an explicit False would override the TQDM_DISABLE environment variable.
         bar = tqdm(total=total, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
@@ -354,8 +400,13 @@ class Trainer:
         last_val: dict[str, float] = {}
         t_start = time.perf_counter()
         steps_done = 0
+        stopped = False
         try:
-            while self.step < stop_at and not self._stop_requested:
+            while self.step < stop_at:
+                # One all-reduce per step under torchrun: the ranks received the signal at different moments.
+                if self.dist.any(self._stop_requested):
+                    stopped = True
+                    break
                 values = self.train_step(next(batches))
                 steps_done += 1
                 bar.update(1)
@@ -365,9 +416,9 @@ class Trainer:
                 if self.step % cfg.validation.every_steps == 0 or self.step == stop_at == total:
                     last_val = self._validate_and_checkpoint()
                 if self.step % cfg.validation.checkpoint_every_steps == 0 or self.step == stop_at:
-                    self.save(ckpt_io.LATEST)
-            if self._stop_requested:
-                self.save(ckpt_io.LATEST)
+                    self.save_latest()
+            if stopped:
+                self.save_latest()
         finally:
             bar.close()
             for sig, handler in old_handlers.items():
@@ -379,6 +430,8 @@ class Trainer:
             "steps_per_s": steps_done / elapsed if elapsed > 0 else 0.0,
             "best_metric": self.best_metric,
             **{f"val_{k}": v for k, v in last_val.items()},
+            **({"world_size": self.dist.world_size, "weights_sha256": self.weights_sha256}
+               if self.dist.distributed else {}),
             "output_dir": str(self.out_dir),
         }
         if self.logger:
