@@ -7,6 +7,7 @@ GOLD_DIR = Path(__file__).resolve().parents[2] / "data" / "gold"
 DEV_GOLD = GOLD_DIR / "dev_gold.jsonl"
 HELDOUT_GOLD = GOLD_DIR / "heldout_gold.jsonl"
 LONGFORM_GOLD = GOLD_DIR / "longform_gold.jsonl"
+COUNTS_DEV_GOLD = GOLD_DIR / "counts_dev_gold.jsonl"
 #: A sentence this long appearing in two sets means text was reused, not a stock phrase.
 MIN_SHARED_SENTENCE_CHARS = 40
 
