@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from extract.reading.lesion_words import count_in_text, kind_in_text, lesion_word_in_text
+from extract.reading.lesion_words import kind_in_text, lesion_word_in_text, stated_count
 from extract.reading.measurements import current_measurements, is_largest_follow_up, names_place
 from extract.reading.negation import lesion_assertion, negated_blanked
 from extract.reading.organ_states import clears_organ
@@ -116,9 +116,9 @@ def _stand_in(organ: Organ, quote: str, count: int, count_exact: bool, cited_tex
     exact count of several the words do not state is a lower bound of 2; lists sized one by one are counted
     by their sizes later); the kind may come from another cited sentence of the organ ("... consistent with
     metastases" in the impression)."""
-    stated = count_in_text(quote)
+    stated = stated_count(quote)
     if stated is not None:
-        count, count_exact = stated, True
+        count, count_exact = stated
     elif count > 1 and count_exact:
         count, count_exact = 2, False  # a number the words do not state: "several", at least two
     return LLMLesion.model_construct(

@@ -3,29 +3,152 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from extract.reading.cite import cited_as_quoted
-from extract.reading.lesion_words import group_word_in_text
-from extract.reading.lesions import lesion_record
-from extract.reading.locations import side_in_text
-from extract.reading.measurements import current_measurements, is_largest_follow_up, split_by_measurement
+from extract.reading.lesion_words import group_word_in_text, lesion_word_in_text, stated_count
+from extract.reading.lesions import SPAN_KEY, lesion_record
+from extract.reading.locations import side_in_text, subsegments_in_text
+from extract.reading.measurements import (
+    current_measurements,
+    is_largest_follow_up,
+    names_place,
+    split_by_measurement,
+)
 from extract.reading.negation import lesion_assertion, negated_blanked
 from extract.reading.organ_states import organ_statuses
 from extract.reading.organs import named_organs
 from extract.reading.quotes import QuoteContext, in_impression
-from extract.reading.sentences import is_not_findings_header, report_sentences
+from extract.reading.sentences import is_not_findings_header, report_sentences, sentence_spans
 from schemas.llm import CitedAnswer, LLMAnswer, LLMLesion, parse_llm_answer
 from schemas.records import ExtractionPayload, match_key
 from schemas.vocab import PAIRED_ORGANS, Organ
 
 
 def _repeats_findings(record: dict, earlier: list[dict]) -> bool:
-    same = [t for t in earlier if t["organ"] == record["organ"]
-            and (t["laterality"] == record["laterality"] or None in (t["laterality"], record["laterality"]))]
+    """Whether an impression record repeats findings records: same organ and side ("bilateral" when the findings
+    hold both sides), and no size, or the largest size of one of them ("6.4 cm renal mass" for "6.4 x 5.8 x 5.5
+    cm")."""
+    organ_records = [t for t in earlier if t["organ"] == record["organ"]]
+    if record["laterality"] == "bilateral":
+        sides = {t["laterality"] for t in organ_records}
+        same = organ_records if {"left", "right"} <= sides or "bilateral" in sides else []
+    else:
+        same = [t for t in organ_records
+                if t["laterality"] == record["laterality"] or None in (t["laterality"], record["laterality"])]
     if not same:
         return False
     size = record["size"].get("diameters_mm")
-    return size is None or any(t["size"].get("diameters_mm") == size for t in same)
+    return not size or any(t["size"].get("diameters_mm") and max(t["size"]["diameters_mm"]) == max(size)
+                           for t in same)
+
+
+_REST_OF_GROUP = re.compile(r"\b(?:the|all)\s+(?:remaining|other|rest of the)\b|\bthe others\b", re.IGNORECASE)
+_QUANTIFIER = re.compile(r"\b(?:several|multiple|numerous|innumerable|too numerous|a few|additional|scattered|"
+                         r"many|various|countless)\b", re.IGNORECASE)
+_HEADER_LEAD = re.compile(r"^[A-Za-z][A-Za-z /&,()'-]{0,40}:\s+")  # "Liver: ", "Right upper lobe, apical segment: "
+_INCLUDING = re.compile(r"\b(?:including|such as|for example|e\.g\.|among (?:them|which))\b", re.IGNORECASE)
+_LARGEST_MEMBERS = re.compile(r"^(?:the\s+)?(?:(?:two|three|four|five|\d)\s+)?(?:largest|dominant|biggest)\b",
+                              re.IGNORECASE)  # "The largest measures ...", "The three largest are ..."
+_EXAMPLES = re.compile(r"^(?:the\s+)?(?:index|target|representative|reference|measurable|dominant)\s+"
+                       r"(?:lesions?|nodules?|metastases|masses|observations)\b", re.IGNORECASE)
+_LIST_ITEM = re.compile(r"\s*(?:[-*\u2022]|\d{1,2}[.)])\s")
+
+
+def _list_member(intro: dict, line: str, span: tuple[int, int]) -> dict:
+    """A record for one line of the list `intro` opens ("- Segment 8: 1.6 cm (series 5, image 18), ..."): the
+    intro's kind and reading, this line's current size, side and sub-segments."""
+    organ = Organ(intro["organ"])
+    m = current_measurements(line)[0]
+    side = side_in_text(line) if organ in PAIRED_ORGANS else None
+    return {**intro, "count": 1, "count_exact": True, "innumerable": False,
+            "laterality": side if side in ("left", "right") else None,
+            "segments": [x.value for x in subsegments_in_text(organ, line)],
+            "size": {"status": "measured", "diameters_mm": list(m.diameters_mm), "reported_text": m.text,
+                     "refers_to": "lesion"},
+            "evidence": [line[:400]], SPAN_KEY: span}
+
+
+def _absorb_list_intros(tumors: list[dict], report_text: str, warnings: list[str]) -> list[dict]:
+    """A sentence that introduces a list ("Five nodules are tracked:", "Several small nodules are present: right
+    upper lobe, 3 mm; ...", "Three observations are seen:") gives the list's count, not more lesions.
+
+    The lines right after it that size a lesion each are its members: the records already made from them, and a
+    record for each line that names a place of the organ (or is a list item) with no record, such as "- Segment 8:
+    1.6 cm (series 5, image 18)". The intro's group record gives way to them: a measured intro sized the first
+    member; an exact number beyond the members stays as an unsized rest; a list resolves "several" (unless the
+    intro says "including" or "such as"), so the members are the count.
+    """
+    text = unicodedata.normalize("NFKC", report_text)
+    spans = sentence_spans(text)
+    kept = list(tumors)
+    for intro in tumors:
+        where = intro.get(SPAN_KEY)
+        if intro not in kept or where is None or (intro["count"] < 2 and intro["count_exact"]):
+            continue
+        i = next((k for k, s in enumerate(spans) if s.start <= where[0] < s.end), None)
+        if i is None or where[1] > spans[i].end or in_impression(report_text, where[0]):
+            continue
+        intro_text = text[spans[i].start:spans[i].end]
+        if _INCLUDING.search(intro_text):
+            continue
+        organ = Organ(intro["organ"])
+        following = text[spans[i + 1].start:spans[i + 1].end] if i + 1 < len(spans) else ""
+        # A list, not just the next sentences: a colon or semicolon opens it, its lines are items, or the next
+        # sentence goes on about "the three largest".
+        # "Multiple metastases. Index lesions: segment 7, 3.0 cm; ..." names some of the group: a lower bound stays.
+        examples = bool(_EXAMPLES.match(following))
+        opens_list = (intro_text.rstrip().endswith(":") or text[spans[i].end:spans[i].end + 1] in (":", ";")
+                      or bool(_LIST_ITEM.match(following)) or bool(_LARGEST_MEMBERS.match(following)) or examples)
+        if not opens_list:
+            continue
+        members, new = [], []
+        j = i + 1
+        # The list runs while lines size something ("Right lower lobe: 1.1 cm ..." is its own labelled line).
+        while j < len(spans) and current_measurements(line := text[spans[j].start:spans[j].end]):
+            line_span = (spans[j].start, spans[j].end)
+            own = [t for t in kept if t is not intro and t["organ"] == organ.value and t.get(SPAN_KEY)
+                   and line_span[0] <= t[SPAN_KEY][0] < line_span[1]]
+            if own:
+                for t in own:  # a sized group on the line ("Index lesions: segment 7, 3.0 cm") is its first member
+                    if t["size"]["status"] != "measured":
+                        continue
+                    if t["count"] > 1 or not t["count_exact"]:
+                        single = {**t, "count": 1, "count_exact": True, "innumerable": False,
+                                  "size": {**t["size"], "refers_to": "lesion"}}
+                        kept[kept.index(t)] = single
+                        t = single
+                    members.append(t)
+            elif (named_organs(negated_blanked(line)) <= {organ} and not lesion_word_in_text(organ, line)
+                  and (names_place(organ, line) or _LIST_ITEM.match(line))):
+                # a bare member ("- Segment 8: 1.6 cm"); a line with a lesion word of its own and no record was
+                # left out for a reason (resolved, negated, not a lesion)
+                new.append(_list_member(intro, line, line_span))
+            j += 1
+        sized_intro = intro["size"]["status"] == "measured"
+        n = len(members) + len(new) + (1 if sized_intro else 0)
+        if not members and not new:
+            continue
+        stated = stated_count(negated_blanked(intro_text))
+        # An exact number beyond the members is an unsized rest; "at least five" beyond them stays a lower bound.
+        rest = intro["count"] - n if intro["count_exact"] else (stated[0] - n if stated else 0)
+        position = kept.index(intro)
+        replacement: list[dict] = []
+        if sized_intro:
+            replacement.append({**intro, "count": 1, "count_exact": True, "innumerable": False,
+                                "size": {**intro["size"], "refers_to": "lesion"}})
+        if rest > 0:
+            replacement.append({**intro, "count": rest, "count_exact": intro["count_exact"],
+                                "size": {"status": "not_reported"}})
+        if examples and not intro["count_exact"] and rest <= 0:
+            new = [*new[:-1], {**new[-1], "count_exact": False}] if new else new
+            if not new and members:  # the group stays "at least": its last named member says so
+                last = members[-1]
+                kept[kept.index(last)] = {**last, "count_exact": False}
+        kept[position:position + 1] = replacement + new
+        warnings.append(f"lesion {intro['id']} ({organ.value}): introduces a list of {n}"
+                        + (f" and {rest} more" if rest > 0 else "") + f" ({len(new)} lines without a record)")
+    return kept
 
 
 def _lesion_sentences(report_text: str, report_key: str):
@@ -73,12 +196,21 @@ def _missed_lesions(report_text: str, report_key: str, tumors: list[dict]) -> li
         sizes = [m.diameters_mm for m in current_measurements(sentence)]
         covered = any(side is None or t["laterality"] in (side, "bilateral", None) or side == "bilateral"
                       for t in known)
-        if covered and (not sizes or any(tuple(t["size"].get("diameters_mm", ())) in sizes for t in known)):
+        group = group_word_in_text(negated_blanked(sentence))
+        known_group = any(t["count"] > 1 or not t["count_exact"] for t in known)
+        if known_group and _REST_OF_GROUP.search(sentence):
+            continue  # "the remaining nodules are 3 mm or smaller": members of the group already counted
+        # A group the records lack ("at least five additional nodules" beside a sized mass) is news too; "the
+        # adnexal masses" speaks of lesions already recorded, so it takes a number or a quantifier.
+        new_group = group and not known_group and (
+            stated_count(negated_blanked(sentence)) is not None or bool(_QUANTIFIER.search(sentence)))
+        if covered and not new_group and (
+                not sizes or any(tuple(t["size"].get("diameters_mm", ())) in sizes for t in known)):
             continue  # nothing new: the organ (side) holds a record, and no new current size is written
-        key = match_key(sentence)
-        if any(e and match_key(e) in key for t in known for e in t["evidence"]):
-            continue  # the answer quoted this sentence: its reading (sizes included) stands
-        group = group_word_in_text(sentence)
+        key = match_key(_HEADER_LEAD.sub("", sentence, count=1))
+        if any(e and (match_key(e) in key or (key in match_key(e) and (t["size"]["status"] == "measured" or not sizes)))
+               for t in known for e in t["evidence"]):
+            continue  # the answer quoted this sentence (or a sized stretch holding it): its reading stands
         stand_in = LLMLesion.model_construct(
             organ=organ.value, quote=sentence, side="none" if side in (None, "bilateral") else side, location="",
             size="", size_bound="none", count=2 if group else 1, count_exact=not group, attenuation="unknown",
@@ -168,6 +300,10 @@ def to_payload(answer: LLMAnswer | CitedAnswer | dict | str, report_text: str,
     for record in _missed_lesions(report_text, report_key, tumors):
         warnings.append(f"lesion {record['id']} ({record['organ']}): made from a report sentence the answer left out")
         tumors.append(record)
+    tumors = _absorb_list_intros(tumors, report_text, warnings)
+    for number, record in enumerate(tumors, 1):
+        record["id"] = number
+        record.pop(SPAN_KEY, None)
     organs = organ_statuses(answer, tumors, report_text, report_key, warnings)
     payload = ExtractionPayload.model_validate({"tumors": tumors, "organs": organs},
                                                context={"report_text": report_text})

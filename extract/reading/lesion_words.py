@@ -42,13 +42,23 @@ _STATED_COUNT = re.compile(r"\b(" + "|".join(_NUMBER_WORDS) + r"|[2-9]|[1-9]\d)(
                            + r"(?:" + "|".join(re.escape(w) for w in _PLURAL_LESIONS) + r")\b", re.IGNORECASE)
 
 
-def count_in_text(text: str) -> int | None:
-    """The number of lesions a phrase states ("three hypodense lesions", "2 solid nodules"), or None."""
+_AT_LEAST = re.compile(r"\b(?:at least|more than|over|no fewer than|a minimum of)\s*$", re.IGNORECASE)
+
+
+def stated_count(text: str) -> tuple[int, bool] | None:
+    """The number of lesions a phrase states and whether it is exact ("three hypodense lesions": (3, True);
+    "at least five nodules": (5, False)), or None."""
     m = _STATED_COUNT.search(text)
     if m is None:
         return None
     word = m.group(1).lower()
-    return _NUMBER_WORDS.get(word) or int(word)
+    return _NUMBER_WORDS.get(word) or int(word), not _AT_LEAST.search(text[:m.start()])
+
+
+def count_in_text(text: str) -> int | None:
+    """The number of lesions a phrase states ("three hypodense lesions", "2 solid nodules"), or None."""
+    found = stated_count(text)
+    return found[0] if found else None
 
 
 def composition_in_text(text: str) -> str | None:

@@ -18,6 +18,7 @@ from extract.reading.lesion_words import (
     composition_in_text,
     group_word_in_text,
     lesion_word_in_text,
+    stated_count,
 )
 from extract.reading.locations import side_in_text, subsegments_in_text
 from extract.reading.measurements import current_measurements, is_prior_size, size_from_quote
@@ -41,8 +42,27 @@ _HEDGE_POSSIBLE = re.compile(r"\b(?:suspicious for|concerning for|cannot be excl
                              r"possibl[ey]|questionable|may represent)\b", re.IGNORECASE)
 _EACH = re.compile(r"\beach\b|\b(?:two|three|four|five|\d+)\s+(?:\d+(?:\.\d+)?\s*(?:mm|cm))", re.IGNORECASE)
 _QUALIFIER_WORDS = {"subcentimeter": 10.0}
+#: Key of a record dict holding its quote's (start, end) in the NFKC report while the conversion runs.
+SPAN_KEY = "_span"
 _MIXED = re.compile(r"\b(?:cystic and solid|solid and cystic|mixed cystic|complex cystic|partially cystic)\b",
                     re.IGNORECASE)
+
+
+_STATION = r"(?:1[0-4]|[1-9])[RLrl]?"
+# A list of nodal stations: after "station(s)", "at" or an opening parenthesis ("(4R, 10R)", "at 4R, 7 and 10L").
+_STATION_LIST = re.compile(rf"(?:\bstations?\s+|\bat\s+|\()({_STATION}(?:\s*(?:,|\band\b|&|/)\s*{_STATION})*)\b",
+                           re.IGNORECASE)
+_SIZE_AFTER = re.compile(r"\s*(?:(?:,|and|&|/|-|to)\s*)?[\d.]*\s*(?:mm|cm)\b|\.\d", re.IGNORECASE)
+
+
+def nodal_stations(text: str) -> set[str]:
+    """The lymph node stations a phrase lists ("(4R, 10R) and subcarinal (7)": {4R, 10R, 7}); sizes and series or
+    image numbers are not stations."""
+    found: set[str] = set()
+    for m in _STATION_LIST.finditer(text):
+        if not _SIZE_AFTER.match(text, m.end(1)):  # "at 2 and 3 cm" are sizes
+            found |= {t.upper() for t in re.findall(_STATION, m.group(1))}
+    return found
 
 
 def sentence_organs(header: str, sentence: str) -> set[Organ]:
@@ -127,6 +147,10 @@ def lesion_record(lesion: LLMLesion, record_id: int, report_text: str, report_ke
     count, count_exact = lesion.count, lesion.count_exact
     if not group_word_in_text(f"{ctx.text} {ctx.sentence}"):
         count, count_exact = 1, True  # nothing in the wording speaks of more than one lesion
+    elif (stated := stated_count(negated_blanked(ctx.text))) is not None:
+        count, count_exact = stated  # "five nodules are tracked", "at least five": the words, whatever the answer said
+    elif organ is Organ.LYMPH_NODE and len(stations := nodal_stations(ctx.text)) >= 2:
+        count, count_exact = len(stations), True  # "enlarged nodes at stations 4R, 7 and 10L": one per station
     elif count < 2 and (not count_exact or group_word_in_text(negated_blanked(ctx.text))):
         count, count_exact = 2, False  # "multiple" without a number: at least two
     if count == 1 and count_exact:
@@ -191,5 +215,6 @@ def lesion_record(lesion: LLMLesion, record_id: int, report_text: str, report_ke
         "innumerable": bool(re.search(r"\binnumerable|too numerous to count\b", ctx.sentence, re.IGNORECASE))
         and not count_exact,
         "evidence": [ctx.text[:400]] if len(ctx.text) >= 3 else [],
+        SPAN_KEY: ctx.span,  # where the words are, for the conversion's later passes; not part of the record
     }
     return record, ctx

@@ -313,3 +313,71 @@ def test_organs_cleared_together_come_in_vocabulary_order_whatever_the_hash_seed
                              env={**os.environ, "PYTHONHASHSEED": str(seed)}, check=True).stdout.strip()
               for seed in range(4)}
     assert orders == {"liver,pancreas,kidney,spleen,adrenal_gland"}
+
+
+# -- lists: the sentence that opens one is its count, not more lesions ------------------------------------------
+# Reports written for these tests, in the layouts of tests/extract/test_counts_gold.py's set (never read from it).
+
+EMPTY = {"organs": [], "lesions": []}
+
+
+def test_a_stated_number_opening_a_list_is_the_count_of_its_lines():
+    report = ("FINDINGS:\nLungs: Four nodules are followed, each with its prior size:\n"
+              "- Right upper lobe: 6 mm solid nodule (series 2, image 40), previously 5 mm.\n"
+              "- Left upper lobe: 4 mm solid nodule (series 2, image 71), unchanged.\n"
+              "- Left lower lobe: 8 mm part-solid nodule (series 2, image 190), previously 7 mm.\n"
+              "No new nodule.\nIMPRESSION: Four pulmonary nodules, the largest 8 mm.")
+    rows, warnings = summary(EMPTY, report)
+    lung = rows["lung"]
+    # three lines sized, the fourth stated by the number: an unsized rest, exact
+    assert (lung["lesion_count"], lung["count_is_lower_bound"], lung["largest_diameter_mm"]) == (4, False, 8.0)
+    assert lung["largest_location"] == "left_lower_lobe"
+    assert any("introduces a list of 3 and 1 more" in w for w in warnings)
+
+
+def test_bare_list_lines_become_members_and_resolve_several():
+    report = ("FINDINGS:\nLiver: Cirrhotic morphology. Several arterially enhancing lesions are seen:\n"
+              "- Segment 6: 2.2 x 1.9 cm (series 5, image 30), with arterial hyperenhancement and washout.\n"
+              "- Segment 4A: 1.1 cm (series 5, image 12), arterial hyperenhancement only.\n"
+              "- Segment 2: 8 mm (series 5, image 22).\n"
+              "Spleen: Normal.")
+    rows, _ = summary(EMPTY, report)
+    liver = rows["liver"]
+    assert (liver["lesion_count"], liver["count_is_lower_bound"]) == (3, False)
+    assert (liver["largest_diameter_mm"], liver["largest_location"]) == (22.0, "segment_6")
+
+
+def test_at_least_n_stays_a_lower_bound_beyond_its_listed_largest():
+    report = ("FINDINGS:\nLungs: At least six pulmonary nodules are present. The two largest are in the right lower "
+              "lobe, 1.2 cm (series 3, image 200); and in the left upper lobe, 7 mm (series 3, image 61).")
+    rows, _ = summary(EMPTY, report)
+    lung = rows["lung"]
+    assert (lung["lesion_count"], lung["count_is_lower_bound"], lung["largest_diameter_mm"]) == (6, True, 12.0)
+
+
+def test_a_resolved_line_and_an_including_list_are_not_taken_as_members():
+    report = ("FINDINGS:\nLungs: Pulmonary nodules are listed as on the prior report:\n"
+              "- Right upper lobe: 5 mm (series 4, image 50), unchanged.\n"
+              "- Right middle lobe: the 4 mm nodule seen previously has resolved.\n"
+              "Kidneys: Multiple bilateral cysts, including a 2.4 cm cyst in the left lower pole.")
+    rows, _ = summary(EMPTY, report)
+    assert (rows["lung"]["lesion_count"], rows["lung"]["count_is_lower_bound"]) == (1, False)
+    assert rows["kidney"]["count_is_lower_bound"] is True and rows["kidney"]["lesion_count"] >= 2
+
+
+def test_a_group_beside_a_sized_mass_counts_and_a_back_reference_does_not():
+    report = ("FINDINGS:\nLungs: A 3.1 cm spiculated mass in the left upper lobe (series 4, image 70). At least "
+              "four additional solid nodules are scattered through both lungs.\n"
+              "Pelvis: Bilateral solid adnexal masses, the right 6.2 cm and the left 4.0 cm. The uterus is displaced "
+              "by the adnexal masses.")
+    rows, _ = summary(EMPTY, report)
+    assert (rows["lung"]["lesion_count"], rows["lung"]["count_is_lower_bound"]) == (5, True)
+    assert rows["ovary_adnexa"]["lesion_count"] == 2
+
+
+def test_the_impression_repeating_a_sized_finding_by_its_largest_axis_adds_nothing():
+    report = ("FINDINGS:\nKidneys: A 5.6 x 4.9 x 4.2 cm enhancing mass in the right lower pole. A 1.2 cm simple cyst "
+              "in the left kidney.\nIMPRESSION:\n1. 5.6 cm right renal mass, likely renal cell carcinoma.\n"
+              "2. Simple left renal cyst and the right renal mass, both described above, bilateral findings.")
+    rows, _ = summary(EMPTY, report)
+    assert rows["kidney"]["lesion_count"] == 2

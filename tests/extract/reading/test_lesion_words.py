@@ -40,3 +40,12 @@ def test_non_enhancing_is_not_hyper():
     assert attenuation_in_text("without internal enhancement") is None
     assert attenuation_in_text("nonenhancing hypodense lesion") == "hypo"
     assert attenuation_in_text("enhancing solid mass") == "hyper"
+
+
+def test_stated_counts_say_whether_they_are_exact():
+    from extract.reading.lesion_words import stated_count
+
+    assert stated_count("three hypodense hepatic lesions") == (3, True)
+    assert stated_count("At least five additional solid nodules") == (5, False)
+    assert stated_count("more than 10 pulmonary nodules") == (10, False)
+    assert stated_count("a 5 mm nodule and 2 mm calcifications") is None
