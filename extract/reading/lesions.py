@@ -202,7 +202,8 @@ def lesion_record(lesion: LLMLesion, record_id: int, report_text: str, report_ke
         "id": record_id,
         "organ": organ.value,
         "laterality": side,
-        "segments": [s.value for s in subsegments_in_text(organ, context)],
+        # a list line's label ("Right upper lobe, posterior segment: 11 x 9 mm nodule") is its header
+        "segments": [s.value for s in subsegments_in_text(organ, context) or subsegments_in_text(organ, ctx.header)],
         "location_text": lesion.location or None,
         "lesion_type": kind.value,
         "type_certainty": type_certainty,
