@@ -10,7 +10,9 @@ _ROMAN = {"i": 1, "ii": 2, "iii": 3, "iv": 4, "v": 5, "vi": 6, "vii": 7, "viii":
 
 
 _SEGMENT = re.compile(
-    r"\bsegments?\s+((?:(?:[1-8]|viii|vii|vi|iv|v|iii|ii|i)[ab]?\b(?:\s*(?:,|/|-|and|or|to|&)\s*)?)+)",
+    # "segment 6, 4.1 cm": a size after the list is not a segment
+    r"\bsegments?\s+((?:(?:[1-8]|viii|vii|vi|iv|v|iii|ii|i)[ab]?\b(?!\.\d|\s*(?:mm|cm)\b)"
+    r"(?:\s*(?:,|/|-|and|or|to|&)\s*)?)+)",
     re.IGNORECASE,
 )
 _SEGMENT_TOKEN = re.compile(r"viii|vii|vi|iv|v|iii|ii|i|[1-8]", re.IGNORECASE)

@@ -381,3 +381,12 @@ def test_the_impression_repeating_a_sized_finding_by_its_largest_axis_adds_nothi
               "2. Simple left renal cyst and the right renal mass, both described above, bilateral findings.")
     rows, _ = summary(EMPTY, report)
     assert rows["kidney"]["lesion_count"] == 2
+
+
+def test_index_lesions_name_some_of_an_earlier_group_which_stays_a_lower_bound():
+    report = ("FINDINGS:\nLiver: Numerous hypoattenuating metastases are again seen. Index lesions: segment 6, 4.1 cm "
+              "(previously 3.8 cm); segment 2, 2.0 cm (previously 2.2 cm).\nSpleen: Normal.")
+    rows, _ = summary(EMPTY, report)
+    liver = rows["liver"]
+    assert (liver["lesion_count"], liver["count_is_lower_bound"]) == (2, True)
+    assert (liver["largest_diameter_mm"], liver["largest_location"]) == (41.0, "segment_6")

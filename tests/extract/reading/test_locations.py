@@ -42,3 +42,11 @@ def test_sides():
 def test_lingula_counts_as_left():
     assert side_in_text("nodule in the lingula") == "left"
     assert side_in_text("lingular nodule and right lower lobe nodule") == "bilateral"
+
+
+def test_a_size_after_a_segment_list_is_not_a_segment():
+    from extract.reading.locations import liver_segments_in_text
+
+    assert liver_segments_in_text("segment 6, 4.1 cm (previously 3.8 cm)") == [6]
+    assert liver_segments_in_text("segment 4a, 12 mm") == [4]
+    assert liver_segments_in_text("segments 6, 7 and 8, the largest 2 cm") == [6, 7, 8]
