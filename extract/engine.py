@@ -422,6 +422,7 @@ async def run_extraction(store: Any, backend: Backend, prompt: Prompt, sampling:
         on_result: called after each finished report (tests, progress hooks).
     """
     config = config or EngineConfig()
+    store.wait_s = max(store.wait_s, config.lock_wait_s)  # each write reopens the file: wait for readers
     with store.job_lock("extract"):
         killed = store.close_killed_runs()  # no run can be alive while we hold the lock
         info = await backend.start()
@@ -561,6 +562,6 @@ def run_extract(db: Optional[Path], backend: Backend, *, prompt_path: Optional[P
     prompt = load_prompt(prompt_path or DEFAULT_PROMPT)
     config = EngineConfig(limit=limit, retry_failed=retry_failed, log_text=log_text, progress=progress,
                           outage_s=outage_s, max_report_chars=max_report_chars)
-    with Store(db, wait_s=config.lock_wait_s) as store:
+    with Store(db, wait_s=config.lock_wait_s) as store:  # the first open waits too
         stats = asyncio.run(run_extraction(store, backend, prompt, sampling, config))
     return stats.summary()

@@ -36,6 +36,7 @@ from schemas.vocab import ORGANS
 DEFAULT_DB = Path("data") / "rsuper.duckdb"
 
 log = logging.getLogger("rsuper.store")
+_WAIT_WARNING_S = 10.0  # waiting longer than this for the file is said once
 
 #: Extraction states whose rows feed the summaries (a failed extraction has no findings).
 USABLE_STATUSES = ("ok", "repaired")
@@ -194,8 +195,9 @@ class Store:
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
         """A DuckDB connection, retried while another process holds the file, for up to `wait_s`."""
-        deadline = time.monotonic() + self.wait_s
-        pause = 0.02
+        start = time.monotonic()
+        deadline = start + self.wait_s
+        pause, warned = 0.02, False
         while True:
             try:
                 return duckdb.connect(str(self.path), read_only=self.read_only,
@@ -206,6 +208,11 @@ class Store:
                     if isinstance(error, StoreLockedError) and self.wait_s > 0:
                         error = StoreLockedError(f"{error} (waited {self.wait_s:g} s)")
                     raise error from exc
+            if not warned and time.monotonic() - start > _WAIT_WARNING_S:
+                # a writer holds a batch for well under a second; this is a program keeping the file open
+                log.warning("%s: still waiting for another process to let go of the store (up to %g s)",
+                            self.path, self.wait_s)
+                warned = True
             time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
             pause = min(pause * 2, 0.25)
 
@@ -226,8 +233,7 @@ class Store:
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
         if self._con is None and self._released:
-            # Migrated when first opened; another process's newer rsuper may have migrated it since.
-            self.open()
+            self.open()  # checks the DDL version again: another process may have migrated the file meanwhile
         if self._con is None:
             raise StoreError(f"{self.path}: the store is not open (use `with Store(...) as store:`)")
         return self._con
