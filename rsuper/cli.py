@@ -89,7 +89,8 @@ def main() -> None:
     """The console script: errors are one `rsuper: error:` line on stderr, never a traceback.
 
     Exit codes: 0 success; 1 an error of `USER_ERRORS` or of the OS (naming the path); 2 a usage error or an
-    input a command refused (its own `rsuper: error:` line); commands add their own (`rsuper extract`: 3, 4, 5).
+    input a command refused (its own `rsuper: error:` line); 130 Ctrl-C; commands add their own (`rsuper
+    extract`: 3, 4, 5).
     Anything else is a bug and keeps its traceback.
     """
     try:
@@ -105,6 +106,9 @@ def main() -> None:
     except typer.Abort:  # end of input at a prompt
         typer.echo(PREFIX + "aborted", err=True)
         raise SystemExit(1) from None
+    except KeyboardInterrupt:  # Ctrl-C: every write is a transaction, so nothing is half-stored
+        typer.echo(PREFIX + "interrupted", err=True)
+        raise SystemExit(130) from None
     except OSError as exc:
         typer.echo(PREFIX + os_problem(exc), err=True)
         raise SystemExit(1) from None

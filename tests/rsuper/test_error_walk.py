@@ -284,6 +284,15 @@ def test_an_unexpected_error_keeps_its_traceback(monkeypatch):
         cli.main()
 
 
+def test_ctrl_c_is_one_line_and_exit_130(monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "app", interrupted)
+    code, output = _run(["ingest", "x.csv"])
+    assert code == 130 and output.strip() == "rsuper: error: interrupted"
+
+
 # -- through the console script ------------------------------------------------------------------------------
 
 
