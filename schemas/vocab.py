@@ -190,7 +190,7 @@ LESION_WORDS: tuple[str, ...] = (
     "hyperdensity", "hyperdensities", "focus", "foci", "hemangioma", "hemangiomas", "hamartoma", "hamartomas",
     "adenoma", "adenomas", "angiomyolipoma", "myelolipoma", "oncocytoma", "pheochromocytoma", "cystadenoma",
     "ipmn", "ipmns", "implant", "implants", "deposit", "deposits", "pseudocyst", "fibroid", "fibroids", "polyp",
-    "polyps", "observation", "soft tissue", "ground-glass opacity", "ground glass opacity", "primary",
+    "polyps", "observation", "observations", "soft tissue", "ground-glass opacity", "ground glass opacity", "primary",
     "recurrence", "carcinomatosis",
 )
 #: Extra lesion words for some organs only: wall thickening of hollow organs, enlarged or suspicious nodes.
@@ -228,7 +228,7 @@ GROUP_WORDS: tuple[str, ...] = (
     "bilaterally", "both", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "too numerous",
     "lesions", "masses", "nodules", "cysts", "metastases", "hypodensities", "hyperdensities", "foci",
     "hemangiomas", "hamartomas", "adenomas", "implants", "deposits", "fibroids", "polyps", "ipmns", "tumors",
-    "lymphadenopathy", "nodes",
+    "observations", "lymphadenopathy", "nodes",
 )
 #: Composition wording (`schemas.records.Composition`) when no attenuation word is given.
 COMPOSITION_WORDS: dict[str, tuple[str, ...]] = {

@@ -171,6 +171,8 @@ def _lesion_sentences(report_text: str, report_key: str):
         if not organs and previous and match_key(f"{previous_text}; {sentence}") in report_key:
             organs = previous
         organs = organs or named_organs(header)
+        if not organs and sentence.rstrip().endswith(":"):
+            organs = previous  # "Liver: Cirrhotic. Three observations are seen:" opens a list of the organ before
         previous, previous_text = organs, sentence
         if len(organs) == 1:
             yield header, sentence, next(iter(organs))

@@ -390,3 +390,12 @@ def test_index_lesions_name_some_of_an_earlier_group_which_stays_a_lower_bound()
     liver = rows["liver"]
     assert (liver["lesion_count"], liver["count_is_lower_bound"]) == (2, True)
     assert (liver["largest_diameter_mm"], liver["largest_location"]) == (41.0, "segment_6")
+
+
+def test_a_list_opened_after_the_organ_sentence_keeps_the_organ():
+    report = ("FINDINGS:\nLiver: Nodular cirrhotic contour. Two observations are seen:\n"
+              "- Segment 7: 2.9 cm (series 6, image 33), LI-RADS 5.\n- Segment 3: 1.2 cm (series 6, image 50), LI-RADS 4.\n"
+              "Spleen: Mildly enlarged.")
+    rows, _ = summary(EMPTY, report)
+    liver = rows["liver"]
+    assert (liver["lesion_count"], liver["count_is_lower_bound"], liver["largest_location"]) == (2, False, "segment_7")
