@@ -175,8 +175,8 @@ ORGAN_IMPLIED_WORDS: dict[Organ, tuple[str, ...]] = {
         "segments", "caudate", "hepatic dome", "couinaud", "li-rads", "lr-5", "lr-4"),
     Organ.PANCREAS: ("uncinate process",),
     Organ.KIDNEY: ("upper pole", "lower pole", "interpolar", "bosniak", "nephrectomy"),
-    Organ.LUNG: ("upper lobe", "lower lobe", "middle lobe", "lingula", "lingular", "lobectomy", "ground-glass",
-                 "ground glass"),
+    Organ.LUNG: ("upper lobe", "lower lobe", "middle lobe", "upper lobes", "lower lobes", "lingula", "lingular",
+                 "lobectomy", "ground-glass", "ground glass"),
     Organ.GALLBLADDER: ("cholecystectomy",),
     Organ.ADRENAL_GLAND: ("adrenalectomy",),
     Organ.SPLEEN: ("splenectomy",),
@@ -214,6 +214,7 @@ POST_NEGATION_CUES: tuple[str, ...] = (
     "resolved", "has resolved", "have resolved", "no longer seen", "no longer visualized", "no longer identified",
     "no longer evident", "no longer present", "not seen", "not identified", "not visualized", "not present",
     "has been resected", "have been resected", "removed", "is absent", "are absent", "screening",
+    "has been replaced by", "have been replaced by",
 )
 #: Wording that doubts whether a lesion exists at all (certainty `possible`, organ `equivocal`).
 PRESENCE_HEDGES: tuple[str, ...] = (

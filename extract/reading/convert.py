@@ -44,6 +44,7 @@ def _repeats_findings(record: dict, earlier: list[dict]) -> bool:
 
 
 _REST_OF_GROUP = re.compile(r"\b(?:the|all)\s+(?:remaining|other|rest of the)\b|\bthe others\b", re.IGNORECASE)
+_ADDITIVE = re.compile(r"\b(?:in addition|additional(?:ly)?|further|besides)\b", re.IGNORECASE)
 _QUANTIFIER = re.compile(r"\b(?:several|multiple|numerous|innumerable|too numerous|a few|additional|scattered|"
                          r"many|various|countless)\b", re.IGNORECASE)
 _HEADER_LEAD = re.compile(r"^[A-Za-z][A-Za-z /&,()'-]{0,40}:\s+")  # "Liver: ", "Right upper lobe, apical segment: "
@@ -106,6 +107,8 @@ def _absorb_list_intros(tumors: list[dict], report_text: str, warnings: list[str
         j = i + 1
         # The list runs while lines size something ("Right lower lobe: 1.1 cm ..." is its own labelled line).
         while j < len(spans) and current_measurements(line := text[spans[j].start:spans[j].end]):
+            if _ADDITIVE.search(line):
+                break  # "In addition, a few tiny nodules ..." is a group of its own
             line_span = (spans[j].start, spans[j].end)
             own = [t for t in kept if t is not intro and t["organ"] == organ.value and t.get(SPAN_KEY)
                    and line_span[0] <= t[SPAN_KEY][0] < line_span[1]]
@@ -115,6 +118,7 @@ def _absorb_list_intros(tumors: list[dict], report_text: str, warnings: list[str
                         continue
                     if t["count"] > 1 or not t["count_exact"]:
                         single = {**t, "count": 1, "count_exact": True, "innumerable": False,
+                                  "laterality": None if t["laterality"] == "bilateral" else t["laterality"],
                                   "size": {**t["size"], "refers_to": "lesion"}}
                         kept[kept.index(t)] = single
                         t = single
@@ -136,6 +140,7 @@ def _absorb_list_intros(tumors: list[dict], report_text: str, warnings: list[str
         replacement: list[dict] = []
         if sized_intro:
             replacement.append({**intro, "count": 1, "count_exact": True, "innumerable": False,
+                                "laterality": None if intro["laterality"] == "bilateral" else intro["laterality"],
                                 "size": {**intro["size"], "refers_to": "lesion"}})
         if rest > 0:
             replacement.append({**intro, "count": rest, "count_exact": intro["count_exact"],
@@ -204,8 +209,9 @@ def _missed_lesions(report_text: str, report_key: str, tumors: list[dict]) -> li
             continue  # "the remaining nodules are 3 mm or smaller": members of the group already counted
         # A group the records lack ("at least five additional nodules" beside a sized mass) is news too; "the
         # adnexal masses" speaks of lesions already recorded, so it takes a number or a quantifier.
-        new_group = group and not known_group and (
-            stated_count(negated_blanked(sentence)) is not None or bool(_QUANTIFIER.search(sentence)))
+        new_group = group and (not known_group or bool(_ADDITIVE.search(sentence))) and (
+            stated_count(negated_blanked(sentence)) is not None or bool(_QUANTIFIER.search(sentence))
+            or sentence.rstrip().endswith(":"))  # "Nodules elsewhere:" opens a list
         if covered and not new_group and (
                 not sizes or any(tuple(t["size"].get("diameters_mm", ())) in sizes for t in known)):
             continue  # nothing new: the organ (side) holds a record, and no new current size is written

@@ -399,3 +399,13 @@ def test_a_list_opened_after_the_organ_sentence_keeps_the_organ():
     rows, _ = summary(EMPTY, report)
     liver = rows["liver"]
     assert (liver["lesion_count"], liver["count_is_lower_bound"], liver["largest_location"]) == (2, False, "segment_7")
+
+
+def test_an_additional_group_after_a_list_is_its_own_and_both_lobes_name_the_lung():
+    report = ("FINDINGS:\nLungs: Treated right lower lobe metastasis has been replaced by fibrosis. Nodules elsewhere:\n"
+              "* Left upper lobe: 8 mm (series 4, image 50), previously 6 mm.\n"
+              "* Right upper lobe: 5 mm (series 4, image 41), new.\n"
+              "In addition, a few tiny nodules under 3 mm in both lower lobes are unchanged.")
+    rows, _ = summary(EMPTY, report)
+    lung = rows["lung"]
+    assert (lung["lesion_count"], lung["count_is_lower_bound"], lung["largest_diameter_mm"]) == (4, True, 8.0)
