@@ -70,6 +70,36 @@ def _list_member(intro: dict, line: str, span: tuple[int, int]) -> dict:
             "evidence": [line[:400]], SPAN_KEY: span}
 
 
+def _absorb_described_members(intro: dict, i: int, spans: tuple, text: str, report_text: str, kept: list[dict],
+                               warnings: list[str]) -> None:
+    """An exact number followed by its lesions described one by one, in prose ("There are now seven pulmonary
+    nodules. The three new nodules are in the right middle lobe (6 mm), ... Of the four known nodules, ..."): the
+    later records of the same kind and side in the same section are its members, when they do not outnumber it;
+    the number keeps only what they leave. Other kinds ("Two cysts in the left kidney. A 3 cm solid mass ...") are
+    other lesions."""
+    if not intro["count_exact"] or intro["size"]["status"] == "measured":
+        return
+    end = i + 1
+    while end < len(spans) and spans[end].header == spans[i].header and not in_impression(report_text,
+                                                                                            spans[end].start):
+        end += 1
+    if end == i + 1:
+        return
+    block = (spans[i].end, spans[end - 1].end)
+    members = [t for t in kept if t is not intro and t["organ"] == intro["organ"] and t.get(SPAN_KEY)
+               and block[0] <= t[SPAN_KEY][0] < block[1] and t["lesion_type"] == intro["lesion_type"]
+               and (intro["laterality"] in (None, "bilateral") or t["laterality"] == intro["laterality"])]
+    described = sum(t["count"] for t in members)
+    if not members or described > intro["count"] or not all(t["count_exact"] for t in members):
+        return
+    rest = intro["count"] - described
+    if rest > 0:
+        kept[kept.index(intro)] = {**intro, "count": rest}
+    else:
+        kept.remove(intro)
+    warnings.append(f"lesion {intro['id']} ({intro['organ']}): {described} of its {intro['count']} described after it")
+
+
 def _absorb_list_intros(tumors: list[dict], report_text: str, warnings: list[str]) -> list[dict]:
     """A sentence that introduces a list ("Five nodules are tracked:", "Several small nodules are present: right
     upper lobe, 3 mm; ...", "Three observations are seen:") gives the list's count, not more lesions.
@@ -102,6 +132,7 @@ def _absorb_list_intros(tumors: list[dict], report_text: str, warnings: list[str
         opens_list = (intro_text.rstrip().endswith(":") or text[spans[i].end:spans[i].end + 1] in (":", ";")
                       or bool(_LIST_ITEM.match(following)) or bool(_LARGEST_MEMBERS.match(following)) or examples)
         if not opens_list:
+            _absorb_described_members(intro, i, spans, text, report_text, kept, warnings)
             continue
         members, new = [], []
         j = i + 1

@@ -409,3 +409,22 @@ def test_an_additional_group_after_a_list_is_its_own_and_both_lobes_name_the_lun
     rows, _ = summary(EMPTY, report)
     lung = rows["lung"]
     assert (lung["lesion_count"], lung["count_is_lower_bound"], lung["largest_diameter_mm"]) == (4, True, 8.0)
+
+
+def test_a_number_followed_by_its_lesions_in_prose_counts_them_once():
+    report = ("FINDINGS:\nChest: There are now six pulmonary nodules, compared with three previously. The three new "
+              "nodules are in the right middle lobe (5 mm), the left upper lobe (4 mm) and the left lower lobe (7 mm). "
+              "Of the known nodules, the right upper lobe nodule measures 13 mm (previously 10 mm) and the two "
+              "lingular nodules measure 6 mm and 3 mm.\n"
+              "Kidneys: Two cysts in the left kidney, up to 9 mm. A 3.4 cm solid mass in the right lower pole.")
+    rows, _ = summary(EMPTY, report)
+    assert (rows["lung"]["lesion_count"], rows["lung"]["count_is_lower_bound"]) == (6, False)
+    assert rows["lung"]["largest_diameter_mm"] == 13.0
+    assert rows["kidney"]["lesion_count"] == 3  # a mass is not one of "two cysts"
+
+
+def test_numbers_in_words_go_past_ten():
+    from extract.reading.lesion_words import stated_count
+
+    assert stated_count("At least twelve hypoattenuating lesions") == (12, False)
+    assert stated_count("a dozen small cysts") == (12, True)
