@@ -176,7 +176,7 @@ ORGAN_IMPLIED_WORDS: dict[Organ, tuple[str, ...]] = {
     Organ.PANCREAS: ("uncinate process",),
     Organ.KIDNEY: ("upper pole", "lower pole", "interpolar", "bosniak", "nephrectomy"),
     Organ.LUNG: ("upper lobe", "lower lobe", "middle lobe", "upper lobes", "lower lobes", "lingula", "lingular",
-                 "lobectomy", "ground-glass", "ground glass"),
+                 "lobectomy", "ground-glass", "ground glass", "rul", "rml", "rll", "lul", "lll"),
     Organ.GALLBLADDER: ("cholecystectomy",),
     Organ.ADRENAL_GLAND: ("adrenalectomy",),
     Organ.SPLEEN: ("splenectomy",),

@@ -6,7 +6,7 @@ import re
 import unicodedata
 
 from extract.reading.cite import cited_as_quoted
-from extract.reading.lesion_words import group_word_in_text, lesion_word_in_text, stated_count
+from extract.reading.lesion_words import group_word_in_text, kind_in_text, lesion_word_in_text, stated_count
 from extract.reading.lesions import SPAN_KEY, lesion_record
 from extract.reading.locations import side_in_text, subsegments_in_text
 from extract.reading.measurements import (
@@ -22,7 +22,7 @@ from extract.reading.quotes import QuoteContext, in_impression
 from extract.reading.sentences import is_not_findings_header, report_sentences, sentence_spans
 from schemas.llm import CitedAnswer, LLMAnswer, LLMLesion, parse_llm_answer
 from schemas.records import ExtractionPayload, match_key
-from schemas.vocab import PAIRED_ORGANS, Organ
+from schemas.vocab import PAIRED_ORGANS, LesionType, Organ
 
 
 def _repeats_findings(record: dict, earlier: list[dict]) -> bool:
@@ -70,6 +70,12 @@ def _list_member(intro: dict, line: str, span: tuple[int, int]) -> dict:
             "evidence": [line[:400]], SPAN_KEY: span}
 
 
+_GENERIC_KINDS = (LesionType.LESION_UNSPECIFIED, LesionType.NODULE)
+#: "The liver metastases are hypodense": a sentence about lesions already recorded, not a new group.
+_BACK_REFERENCE = re.compile(r"^(?:the|these|those|both|all|all of the)\s+(?:[a-z-]+\s+){0,2}?(?:lesions|metastases|"
+                             r"nodules|masses|cysts|tumou?rs|foci|deposits|observations)\b", re.IGNORECASE)
+
+
 def _absorb_described_members(intro: dict, i: int, spans: tuple, text: str, report_text: str, kept: list[dict],
                                warnings: list[str]) -> None:
     """An exact number followed by its lesions described one by one, in prose ("There are now seven pulmonary
@@ -86,9 +92,17 @@ def _absorb_described_members(intro: dict, i: int, spans: tuple, text: str, repo
     if end == i + 1:
         return
     block = (spans[i].end, spans[end - 1].end)
+    organ = Organ(intro["organ"])
+
+    def kind(record: dict) -> LesionType:  # from the words: backstop records carry no kind of their own
+        return kind_in_text(organ, negated_blanked(" ".join(record["evidence"])))
+
+    intro_kind = kind(intro)
     members = [t for t in kept if t is not intro and t["organ"] == intro["organ"] and t.get(SPAN_KEY)
-               and block[0] <= t[SPAN_KEY][0] < block[1] and t["lesion_type"] == intro["lesion_type"]
-               and (intro["laterality"] in (None, "bilateral") or t["laterality"] == intro["laterality"])]
+               and block[0] <= t[SPAN_KEY][0] < block[1]
+               # "two nodules" may be described as an adenoma and a nodule; "two cysts" are not a mass
+               and (intro_kind in _GENERIC_KINDS or kind(t) == intro_kind)
+               and (intro["laterality"] in (None, "bilateral") or t["laterality"] in (None, intro["laterality"]))]
     described = sum(t["count"] for t in members)
     if not members or described > intro["count"] or not all(t["count_exact"] for t in members):
         return
@@ -280,6 +294,10 @@ def _keep_lesion(record: dict, ctx: QuoteContext, report_text: str, tumors: list
     span_key = (record["organ"], ctx.span)
     if first_part and span_key in spans and not spans[span_key]:
         warnings.append(f"lesion {record['id']}: same quote as an earlier single lesion; dropped")
+        return
+    if (record["size"]["status"] != "measured" and _BACK_REFERENCE.match(_HEADER_LEAD.sub("", ctx.text, count=1))
+            and any(t["organ"] == record["organ"] for t in tumors)):
+        warnings.append(f"lesion {record['id']}: speaks of lesions already recorded; dropped")
         return
     # The impression repeats findings: an entry there on an organ (side) the findings already hold is the
     # same lesion unless it carries a size no earlier record has.

@@ -61,9 +61,9 @@ _KIDNEY_PARTS = (
     (r"renal sinus|renal pelvis|hilum|hilar", SubSegment.KIDNEY_RENAL_SINUS),
 )
 _LUNG_PARTS = (
-    (r"upper lobe|lingula", SubSegment.LUNG_UPPER_LOBE),
-    (r"middle lobe", SubSegment.LUNG_MIDDLE_LOBE),
-    (r"lower lobe|lung base", SubSegment.LUNG_LOWER_LOBE),
+    (r"upper lobe|lingula|\b[rl]ul\b", SubSegment.LUNG_UPPER_LOBE),
+    (r"middle lobe|\brml\b", SubSegment.LUNG_MIDDLE_LOBE),
+    (r"lower lobe|lung base|\b[rl]ll\b", SubSegment.LUNG_LOWER_LOBE),
 )
 
 
@@ -93,8 +93,9 @@ def side_in_text(text: str) -> str | None:
     t = text.lower()
     if re.search(r"\bbilateral(?:ly)?\b|\bboth\b", t):
         return "bilateral"
-    left = re.search(r"\bleft\b|\blingula(?:r)?\b", t) is not None
-    right = re.search(r"\bright\b", t) is not None
+    # RUL, RML, RLL, LUL, LLL: the lobe abbreviations of chest reports
+    left = re.search(r"\bleft\b|\blingula(?:r)?\b|\bl[ul]l\b", t) is not None
+    right = re.search(r"\bright\b|\br[uml]l\b", t) is not None
     if left and right:
         return "bilateral"
     return "left" if left else "right" if right else None

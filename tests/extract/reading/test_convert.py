@@ -428,3 +428,24 @@ def test_numbers_in_words_go_past_ten():
 
     assert stated_count("At least twelve hypoattenuating lesions") == (12, False)
     assert stated_count("a dozen small cysts") == (12, True)
+
+
+def test_lobe_abbreviations_and_a_back_reference():
+    report = ("FINDINGS:\nNODULES:\nNodule 1: RUL posterior segment, solid, 8 mm (se 2 im 60). Growing.\n"
+              "Nodule 2: LLL superior segment, solid, 4 mm (se 2 im 110). Stable.\n"
+              "Liver: A 2.2 cm metastasis in segment 6 and a 1.1 cm metastasis in segment 8. The liver metastases "
+              "are hypodense.")
+    rows, _ = summary(EMPTY, report)
+    lung, liver = rows["lung"], rows["liver"]
+    assert (lung["lesion_count"], lung["largest_location"], lung["sides"]) == (2, "right_upper_lobe", ["left", "right"])
+    assert (liver["lesion_count"], liver["count_is_lower_bound"]) == (2, False)
+
+
+def test_a_generic_number_takes_specific_members_but_cysts_are_not_a_mass():
+    report = ("FINDINGS:\nAdrenal glands: The left adrenal gland contains two nodules. The medial limb nodule measures "
+              "1.0 cm, in keeping with a lipid-rich adenoma. The lateral limb nodule measures 2.4 cm and is "
+              "heterogeneous.\nKidneys: Two cysts in the left kidney, up to 8 mm. A 3.0 cm solid mass in the left "
+              "lower pole.")
+    rows, _ = summary(EMPTY, report)
+    assert rows["adrenal_gland"]["lesion_count"] == 2
+    assert rows["kidney"]["lesion_count"] == 3
