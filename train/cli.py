@@ -49,6 +49,9 @@ def register(app: typer.Typer) -> None:
             data = dist.in_turns(lambda: build_data(cfg))
             trainer = Trainer(cfg, data, dist, resume=resume, allow_config_change=allow_config_change)
             summary = trainer.fit(max_steps=max_steps)
+            # Every rank done before any leaves: a rank tearing down while another still finishes its last
+            # collective made gloo abort that one ("terminate called without an active exception").
+            dist.barrier()
         finally:
             teardown_distributed()
         if dist.is_main:
