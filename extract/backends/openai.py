@@ -239,9 +239,13 @@ class OpenAIBackend:
             except _Retryable as exc:
                 if attempt == cfg.retries:
                     raise TransportError(f"{ep.url}: gave up after {attempt + 1} tries: {exc}") from exc
-                delay = min(cfg.backoff_max_s, cfg.backoff_s * 2 ** attempt)
-                await asyncio.sleep(delay * (0.5 + random.random() / 2))
+                await self._back_off(attempt)
         raise AssertionError("unreachable")
+
+    async def _back_off(self, attempt: int) -> None:
+        """Sleep before retry `attempt + 1`: `backoff_s` doubling per attempt up to `backoff_max_s`, with jitter."""
+        delay = min(self.config.backoff_max_s, self.config.backoff_s * 2 ** attempt)
+        await asyncio.sleep(delay * (0.5 + random.random() / 2))
 
     async def complete(self, messages: list[Message], schema: dict[str, Any], sampling: SamplingConfig) -> Completion:
         cfg = self.config
@@ -259,8 +263,7 @@ class OpenAIBackend:
                 self._failed(ep, str(exc))
                 if attempt == cfg.retries:
                     raise TransportError(f"{ep.url}: gave up after {attempt + 1} tries: {exc}") from exc
-                delay = min(cfg.backoff_max_s, cfg.backoff_s * 2 ** attempt)
-                await asyncio.sleep(delay * (0.5 + random.random() / 2))
+                await self._back_off(attempt)
                 continue
             finally:
                 ep.in_flight -= 1
