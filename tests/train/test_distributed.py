@@ -98,14 +98,17 @@ def test_a_failed_preparation_fails_every_rank_at_once(tmp_path):
     assert time.monotonic() - t0 < 30  # not after the process-group timeout
 
 
+#: A four-step run on a synthetic 16³ volume, the trainer's smallest.
+TINY_RUN = ["cpu_threads=1", "data.source=synthetic", "data.classes=[liver, liver_lesion]",
+            "data.patch_size=[16, 16, 16]", "model.filters=[4, 8, 16]", "optim.total_steps=4", "optim.warmup_steps=1"]
+
+
 def _trainers_with_other_configs(dist, tmp):
     from train.config import load_config
     from train.synthetic import SyntheticData
     from train.trainer import Trainer
 
-    sets = ["cpu_threads=1", "data.source=synthetic", "data.classes=[liver, liver_lesion]",
-            "data.patch_size=[16, 16, 16]", "model.filters=[4, 8, 16]", "optim.total_steps=4", "optim.warmup_steps=1",
-            f"output_dir={tmp / 'run'}", f"optim.lr={0.01 if dist.rank == 0 else 0.02}"]
+    sets = [*TINY_RUN, f"output_dir={tmp / 'run'}", f"optim.lr={0.01 if dist.rank == 0 else 0.02}"]
     cfg = load_config(None, sets)
     Trainer(cfg, SyntheticData(cfg.data, volume_shape=(16, 16, 16), num_val=1), dist, resume=False)
     return "started"
@@ -124,9 +127,8 @@ def _replicas_diverge(dist, tmp):
     from train.synthetic import SyntheticData
     from train.trainer import Trainer
 
-    sets = ["cpu_threads=1", "data.source=synthetic", "data.classes=[liver, liver_lesion]",
-            "data.patch_size=[16, 16, 16]", "model.filters=[4, 8, 16]", "optim.total_steps=4", "optim.warmup_steps=1",
-            f"output_dir={tmp / 'run'}", "validation.checkpoint_every_steps=2", "validation.every_steps=1000"]
+    sets = [*TINY_RUN, f"output_dir={tmp / 'run'}", "validation.checkpoint_every_steps=2",
+            "validation.every_steps=1000"]
     cfg = load_config(None, sets)
     trainer = Trainer(cfg, SyntheticData(cfg.data, volume_shape=(16, 16, 16), num_val=1), dist, resume=False)
     if dist.rank == 1:
