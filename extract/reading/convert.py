@@ -56,6 +56,13 @@ _EXAMPLES = re.compile(r"^(?:the\s+)?(?:index|target|representative|reference|me
 _LIST_ITEM = re.compile(r"\s*(?:[-*\u2022]|\d{1,2}[.)])\s")
 
 
+def _as_one_lesion(record: dict) -> dict:
+    """A sized group record as the one lesion its size belongs to (a single lesion is never bilateral)."""
+    return {**record, "count": 1, "count_exact": True, "innumerable": False,
+            "laterality": None if record["laterality"] == "bilateral" else record["laterality"],
+            "size": {**record["size"], "refers_to": "lesion"}}
+
+
 def _list_member(intro: dict, line: str, span: tuple[int, int]) -> dict:
     """A record for one line of the list `intro` opens ("- Segment 8: 1.6 cm (series 5, image 18), ..."): the
     intro's kind and reading, this line's current size, side and sub-segments."""
@@ -140,8 +147,8 @@ def _absorb_list_intros(tumors: list[dict], report_text: str, warnings: list[str
         organ = Organ(intro["organ"])
         following = text[spans[i + 1].start:spans[i + 1].end] if i + 1 < len(spans) else ""
         # A list, not just the next sentences: a colon or semicolon opens it, its lines are items, or the next
-        # sentence goes on about "the three largest".
-        # "Multiple metastases. Index lesions: segment 7, 3.0 cm; ..." names some of the group: a lower bound stays.
+        # sentence goes on about "the three largest" or names examples ("Index lesions: segment 7, 3.0 cm; ..."),
+        # after which the group stays a lower bound.
         examples = bool(_EXAMPLES.match(following))
         opens_list = (intro_text.rstrip().endswith(":") or text[spans[i].end:spans[i].end + 1] in (":", ";")
                       or bool(_LIST_ITEM.match(following)) or bool(_LARGEST_MEMBERS.match(following)) or examples)
@@ -162,9 +169,7 @@ def _absorb_list_intros(tumors: list[dict], report_text: str, warnings: list[str
                     if t["size"]["status"] != "measured":
                         continue
                     if t["count"] > 1 or not t["count_exact"]:
-                        single = {**t, "count": 1, "count_exact": True, "innumerable": False,
-                                  "laterality": None if t["laterality"] == "bilateral" else t["laterality"],
-                                  "size": {**t["size"], "refers_to": "lesion"}}
+                        single = _as_one_lesion(t)
                         kept[kept.index(t)] = single
                         t = single
                     members.append(t)
@@ -184,9 +189,7 @@ def _absorb_list_intros(tumors: list[dict], report_text: str, warnings: list[str
         position = kept.index(intro)
         replacement: list[dict] = []
         if sized_intro:
-            replacement.append({**intro, "count": 1, "count_exact": True, "innumerable": False,
-                                "laterality": None if intro["laterality"] == "bilateral" else intro["laterality"],
-                                "size": {**intro["size"], "refers_to": "lesion"}})
+            replacement.append(_as_one_lesion(intro))
         if rest > 0:
             replacement.append({**intro, "count": rest, "count_exact": intro["count_exact"],
                                 "size": {"status": "not_reported"}})
@@ -248,14 +251,15 @@ def _missed_lesions(report_text: str, report_key: str, tumors: list[dict]) -> li
         sizes = [m.diameters_mm for m in current_measurements(sentence)]
         covered = any(side is None or t["laterality"] in (side, "bilateral", None) or side == "bilateral"
                       for t in known)
-        group = group_word_in_text(negated_blanked(sentence))
+        blanked = negated_blanked(sentence)
+        group = group_word_in_text(blanked)
         known_group = any(t["count"] > 1 or not t["count_exact"] for t in known)
         if known_group and _REST_OF_GROUP.search(sentence):
             continue  # "the remaining nodules are 3 mm or smaller": members of the group already counted
         # A group the records lack ("at least five additional nodules" beside a sized mass) is news too; "the
         # adnexal masses" speaks of lesions already recorded, so it takes a number or a quantifier.
         new_group = group and (not known_group or bool(_ADDITIVE.search(sentence))) and (
-            stated_count(negated_blanked(sentence)) is not None or bool(_QUANTIFIER.search(sentence))
+            stated_count(blanked) is not None or bool(_QUANTIFIER.search(sentence))
             or sentence.rstrip().endswith(":"))  # "Nodules elsewhere:" opens a list
         if covered and not new_group and (
                 not sizes or any(tuple(t["size"].get("diameters_mm", ())) in sizes for t in known)):
