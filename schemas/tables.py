@@ -1,8 +1,9 @@
-"""Arrow schemas (and so DuckDB DDL) of the `tumors` and `organ_findings` tables, derived from the pydantic models.
+"""Arrow schemas (and so DuckDB DDL) of the `tumors`, `organ_findings` and `audit` tables, derived from the pydantic
+models.
 
 `tumors` flattens `TumorRecord` (nested `size` / `comparison` become `size_*` / `comparison_*` columns; evidence
 quotes stay in the stored payload JSON only) and adds derived physical columns. `organ_findings` holds the
-per-organ summary rows. Both are keyed by `extraction_key`.
+per-organ summary rows. Both are keyed by `extraction_key`. `audit` holds one row per audited CT (`schemas.audit`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, Iterable, Literal
 import pyarrow as pa
 from pydantic import BaseModel
 
+from schemas.audit import CTAudit
 from schemas.measure import ellipsoid_volume_mm3
 from schemas.records import ExtractionPayload, TumorRecord
 from schemas.summary import organ_summary
@@ -165,3 +167,16 @@ def extraction_tables(items: Iterable[tuple[str, str, ExtractionPayload]]) -> tu
         for column, name in summary_columns:
             column.extend([row.get(name) for row in rows])
     return _columns(TUMORS_SCHEMA, tumors), _columns(ORGAN_FINDINGS_SCHEMA, findings)
+
+
+#: The `audit` table (one row per audited CT, keyed by ct_id), derived from `schemas.audit.CTAudit`.
+AUDIT_SCHEMA = pa.schema([f.with_nullable(False) if f.name == "ct_id" else f for f in _flat_fields(CTAudit)])
+
+
+def audit_table(audits: Iterable[CTAudit]) -> pa.Table:
+    """The `audit` Arrow table of :class:`schemas.audit.CTAudit` rows."""
+    columns: dict[str, list[Any]] = {f.name: [] for f in AUDIT_SCHEMA}
+    for audit in audits:
+        for name, value in _flatten(audit).items():
+            columns[name].append(value)
+    return _columns(AUDIT_SCHEMA, columns)

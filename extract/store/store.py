@@ -637,6 +637,22 @@ class Store:
                 con.unregister("_cases")
         return table.num_rows
 
+    # -- audit ------------------------------------------------------------------------------------
+
+    def write_audit(self, table: pa.Table) -> int:
+        """Store `rsuper audit` rows (`schemas.tables.AUDIT_SCHEMA`) in one transaction, replacing earlier rows of
+        the same CTs: auditing again is idempotent, and rows of CTs not in `table` stay."""
+        if "ct_id" not in table.column_names:
+            raise ValueError("write_audit: a ct_id column is required")
+        with self.transaction() as con:
+            con.register("_audit", table)
+            try:
+                con.execute("DELETE FROM audit WHERE ct_id IN (SELECT ct_id FROM _audit)")
+                con.execute("INSERT INTO audit BY NAME SELECT * FROM _audit")
+            finally:
+                con.unregister("_audit")
+        return table.num_rows
+
     # -- exports ----------------------------------------------------------------------------------
 
     def export(self, fmt: str, out: str | os.PathLike[str], table: str = "organ_summary") -> int:

@@ -1,6 +1,6 @@
 """The store's DDL: tables and views, built from the Arrow schemas in `schemas.tables`, and their migrations.
 
-The `tumors` and `organ_findings` tables are created from the Arrow schemas in `schemas.tables`
+The `tumors`, `organ_findings` and `audit` tables are created from the Arrow schemas in `schemas.tables`
 (`arrow_to_duckdb_type` does the mapping), so the DDL follows the shared schema package. The store's own
 DDL version lives in `_meta` and moves forward through `MIGRATIONS`.
 """
@@ -16,7 +16,7 @@ from extract.store.errors import StoreError
 from schemas.vocab import ORGANS
 
 #: Version of the store DDL written by this code (the length of `MIGRATIONS`).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 # --------------------------------------------------------------------------------------------------
@@ -279,8 +279,15 @@ def _migration_2(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(_INGESTS_DDL)
 
 
+def _migration_3(con: duckdb.DuckDBPyConnection) -> None:
+    """The `audit` table of `rsuper audit` (model versus report, one row per CT), from `schemas.tables`."""
+    from schemas.tables import AUDIT_SCHEMA
+
+    con.execute(create_table_sql("audit", AUDIT_SCHEMA, primary_key=("ct_id",)))
+
+
 #: Forward migrations: entry i takes a store from DDL version i to i + 1. Each must be idempotent.
-MIGRATIONS: tuple[Callable[[duckdb.DuckDBPyConnection], None], ...] = (_migration_1, _migration_2)
+MIGRATIONS: tuple[Callable[[duckdb.DuckDBPyConnection], None], ...] = (_migration_1, _migration_2, _migration_3)
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 

@@ -3,7 +3,8 @@ import math
 import pyarrow as pa
 
 from schemas.records import ExtractionPayload, TumorRecord
-from schemas.tables import ORGAN_FINDINGS_SCHEMA, TUMORS_SCHEMA, extraction_tables
+from schemas.audit import CTAudit
+from schemas.tables import AUDIT_SCHEMA, ORGAN_FINDINGS_SCHEMA, TUMORS_SCHEMA, audit_table, extraction_tables
 from schemas.vocab import ORGANS
 
 
@@ -63,3 +64,16 @@ def test_batched_tables_hold_the_rows_of_each_payload_in_order():
     empty_tumors, empty_findings = extraction_tables([])
     assert (empty_tumors.schema, empty_tumors.num_rows) == (TUMORS_SCHEMA, 0)
     assert (empty_findings.schema, empty_findings.num_rows) == (ORGAN_FINDINGS_SCHEMA, 0)
+
+
+def test_audit_columns_follow_the_model():
+    assert AUDIT_SCHEMA.names == list(CTAudit.model_fields)
+    assert not AUDIT_SCHEMA.field("ct_id").nullable and AUDIT_SCHEMA.field("report_id").nullable
+    assert AUDIT_SCHEMA.field("reasons").type == pa.list_(pa.string())
+    assert AUDIT_SCHEMA.field("score").type == pa.float64() and AUDIT_SCHEMA.field("n_predicted").type == pa.int32()
+    row = CTAudit(ct_id="CT1", report_id="R1", score=2.5, reasons=["likely_unit_error", "count_mismatch"],
+                  findings=["likely_unit_error: liver: reported 450.0 mm, predicted 44.1 mm (x10.20)"],
+                  organs=["liver"], n_reported=1, n_predicted=2, reported_largest_mm=450.0, predicted_largest_mm=44.1)
+    (got,) = audit_table([row]).to_pylist()
+    assert got["reasons"] == ["likely_unit_error", "count_mismatch"] and got["predicted_volume_mm3"] == 0.0
+    assert got == row.model_dump(mode="json")

@@ -460,6 +460,22 @@ def test_replace_cases_replaces_the_whole_table(store):
         {"ct_id": "CT2", "spacing": [1.0, 1.0, 1.0]}]
 
 
+def test_write_audit_replaces_the_rows_of_the_same_cts_in_one_transaction(store):
+    from schemas.audit import CTAudit
+    from schemas.tables import audit_table
+
+    first = [CTAudit(ct_id="CT1", report_id="R1", score=2.0, reasons=["likely_unit_error"], organs=["liver"]),
+             CTAudit(ct_id="CT2", report_id="R2")]
+    assert store.write_audit(audit_table(first)) == 2
+    store.write_audit(audit_table([first[0].model_copy(update={"score": 0.5, "reasons": ["size_mismatch"]})]))
+    assert store.query("SELECT ct_id, score, reasons FROM audit ORDER BY ct_id").to_pylist() == [
+        {"ct_id": "CT1", "score": 0.5, "reasons": ["size_mismatch"]}, {"ct_id": "CT2", "score": 0.0, "reasons": []}]
+    twice = audit_table([CTAudit(ct_id="CT3"), CTAudit(ct_id="CT3", score=1.0)])
+    with pytest.raises(StoreError):  # the primary key refuses the batch, and nothing of it is stored
+        store.write_audit(twice)
+    assert store.query("SELECT count(*) AS n FROM audit").to_pylist() == [{"n": 2}]
+
+
 # -- query and export -----------------------------------------------------------------------------
 
 
