@@ -6,8 +6,8 @@ Per input CT ``OUT/<ct_id>/`` receives:
 * ``channels.nii.gz``: uint8 (X, Y, Z, C) binary mask of every output channel (multi-label: organs overlap
   their sub-segments and lesions);
 * ``probabilities.nii.gz`` (optional): float32 (X, Y, Z, C_lesion) lesion probabilities;
-* ``summary.json``: per organ with a lesion channel, the predicted lesion volume (mm3) and the maximum lesion
-  probability (the per-CT detection score used by ``rsuper evaluate``).
+* ``summary.json``: the CT's path, and per organ with a lesion channel the predicted lesion volume (mm3) and the
+  maximum lesion probability (the per-CT detection score used by ``rsuper evaluate``).
 
 The CT goes through the training preprocessing (RAS orientation, optional resampling, HU window and
 normalisation), the network runs on that grid, and the probabilities are mapped back to the input voxel grid.
@@ -188,22 +188,38 @@ def predict_case(
     image, grid_affine, original = load_for_inference(ct_path, config)
     prob = predict_probabilities(net, image, config.data.patch_size, overlap, device, amp=config.optim.amp)
     prob_np = resample_to_grid(prob.numpy(), grid_affine, original["affine"], original["shape"], order=1)
-    spacing = np.linalg.norm(original["affine"][:3, :3], axis=0)
     if restrict_lesions_to_organ:
+        spacing = np.linalg.norm(original["affine"][:3, :3], axis=0)
         prob_np = restrict_to_organs(torch.from_numpy(prob_np), classes, spacing).numpy()
+    return write_outputs(out_dir, prob_np, classes, original["affine"], ct_path, save_probabilities)
+
+
+def write_outputs(out_dir: Path, prob: np.ndarray, classes: Sequence[str], affine: np.ndarray, ct_path: Path,
+                  save_probabilities: bool = False) -> dict:
+    """Write one CT's outputs (module docstring) from its probabilities on its own grid; returns the summary.
+
+    Args:
+        out_dir: the CT's output folder (created).
+        prob: float (C, X, Y, Z) probabilities of ``classes`` on the CT's voxel grid.
+        classes: channel names.
+        affine: the CT's voxel -> world affine (mm).
+        ct_path: the CT file, recorded in the summary for the case pages.
+        save_probabilities: also write ``probabilities.nii.gz``.
+    """
+    classes = list(classes)
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
     out_dir.mkdir(parents=True, exist_ok=True)
-    binary = prob_np > 0.5
+    binary = prob > 0.5
     lesion_idx = [c for c, n in enumerate(classes) if n.endswith("_lesion")]
-    lesion_map = np.zeros(original["shape"], np.uint8)
+    lesion_map = np.zeros(prob.shape[1:], np.uint8)
     for i, c in enumerate(lesion_idx):
         lesion_map[binary[c]] = i + 1
-    affine = original["affine"]
     _save(lesion_map, affine, out_dir / "lesions.nii.gz")
     _save(np.moveaxis(binary, 0, -1).astype(np.uint8), affine, out_dir / "channels.nii.gz")
     if save_probabilities:
-        _save(np.moveaxis(prob_np[lesion_idx], 0, -1).astype(np.float32), affine, out_dir / "probabilities.nii.gz")
-    summary = {"ct_id": out_dir.name, "spacing_mm": spacing.tolist(),
-               "organs": detection_summary(prob_np, classes, spacing)}
+        _save(np.moveaxis(prob[lesion_idx], 0, -1).astype(np.float32), affine, out_dir / "probabilities.nii.gz")
+    summary = {"ct_id": out_dir.name, "ct_path": str(Path(ct_path).resolve()), "spacing_mm": spacing.tolist(),
+               "organs": detection_summary(prob, classes, spacing)}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     (out_dir / "labels.json").write_text(json.dumps({
         "lesions": {str(i + 1): classes[c] for i, c in enumerate(lesion_idx)},
