@@ -1,0 +1,149 @@
+import pytest
+
+from schemas.audit import AuditReason
+from train.data.records import CaseRecords, ReportedTumor
+from train.review.audit import audit_case, match_lesions, reported_lesions
+from train.review.config import AuditConfig, load_audit_config
+from train.review.lesions import PredictedLesion
+
+CFG = AuditConfig()
+ORGANS = ["liver", "pancreas", "kidney"]
+
+
+def lesion(organ, d, segment=None, side=None, prob=None, contrast=None):
+    return PredictedLesion(organ=organ, value=1, voxels=100, volume_mm3=3.14159 / 6 * d**3, diameter_mm=d,
+                           center_voxel=(0.0, 0.0, 0.0), box=((0, 0, 0), (1, 1, 1)), segment=segment, side=side,
+                           max_probability=prob, hu_contrast=contrast)
+
+
+def records(*tumors, free=(), equivocal=()):
+    return CaseRecords("R1", tuple(tumors), frozenset(free), frozenset(equivocal))
+
+
+def reasons(row):
+    return [r.value for r in row.reasons]
+
+
+def test_agreement_scores_zero():
+    row, findings, pairs = audit_case(
+        "c", records(ReportedTumor("liver", ("liver_segment_7",), None, (21.0,), "hypo")),
+        [lesion("liver", 20.0, "liver_segment_7", contrast=-40.0)], ORGANS, CFG)
+    assert row.score == 0 and findings == [] and row.reasons == []
+    assert (row.n_reported, row.n_predicted, row.reported_largest_mm, row.predicted_largest_mm) == (1, 1, 21.0, 20.0)
+    assert pairs[0][1].diameter_mm == 20.0
+
+
+def test_a_size_ten_times_off_is_a_likely_unit_error():
+    row, findings, _ = audit_case("c", records(ReportedTumor("liver", diameters_mm=(450.0,))),
+                                  [lesion("liver", 44.1)], ORGANS, CFG)
+    assert reasons(row) == ["likely_unit_error"] and row.score == 2.0
+    assert row.findings == ["likely_unit_error: liver: reported 450.0 mm, predicted 44.1 mm (x10.20)"]
+    row, _, _ = audit_case("c", records(ReportedTumor("liver", diameters_mm=(3.0,))), [lesion("liver", 30.0)],
+                           ORGANS, CFG)
+    assert reasons(row) == ["likely_unit_error"]
+
+
+def test_a_size_larger_than_the_organ_is_a_likely_unit_error():
+    row, _, _ = audit_case("c", records(ReportedTumor("kidney", diameters_mm=(150.0,))), [lesion("kidney", 40.0)],
+                           ORGANS, CFG, organ_extents_mm={"kidney": 110.0})
+    assert reasons(row) == ["likely_unit_error"]
+    assert row.findings[0].endswith("organ 110 mm")
+
+
+def test_size_mismatch_beyond_the_tolerance_weighs_by_the_factor():
+    row, _, _ = audit_case("c", records(ReportedTumor("liver", diameters_mm=(40.0,))), [lesion("liver", 20.0)],
+                           ORGANS, CFG)
+    assert reasons(row) == ["size_mismatch"] and row.score == pytest.approx(0.5 * 1.0)  # log2(2) = 1
+    row, _, _ = audit_case("c", records(ReportedTumor("liver", diameters_mm=(28.0,))), [lesion("liver", 20.0)],
+                           ORGANS, CFG)
+    assert row.score == 0  # x1.4 is within the 50 % tolerance
+
+
+def test_reported_not_found_and_count_mismatch():
+    row, findings, pairs = audit_case(
+        "c", records(ReportedTumor("pancreas", ("pancreas_head",), None, (25.0,))), [], ORGANS, CFG)
+    assert reasons(row) == ["reported_not_found", "count_mismatch"]
+    assert row.score == pytest.approx(1.0 + 0.5)
+    assert pairs[0][1] is None
+    assert findings[0].text == "pancreas (pancreas_head): reported 25.0 mm lesion, none predicted"
+
+
+def test_a_small_unfound_lesion_weighs_less():
+    row, _, _ = audit_case("c", records(ReportedTumor("liver", diameters_mm=(5.0,))), [], ORGANS, CFG)
+    assert row.score == pytest.approx(1.0 * 0.5 + 0.5)  # 5 mm of the 10 mm full weight, plus the count
+
+
+def test_a_lesion_in_an_organ_called_normal():
+    row, _, _ = audit_case("c", records(free=["liver", "pancreas", "kidney"]),
+                           [lesion("pancreas", 20.0, prob=0.8)], ORGANS, CFG)
+    assert reasons(row) == ["lesion_in_normal_organ"] and row.organs == ["pancreas"]
+    assert row.score == pytest.approx(0.8)
+
+
+def test_a_normal_side_of_a_paired_organ():
+    rec = records(ReportedTumor("kidney", (), "right", (30.0,)), free=["kidney_left"])
+    row, _, _ = audit_case("c", rec, [lesion("kidney", 30.0, side="right"), lesion("kidney", 15.0, side="left")],
+                           ORGANS, CFG)
+    assert reasons(row) == ["lesion_in_normal_organ"]
+
+
+def test_side_and_sub_segment_mismatch():
+    rec = records(ReportedTumor("kidney", (), "left", (30.0,)),
+                  ReportedTumor("liver", ("liver_segment_2",), None, (20.0,)))
+    row, _, _ = audit_case("c", rec, [lesion("kidney", 30.0, side="right"), lesion("liver", 20.0, "liver_segment_6")],
+                           ORGANS, CFG)
+    assert reasons(row) == ["location_mismatch"] and row.score == 1.0
+
+
+def test_attenuation_against_the_organ():
+    rec = records(ReportedTumor("liver", (), None, (20.0,), "hypo"))
+    row, _, _ = audit_case("c", rec, [lesion("liver", 20.0, contrast=45.0)], ORGANS, CFG)
+    assert reasons(row) == ["attenuation_mismatch"]
+    row, _, _ = audit_case("c", rec, [lesion("liver", 20.0, contrast=-45.0)], ORGANS, CFG)
+    assert row.score == 0
+
+
+def test_groups_count_each_lesion_and_lower_bounds_accept_more():
+    group = ReportedTumor("liver", (), None, (30.0,), count=3)
+    assert [r.diameter_mm for r in reported_lesions([group])] == [30.0, None, None]
+    preds = [lesion("liver", 30.0), lesion("liver", 12.0), lesion("liver", 9.0)]
+    row, _, _ = audit_case("c", records(group), preds, ORGANS, CFG)
+    assert row.score == 0 and row.n_reported == 3
+    at_least = ReportedTumor("liver", (), None, (30.0,), count=2, count_is_lower_bound=True)
+    row, _, _ = audit_case("c", records(at_least), preds, ORGANS, CFG)
+    assert row.score == 0
+    row, _, _ = audit_case("c", records(ReportedTumor("liver", (), None, (30.0,))), preds, ORGANS, CFG)
+    assert reasons(row) == ["count_mismatch"] and row.score == pytest.approx(0.5 * 2)
+
+
+def test_equivocal_and_unmentioned_organs_and_organs_without_a_channel_are_not_scored():
+    rec = records(ReportedTumor("spleen", (), None, (30.0,)), equivocal=["liver"])
+    row, _, _ = audit_case("c", rec, [lesion("liver", 20.0), lesion("pancreas", 10.0)], ORGANS, CFG)
+    assert row.score == 0 and row.n_reported == 0 and row.n_predicted == 2
+
+
+def test_matching_prefers_size_and_place():
+    rep = reported_lesions([ReportedTumor("liver", ("liver_segment_2",), None, (10.0,)),
+                            ReportedTumor("liver", ("liver_segment_7",), None, (40.0,))])
+    pred = [lesion("liver", 38.0, "liver_segment_7"), lesion("liver", 11.0, "liver_segment_2")]
+    assert match_lesions(rep, pred) == [(0, 1), (1, 0)]
+
+
+def test_weights_come_from_the_config_and_overrides(tmp_path):
+    (tmp_path / "a.yaml").write_text("weights: {likely_unit_error: 5}\n")
+    cfg = load_audit_config(tmp_path / "a.yaml", ["size_tolerance=0.2"])
+    assert cfg.weights.likely_unit_error == 5 and cfg.size_tolerance == 0.2
+    row, _, _ = audit_case("c", records(ReportedTumor("liver", diameters_mm=(450.0,))), [lesion("liver", 44.0)],
+                           ORGANS, cfg)
+    assert row.score == 5.0
+    row, _, _ = audit_case("c", records(ReportedTumor("liver", diameters_mm=(26.0,))), [lesion("liver", 20.0)],
+                           ORGANS, cfg)
+    assert reasons(row) == ["size_mismatch"]  # x1.3 is beyond a 20 % tolerance
+
+
+def test_reason_order_follows_the_weight():
+    rec = records(ReportedTumor("liver", ("liver_segment_2",), None, (450.0,)),
+                  ReportedTumor("pancreas", (), None, (20.0,)))
+    row, findings, _ = audit_case("c", rec, [lesion("liver", 44.0, "liver_segment_8")], ORGANS, CFG)
+    assert [f.weight for f in findings] == sorted((f.weight for f in findings), reverse=True)
+    assert reasons(row)[0] == AuditReason.LIKELY_UNIT_ERROR.value

@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+
+from train.data.labels import CANONICAL_INDEX
+from train.review.lesions import (
+    component_in_box, largest_diameter_mm, organ_extents_mm, organ_map_from_channels, predicted_lesions,
+)
+
+
+def _ball(shape, center, radius_vox):
+    g = np.indices(shape).transpose(1, 2, 3, 0)
+    return ((g - np.asarray(center)) ** 2).sum(-1) <= radius_vox**2
+
+
+def test_a_voxelised_ball_measures_its_diameter_through_the_spacing():
+    ball = _ball((30, 30, 30), (15, 15, 15), 5)  # 11 voxels across
+    assert largest_diameter_mm(np.argwhere(ball), (2.0, 2.0, 2.0)) == pytest.approx(22.0)
+    assert largest_diameter_mm(np.argwhere(ball), (1.0, 1.0, 3.0)) == pytest.approx(33.0)  # the longest axis: z
+    assert largest_diameter_mm(np.array([[3, 4, 5]]), (0.8, 0.8, 2.5)) == 2.5
+
+
+def test_an_oblique_rod_measures_its_length_not_its_box():
+    rod = np.array([[i, i, 0] for i in range(20)])  # 20 voxels on the diagonal, 1 mm voxels
+    assert largest_diameter_mm(rod, (1, 1, 1)) == pytest.approx(19 * np.sqrt(2) + np.sqrt(2), rel=1e-6)
+
+
+def test_components_per_channel_with_volume_segment_side_probability_and_contrast():
+    shape = (40, 40, 20)
+    lesions = np.zeros(shape, np.uint8)
+    lesions[_ball(shape, (10, 10, 10), 3)] = 1  # liver lesion
+    lesions[_ball(shape, (30, 30, 10), 2)] = 2  # kidney lesion
+    lesions[0, 0, 0] = 1  # a one-voxel speck: 8 mm3 < 65 mm3, dropped
+    organs = np.zeros(shape, np.uint8)
+    organs[:20] = CANONICAL_INDEX["liver_segment_7"]
+    organs[5:8] = CANONICAL_INDEX["liver_segment_8"]  # a minority of the liver lesion's voxels
+    organs[20:] = CANONICAL_INDEX["kidney_left"]
+    ct = np.full(shape, 100.0)
+    ct[lesions == 1] = 40.0
+    prob = np.zeros((*shape, 2), np.float32)
+    prob[..., 0][lesions == 1] = 0.9
+    prob[..., 1][lesions == 2] = 0.7
+    found = predicted_lesions(lesions, {1: "liver_lesion", 2: "kidney_lesion"}, (2.0, 2.0, 2.0), organ_map=organs,
+                              probabilities=prob, ct_hu=ct)
+    assert [(p.organ, p.segment, p.side) for p in found] == [("liver", "liver_segment_7", None),
+                                                             ("kidney", None, "left")]
+    liver, kidney = found
+    assert liver.voxels == int(_ball(shape, (10, 10, 10), 3).sum()) and liver.volume_mm3 == liver.voxels * 8.0
+    assert liver.diameter_mm == pytest.approx(14.0) and kidney.diameter_mm == pytest.approx(10.0)
+    assert liver.center_voxel == pytest.approx((10, 10, 10))
+    assert liver.max_probability == pytest.approx(0.9) and kidney.max_probability == pytest.approx(0.7)
+    assert liver.hu_contrast == pytest.approx(-60.0) and kidney.hu_contrast == pytest.approx(0.0)
+    assert component_in_box(lesions, liver).sum() == liver.voxels
+
+
+def test_without_an_organ_map_lesions_have_no_place():
+    lesions = np.zeros((20, 20, 20), np.uint8)
+    lesions[_ball(lesions.shape, (10, 10, 10), 3)] = 1
+    (p,) = predicted_lesions(lesions, {1: "liver_lesion"}, (1.0, 1.0, 1.0))
+    assert (p.segment, p.side, p.max_probability, p.hu_contrast) == (None, None, None, None)
+    assert predicted_lesions(lesions, {1: "liver_lesion"}, (1.0, 1.0, 1.0), min_volume_mm3=1e6) == []
+
+
+def test_organ_map_from_channels_derives_kidney_sides_and_extents():
+    shape = (40, 20, 20)
+    channels = np.zeros((*shape, 2), bool)
+    channels[2:8, 5:15, 5:15, 1] = True  # kidney at low x: patient left in RAS (x grows to the right)
+    channels[30:36, 5:15, 5:15, 1] = True
+    channels[10:28, 2:18, 2:18, 0] = True  # liver
+    affine = np.diag([1.0, 1.0, 2.0, 1.0])
+    organs = organ_map_from_channels(channels, ["liver", "kidney"], affine)
+    assert organs[4, 10, 10] == CANONICAL_INDEX["kidney_left"] and organs[33, 10, 10] == CANONICAL_INDEX["kidney_right"]
+    assert organs[20, 10, 10] == CANONICAL_INDEX["liver"]
+    assert organ_extents_mm(organs, (1.0, 1.0, 2.0)) == {"liver": 32.0, "kidney": 34.0}

@@ -1,0 +1,237 @@
+"""Compare one CT's predicted lesions with its report records: findings, their weights, the disagreement score.
+
+Per organ with a lesion channel:
+
+* organ reported lesion-free (or one side of a paired organ): every predicted lesion there is
+  ``lesion_in_normal_organ``;
+* organ with reported tumours: reported lesions (a group of ``count`` lesions counts ``count`` times; its diameters
+  belong to its largest, or to each when the report says so) are matched one-to-one to predicted lesions by
+  :func:`scipy.optimize.linear_sum_assignment` on a cost of size ratio (|log|) plus location and side
+  disagreement. Unmatched reported lesions are ``reported_not_found``; a predicted count other than the reported
+  one (or below a lower bound, "at least 3") is ``count_mismatch``; matched pairs can be a ``size_mismatch``, a
+  ``likely_unit_error`` (about ten times off, or larger than the organ), a ``location_mismatch`` (another
+  sub-segment or side) or an ``attenuation_mismatch``;
+* equivocal or unmentioned organs are not scored.
+
+Pure functions on :class:`train.review.lesions.PredictedLesion` and :class:`train.data.records.CaseRecords`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from schemas.audit import AuditReason, CTAudit
+from train.data.records import CaseRecords, ReportedTumor
+from train.review.config import AuditConfig
+from train.review.lesions import PredictedLesion
+
+_UNKNOWN_SIZE_COST = 0.7  # |log| of a factor 2: an unsized report lesion takes any predicted one, not a sized one's
+_PLACE_COST = 1.0  # another sub-segment or side costs as much as a factor e in size
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportedLesion:
+    """One lesion as the report states it (a group record gives ``count`` of these)."""
+
+    organ: str
+    diameter_mm: float | None
+    segments: tuple[str, ...] = ()
+    side: str | None = None
+    attenuation: str = "unknown"
+
+
+@dataclasses.dataclass(frozen=True)
+class Finding:
+    """One disagreement: its kind, organ, weight in the score and a line with the figures (no report text)."""
+
+    reason: AuditReason
+    organ: str
+    weight: float
+    text: str
+
+
+def reported_lesions(tumors: Sequence[ReportedTumor]) -> list[ReportedLesion]:
+    """Reported tumours as single lesions: a group of ``count`` gives ``count`` lesions, the diameters going to the
+    first (the largest) unless the report gives them for each."""
+    out = []
+    for t in tumors:
+        size = max(t.diameters_mm) if t.diameters_mm else None
+        side = t.side if t.side in ("left", "right") else None
+        for i in range(max(1, t.count)):
+            out.append(ReportedLesion(t.organ, size if i == 0 or t.size_applies_to_each else None, t.segments, side,
+                                      t.attenuation))
+    return out
+
+
+def _place_cost(r: ReportedLesion, p: PredictedLesion) -> float:
+    cost = 0.0
+    if r.segments and p.segment is not None and p.segment not in r.segments:
+        cost += _PLACE_COST
+    if r.side and p.side and r.side != p.side:
+        cost += _PLACE_COST
+    return cost
+
+
+def match_lesions(reported: Sequence[ReportedLesion], predicted: Sequence[PredictedLesion]) -> list[tuple[int, int]]:
+    """(reported index, predicted index) pairs of the one-to-one matching of least total cost: |log| size ratio
+    (:data:`_UNKNOWN_SIZE_COST` when the report gives no size) plus :data:`_PLACE_COST` per sub-segment or side
+    disagreement. min(len(reported), len(predicted)) pairs."""
+    if not reported or not predicted:
+        return []
+    cost = np.zeros((len(reported), len(predicted)))
+    for i, r in enumerate(reported):
+        for j, p in enumerate(predicted):
+            size = (abs(math.log(r.diameter_mm / p.diameter_mm)) if r.diameter_mm and p.diameter_mm
+                    else _UNKNOWN_SIZE_COST)
+            cost[i, j] = size + _place_cost(r, p)
+    rows, cols = linear_sum_assignment(cost)
+    return sorted(zip(rows.tolist(), cols.tolist()))
+
+
+def _where(p: PredictedLesion) -> str:
+    parts = [x for x in (p.segment, p.side) if x]
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def _scale(diameter_mm: float | None, config: AuditConfig) -> float:
+    """Weight factor of a lesion finding by size: full from ``full_weight_mm``, at least a quarter."""
+    if diameter_mm is None:
+        return 1.0
+    return min(1.0, max(0.25, diameter_mm / config.full_weight_mm))
+
+
+def _pair_findings(r: ReportedLesion, p: PredictedLesion, organ: str, organ_extent_mm: float | None,
+                   config: AuditConfig) -> list[Finding]:
+    w = config.weights
+    out = []
+    if r.diameter_mm:
+        ratio = r.diameter_mm / p.diameter_mm
+        line = f"{organ}{_where(p)}: reported {r.diameter_mm:.1f} mm, predicted {p.diameter_mm:.1f} mm (x{ratio:.2f})"
+        too_big = organ_extent_mm is not None and r.diameter_mm > config.organ_extent_factor * organ_extent_mm
+        if ratio >= config.unit_error_factor or ratio <= 1 / config.unit_error_factor or too_big:
+            extra = f", organ {organ_extent_mm:.0f} mm" if too_big else ""
+            out.append(Finding(AuditReason.LIKELY_UNIT_ERROR, organ, w.likely_unit_error, line + extra))
+        elif abs(math.log(ratio)) > math.log1p(config.size_tolerance):
+            out.append(Finding(AuditReason.SIZE_MISMATCH, organ, w.size_mismatch * min(3.0, abs(math.log2(ratio))),
+                               line))
+    if _place_cost(r, p):
+        said = ", ".join([*r.segments, *([r.side] if r.side else [])])
+        seen = ", ".join(x for x in (p.segment, p.side) if x)
+        out.append(Finding(AuditReason.LOCATION_MISMATCH, organ, w.location_mismatch,
+                           f"{organ}: reported in {said}, predicted in {seen}"))
+    contrast = p.hu_contrast
+    if contrast is not None and (
+            (r.attenuation == "hypo" and contrast > config.attenuation_contrast_hu)
+            or (r.attenuation == "hyper" and contrast < -config.attenuation_contrast_hu)):
+        out.append(Finding(AuditReason.ATTENUATION_MISMATCH, organ, w.attenuation_mismatch,
+                           f"{organ}{_where(p)}: reported {r.attenuation}attenuating, predicted lesion "
+                           f"{contrast:+.0f} HU against its organ"))
+    return out
+
+
+Pairs = list[tuple[ReportedLesion, PredictedLesion | None]]
+
+
+def organ_findings(organ: str, reported: Sequence[ReportedLesion], predicted: Sequence[PredictedLesion],
+                   records: CaseRecords, config: AuditConfig, organ_extent_mm: float | None = None,
+                   count_is_lower_bound: bool = False) -> tuple[list[Finding], Pairs]:
+    """The findings of one organ (module docstring) and each reported lesion with its matched prediction (None:
+    not found).
+
+    Args:
+        organ: organ key.
+        reported: the report's lesions in this organ (:func:`reported_lesions`).
+        predicted: the predicted lesions of this organ's channel.
+        records: the CT's records (for the lesion-free and equivocal organs and sides).
+        config: tolerances and weights.
+        organ_extent_mm: the organ's largest extent (mm), for the implausible-size check; None to skip it.
+        count_is_lower_bound: the report's count is "at least".
+    """
+    w = config.weights
+    out: list[Finding] = []
+    free = organ in records.lesion_free or all(f"{organ}_{s}" in records.lesion_free for s in ("left", "right"))
+    if free and not reported:
+        for p in predicted:
+            weight = w.lesion_in_normal_organ * _scale(p.diameter_mm, config) * (p.max_probability or 1.0)
+            out.append(Finding(AuditReason.LESION_IN_NORMAL_ORGAN, organ, weight,
+                               f"{organ}{_where(p)}: reported without lesion, predicted {p.diameter_mm:.1f} mm "
+                               f"({p.volume_mm3:.0f} mm3)"))
+        return out, []
+    if not reported:  # equivocal or not mentioned: nothing to compare with
+        return out, []
+    normal_sides = {s for s in ("left", "right") if f"{organ}_{s}" in records.lesion_free}
+    in_normal_side = [p for p in predicted if p.side in normal_sides]
+    for p in in_normal_side:
+        out.append(Finding(AuditReason.LESION_IN_NORMAL_ORGAN, organ,
+                           w.lesion_in_normal_organ * _scale(p.diameter_mm, config) * (p.max_probability or 1.0),
+                           f"{organ}{_where(p)}: reported without lesion on the {p.side}, predicted "
+                           f"{p.diameter_mm:.1f} mm"))
+    predicted = [p for p in predicted if p.side not in normal_sides]
+    pairs = match_lesions(reported, predicted)
+    matched = {i for i, _ in pairs}
+    for i, r in enumerate(reported):
+        if i not in matched:
+            size = f"{r.diameter_mm:.1f} mm" if r.diameter_mm else "unsized"
+            where = ", ".join([*r.segments, *([r.side] if r.side else [])])
+            out.append(Finding(AuditReason.REPORTED_NOT_FOUND, organ,
+                               w.reported_not_found * _scale(r.diameter_mm, config),
+                               f"{organ}{f' ({where})' if where else ''}: reported {size} lesion, none predicted"))
+    n_r, n_p = len(reported), len(predicted)
+    if n_p != n_r and not (count_is_lower_bound and n_p >= n_r):
+        out.append(Finding(AuditReason.COUNT_MISMATCH, organ, w.count_mismatch * abs(n_p - n_r),
+                           f"{organ}: reported {'at least ' if count_is_lower_bound else ''}{n_r} lesion(s), "
+                           f"predicted {n_p}"))
+    for i, j in pairs:
+        out.extend(_pair_findings(reported[i], predicted[j], organ, organ_extent_mm, config))
+    match = dict(pairs)
+    return out, [(r, predicted[match[i]] if i in match else None) for i, r in enumerate(reported)]
+
+
+def audit_case(ct_id: str, records: CaseRecords, predicted: Sequence[PredictedLesion], organs: Sequence[str],
+               config: AuditConfig, organ_extents_mm: Mapping[str, float] | None = None,
+               predictions: str = "") -> tuple[CTAudit, list[Finding], Pairs]:
+    """The audit row of one CT, its findings (heaviest first) and its reported lesions with their matches.
+
+    Args:
+        ct_id: the CT.
+        records: its report's records.
+        predicted: its predicted lesions (:func:`train.review.lesions.predicted_lesions`).
+        organs: organs the model has a lesion channel for (others cannot be audited).
+        config: tolerances and weights.
+        organ_extents_mm: organ -> largest extent (mm) for the implausible-size check.
+        predictions: the audited predictions folder, recorded in the row.
+    """
+    findings: list[Finding] = []
+    pairs: Pairs = []
+    n_reported = 0
+    sizes: list[float] = []
+    for organ in organs:
+        tumors = [t for t in records.tumors if t.organ == organ]
+        reported = reported_lesions(tumors)
+        n_reported += len(reported)
+        sizes += [r.diameter_mm for r in reported if r.diameter_mm]
+        found, matched = organ_findings(organ, reported, [p for p in predicted if p.organ == organ], records, config,
+                                        (organ_extents_mm or {}).get(organ),
+                                        count_is_lower_bound=any(t.count_is_lower_bound for t in tumors))
+        findings += found
+        pairs += matched
+    findings.sort(key=lambda f: -f.weight)
+    by_reason: dict[AuditReason, float] = {}
+    for f in findings:
+        by_reason[f.reason] = by_reason.get(f.reason, 0.0) + f.weight
+    scored = [p for p in predicted if p.organ in organs]
+    row = CTAudit(
+        ct_id=ct_id, report_id=records.report_id, score=round(sum(f.weight for f in findings), 4),
+        reasons=sorted(by_reason, key=lambda r: -by_reason[r]),
+        findings=[f"{f.reason.value}: {f.text}" for f in findings],
+        organs=sorted({f.organ for f in findings}), n_reported=n_reported, n_predicted=len(scored),
+        reported_largest_mm=max(sizes) if sizes else None,
+        predicted_largest_mm=max((p.diameter_mm for p in scored), default=None),
+        predicted_volume_mm3=round(sum(p.volume_mm3 for p in scored), 1), predictions=predictions,
+    )
+    return row, findings, pairs

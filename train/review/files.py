@@ -1,0 +1,240 @@
+"""Reading `rsuper predict` outputs (and the cases' own organ masks) for the audit and the case pages; writing the
+audit CSV. The comparison itself is :mod:`train.review.audit`, on arrays.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+
+from schemas.audit import CTAudit
+from train.data.labels import canonical_lut
+from train.data.subsegments import derive_subsegments
+from train.data.records import CaseRecords
+from train.review.audit import Finding, Pairs, audit_case
+from train.review.config import AuditConfig
+from train.review.lesions import PredictedLesion, organ_extents_mm, organ_map_from_channels, predicted_lesions
+
+
+class PredictionError(ValueError):
+    """A prediction folder that cannot be read; the message names the file and what to do."""
+
+
+@dataclasses.dataclass
+class Prediction:
+    """One CT's `rsuper predict` outputs on its own grid.
+
+    Attributes:
+        ct_id: the folder name.
+        folder: the prediction folder.
+        lesion_map: uint8 (X, Y, Z), value v = channel ``lesion_names[v]``.
+        lesion_names: value -> ``<organ>_lesion``.
+        classes: every output channel's name (``channels.nii.gz`` order).
+        affine: voxel -> world (mm).
+        spacing_mm: voxel size (mm).
+        ct_path: the CT that was predicted (from summary.json), None when not recorded.
+    """
+
+    ct_id: str
+    folder: Path
+    lesion_map: np.ndarray
+    lesion_names: dict[int, str]
+    classes: list[str]
+    affine: np.ndarray
+    spacing_mm: tuple[float, float, float]
+    ct_path: Path | None
+
+    @property
+    def organs(self) -> list[str]:
+        """Organs with a lesion channel."""
+        return [self.lesion_names[v].removesuffix("_lesion") for v in sorted(self.lesion_names)]
+
+    def channels(self) -> np.ndarray:
+        """bool (X, Y, Z, C) of every output channel (read on demand: the largest file)."""
+        return _read_nifti(self.folder / "channels.nii.gz").astype(bool)
+
+    def probabilities(self) -> np.ndarray | None:
+        """float (X, Y, Z, C_lesion) lesion probabilities when `--probabilities` wrote them."""
+        path = self.folder / "probabilities.nii.gz"
+        return _read_nifti(path) if path.is_file() else None
+
+
+@dataclasses.dataclass
+class CaseResult:
+    """The audit of one CT with what its case page shows."""
+
+    audit: CTAudit | None  # None on pages `rsuper predict` writes (no report compared)
+    findings: list[Finding]
+    lesions: list[PredictedLesion]
+    pairs: Pairs  # each reported lesion with its matched prediction (None: not found)
+    records: CaseRecords | None
+    prediction: Prediction
+    case_dir: Path | None
+
+
+def prediction_folders(root: Path) -> list[Path]:
+    """The CT folders (with a summary.json) under a `rsuper predict` output folder, by name."""
+    return sorted(p.parent for p in Path(root).glob("*/summary.json"))
+
+
+def _read_nifti(path: Path, with_affine: bool = False):
+    import nibabel as nib
+    from nibabel.filebasedimages import ImageFileError
+
+    try:
+        img = nib.load(str(path))
+        data = np.asarray(img.dataobj)
+    except (OSError, ValueError, EOFError, ImageFileError) as exc:  # missing, cut or foreign files
+        raise PredictionError(f"{path}: cannot read the NIfTI file ({exc}); predict that CT again") from exc
+    return (data, np.asarray(img.affine, float)) if with_affine else data
+
+
+def read_prediction(folder: Path) -> Prediction:
+    """Read one CT's prediction folder (``summary.json``, ``labels.json``, ``lesions.nii.gz``).
+
+    Raises:
+        PredictionError: a missing or unreadable file, naming it.
+    """
+    folder = Path(folder)
+    texts = {}
+    for name in ("summary.json", "labels.json"):
+        try:
+            texts[name] = json.loads((folder / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise PredictionError(f"{folder / name}: not an output of `rsuper predict` ({reason}); predict that CT "
+                                  "again") from exc
+    labels = texts["labels.json"]
+    try:
+        lesion_names = {int(v): str(n) for v, n in labels["lesions"].items()}
+        classes = [str(c) for c in labels["channels"]]
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise PredictionError(f"{folder / 'labels.json'}: no `lesions` / `channels` entries ({exc!r}); predict "
+                              "that CT again") from exc
+    lesion_map, affine = _read_nifti(folder / "lesions.nii.gz", with_affine=True)
+    spacing = tuple(float(s) for s in np.linalg.norm(affine[:3, :3], axis=0))
+    ct_path = texts["summary.json"].get("ct_path") if isinstance(texts["summary.json"], dict) else None
+    return Prediction(folder.name, folder, np.asarray(lesion_map, np.uint8), lesion_names, classes, affine, spacing,
+                      Path(ct_path) if ct_path else None)
+
+
+def case_folder(cases_root: Path | None, ct_id: str) -> Path | None:
+    """The case folder of a CT under a case root (``ROOT/cases/<id>`` or ``ROOT/<id>``), None when absent."""
+    if cases_root is None:
+        return None
+    for d in (Path(cases_root) / "cases" / ct_id, Path(cases_root) / ct_id):
+        if d.is_dir():
+            return d
+    return None
+
+
+def organ_map_for(pred: Prediction, case_dir: Path | None, organ_names: Mapping[int, str] | None) -> np.ndarray:
+    """The canonical organ label map of a CT on the prediction grid: the case's own ``organs.nii.gz`` (sub-segments
+    and sides as drawn, missing parts derived) when it exists on that grid, else the predicted organ channels."""
+    path = case_dir / "organs.nii.gz" if case_dir is not None else None
+    if path is not None and path.is_file() and organ_names:
+        organs, affine = _read_nifti(path, with_affine=True)
+        if organs.shape == pred.lesion_map.shape and np.allclose(affine, pred.affine, atol=1e-3):
+            lut = canonical_lut(dict(organ_names))
+            return derive_subsegments(lut[np.clip(organs.astype(np.int64), 0, len(lut) - 1)], affine)[0]
+    return organ_map_from_channels(pred.channels(), pred.classes, pred.affine)
+
+
+def ct_path_for(pred: Prediction, case_dir: Path | None) -> Path | None:
+    """The CT of a prediction: the path `rsuper predict` recorded, else the case folder's ``ct.nii.gz``."""
+    for p in (pred.ct_path, case_dir / "ct.nii.gz" if case_dir is not None else None):
+        if p is not None and Path(p).is_file():
+            return Path(p)
+    return None
+
+
+def read_ct_hu(path: Path | None, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The CT in HU when it lies on the prediction grid (``shape``), else None."""
+    if path is None:
+        return None
+    ct = _read_nifti(path)
+    return ct if ct.shape == tuple(shape) else None
+
+
+def audit_folder(
+    folder: Path, records: CaseRecords | None, config: AuditConfig, *, cases_root: Path | None = None,
+    organ_names: Mapping[int, str] | None = None, use_ct: bool = True, predictions: str = "",
+) -> CaseResult:
+    """Audit one prediction folder against its CT's records; with ``records`` None only its lesions are read (the
+    pages of `rsuper predict`)."""
+    pred = read_prediction(folder)
+    case_dir = case_folder(cases_root, pred.ct_id)
+    organ_map = organ_map_for(pred, case_dir, organ_names)
+    ct = read_ct_hu(ct_path_for(pred, case_dir), pred.lesion_map.shape) if use_ct else None
+    lesions = predicted_lesions(pred.lesion_map, pred.lesion_names, pred.spacing_mm, organ_map=organ_map,
+                                probabilities=pred.probabilities(), ct_hu=ct,
+                                min_volume_mm3=config.min_lesion_volume_mm3)
+    row, findings, pairs = None, [], []
+    if records is not None:
+        row, findings, pairs = audit_case(pred.ct_id, records, lesions, pred.organs, config,
+                                          organ_extents_mm(organ_map, pred.spacing_mm), predictions=predictions)
+    return CaseResult(row, findings, lesions, pairs, records, pred, case_dir)
+
+
+def page_arrays(result: CaseResult, organ_names: Mapping[int, str] | None = None
+                ) -> tuple[np.ndarray | None, np.ndarray]:
+    """(CT in HU or None, canonical organ map) of a result, read again for its case page: a run over a thousand
+    CTs keeps no volume in memory."""
+    pred = result.prediction
+    return (read_ct_hu(ct_path_for(pred, result.case_dir), pred.lesion_map.shape),
+            organ_map_for(pred, result.case_dir, organ_names))
+
+
+def audit_predictions(
+    root: Path, records_of: Callable[[str], object | None], config: AuditConfig, *, cases_root: Path | None = None,
+    organ_names: Mapping[int, str] | None = None, use_ct: bool = True, progress: bool = False,
+) -> tuple[list[CaseResult], list[str]]:
+    """Audit every CT under a `rsuper predict` output folder.
+
+    Args:
+        root: the predictions folder (``<ct_id>/summary.json`` ...).
+        records_of: ct_id -> its report's records, or None when it has none.
+        config, cases_root, organ_names, use_ct: see :func:`audit_folder`.
+        progress: a tqdm bar on stderr.
+
+    Returns:
+        The results, highest score first (ties by ct_id), and the CTs skipped for want of a record.
+    """
+    folders = prediction_folders(root)
+    if progress:
+        from tqdm import tqdm
+
+        folders = tqdm(folders, desc="audit", unit="CT", disable=None)  # None: only on a terminal
+    results, skipped = [], []
+    for folder in folders:
+        records = records_of(folder.name)
+        if records is None:
+            skipped.append(folder.name)
+            continue
+        results.append(audit_folder(folder, records, config, cases_root=cases_root, organ_names=organ_names,
+                                    use_ct=use_ct, predictions=str(root)))
+    results.sort(key=lambda r: (-r.audit.score, r.audit.ct_id))
+    return results, skipped
+
+
+def write_audit_csv(audits: Iterable[CTAudit], path: Path) -> Path:
+    """The audit rows as CSV (list columns joined by ``; ``), through a temporary file and a rename."""
+    from schemas.tables import AUDIT_SCHEMA
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(AUDIT_SCHEMA.names)
+        for a in audits:
+            row = a.model_dump(mode="json")
+            writer.writerow(["; ".join(v) if isinstance(v, list) else ("" if v is None else v)
+                             for v in (row[n] for n in AUDIT_SCHEMA.names)])
+    os.replace(tmp, path)
+    return path
