@@ -71,9 +71,13 @@ def register(app: typer.Typer) -> None:
             False, "--restrict-to-organ", help="Keep lesions only inside the predicted organ (+3 mm)."
         ),
         device: str = typer.Option("auto", help="auto, cpu or cuda."),
+        pages: int = typer.Option(100, "--pages", min=0, help="Case pages (OUT/pages/index.html) for this many CTs, "
+                                  "the most predicted lesion volume first; 0: none."),
     ) -> None:
-        """Sliding-window inference; NIfTI masks in each input's own geometry plus a per-CT summary.json."""
+        """Sliding-window inference; NIfTI masks in each input's own geometry, a per-CT summary.json and case pages
+        (slices through every predicted lesion; `rsuper audit` adds the report's side)."""
         import torch
+        from tqdm import tqdm
 
         from train.predict import find_inputs, load_network, predict_case
 
@@ -84,11 +88,22 @@ def register(app: typer.Typer) -> None:
         cases = find_inputs(inputs)  # before the network: a wrong INPUTS or --out costs no checkpoint load
         make_folder(out)
         net, cfg = load_network(checkpoint, dev)
-        for ct_id, path in cases:
+        bar = tqdm(cases, desc="predict", unit="CT", disable=True if len(cases) < 2 else None)  # None: on a terminal
+        for ct_id, path in bar:
             predict_case(net, cfg, path, out / ct_id, overlap=overlap, device=dev,
                          save_probabilities=probabilities, restrict_lesions_to_organ=restrict_to_organ)
-            typer.echo(f"{ct_id}: {out / ct_id}")
-        typer.echo(json.dumps({"predicted": len(cases), "out": str(out)}))
+            bar.write(f"{ct_id}: {out / ct_id}")
+        result = {"predicted": len(cases), "out": str(out)}
+        if pages:
+            from train.review.config import AuditConfig
+            from train.review.files import audit_folder, page_arrays
+            from train.review.pages import write_pages
+
+            found = [audit_folder(out / ct_id, None, AuditConfig()) for ct_id, _ in cases]
+            found.sort(key=lambda r: (-sum(p.volume_mm3 for p in r.lesions), r.prediction.ct_id))
+            result["pages"] = str(write_pages(found, out / "pages", arrays_of=page_arrays, max_pages=pages,
+                                              progress=len(cases) > 1))
+        typer.echo(json.dumps(result))
 
     @app.command("evaluate")
     def evaluate(
