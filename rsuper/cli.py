@@ -33,6 +33,7 @@ COMMAND_MODULES = (
     "train.data.cli",
     "train.dicom.cli",
     "train.cli",
+    "train.review.cli",
 )
 
 
@@ -64,6 +65,7 @@ USER_ERRORS: dict[str, tuple[str, ...]] = {
     "train.config": ("ConfigError",),
     "train.data.labels": ("LabelFileError",),
     "train.data.totalsegmentator": ("TotalSegmentatorError",),
+    "train.review.files": ("PredictionError",),
 }
 
 

@@ -156,6 +156,34 @@ CASES: list[tuple[str, str]] = [
     ("evaluate pred --truth dir --records nope", "--records"),
     ("evaluate badpred --truth dir", "summary.json: not a summary of `rsuper predict`"),
     ("evaluate pred --truth dir --out file.txt/o", "file.txt/o: cannot create the output folder"),
+    ("predict file.txt ct.nii.gz --out o --pages -1", "'--pages'"),
+    # audit / al-round
+    ("audit missing --cases gt --records truth", "missing: no */summary.json"),
+    ("audit file.txt --cases gt --records truth", "file.txt: no */summary.json"),
+    ("audit pred --cases missing", "missing: no such folder (--cases"),
+    ("audit pred --cases file.txt", "file.txt: not a folder (--cases"),
+    ("audit pred --records nope", "--records"),
+    ("audit pred --config missing.yaml", "missing.yaml: cannot read config"),
+    ("audit pred --config bad.yaml", "bad.yaml: not valid YAML (line 2"),
+    ("audit pred --config unknown.yaml", "unknown.yaml: no_such_key"),
+    ("audit pred --set size_tolerance=abc", "size_tolerance"),
+    ("audit pred --set nokey", "override 'nokey'"),
+    ("audit pred --cases dir", "no CT -> report mapping: dir has no case_reports.csv"),
+    ("audit pred --cases badmap", "badmap/case_reports.csv: needs columns ct_id, report_id"),
+    ("audit pred --cases casesroot --records truth", "casesroot/ground_truth.jsonl: no such file"),
+    ("audit pred --cases badgt --records truth", "badgt/ground_truth.jsonl, line 1: not a ground-truth record"),
+    ("audit pred --cases gt --db missing.duckdb", "missing.duckdb: no such database"),
+    ("audit pred --cases gt --db text.duckdb", "text.duckdb: exists but is not a DuckDB database"),
+    ("audit pred --cases gt --records truth --out file.txt/o", "file.txt/o: cannot create the output folder"),
+    ("audit pred --cases gt --records truth --db store.duckdb",
+     "pred/c1/labels.json: not an output of `rsuper predict`"),
+    ("audit pred --cases gt --records truth --db text.duckdb --pages 0", "pred/c1/labels.json"),
+    ("al-round --k 0", "'--k'"),
+    ("al-round --k 1 --db missing.duckdb", "missing.duckdb: no such database (run `rsuper audit` first)"),
+    ("al-round --k 1 --db text.duckdb", "text.duckdb: exists but is not a DuckDB database"),
+    ("al-round --k 1 --db store.duckdb --strategy nope", "--strategy"),
+    ("al-round --k 1 --db store.duckdb --exclude missing.txt", "missing.txt: cannot read the ct_id list"),
+    ("al-round --k 1 --db store.duckdb", "store.duckdb: the `audit` table is empty (run `rsuper audit` first)"),
     # images import
     ("images import missing --out o", "missing: not a folder"),
     ("images import file.txt --out o", "file.txt: not a folder"),
@@ -198,6 +226,14 @@ def workdir(tmp_path_factory) -> Path:
     for name, text in (("pred", '{"organs": {}}'), ("badpred", '{"organs": ')):
         (d / name / "c1").mkdir(parents=True)
         (d / name / "c1" / "summary.json").write_text(text)
+    for name, files in (("casesroot", {"case_reports.csv": "ct_id,report_id\nc1,R1\n"}),
+                        ("badmap", {"case_reports.csv": "a,b\n1,2\n"}),
+                        ("badgt", {"case_reports.csv": "ct_id,report_id\nc1,R1\n", "ground_truth.jsonl": "{broken\n"}),
+                        ("gt", {"case_reports.csv": "ct_id,report_id\nc1,R1\n", "ground_truth.jsonl":
+                                '{"report_id": "R1", "tumors": [], "lesion_free_organs": ["liver"]}\n'})):
+        (d / name).mkdir()
+        for file, text in files.items():
+            (d / name / file).write_text(text)
     old = Path.cwd()
     os.chdir(d)
     try:
