@@ -64,3 +64,31 @@ def test_al_round_takes_the_top_k_or_a_seeded_random_k(reviewed, tmp_path):
         with (tmp_path / "r.csv").open() as fh:
             picks.append([r["ct_id"] for r in csv.DictReader(fh)])
     assert picks[0] == picks[1] and len(set(picks[0])) == 3
+
+
+def test_predict_on_a_folder_writes_pages_for_every_ct(reviewed, tmp_path):
+    import json
+
+    import torch
+
+    from train.checkpoint import save_checkpoint
+    from train.config import load_config
+    from train.model import build_network
+
+    cases, _ = reviewed
+    cfg = load_config(None, ["data.classes=[liver, kidney, liver_lesion, kidney_lesion]", "data.patch_size=[16,16,16]",
+                             "model.filters=[4, 8, 16]", "data.normalization=window"])
+    torch.manual_seed(0)
+    net = build_network(cfg.model, 1, len(cfg.data.classes))
+    save_checkpoint(tmp_path / "net.pt", {"config": cfg.model_dump(mode="json"), "model": net.state_dict()})
+    some = tmp_path / "cts"
+    for case in sorted((cases / "cases").iterdir())[:2]:
+        (some / case.name).mkdir(parents=True)
+        (some / case.name / "ct.nii.gz").symlink_to(case / "ct.nii.gz")
+    out = _run("predict", tmp_path / "net.pt", some, "--out", tmp_path / "pred", "--overlap", 0, "--pages", 1)
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result == {"predicted": 2, "out": str(tmp_path / "pred"), "pages": str(tmp_path / "pred/pages/index.html")}
+    index = (tmp_path / "pred" / "pages" / "index.html").read_text()
+    assert index.count("<tr>") == 3 and index.count('.html">') == 1  # both listed, one page drawn
+    summary = json.loads((tmp_path / "pred" / sorted(p.name for p in some.iterdir())[0] / "summary.json").read_text())
+    assert summary["ct_path"].endswith("/ct.nii.gz")
