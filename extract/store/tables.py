@@ -16,7 +16,7 @@ from extract.store.errors import StoreError
 from schemas.vocab import ORGANS
 
 #: Version of the store DDL written by this code (the length of `MIGRATIONS`).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 # --------------------------------------------------------------------------------------------------
@@ -279,8 +279,26 @@ def _migration_2(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(_INGESTS_DDL)
 
 
+_SHARDS_DDL = """
+CREATE TABLE IF NOT EXISTS extraction_shards (
+  shard_id       VARCHAR PRIMARY KEY,  -- digest of the extraction keys it holds
+  run_id         VARCHAR NOT NULL,
+  path           VARCHAR NOT NULL,     -- where it was loaded from
+  n_extractions  BIGINT NOT NULL,
+  n_tumors       BIGINT NOT NULL,
+  worker         VARCHAR,              -- host:pid that wrote it
+  written_at     TIMESTAMP NOT NULL,
+  loaded_at      TIMESTAMP NOT NULL
+)"""
+
+
+def _migration_3(con: duckdb.DuckDBPyConnection) -> None:
+    """Result shards of distributed runs (`rsuper extract --engine ray`) merged into the store."""
+    con.execute(_SHARDS_DDL)
+
+
 #: Forward migrations: entry i takes a store from DDL version i to i + 1. Each must be idempotent.
-MIGRATIONS: tuple[Callable[[duckdb.DuckDBPyConnection], None], ...] = (_migration_1, _migration_2)
+MIGRATIONS: tuple[Callable[[duckdb.DuckDBPyConnection], None], ...] = (_migration_1, _migration_2, _migration_3)
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 
