@@ -140,17 +140,19 @@ class ExtractBlock:
             if out.status != "pending":  # no answer came: nothing to store, the reports stay pending
                 rows.extend((Job(rid, version, sha, text), out) for rid, version in zip(ids, versions))
         sid, written = "", False
+        self.blocks += 1
+        rss_mb = round(_rss_mb(), 1)
         if rows:
             tables = result_tables(rows, self.run_id, self.cfg_hash)
             sid, written = write_shard(self.shard_root, self.run_id, *tables, provenance={
                 "config_hash": self.cfg_hash, "schema_version": SCHEMA_VERSION, "prompt_sha256": self.prompt.sha256,
                 "backend": self.info.backend, "backend_version": self.info.backend_version,
-                "model_id": self.info.model_id, "model_revision": self.info.model_revision})
-        self.blocks += 1
+                "model_id": self.info.model_id, "model_revision": self.info.model_revision,
+                "worker_rss_mb": rss_mb, "worker_blocks": self.blocks})
         return pa.Table.from_pylist([{
             "shard_id": sid, "written": written, "texts": len(texts), "reports": sum(len(i) for i in
                                                                                       batch.column("report_ids").to_pylist()),
-            **counts, "worker_pid": os.getpid(), "worker_rss_mb": round(_rss_mb(), 1), "worker_blocks": self.blocks,
+            **counts, "worker_pid": os.getpid(), "worker_rss_mb": rss_mb, "worker_blocks": self.blocks,
         }], schema=MANIFEST_SCHEMA)
 
     def __del__(self) -> None:
