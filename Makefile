@@ -54,7 +54,7 @@ $(VENV)/.train-$(PYHASH): $(VENV)/.core-$(PYHASH) $(VENV)/.torch
 	touch $@
 
 $(VENV)/.test-$(PYHASH): $(VENV)/.torch $(VENV)/.extract-$(PYHASH) $(VENV)/.train-$(PYHASH)
-	$(PIP) -e '.[train,local,model,test]'
+	$(PIP) -e '.[train,local,model,test,ray]'
 	touch $@
 
 extract: $(VENV)/.extract-$(PYHASH)

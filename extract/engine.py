@@ -401,6 +401,16 @@ def exit_code(summary: dict[str, Any]) -> int:
     return EXIT_FAILED_REPORTS if code == 0 and summary["failed_in_store"] else code
 
 
+def rsuper_version() -> str:
+    """The installed rsuper's version, for run provenance."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rsuper")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def _drain(queue: asyncio.Queue) -> list:
     items = []
     while not queue.empty():
@@ -436,8 +446,6 @@ async def run_extraction(store: Any, backend: Backend, prompt: Prompt, sampling:
 
 async def _run(store: Any, backend: Backend, info: BackendInfo, prompt: Prompt, sampling: SamplingConfig,
                config: EngineConfig, on_result: Callable[[Job, Outcome], None] | None) -> RunStats:
-    from importlib.metadata import PackageNotFoundError, version
-
     run_cfg = run_config(prompt, info, sampling)
     cfg_hash = config_hash(run_cfg)
     run_id = f"{_utcnow():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
@@ -446,16 +454,12 @@ async def _run(store: Any, backend: Backend, info: BackendInfo, prompt: Prompt, 
         store.retire_failed(cfg_hash, run_id)
     jobs = pending_reports(store, cfg_hash, config.limit)
     stats.pending = len(jobs)
-    try:
-        rsuper_version = version("rsuper")
-    except PackageNotFoundError:
-        rsuper_version = "unknown"
     store.record_run({
         "run_id": run_id, "config_hash": cfg_hash, "backend": info.backend, "model_id": info.model_id,
         "model_revision": info.model_revision, "quantization": info.quantization, "prompt_id": prompt.label,
         "prompt_sha256": prompt.sha256, "schema_version": SCHEMA_VERSION,
         "sampling": json.dumps(sampling.model_dump()),
-        "versions": json.dumps({"rsuper": rsuper_version, "backend": info.backend_version,
+        "versions": json.dumps({"rsuper": rsuper_version(), "backend": info.backend_version,
                                 "structured_output": info.structured_output, **info.extra}),
         "started_at": _utcnow(),
     })

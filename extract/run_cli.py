@@ -6,6 +6,8 @@ import contextlib
 import json
 import logging
 import os
+from enum import Enum
+from functools import partial
 from importlib.resources import as_file, files
 from pathlib import Path
 from typing import Any, Optional
@@ -15,6 +17,7 @@ import typer
 from extract.backends import BackendConfigError, BackendName, build_backend
 from extract.backends.base import MAX_REPORT_CHARS, Backend, SamplingConfig
 from extract.cli_errors import fail
+from extract.ray_engine import RayConfig
 
 #: Found as a package resource so an installed wheel has it too (`rsuper/data` links into the top-level `data/`).
 DEMO_DUMP = files("rsuper") / "data" / "demo_reports.csv"
@@ -68,6 +71,11 @@ def _print_stats(summary: dict[str, Any], as_json: bool) -> None:
                    "exactly those", err=True)
 
 
+class Engine(str, Enum):
+    direct = "direct"
+    ray = "ray"
+
+
 def _usable_cores() -> int:
     """Cores this process may run on (its CPU affinity where the OS has one, as in containers)."""
     if hasattr(os, "sched_getaffinity"):
@@ -104,24 +112,49 @@ def register(app: typer.Typer) -> None:
         log_text: bool = typer.Option(False, "--log-text", help="log report text of failures (PHI)"),
         progress: bool = typer.Option(True, "--progress/--no-progress"),
         as_json: bool = typer.Option(False, "--json", help="print the run summary as JSON on stdout"),
+        engine: Engine = typer.Option(Engine.direct, "--engine",
+                                      help="direct: this process calls the backend; ray: Ray Data, one backend "
+                                           "replica per worker, results as Parquet shards merged into the store"),
+        ray_address: Optional[str] = typer.Option(None, "--ray-address",
+                                                  help="ray: cluster address ('auto'); default: a local cluster"),
+        ray_workers: int = typer.Option(RayConfig.model_fields["workers"].default, "--ray-workers", min=1,
+                                        help="ray: backend replicas"),
+        ray_cpus: float = typer.Option(RayConfig.model_fields["cpus_per_worker"].default, "--ray-cpus-per-worker",
+                                       min=0.01, help="ray: CPUs per replica"),
+        ray_gpus: float = typer.Option(0.0, "--ray-gpus-per-worker", min=0.0, help="ray: GPUs per replica"),
+        block_reports: int = typer.Option(RayConfig.model_fields["block_reports"].default, "--block-reports",
+                                          min=1, help="ray: distinct report texts per block and shard"),
+        shard_dir: Optional[Path] = typer.Option(None, "--shard-dir", help="ray: shard folder (default <db>.shards)"),
     ) -> None:
         """Run the LLM over every report not yet extracted under the current run key. Exit codes: 0 every report
         has a usable result, 3 some failed (in this run or an earlier one), 4 some left pending (no answer, or an
         outage stopped the run), 5 interrupted (SIGINT/SIGTERM). Report text is never printed or logged."""
-        from extract.engine import exit_code, run_extract
+        from extract.engine import EngineConfig, exit_code, run_extract
         from extract.store import default_db_path
 
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         store_path = db or default_db_path()
         if not store_path.exists():  # opening it for writing would create an empty store and extract nothing
             fail(f"{store_path}: no such database; create it with `rsuper ingest DUMP --db {store_path}`")
-        b = _backend(backend, urls=llm_url, model=model, model_path=model_path, model_revision=model_revision,
-                     quantization=quantization, concurrency=concurrency, timeout_s=timeout, retries=retries,
-                     threads=threads)
+        settings = dict(urls=llm_url, model=model, model_path=model_path, model_revision=model_revision,
+                        quantization=quantization, concurrency=concurrency, timeout_s=timeout, retries=retries,
+                        threads=threads)
+        b = _backend(backend, **settings)  # also checks the settings before anything starts
         sampling = SamplingConfig(temperature=temperature, max_tokens=max_tokens, seed=seed)
-        summary = run_extract(db, b, prompt_path=prompt, sampling=sampling, limit=limit, retry_failed=retry_failed,
-                              log_text=log_text, progress=progress, outage_s=outage,
-                              max_report_chars=max_report_chars)
+        if engine is Engine.ray:
+            from extract.ray_engine import run_ray_extract
+
+            factory = partial(build_backend, backend, **settings)  # each worker builds its own replica
+            config = EngineConfig(limit=limit, retry_failed=retry_failed, log_text=log_text, progress=progress,
+                                  outage_s=outage, max_report_chars=max_report_chars)
+            ray_config = RayConfig(address=ray_address, workers=ray_workers, cpus_per_worker=ray_cpus,
+                                   gpus_per_worker=ray_gpus, block_reports=block_reports, shard_dir=shard_dir)
+            summary = run_ray_extract(db, factory, prompt_path=prompt, sampling=sampling, config=config,
+                                      ray_config=ray_config)
+        else:
+            summary = run_extract(db, b, prompt_path=prompt, sampling=sampling, limit=limit,
+                                  retry_failed=retry_failed, log_text=log_text, progress=progress, outage_s=outage,
+                                  max_report_chars=max_report_chars)
         _print_stats(summary, as_json)
         raise typer.Exit(exit_code(summary))
 

@@ -519,7 +519,8 @@ class Store:
             con.execute("DELETE FROM extractions WHERE config_hash = $cfg AND status = 'failed'", params)
         return int(n)
 
-    def write_extractions(self, extractions: pa.Table, tumors: pa.Table, organ_findings: pa.Table) -> WriteStats:
+    def write_extractions(self, extractions: pa.Table, tumors: pa.Table, organ_findings: pa.Table,
+                          shards: pa.Table | None = None) -> WriteStats:
         """Store extraction results in one transaction: a report's rows are all there or none are.
 
         Idempotent on `extraction_key`: a key already stored is skipped with all its tumor and
@@ -530,6 +531,8 @@ class Store:
             extractions: rows of the `extractions` table (columns by name; missing ones are NULL).
             tumors: rows of `schemas.tables.TUMORS_SCHEMA`, keyed by `extraction_key`.
             organ_findings: rows of `schemas.tables.ORGAN_FINDINGS_SCHEMA`, keyed by `extraction_key`.
+            shards: `extraction_shards` rows of the result shards these rows come from (`extract.shards`),
+                recorded in the same transaction; a shard id already recorded is left as it was.
 
         Raises:
             StoreError: duplicate keys in the batch, rows whose key is not in `extractions`, or an
@@ -563,10 +566,19 @@ class Store:
                     "FROM _org SEMI JOIN _new_keys USING (extraction_key)"
                 )
                 con.execute("DROP TABLE _affected; DROP TABLE _cur; DROP TABLE _new_keys")
+                if shards is not None:
+                    con.register("_shards", shards)
+                    con.execute("INSERT INTO extraction_shards BY NAME SELECT * FROM _shards "
+                                "ANTI JOIN extraction_shards USING (shard_id)")
             finally:
-                for name in ("_ext", "_tum", "_org"):
-                    con.unregister(name)
+                for name in ("_ext", "_tum", "_org", "_shards"):
+                    with contextlib.suppress(duckdb.Error):
+                        con.unregister(name)
         return WriteStats(written=int(written), skipped=int(extractions.num_rows - written))
+
+    def loaded_shards(self) -> set[str]:
+        """Ids of the result shards already merged into the store (`extraction_shards`)."""
+        return {r[0] for r in self.con.execute("SELECT shard_id FROM extraction_shards").fetchall()}
 
     def _check_batch(self, con: duckdb.DuckDBPyConnection) -> None:
         """Raise `StoreError` for the first problem of the registered batch `_ext`/`_tum`/`_org` (one query)."""

@@ -16,7 +16,7 @@ from extract.store.errors import StoreError
 from schemas.vocab import ORGANS
 
 #: Version of the store DDL written by this code (the length of `MIGRATIONS`).
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 # --------------------------------------------------------------------------------------------------
@@ -279,7 +279,25 @@ def _migration_2(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(_INGESTS_DDL)
 
 
+_SHARDS_DDL = """
+CREATE TABLE IF NOT EXISTS extraction_shards (
+  shard_id       VARCHAR PRIMARY KEY,  -- digest of the extraction keys it holds
+  run_id         VARCHAR NOT NULL,
+  path           VARCHAR NOT NULL,     -- where it was loaded from
+  n_extractions  BIGINT NOT NULL,
+  n_tumors       BIGINT NOT NULL,
+  worker         VARCHAR,              -- host:pid that wrote it
+  written_at     TIMESTAMP NOT NULL,
+  loaded_at      TIMESTAMP NOT NULL
+)"""
+
+
 def _migration_3(con: duckdb.DuckDBPyConnection) -> None:
+    """Result shards of distributed runs (`rsuper extract --engine ray`) merged into the store."""
+    con.execute(_SHARDS_DDL)
+
+
+def _migration_4(con: duckdb.DuckDBPyConnection) -> None:
     """The `audit` table of `rsuper audit` (model versus report, one row per CT), from `schemas.tables`."""
     from schemas.tables import AUDIT_SCHEMA
 
@@ -287,7 +305,8 @@ def _migration_3(con: duckdb.DuckDBPyConnection) -> None:
 
 
 #: Forward migrations: entry i takes a store from DDL version i to i + 1. Each must be idempotent.
-MIGRATIONS: tuple[Callable[[duckdb.DuckDBPyConnection], None], ...] = (_migration_1, _migration_2, _migration_3)
+MIGRATIONS: tuple[Callable[[duckdb.DuckDBPyConnection], None], ...] = (
+    _migration_1, _migration_2, _migration_3, _migration_4)
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 

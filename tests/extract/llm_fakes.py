@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -60,6 +61,35 @@ class ScriptedBackend:
         if isinstance(item, Completion):
             return item
         return Completion(text=item, finish_reason="stop", prompt_tokens=100, output_tokens=20)
+
+    async def aclose(self) -> None:
+        pass
+
+
+class TextKeyedBackend:
+    """An in-process backend that answers each report from `answers` by its text (else no finding), whatever the
+    order of calls: the same answers in one process or on several workers. Texts in `unanswered` get no answer
+    (a transport error), as from a dead server."""
+
+    def __init__(self, answers: dict[str, str], unanswered: frozenset[str] = frozenset(),
+                 model_id: str = "keyed", max_concurrency: int = 8, delay_s: float = 0.0) -> None:
+        self.answers, self.unanswered = answers, unanswered
+        self.model_id, self.max_concurrency, self.delay_s = model_id, max_concurrency, delay_s
+
+    async def start(self) -> BackendInfo:
+        return BackendInfo(backend="keyed", backend_version="0", model_id=self.model_id)
+
+    async def complete(self, messages, schema, sampling: SamplingConfig) -> Completion:
+        from extract.backends.base import TransportError
+        from fake_server import EMPTY_ANSWER, report_of
+
+        text = report_of({"messages": messages})
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        if text in self.unanswered:
+            raise TransportError("connection refused (scripted)")
+        return Completion(text=self.answers.get(text, EMPTY_ANSWER), finish_reason="stop", prompt_tokens=100,
+                          output_tokens=20)
 
     async def aclose(self) -> None:
         pass

@@ -1,0 +1,339 @@
+"""`rsuper extract --engine ray`: pending reports through Ray Data, one LLM replica per worker, results as shards.
+
+The driver (this process) holds the store's extract lock for the whole run and is the only process that opens
+DuckDB. It
+1. marks earlier unfinished runs `killed`, removes half-written shard folders and merges the finished shards of
+   earlier runs (`extract.shards.load_shards`): a killed run resumes from what its workers had written;
+2. asks one worker-shaped Ray task for the backend's provenance, so the run key is the one the workers compute
+   (each worker checks it again and refuses to run under another key);
+3. writes the pending reports, one row per distinct text, as Parquet input files (DuckDB `COPY`, so the driver
+   never holds the texts);
+4. runs `read_parquet → map_batches(ExtractBlock)`: an actor pool of `workers` replicas, each with its own backend
+   (the embedded llama.cpp model, an OpenAI-compatible server such as `vllm serve`, or in-process vLLM on a GPU),
+   each block extracted with the same prompt, schema and conversion as a direct run (`extract.engine.extract_one`,
+   `result_tables`) and written as one shard;
+5. merges finished shards into the store every `load_every_s` while the run goes on (the file is released between
+   merges, so `rsuper query` works), and the rest at the end.
+
+Reports whose calls got no answer (transport errors) are in no shard and stay pending for the next run. Ray retries
+a block whose worker died, and restarts the worker; a block written twice has the same shard id and is loaded once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
+
+from extract.backends.base import Backend, BackendInfo, SamplingConfig
+from extract.engine import (
+    EngineConfig,
+    Job,
+    RunStats,
+    _utcnow,
+    config_hash,
+    extract_one,
+    result_tables,
+    rsuper_version,
+    run_config,
+)
+from extract.progress import progress_bar
+from extract.prompting import Prompt
+from extract.shards import default_shard_root, load_shards, remove_partial, write_shard
+from schemas.records import SCHEMA_VERSION
+
+#: A picklable callable that builds a backend (not started) in a worker, e.g. `functools.partial(build_backend,
+#: ...)`: each worker builds its own replica.
+BackendFactory = Callable[[], Backend]
+
+
+class RayConfig(BaseModel):
+    """How a Ray run is laid out (not part of the run key)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    address: Optional[str] = Field(None, description="Ray cluster address ('auto': the running cluster); None: "
+                                   "start a local one on this machine")
+    workers: int = Field(2, ge=1, description="LLM replicas (Ray actors), e.g. one per GPU or tensor-parallel group")
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs each replica reserves")
+    gpus_per_worker: float = Field(0.0, ge=0, description="GPUs each replica reserves (vLLM: tensor_parallel_size)")
+    block_reports: int = Field(256, ge=1, description="distinct report texts per block, and so per shard")
+    shard_dir: Optional[Path] = Field(None, description="where shards go (default: <db>.shards beside the store)")
+    load_every_s: float = Field(30.0, gt=0, description="how often finished shards are merged into the store (s)")
+    local_object_store_mb: int = Field(1024, ge=128, description="object store of a local cluster (MiB)")
+
+
+# --------------------------------------------------------------------------------------------------
+# Worker side
+# --------------------------------------------------------------------------------------------------
+
+
+def _rss_mb() -> float:
+    """Resident memory of this process (MiB; Linux /proc, else 0)."""
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+MANIFEST_SCHEMA = pa.schema([
+    ("shard_id", pa.string()), ("written", pa.bool_()), ("texts", pa.int64()), ("reports", pa.int64()),
+    ("ok", pa.int64()), ("repaired", pa.int64()), ("failed", pa.int64()), ("pending", pa.int64()),
+    ("calls", pa.int64()), ("prompt_tokens", pa.int64()), ("output_tokens", pa.int64()),
+    ("worker_pid", pa.int64()), ("worker_rss_mb", pa.float64()), ("worker_blocks", pa.int64()),
+])
+
+
+class ExtractBlock:
+    """A Ray Data callable class: one backend replica; each call extracts a block of distinct texts and writes it
+    as one shard, returning a one-row manifest (counts, tokens, this worker's pid and resident memory)."""
+
+    def __init__(self, backend_factory: BackendFactory, prompt: Prompt, sampling: SamplingConfig, cfg_hash: str,
+                 run_id: str, shard_root: str, max_report_chars: int) -> None:
+        self.prompt, self.sampling, self.cfg_hash, self.run_id = prompt, sampling, cfg_hash, run_id
+        self.shard_root, self.max_report_chars = Path(shard_root), max_report_chars
+        self.schema = prompt.answer_schema()
+        self.loop = asyncio.new_event_loop()
+        self.backend = backend_factory()
+        info = self.loop.run_until_complete(self.backend.start())
+        got = config_hash(run_config(prompt, info, sampling))
+        if got != cfg_hash:  # a replica serving another model or build would mix two run keys in one run
+            raise RuntimeError(f"this worker's backend gives run key {got[:16]}, the run's is {cfg_hash[:16]} "
+                               f"(model {info.model_id!r} {info.model_revision!r}); every replica must serve the "
+                               "same model")
+        self.info = info
+        self.blocks = 0
+
+    async def _extract(self, texts: list[str]) -> list[Any]:
+        limit = asyncio.Semaphore(max(1, self.backend.max_concurrency))
+
+        async def one(text: str) -> Any:
+            async with limit:
+                return await extract_one(self.backend, self.prompt, self.schema, self.sampling, text,
+                                         self.max_report_chars)
+
+        return await asyncio.gather(*(one(t) for t in texts))
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        texts = batch.column("text").to_pylist()
+        outcomes = self.loop.run_until_complete(self._extract(texts))
+        rows = []
+        counts = dict.fromkeys(("ok", "repaired", "failed", "pending", "calls", "prompt_tokens", "output_tokens"), 0)
+        for sha, text, ids, versions, out in zip(batch.column("report_sha256").to_pylist(), texts,
+                                                 batch.column("report_ids").to_pylist(),
+                                                 batch.column("report_versions").to_pylist(), outcomes):
+            counts["calls"] += out.calls
+            counts["prompt_tokens"] += out.prompt_tokens
+            counts["output_tokens"] += out.output_tokens
+            counts[out.status] += len(ids)
+            if out.status != "pending":  # no answer came: nothing to store, the reports stay pending
+                rows.extend((Job(rid, version, sha, text), out) for rid, version in zip(ids, versions))
+        sid, written = "", False
+        self.blocks += 1
+        rss_mb = round(_rss_mb(), 1)
+        if rows:
+            tables = result_tables(rows, self.run_id, self.cfg_hash)
+            sid, written = write_shard(self.shard_root, self.run_id, *tables, provenance={
+                "config_hash": self.cfg_hash, "schema_version": SCHEMA_VERSION, "prompt_sha256": self.prompt.sha256,
+                "backend": self.info.backend, "backend_version": self.info.backend_version,
+                "model_id": self.info.model_id, "model_revision": self.info.model_revision,
+                "worker_rss_mb": rss_mb, "worker_blocks": self.blocks})
+        return pa.Table.from_pylist([{
+            "shard_id": sid, "written": written, "texts": len(texts), "reports": sum(len(i) for i in
+                                                                                      batch.column("report_ids").to_pylist()),
+            **counts, "worker_pid": os.getpid(), "worker_rss_mb": rss_mb, "worker_blocks": self.blocks,
+        }], schema=MANIFEST_SCHEMA)
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.loop.run_until_complete(self.backend.aclose())
+            self.loop.close()
+
+
+def _probe(backend_factory: BackendFactory) -> BackendInfo:
+    """The provenance of the backend a worker builds (started once and closed)."""
+    async def go() -> BackendInfo:
+        backend = backend_factory()
+        info = await backend.start()
+        await backend.aclose()
+        return info
+
+    return asyncio.run(go())
+
+
+# --------------------------------------------------------------------------------------------------
+# Driver side
+# --------------------------------------------------------------------------------------------------
+
+
+def _write_inputs(store: Any, cfg_hash: str, limit: Optional[int], out_dir: Path,
+                  rows_per_group: int) -> tuple[int, int]:
+    """Pending reports under `cfg_hash`, grouped by text (one call per distinct text), as Parquet files in
+    `out_dir` (row groups of `rows_per_group` texts); returns (reports, distinct texts)."""
+    out_dir.mkdir(parents=True)
+    limit_sql = f"LIMIT {int(limit)}" if limit is not None else ""
+    pending = f"""SELECT r.report_id, r.version, r.sha256, r.text FROM latest_reports r
+                  WHERE NOT EXISTS (SELECT 1 FROM extractions e WHERE e.config_hash = {_sql(cfg_hash)}
+                                    AND e.report_id = r.report_id AND e.report_sha256 = r.sha256)
+                  ORDER BY r.report_id {limit_sql}"""
+    con = store.con
+    n, n_texts = con.execute(f"SELECT count(*), count(DISTINCT sha256) FROM ({pending})").fetchall()[0]
+    if n:
+        con.execute(f"""COPY (SELECT sha256 AS report_sha256, any_value(text) AS text,
+                                     list(report_id ORDER BY report_id) AS report_ids,
+                                     list(version ORDER BY report_id) AS report_versions
+                              FROM ({pending}) GROUP BY sha256 ORDER BY min(report_id))
+                        TO '{out_dir}' (FORMAT parquet, PER_THREAD_OUTPUT false, FILE_SIZE_BYTES '64MB',
+                                        ROW_GROUP_SIZE {int(rows_per_group)})""")
+    return int(n), int(n_texts)
+
+
+def _sql(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _init_ray(config: RayConfig) -> bool:
+    """Connect to or start Ray; True when this call started it (and so shuts it down)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = {"address": config.address, "include_dashboard": False, "log_to_driver": False,
+                              "configure_logging": False}
+    if config.address is None:
+        kwargs["object_store_memory"] = config.local_object_store_mb * 2**20
+    ray.init(**kwargs)
+    return True
+
+
+def run_ray_extraction(store: Any, backend_factory: BackendFactory, prompt: Prompt, sampling: SamplingConfig,
+                       config: EngineConfig | None = None, ray_config: RayConfig | None = None) -> RunStats:
+    """Extract every pending report of the open, writable `store` on Ray; see the module docstring."""
+    import ray
+
+    config = config or EngineConfig()
+    ray_config = ray_config or RayConfig()
+    shard_root = Path(ray_config.shard_dir or default_shard_root(Path(store.path))).resolve()
+    store.wait_s = max(store.wait_s, config.lock_wait_s)
+    with store.job_lock("extract"):
+        killed = store.close_killed_runs()
+        remove_partial(shard_root)
+        load_shards(store, shard_root)  # what killed runs' workers wrote becomes rows before pending is read
+        store.release()
+        started_ray = _init_ray(ray_config)
+        try:
+            stats = _run(store, backend_factory, prompt, sampling, config, ray_config, shard_root)
+        finally:
+            if started_ray:
+                ray.shutdown()
+    stats.killed_runs = killed
+    return stats
+
+
+def _run(store: Any, backend_factory: BackendFactory, prompt: Prompt, sampling: SamplingConfig,
+         config: EngineConfig, ray_config: RayConfig, shard_root: Path) -> RunStats:
+    import ray
+    import ray.data
+
+    resources = {"num_cpus": ray_config.cpus_per_worker, "num_gpus": ray_config.gpus_per_worker}
+    cluster_cpus = ray.cluster_resources().get("CPU", 0)
+    if ray_config.workers * ray_config.cpus_per_worker >= cluster_cpus:
+        # The replicas would hold every CPU and the Parquet read task could never start.
+        raise ValueError(f"{ray_config.workers} workers x {ray_config.cpus_per_worker} CPUs leave none of the "
+                         f"cluster's {cluster_cpus:g} CPUs to read the input; lower --ray-cpus-per-worker")
+    ray.data.DataContext.get_current().enable_progress_bars = False  # our bar counts reports, not blocks
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    info = ray.get(ray.remote(_probe).options(**resources).remote(backend_factory))
+    run_cfg = run_config(prompt, info, sampling)
+    cfg_hash = config_hash(run_cfg)
+    run_id = f"{_utcnow():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    stats = RunStats(run_id=run_id, config_hash=cfg_hash)
+    if config.retry_failed:
+        store.retire_failed(cfg_hash, run_id)
+    input_dir = shard_root / run_id / ".inputs"
+    stats.pending, n_texts = _write_inputs(store, cfg_hash, config.limit, input_dir, ray_config.block_reports)
+    store.record_run({
+        "run_id": run_id, "config_hash": cfg_hash, "backend": f"ray+{info.backend}", "model_id": info.model_id,
+        "model_revision": info.model_revision, "quantization": info.quantization, "prompt_id": prompt.label,
+        "prompt_sha256": prompt.sha256, "schema_version": SCHEMA_VERSION,
+        "sampling": json.dumps(sampling.model_dump()),
+        "versions": json.dumps({"rsuper": rsuper_version(), "backend": info.backend_version, "ray": ray.__version__,
+                                "structured_output": info.structured_output, "workers": ray_config.workers,
+                                "block_reports": ray_config.block_reports, **info.extra}),
+        "started_at": _utcnow(),
+    })
+    store.release()
+    bar = progress_bar(stats.pending, config.progress, config.progress_interval_s)
+    t0 = time.perf_counter()
+    last_load = t0
+    interrupted = False
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    with contextlib.suppress(ValueError):  # not the main thread: SIGTERM stays as it was
+        signal.signal(signal.SIGTERM, on_term)
+    try:
+        if stats.pending:
+            n_blocks = -(-n_texts // ray_config.block_reports)  # one read block per row group: all workers busy
+            ds = ray.data.read_parquet(str(input_dir), override_num_blocks=n_blocks).map_batches(
+                ExtractBlock, batch_size=ray_config.block_reports, batch_format="pyarrow",
+                concurrency=ray_config.workers, fn_constructor_kwargs={
+                    "backend_factory": backend_factory, "prompt": prompt, "sampling": sampling,
+                    "cfg_hash": cfg_hash, "run_id": run_id, "shard_root": str(shard_root),
+                    "max_report_chars": config.max_report_chars}, **resources)
+            for manifest in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                for row in manifest.to_pylist():
+                    for name in ("ok", "repaired", "failed", "calls", "prompt_tokens", "output_tokens"):
+                        setattr(stats, name, getattr(stats, name) + row[name])
+                    stats.left_pending += row["pending"]
+                    stats.unanswered += row["pending"] and 1
+                    bar.update(row["reports"])
+                if time.perf_counter() - last_load >= ray_config.load_every_s:
+                    load_shards(store, shard_root, run_id)
+                    store.release()
+                    last_load = time.perf_counter()
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        with contextlib.suppress(ValueError):
+            signal.signal(signal.SIGTERM, previous)
+        bar.close()
+        load_shards(store, shard_root, run_id)
+        shutil.rmtree(input_dir, ignore_errors=True)
+        stats.interrupted = interrupted
+        stats.wall_s = time.perf_counter() - t0
+        # From the store, not the manifests: a block written just before an interrupt is stored but never reported.
+        stored = dict(store.con.execute("SELECT status, count(*) FROM extractions WHERE run_id = $run GROUP BY status",
+                                        {"run": run_id}).fetchall())
+        stats.ok, stats.repaired, stats.failed = (int(stored.get(s, 0)) for s in ("ok", "repaired", "failed"))
+        if interrupted:
+            stats.left_pending = stats.pending - stats.done
+        store.finish_run(run_id, n_ok=stats.ok, n_repaired=stats.repaired, n_failed=stats.failed,
+                         outcome=stats.outcome, n_left_pending=stats.left_pending)
+        stats.failed_in_store = store.count_failed(cfg_hash)
+    return stats
+
+
+def run_ray_extract(db: Optional[Path], backend_factory: BackendFactory, *, prompt_path: Optional[Path],
+                    sampling: SamplingConfig, config: EngineConfig, ray_config: RayConfig) -> dict[str, Any]:
+    """Open the store `db` (None: the default store), run on Ray, return the run summary."""
+    from extract.prompting import DEFAULT_PROMPT, load_prompt
+    from extract.store import Store
+
+    prompt = load_prompt(prompt_path or DEFAULT_PROMPT)
+    with Store(db, wait_s=config.lock_wait_s) as store:
+        stats = run_ray_extraction(store, backend_factory, prompt, sampling, config, ray_config)
+    return stats.summary()
