@@ -411,6 +411,21 @@ def rsuper_version() -> str:
         return "unknown"
 
 
+def run_row(run_id: str, cfg_hash: str, info: BackendInfo, prompt: Prompt, sampling: SamplingConfig,
+            backend_label: str | None = None, versions: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The `extraction_runs` row a run starts with: its key and provenance (`backend_label` replaces the
+    backend's name, `versions` adds entries to the versions JSON)."""
+    return {
+        "run_id": run_id, "config_hash": cfg_hash, "backend": backend_label or info.backend,
+        "model_id": info.model_id, "model_revision": info.model_revision, "quantization": info.quantization,
+        "prompt_id": prompt.label, "prompt_sha256": prompt.sha256, "schema_version": SCHEMA_VERSION,
+        "sampling": json.dumps(sampling.model_dump()),
+        "versions": json.dumps({"rsuper": rsuper_version(), "backend": info.backend_version,
+                                "structured_output": info.structured_output, **(versions or {}), **info.extra}),
+        "started_at": _utcnow(),
+    }
+
+
 def _drain(queue: asyncio.Queue) -> list:
     items = []
     while not queue.empty():
@@ -454,15 +469,7 @@ async def _run(store: Any, backend: Backend, info: BackendInfo, prompt: Prompt, 
         store.retire_failed(cfg_hash, run_id)
     jobs = pending_reports(store, cfg_hash, config.limit)
     stats.pending = len(jobs)
-    store.record_run({
-        "run_id": run_id, "config_hash": cfg_hash, "backend": info.backend, "model_id": info.model_id,
-        "model_revision": info.model_revision, "quantization": info.quantization, "prompt_id": prompt.label,
-        "prompt_sha256": prompt.sha256, "schema_version": SCHEMA_VERSION,
-        "sampling": json.dumps(sampling.model_dump()),
-        "versions": json.dumps({"rsuper": rsuper_version(), "backend": info.backend_version,
-                                "structured_output": info.structured_output, **info.extra}),
-        "started_at": _utcnow(),
-    })
+    store.record_run(run_row(run_id, cfg_hash, info, prompt, sampling))
     if not jobs:
         store.finish_run(run_id, n_ok=0, n_repaired=0, n_failed=0)
         stats.failed_in_store = store.count_failed(cfg_hash)

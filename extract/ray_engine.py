@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import shutil
@@ -45,8 +44,8 @@ from extract.engine import (
     config_hash,
     extract_one,
     result_tables,
-    rsuper_version,
     run_config,
+    run_row,
 )
 from extract.progress import progress_bar
 from extract.prompting import Prompt
@@ -263,16 +262,9 @@ def _run(store: Any, backend_factory: BackendFactory, prompt: Prompt, sampling: 
         store.retire_failed(cfg_hash, run_id)
     input_dir = shard_root / run_id / ".inputs"
     stats.pending, n_texts = _write_inputs(store, cfg_hash, config.limit, input_dir, ray_config.block_reports)
-    store.record_run({
-        "run_id": run_id, "config_hash": cfg_hash, "backend": f"ray+{info.backend}", "model_id": info.model_id,
-        "model_revision": info.model_revision, "quantization": info.quantization, "prompt_id": prompt.label,
-        "prompt_sha256": prompt.sha256, "schema_version": SCHEMA_VERSION,
-        "sampling": json.dumps(sampling.model_dump()),
-        "versions": json.dumps({"rsuper": rsuper_version(), "backend": info.backend_version, "ray": ray.__version__,
-                                "structured_output": info.structured_output, "workers": ray_config.workers,
-                                "block_reports": ray_config.block_reports, **info.extra}),
-        "started_at": _utcnow(),
-    })
+    store.record_run(run_row(run_id, cfg_hash, info, prompt, sampling, backend_label=f"ray+{info.backend}",
+                             versions={"ray": ray.__version__, "workers": ray_config.workers,
+                                       "block_reports": ray_config.block_reports}))
     store.release()
     bar = progress_bar(stats.pending, config.progress, config.progress_interval_s)
     t0 = time.perf_counter()
