@@ -1,10 +1,11 @@
 """Extraction benchmarks; prints one JSON line per measurement.
 
 Parts (`--parts`, comma-separated):
-- `overhead`: client + validation + DuckDB throughput against a local fake server that answers instantly with a
-  valid answer (`n_overhead` reports, 64 in flight). Also checks one LLM call per report on the happy path, and
-  splits the CPU per report between the event loop (HTTP, validation), the writer/DuckDB threads and the fake
-  server, with the 1-minute load average before and after (the machine is shared).
+- `overhead`: client + validation + DuckDB throughput against local fake servers that answer instantly with a
+  valid answer (`--n-overhead` reports, `--concurrency` in flight over `--endpoints` servers, validation in the
+  event loop or in `--answer-processes`). Also checks one LLM call per report on the happy path, and splits the
+  CPU per report between the event loop (HTTP), the answer processes (validation), the writer/DuckDB threads and
+  the fake servers, with the 1-minute load average before and after (the machine is shared).
 - `tokens`: prompt tokens per dev case, the share of them in the fixed prefix (tokenizer of the embedded model).
 - `local`: the embedded llama.cpp backend on the first `--n-dev` dev cases (or reports of `--gold FILE`), per
   model, thread count (`--threads 1,2`) and prompt-lookup draft length (`--prompt-lookup 0,10`): reports/min
@@ -13,6 +14,7 @@ Parts (`--parts`, comma-separated):
   agreement with the gold organ summary (organ state; largest diameter within 1 mm).
 
 Usage: python benchmarks/bench_extract.py [--parts overhead,tokens,local] [--n-dev 10] [--models a,b]
+       python benchmarks/bench_extract.py --parts overhead --n-overhead 20000 --answer-processes 0,1
        python benchmarks/bench_extract.py --parts local --models qwen2.5-coder-0.5b --gold data/gold/longform_gold.jsonl \\
            --n-dev 6 --threads 1,2 --prompt-lookup 0,10
 """
@@ -72,45 +74,55 @@ def _process_cpu_s(pid: int) -> float | None:
         return None
 
 
-def bench_overhead(n: int) -> None:
+def bench_overhead(n: int, concurrency: int, endpoints: int, answer_processes: int | None) -> None:
     import pyarrow as pa
 
     from extract.backends.openai import OpenAIBackend, OpenAIConfig
     from extract.engine import EngineConfig, run_extraction
     from extract.store import Store
 
-    server = subprocess.Popen([sys.executable, str(REPO / "tests" / "extract" / "fake_server.py"), "--port", "0",
-                               "--answer", json.dumps(ANSWER)], stdout=subprocess.PIPE, text=True)
+    servers = [subprocess.Popen([sys.executable, str(REPO / "tests" / "extract" / "fake_server.py"), "--port", "0",
+                                 "--answer", json.dumps(ANSWER)], stdout=subprocess.PIPE, text=True)
+               for _ in range(endpoints)]
     try:
-        port = int(server.stdout.readline().split()[1])
+        ports = [int(server.stdout.readline().split()[1]) for server in servers]
         with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "bench.duckdb") as store:
             texts = [f"{SENTENCE} Exam {i}." for i in range(n)]
             store.add_reports(pa.table({"report_id": [f"r{i:06d}" for i in range(n)], "text": texts}), "bench")
-            backend = OpenAIBackend(OpenAIConfig(urls=[f"http://127.0.0.1:{port}/v1"], concurrency=64))
-            load0, server0 = _load_1min(), _process_cpu_s(server.pid)
-            t0, c0, m0 = time.perf_counter(), time.process_time(), time.thread_time()
+            backend = OpenAIBackend(OpenAIConfig(urls=[f"http://127.0.0.1:{port}/v1" for port in ports],
+                                                 concurrency=concurrency))
+            load0 = _load_1min()
+            server0 = [_process_cpu_s(server.pid) for server in servers]
+            t0, c0, m0, k0 = time.perf_counter(), time.process_time(), time.thread_time(), os.times()
             stats = asyncio.run(run_extraction(store, backend, load_prompt(), SamplingConfig(),
-                                               EngineConfig(progress=False)))
+                                               EngineConfig(progress=False, answer_processes=answer_processes)))
             wall, cpu, main = time.perf_counter() - t0, time.process_time() - c0, time.thread_time() - m0
-            server1, load1 = _process_cpu_s(server.pid), _load_1min()
-            server_cpu = server1 - server0 if server0 is not None and server1 is not None else None
+            k1 = os.times()  # the answer processes were joined at the end of the run: their CPU is in children_*
+            pool_cpu = (k1.children_user - k0.children_user) + (k1.children_system - k0.children_system)
+            server1, load1 = [_process_cpu_s(server.pid) for server in servers], _load_1min()
+            server_cpu = (sum(b - a for a, b in zip(server0, server1))
+                          if None not in server0 and None not in server1 else None)
             tumors = store.query("SELECT count(*) AS n FROM tumors").column("n")[0].as_py()
-
-        def per_report(seconds: float | None) -> float | None:
-            return round(1000 * seconds / n, 3) if seconds is not None else None
-
-        emit(bench="extract_client_overhead", reports=n, ok=stats.ok, failed=stats.failed, tumors_stored=tumors,
-             calls_per_report=round(stats.calls / max(stats.done, 1), 3), wall_s=round(wall, 2),
-             reports_per_s=round(stats.done / wall, 1), client_cpu_ms_per_report=per_report(cpu),
-             reports_per_cpu_s=round(n / cpu, 1), concurrency=64,
-             # where the CPU goes: the event-loop thread (HTTP, validation), the writer and DuckDB threads, and
-             # the fake server process, which shares the machine's cores with the client
-             event_loop_cpu_ms_per_report=per_report(main), writer_threads_cpu_ms_per_report=per_report(cpu - main),
-             fake_server_cpu_ms_per_report=per_report(server_cpu), load_1min_before=load0, load_1min_after=load1,
-             note="fake server in a subprocess; shared 2-core machine, so CPU time per report is the stable figure")
     finally:
-        server.terminate()
-        server.wait(10)
+        for server in servers:
+            server.kill()
+
+    def per_report(seconds: float | None) -> float | None:
+        return round(1000 * seconds / n, 3) if seconds is not None else None
+
+    emit(bench="extract_client_overhead", reports=n, ok=stats.ok, failed=stats.failed, tumors_stored=tumors,
+         calls_per_report=round(stats.calls / max(stats.done, 1), 3), wall_s=round(wall, 2),
+         reports_per_s=round(stats.done / wall, 1), concurrency=concurrency, endpoints=endpoints,
+         answer_processes=stats.answer_processes, client_cpu_ms_per_report=per_report(cpu + pool_cpu),
+         reports_per_client_cpu_s=round(n / (cpu + pool_cpu), 1),
+         # where the CPU goes: the event-loop thread (HTTP, and validation without answer processes), the
+         # writer and DuckDB threads, the answer processes, and the fake servers, which share the machine's cores
+         event_loop_cpu_ms_per_report=per_report(main), writer_threads_cpu_ms_per_report=per_report(cpu - main),
+         answer_processes_cpu_ms_per_report=per_report(pool_cpu),
+         fake_server_cpu_ms_per_report=per_report(server_cpu), cpus=os.cpu_count(), load_1min_before=load0,
+         load_1min_after=load1,
+         note="fake servers in subprocesses on the same cores as the client: reports/s is bounded by the sum of "
+              "all CPU per report over the cores; the event loop's CPU per report bounds it on a bigger machine")
 
 
 # -- tokens --------------------------------------------------------------------------------------------
@@ -240,6 +252,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", default="overhead,tokens,local")
     parser.add_argument("--n-overhead", type=int, default=5000)
+    parser.add_argument("--concurrency", type=int, default=256, help="overhead: calls in flight")
+    parser.add_argument("--endpoints", type=int, default=2, help="overhead: fake server processes")
+    parser.add_argument("--answer-processes", default="auto",
+                        help="overhead: comma-separated answer process counts (auto: the engine's default)")
     parser.add_argument("--n-dev", type=int, default=10, help="dev cases for the local backend (per model)")
     parser.add_argument("--models", default="qwen2.5-coder-0.5b,qwen2.5-coder-1.5b")
     parser.add_argument("--max-tokens", type=int, default=1024)
@@ -250,7 +266,9 @@ def main() -> None:
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     if "overhead" in parts:
-        bench_overhead(args.n_overhead)
+        for processes in args.answer_processes.split(","):
+            bench_overhead(args.n_overhead, args.concurrency, args.endpoints,
+                           None if processes == "auto" else int(processes))
     if "tokens" in parts:
         bench_tokens(args.models.split(",")[0])
     if "local" in parts:

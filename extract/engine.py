@@ -29,11 +29,12 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Awaitable, Callable, Optional
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from extract.answer_pool import AnswerPool, default_processes
 from extract.backends.base import (
     MAX_REPORT_CHARS,
     Backend,
@@ -91,6 +92,9 @@ class EngineConfig(BaseModel):
     progress_interval_s: float = Field(30.0, gt=0, description="seconds between progress lines off a terminal")
     outage_s: float = Field(120.0, gt=0, description="stop when no call has been answered for this long while "
                             "calls fail in transport (s); the reports not extracted stay pending")
+    answer_processes: Optional[int] = Field(None, ge=0, description="processes that validate answers beside the "
+                                            "event loop (0: in the loop; None: one per spare core, at most 4, when "
+                                            "the backend keeps 32 or more calls in flight)")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -201,10 +205,15 @@ def _add(outcome: Outcome, c: Completion) -> None:
     outcome.raw_output = c.text
 
 
+#: `(answer, report text) -> (payload, warnings)`, raising AnswerError: `parse_answer` elsewhere than in the loop.
+AnswerParser = Callable[[str, str], Awaitable[tuple[ExtractionPayload, list[str]]]]
+
+
 async def extract_one(backend: Backend, prompt: Prompt, schema: dict[str, Any], sampling: SamplingConfig,
-                      text: str, max_report_chars: int = MAX_REPORT_CHARS) -> Outcome:
+                      text: str, max_report_chars: int = MAX_REPORT_CHARS, parse: AnswerParser | None = None) -> Outcome:
     """Extract one report: a call, and at most one repair call. Never raises for model or transport faults:
-    status `pending` when the server did not answer (nothing to store), else ok, repaired or failed."""
+    status `pending` when the server did not answer (nothing to store), else ok, repaired or failed. `parse`
+    validates the answer (default: `parse_answer` in this thread)."""
     if len(text) > max_report_chars:
         return Outcome("failed", 0, error=f"report has {len(text)} characters, over the {max_report_chars} limit "
                                           "(--max-report-chars; then --retry-failed)")
@@ -226,7 +235,10 @@ async def extract_one(backend: Backend, prompt: Prompt, schema: dict[str, Any], 
             outcome.error = f"output reached max_tokens={sampling.max_tokens} (finish_reason=length)"
             return outcome
         try:
-            outcome.payload, outcome.warnings = parse_answer(c.text, text, prompt.answer_model)
+            if parse is None:
+                outcome.payload, outcome.warnings = parse_answer(c.text, text, prompt.answer_model)
+            else:
+                outcome.payload, outcome.warnings = await parse(c.text, text)
         except AnswerError as exc:
             outcome.error = f"attempt {attempt}: {exc}" if outcome.error is None else f"{outcome.error} | attempt {attempt}: {exc}"
             messages = prompt.repair_messages(text, c.text, str(exc))
@@ -351,6 +363,7 @@ class RunStats:
     outage: Optional[str] = None
     killed_runs: list[str] = field(default_factory=list)  # earlier runs found unfinished, now marked killed
     failed_in_store: int = 0  # reports whose result under this key is failed, from this run or an earlier one
+    answer_processes: int = 0  # processes that validated answers beside the event loop
 
     @property
     def done(self) -> int:
@@ -381,6 +394,7 @@ class RunStats:
             "prompt_tokens_per_report": per_report(self.prompt_tokens, 1),
             "output_tokens_per_report": per_report(self.output_tokens, 1),
             "wall_s": round(self.wall_s, 2), "killed_runs": self.killed_runs, "failed_in_store": self.failed_in_store,
+            "answer_processes": self.answer_processes,
         }
 
 
@@ -523,16 +537,26 @@ async def _run(store: Any, backend: Backend, info: BackendInfo, prompt: Prompt, 
             if config.log_text:
                 log.warning("report text: %s\nmodel output: %s", group[0].text, out.raw_output)
 
+    n_workers = max(1, min(backend.max_concurrency, len(by_text)))
+    processes = config.answer_processes
+    if processes is None:
+        processes = default_processes(n_workers)
+    pool = AnswerPool(processes, prompt.answer_model) if processes else None
+    if pool is not None:
+        await pool.__aenter__()
+        stats.answer_processes = len(pool.pids)
+    parse = pool.parse if pool is not None else None
+
     async def worker() -> None:
         while not stop.is_set():
             try:
                 group = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            out = await extract_one(backend, prompt, schema, sampling, group[0].text, config.max_report_chars)
+            out = await extract_one(backend, prompt, schema, sampling, group[0].text, config.max_report_chars,
+                                    parse)
             finish(group, out)
 
-    n_workers = max(1, min(backend.max_concurrency, len(by_text)))
     workers = asyncio.gather(*(worker() for _ in range(n_workers)))
     write_task = asyncio.create_task(writer.run())
     # A write that fails (the file held by another process past lock_wait_s) stops the calls at once.
@@ -547,6 +571,8 @@ async def _run(store: Any, backend: Backend, info: BackendInfo, prompt: Prompt, 
     finally:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.remove_signal_handler(signal.SIGTERM)
+        if pool is not None:
+            await pool.__aexit__(None, None, None)
         writer.close()
         try:
             await write_task
@@ -565,14 +591,15 @@ async def _run(store: Any, backend: Backend, info: BackendInfo, prompt: Prompt, 
 def run_extract(db: Optional[Path], backend: Backend, *, prompt_path: Optional[Path], sampling: SamplingConfig,
                 limit: Optional[int], retry_failed: bool, log_text: bool, progress: bool,
                 outage_s: float = EngineConfig.model_fields["outage_s"].default,
-                max_report_chars: int = EngineConfig.model_fields["max_report_chars"].default) -> dict[str, Any]:
+                max_report_chars: int = EngineConfig.model_fields["max_report_chars"].default,
+                answer_processes: Optional[int] = None) -> dict[str, Any]:
     """Open the store `db` (None: the default store), run the engine, return the run summary."""
     from extract.prompting import DEFAULT_PROMPT, load_prompt
     from extract.store import Store
 
     prompt = load_prompt(prompt_path or DEFAULT_PROMPT)
     config = EngineConfig(limit=limit, retry_failed=retry_failed, log_text=log_text, progress=progress,
-                          outage_s=outage_s, max_report_chars=max_report_chars)
+                          outage_s=outage_s, max_report_chars=max_report_chars, answer_processes=answer_processes)
     with Store(db, wait_s=config.lock_wait_s) as store:  # the first open waits too
         stats = asyncio.run(run_extraction(store, backend, prompt, sampling, config))
     return stats.summary()

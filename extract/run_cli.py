@@ -105,6 +105,10 @@ def register(app: typer.Typer) -> None:
         outage: float = typer.Option(120.0, "--outage-s", min=0.001,
                                      help="stop when no call was answered for this long (s); the rest stay pending"),
         threads: int = typer.Option(1, "--threads", min=1, help="local: CPU threads"),
+        answer_processes: Optional[int] = typer.Option(
+            None, "--answer-processes", min=0,
+            help="direct: processes validating answers beside the HTTP loop (0: none; default: one per two cores, "
+                 "at most 4, with 32 or more requests in flight on 4 or more cores)"),
         max_report_chars: int = typer.Option(
             MAX_REPORT_CHARS, "--max-report-chars", min=100,
             help="longer reports fail without a call (the prompt must fit the model's context)"),
@@ -154,7 +158,7 @@ def register(app: typer.Typer) -> None:
         else:
             summary = run_extract(db, b, prompt_path=prompt, sampling=sampling, limit=limit,
                                   retry_failed=retry_failed, log_text=log_text, progress=progress, outage_s=outage,
-                                  max_report_chars=max_report_chars)
+                                  max_report_chars=max_report_chars, answer_processes=answer_processes)
         _print_stats(summary, as_json)
         raise typer.Exit(exit_code(summary))
 

@@ -1,0 +1,121 @@
+"""Answer validation in worker processes, so a client with hundreds of calls in flight is not held by one core.
+
+Validating an answer (JSON → pydantic → sentences, measurements and places read from the report) costs about as
+much CPU as the HTTP call that fetched it. In the event loop's thread both compete for one core; here the loop
+only does HTTP and hands answers to a pool of processes in batches (the answers that arrived in one turn of the
+loop go in one task, so the inter-process cost is paid per batch, not per report). Same function, same result:
+`extract.engine.parse_answer` runs in the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import signal
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+from schemas.records import ExtractionPayload
+
+
+def _parse_batch(items: list[tuple[str, str]], answer_model: type) -> list[tuple[bool, Any, Any]]:
+    """(ok, payload or error message, warnings) per (answer, report text)."""
+    from extract.engine import AnswerError, parse_answer
+
+    out: list[tuple[bool, Any, Any]] = []
+    for answer, report_text in items:
+        try:
+            payload, warnings = parse_answer(answer, report_text, answer_model)
+        except AnswerError as exc:
+            out.append((False, str(exc), None))
+        else:
+            out.append((True, payload, warnings))
+    return out
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the run, not the pool, handles it
+
+
+def _warm() -> int:
+    import extract.engine  # noqa: F401  (import the reading code once, before the first batch)
+
+    return os.getpid()
+
+
+def default_processes(concurrency: int, cpu_count: int | None = None) -> int:
+    """Worker processes for a backend with `concurrency` calls in flight: none for a few calls at a time (a local
+    model is the limit then, and a pool only adds start-up time), else one per two cores, at most four (on two
+    shared cores one process took the client from about 780 to 970-1,100 reports/s, docs/extraction.md)."""
+    cpus = cpu_count if cpu_count is not None else (os.cpu_count() or 1)
+    return 0 if concurrency < 32 or cpus < 2 else min(4, max(1, cpus // 2))
+
+
+class AnswerPool:
+    """`await pool.parse(answer, report_text)` validates in a worker process; use as an async context manager.
+
+    Raises `extract.engine.AnswerError` exactly as `parse_answer` does.
+    """
+
+    def __init__(self, processes: int, answer_model: type, max_batch: int = 128) -> None:
+        if processes < 1:
+            raise ValueError(f"processes={processes}: expected at least 1")
+        self.processes, self.answer_model, self.max_batch = processes, answer_model, max_batch
+        self._executor: ProcessPoolExecutor | None = None
+        self._waiting: list[tuple[str, str, asyncio.Future]] = []
+        self._busy = 0  # batches in the executor
+        self.pids: list[int] = []
+        self.batch_sizes: list[int] = []  # answers per task sent, for benchmarks
+
+    async def __aenter__(self) -> "AnswerPool":
+        # spawn, not fork: the client process holds DuckDB and aiohttp threads, which a fork would copy mid-state.
+        self._executor = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_ignore_sigint)
+        loop = asyncio.get_running_loop()
+        warm = [loop.run_in_executor(self._executor, _warm) for _ in range(self.processes)]
+        self.pids = sorted(set(await asyncio.gather(*warm)))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._executor is not None:
+            await asyncio.to_thread(self._executor.shutdown, True, cancel_futures=True)
+            self._executor = None
+
+    async def parse(self, answer: str, report_text: str) -> tuple[ExtractionPayload, list[str]]:
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.append((answer, report_text, future))
+        if self._busy < self.processes:  # a process is idle: send now; else the batch grows until one is free
+            self._flush()
+        return await future
+
+    def _flush(self) -> None:
+        if not self._waiting:
+            return
+        batch, self._waiting = self._waiting[:self.max_batch], self._waiting[self.max_batch:]
+        self.batch_sizes.append(len(batch))
+        assert self._executor is not None, "AnswerPool used outside `async with`"
+        self._busy += 1
+        done = asyncio.wrap_future(self._executor.submit(_parse_batch, [(a, t) for a, t, _ in batch],
+                                                         self.answer_model))
+        done.add_done_callback(lambda d: self._deliver(batch, d))
+
+    def _deliver(self, batch: list[tuple[str, str, asyncio.Future]], done: asyncio.Future) -> None:
+        from extract.engine import AnswerError
+
+        self._busy -= 1
+        if self._executor is not None:
+            self._flush()
+        if done.cancelled() or done.exception() is not None:
+            error = done.exception() if not done.cancelled() else asyncio.CancelledError()
+            for *_, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        for (*_, future), (ok, value, warnings) in zip(batch, done.result()):
+            if future.done():  # its caller was cancelled
+                continue
+            if ok:
+                future.set_result((value, warnings))
+            else:
+                future.set_exception(AnswerError(value))
