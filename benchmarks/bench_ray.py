@@ -8,7 +8,8 @@ local cluster it started) once `--kill-driver-at` are; a second driver then fini
 every report stored exactly once, one tumour per report, one organ row per organ key.
 
 Reported: wall time of each phase, reports/s, the loader's time for all rows (merges while running and at the end),
-and each worker's resident memory over its blocks (first, last, max).
+and each worker's resident and private memory over its blocks (first, after 10 blocks, last, max; private leaves out
+the object store's shared pages, which resident counts as the worker reads its blocks).
 
 Usage: python benchmarks/bench_ray.py [--reports 1000000] [--workers 2] [--block-reports 2048]
 """
@@ -79,6 +80,16 @@ def drive(db: str, workers: int, block_reports: int, load_every_s: float) -> dic
     return {"wall_s": round(time.perf_counter() - t0, 1), "load_s": round(load_s[0], 1), **stats.summary()}
 
 
+def _memory_summary(worker: str, blocks: list[tuple[int, float, float]]) -> dict:
+    """A worker's resident and private memory (MiB) over its blocks: first, after 10 blocks (warm), last, max."""
+    warm = blocks[min(10, len(blocks) - 1)]
+    return {"worker": worker, "blocks": len(blocks),
+            "rss_mb": {"first": blocks[0][1], "block_10": warm[1], "last": blocks[-1][1],
+                       "max": max(b[1] for b in blocks)},
+            "private_mb": {"first": blocks[0][2], "block_10": warm[2], "last": blocks[-1][2],
+                           "max": max(b[2] for b in blocks)}}
+
+
 def _manifests(root: Path) -> list[dict]:
     return [json.loads(m.read_text()) for m in root.glob("*/*/manifest.json")]
 
@@ -146,11 +157,11 @@ def main() -> None:
                 "(SELECT count(*) FROM tumors) AS tumors, (SELECT count(*) FROM organ_findings) AS organ_rows, "
                 "(SELECT count(*) FROM extraction_shards) AS shards_loaded").to_pylist()[0]
             per_run = store.query("SELECT run_id, count(*) AS n FROM extractions GROUP BY run_id").to_pylist()
-        rss: dict[str, list[tuple[int, float]]] = {}
+        memory: dict[str, list[tuple[int, float, float]]] = {}
         for m in _manifests(root):
-            rss.setdefault(m["worker"], []).append((m["worker_blocks"], m["worker_rss_mb"]))
-        workers = [{"worker": w, "blocks": len(v), "rss_mb_first": min(v)[1], "rss_mb_last": max(v)[1],
-                    "rss_mb_max": max(r for _, r in v)} for w, v in sorted(rss.items())]
+            memory.setdefault(m["worker"], []).append((m["worker_blocks"], m["worker_rss_mb"],
+                                                       m.get("worker_private_mb", 0.0)))
+        workers = [_memory_summary(w, sorted(v)) for w, v in sorted(memory.items())]
         print(json.dumps({
             "bench": "ray_extraction_simulation", "reports": args.reports, "workers": args.workers,
             "block_reports": args.block_reports, "ingest_s": round(ingest_s, 1), "phases": phases,

@@ -6,9 +6,10 @@ DuckDB. It
    earlier runs (`extract.shards.load_shards`): a killed run resumes from what its workers had written;
 2. asks one worker-shaped Ray task for the backend's provenance, so the run key is the one the workers compute
    (each worker checks it again and refuses to run under another key);
-3. writes the pending reports, one row per distinct text, as Parquet input files (DuckDB `COPY`, so the driver
-   never holds the texts);
-4. runs `read_parquet → map_batches(ExtractBlock)`: an actor pool of `workers` replicas, each with its own backend
+3. writes the pending reports, one row per distinct text, as Parquet input files of one block each (streamed out of
+   DuckDB, so the driver never holds all the texts);
+4. runs `from_items(input files) → map_batches(ExtractBlock)`, one file per Ray block: an actor pool of `workers`
+   replicas, each reading its blocks' files from the shared shard folder and with its own backend
    (the embedded llama.cpp model, an OpenAI-compatible server such as `vllm serve`, or in-process vLLM on a GPU),
    each block extracted with the same prompt, schema and conversion as a direct run (`extract.engine.extract_one`,
    `result_tables`) and written as one shard;
@@ -47,10 +48,12 @@ from extract.engine import (
     run_config,
     run_row,
 )
-from extract.progress import progress_bar
+from extract.progress import format_duration, progress_bar
 from extract.prompting import Prompt
 from extract.shards import default_shard_root, load_shards, remove_partial, write_shard
 from schemas.records import SCHEMA_VERSION
+
+log = logging.getLogger("rsuper.extract")
 
 #: A picklable callable that builds a backend (not started) in a worker, e.g. `functools.partial(build_backend,
 #: ...)`: each worker builds its own replica.
@@ -78,19 +81,24 @@ class RayConfig(BaseModel):
 # --------------------------------------------------------------------------------------------------
 
 
-def _rss_mb() -> float:
-    """Resident memory of this process (MiB; Linux /proc, else 0)."""
+def _memory_mb() -> tuple[float, float]:
+    """(resident, private) memory of this process in MiB (Linux /proc, else zeros). Private leaves out shared pages:
+    a Ray worker reads its blocks from the object store's shared memory, which `resident` counts as they are
+    touched, so only `private` says whether the worker itself grows."""
     try:
-        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+        fields = Path("/proc/self/statm").read_text().split()
+        page_mb = os.sysconf("SC_PAGE_SIZE") / 2**20
+        return int(fields[1]) * page_mb, (int(fields[1]) - int(fields[2])) * page_mb
     except (OSError, ValueError, IndexError):
-        return 0.0
+        return 0.0, 0.0
 
 
 MANIFEST_SCHEMA = pa.schema([
     ("shard_id", pa.string()), ("written", pa.bool_()), ("texts", pa.int64()), ("reports", pa.int64()),
     ("ok", pa.int64()), ("repaired", pa.int64()), ("failed", pa.int64()), ("pending", pa.int64()),
     ("calls", pa.int64()), ("prompt_tokens", pa.int64()), ("output_tokens", pa.int64()),
-    ("worker_pid", pa.int64()), ("worker_rss_mb", pa.float64()), ("worker_blocks", pa.int64()),
+    ("worker_pid", pa.int64()), ("worker_rss_mb", pa.float64()), ("worker_private_mb", pa.float64()),
+    ("worker_blocks", pa.int64()),
 ])
 
 
@@ -124,7 +132,13 @@ class ExtractBlock:
 
         return await asyncio.gather(*(one(t) for t in texts))
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
+    def __call__(self, inputs: pa.Table) -> pa.Table:
+        """One manifest row per input file named in `inputs` (column `input`)."""
+        import pyarrow.parquet as pq
+
+        return pa.concat_tables([self._block(pq.read_table(path)) for path in inputs.column("input").to_pylist()])
+
+    def _block(self, batch: pa.Table) -> pa.Table:
         texts = batch.column("text").to_pylist()
         outcomes = self.loop.run_until_complete(self._extract(texts))
         rows = []
@@ -140,18 +154,19 @@ class ExtractBlock:
                 rows.extend((Job(rid, version, sha, text), out) for rid, version in zip(ids, versions))
         sid, written = "", False
         self.blocks += 1
-        rss_mb = round(_rss_mb(), 1)
+        rss_mb, private_mb = (round(m, 1) for m in _memory_mb())
         if rows:
             tables = result_tables(rows, self.run_id, self.cfg_hash)
             sid, written = write_shard(self.shard_root, self.run_id, *tables, provenance={
                 "config_hash": self.cfg_hash, "schema_version": SCHEMA_VERSION, "prompt_sha256": self.prompt.sha256,
                 "backend": self.info.backend, "backend_version": self.info.backend_version,
                 "model_id": self.info.model_id, "model_revision": self.info.model_revision,
-                "worker_rss_mb": rss_mb, "worker_blocks": self.blocks})
+                "worker_rss_mb": rss_mb, "worker_private_mb": private_mb, "worker_blocks": self.blocks})
         return pa.Table.from_pylist([{
             "shard_id": sid, "written": written, "texts": len(texts), "reports": sum(len(i) for i in
                                                                                       batch.column("report_ids").to_pylist()),
-            **counts, "worker_pid": os.getpid(), "worker_rss_mb": rss_mb, "worker_blocks": self.blocks,
+            **counts, "worker_pid": os.getpid(), "worker_rss_mb": rss_mb, "worker_private_mb": private_mb,
+            "worker_blocks": self.blocks,
         }], schema=MANIFEST_SCHEMA)
 
     def __del__(self) -> None:
@@ -177,9 +192,12 @@ def _probe(backend_factory: BackendFactory) -> BackendInfo:
 
 
 def _write_inputs(store: Any, cfg_hash: str, limit: Optional[int], out_dir: Path,
-                  rows_per_group: int) -> tuple[int, int]:
+                  texts_per_file: int) -> int:
     """Pending reports under `cfg_hash`, grouped by text (one call per distinct text), as Parquet files in
-    `out_dir` (row groups of `rows_per_group` texts); returns (reports, distinct texts)."""
+    `out_dir` of `texts_per_file` texts each (one file per block: Ray Data reads each file as one input, so every
+    worker gets blocks even in a small run); returns the number of reports."""
+    import pyarrow.parquet as pq
+
     out_dir.mkdir(parents=True)
     limit_sql = f"LIMIT {int(limit)}" if limit is not None else ""
     pending = f"""SELECT r.report_id, r.version, r.sha256, r.text FROM latest_reports r
@@ -187,15 +205,32 @@ def _write_inputs(store: Any, cfg_hash: str, limit: Optional[int], out_dir: Path
                                     AND e.report_id = r.report_id AND e.report_sha256 = r.sha256)
                   ORDER BY r.report_id {limit_sql}"""
     con = store.con
-    n, n_texts = con.execute(f"SELECT count(*), count(DISTINCT sha256) FROM ({pending})").fetchall()[0]
-    if n:
-        con.execute(f"""COPY (SELECT sha256 AS report_sha256, any_value(text) AS text,
-                                     list(report_id ORDER BY report_id) AS report_ids,
-                                     list(version ORDER BY report_id) AS report_versions
-                              FROM ({pending}) GROUP BY sha256 ORDER BY min(report_id))
-                        TO '{out_dir}' (FORMAT parquet, PER_THREAD_OUTPUT false, FILE_SIZE_BYTES '64MB',
-                                        ROW_GROUP_SIZE {int(rows_per_group)})""")
-    return int(n), int(n_texts)
+    n = con.execute(f"SELECT count(*) FROM ({pending})").fetchall()[0][0]
+    if not n:
+        return 0
+    reader = con.sql(f"""SELECT sha256 AS report_sha256, any_value(text) AS text,
+                                    list(report_id ORDER BY report_id) AS report_ids,
+                                    list(version ORDER BY report_id) AS report_versions
+                             FROM ({pending}) GROUP BY sha256 ORDER BY min(report_id)""").to_arrow_reader(
+        texts_per_file)
+    buffered: list[pa.RecordBatch] = []
+    rows, files = 0, 0
+
+    def flush(count: int) -> None:
+        nonlocal buffered, rows, files
+        table = pa.Table.from_batches(buffered)
+        pq.write_table(table.slice(0, count), out_dir / f"{files:06d}.parquet")
+        rest = table.slice(count)
+        buffered, rows, files = rest.to_batches(), rest.num_rows, files + 1
+
+    for batch in reader:
+        buffered.append(batch)
+        rows += batch.num_rows
+        while rows >= texts_per_file:
+            flush(texts_per_file)
+    if rows:
+        flush(rows)
+    return int(n)
 
 
 def _sql(value: str) -> str:
@@ -261,7 +296,7 @@ def _run(store: Any, backend_factory: BackendFactory, prompt: Prompt, sampling: 
     if config.retry_failed:
         store.retire_failed(cfg_hash, run_id)
     input_dir = shard_root / run_id / ".inputs"
-    stats.pending, n_texts = _write_inputs(store, cfg_hash, config.limit, input_dir, ray_config.block_reports)
+    stats.pending = _write_inputs(store, cfg_hash, config.limit, input_dir, ray_config.block_reports)
     store.record_run(run_row(run_id, cfg_hash, info, prompt, sampling, backend_label=f"ray+{info.backend}",
                              versions={"ray": ray.__version__, "workers": ray_config.workers,
                                        "block_reports": ray_config.block_reports}))
@@ -279,21 +314,32 @@ def _run(store: Any, backend_factory: BackendFactory, prompt: Prompt, sampling: 
         signal.signal(signal.SIGTERM, on_term)
     try:
         if stats.pending:
-            n_blocks = -(-n_texts // ray_config.block_reports)  # one read block per row group: all workers busy
-            ds = ray.data.read_parquet(str(input_dir), override_num_blocks=n_blocks).map_batches(
-                ExtractBlock, batch_size=ray_config.block_reports, batch_format="pyarrow",
+            # One Ray block per input file: read_parquet hands a few small files to the actor pool as one input,
+            # which then keeps every block on one replica.
+            files = [{"input": str(f)} for f in sorted(input_dir.glob("*.parquet"))]
+            ds = ray.data.from_items(files, override_num_blocks=len(files)).map_batches(
+                ExtractBlock, batch_size=1, batch_format="pyarrow",
                 concurrency=ray_config.workers, fn_constructor_kwargs={
                     "backend_factory": backend_factory, "prompt": prompt, "sampling": sampling,
                     "cfg_hash": cfg_hash, "run_id": run_id, "shard_root": str(shard_root),
                     "max_report_chars": config.max_report_chars}, **resources)
+            last_answer_t = t0
             for manifest in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                now = time.perf_counter()
                 for row in manifest.to_pylist():
                     for name in ("ok", "repaired", "failed", "calls", "prompt_tokens", "output_tokens"):
                         setattr(stats, name, getattr(stats, name) + row[name])
                     stats.left_pending += row["pending"]
                     stats.unanswered += row["pending"] and 1
                     bar.update(row["reports"])
-                if time.perf_counter() - last_load >= ray_config.load_every_s:
+                    if row["pending"] < row["reports"]:
+                        last_answer_t = now
+                if now - last_answer_t >= config.outage_s:  # every block since then came back unanswered
+                    stats.outage = (f"no block answered for {format_duration(now - last_answer_t)} (every call "
+                                    "failed in transport after the backend's retries)")
+                    log.warning("stopping: %s", stats.outage)
+                    break
+                if now - last_load >= ray_config.load_every_s:
                     load_shards(store, shard_root, run_id)
                     store.release()
                     last_load = time.perf_counter()
@@ -311,7 +357,7 @@ def _run(store: Any, backend_factory: BackendFactory, prompt: Prompt, sampling: 
         stored = dict(store.con.execute("SELECT status, count(*) FROM extractions WHERE run_id = $run GROUP BY status",
                                         {"run": run_id}).fetchall())
         stats.ok, stats.repaired, stats.failed = (int(stored.get(s, 0)) for s in ("ok", "repaired", "failed"))
-        if interrupted:
+        if interrupted or stats.outage:
             stats.left_pending = stats.pending - stats.done
         store.finish_run(run_id, n_ok=stats.ok, n_repaired=stats.repaired, n_failed=stats.failed,
                          outcome=stats.outcome, n_left_pending=stats.left_pending)

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 ray = pytest.importorskip("ray")
@@ -187,3 +188,40 @@ def test_cli_runs_on_ray_behind_an_openai_compatible_server(tmp_path):
         assert s.query("SELECT backend, model_id FROM extraction_runs").to_pylist() == [
             {"backend": "ray+openai", "model_id": "fake-model"}]
         assert s.query("SELECT count(*) AS n FROM tumors").to_pylist() == [{"n": 6}]
+
+
+def test_inputs_are_one_file_per_block_of_distinct_texts(tmp_path):
+    from extract.engine import config_hash
+    from extract.ray_engine import _write_inputs
+
+    texts = _texts(40)  # 32 distinct texts
+    with Store(tmp_path / "s.duckdb") as s:
+        add_reports(s, texts)
+        n = _write_inputs(s, config_hash({"k": 1}), None, tmp_path / "in", texts_per_file=7)
+    files = sorted((tmp_path / "in").glob("*.parquet"))
+    tables = [pq.read_table(f) for f in files]
+    assert n == 40 and [t.num_rows for t in tables] == [7, 7, 7, 7, 4]
+    rows = [r for t in tables for r in t.to_pylist()]
+    assert sorted(i for r in rows for i in r["report_ids"]) == sorted(texts)
+    assert [r["report_ids"][0] for r in rows] == sorted(r["report_ids"][0] for r in rows)  # report order kept
+    assert all(texts[i] == r["text"] for r in rows for i in r["report_ids"])
+    assert sum(len(r["report_ids"]) > 1 for r in rows) == 8  # every fifth id shares the text before it
+
+
+def test_a_run_whose_blocks_all_go_unanswered_stops_at_the_outage_limit(tmp_path):
+    texts = _texts(40)
+    db = tmp_path / "s.duckdb"
+    with Store(db) as s:
+        add_reports(s, texts)
+    dead = functools.partial(TextKeyedBackend, _answers(texts), frozenset(texts.values()))
+    with Store(db) as store:
+        stats = run_ray_extraction(store, dead, load_prompt(), SamplingConfig(),
+                                   EngineConfig(progress=False, outage_s=0.001),
+                                   RayConfig(workers=2, cpus_per_worker=0.5, block_reports=7))
+    assert stats.outage is not None and "no block answered" in stats.outage
+    assert (stats.done, stats.left_pending, exit_code(stats.summary())) == (0, 40, 4)
+    with Store(db, read_only=True) as s:
+        assert s.query("SELECT outcome, n_left_pending FROM extraction_runs").to_pylist() == [
+            {"outcome": "outage", "n_left_pending": 40}]
+    resumed = _ray_run(db, functools.partial(TextKeyedBackend, _answers(texts)))
+    assert (resumed.pending, resumed.ok, resumed.outcome) == (40, 40, "done")
