@@ -13,6 +13,8 @@ import asyncio
 import multiprocessing
 import os
 import signal
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
@@ -34,8 +36,17 @@ def _parse_batch(items: list[tuple[str, str]], answer_model: type) -> list[tuple
     return out
 
 
-def _ignore_sigint() -> None:
+def _init_worker(parent_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the run, not the pool, handles it
+    # A parent killed with SIGKILL cannot shut the pool down, and a worker waiting for its next batch would wait
+    # forever: leave when the parent is gone.
+    threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
+
+
+def _exit_with_parent(parent_pid: int, every_s: float = 1.0) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(every_s)
+    os._exit(0)
 
 
 def _warm() -> int:
@@ -71,7 +82,7 @@ class AnswerPool:
     async def __aenter__(self) -> "AnswerPool":
         # spawn, not fork: the client process holds DuckDB and aiohttp threads, which a fork would copy mid-state.
         self._executor = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_ignore_sigint)
+                                             initializer=_init_worker, initargs=(os.getpid(),))
         loop = asyncio.get_running_loop()
         warm = [loop.run_in_executor(self._executor, _warm) for _ in range(self.processes)]
         self.pids = sorted(set(await asyncio.gather(*warm)))

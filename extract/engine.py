@@ -210,7 +210,8 @@ AnswerParser = Callable[[str, str], Awaitable[tuple[ExtractionPayload, list[str]
 
 
 async def extract_one(backend: Backend, prompt: Prompt, schema: dict[str, Any], sampling: SamplingConfig,
-                      text: str, max_report_chars: int = MAX_REPORT_CHARS, parse: AnswerParser | None = None) -> Outcome:
+                      text: str, max_report_chars: int = MAX_REPORT_CHARS,
+                      parse: AnswerParser | None = None) -> Outcome:
     """Extract one report: a call, and at most one repair call. Never raises for model or transport faults:
     status `pending` when the server did not answer (nothing to store), else ok, repaired or failed. `parse`
     validates the answer (default: `parse_answer` in this thread)."""

@@ -75,3 +75,62 @@ def test_a_run_with_answer_processes_stores_the_rows_of_one_without(tmp_path: Pa
     assert tables[0] == tables[1]
     failed = [r for r in tables[1]["extractions"] if r["status"] == "failed"]
     assert len(failed) == 15 and all("attempt 1" in r["error"] and "attempt 2" in r["error"] for r in failed)
+
+
+def _children(pid: int) -> list[str]:
+    """Pids whose parent is `pid` (Linux /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if stat.read_text().rsplit(")", 1)[1].split()[1] == str(pid):
+                out.append(stat.parent.name)
+        except OSError:  # gone meanwhile
+            pass
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_a_sigkilled_run_leaves_no_answer_process_and_the_rerun_stores_each_report_once(tmp_path: Path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from fake_server import Action, FakeLLMServer
+
+    db = tmp_path / "k.duckdb"
+    with Store(db) as store:
+        add_reports(store, {f"a{i:03d}": f"Liver: {i + 2} mm cyst, report {i}." for i in range(200)})
+    command = [sys.executable, "-m", "rsuper", "extract", "--backend", "openai", "--concurrency", "64",
+               "--retries", "0", "--no-progress", "--json"]
+    env = {**os.environ, "RSUPER_DB": str(db)}
+    repo = Path(__file__).resolve().parents[2]
+    with FakeLLMServer(respond=lambda i, body: Action(delay_s=2.0)) as server:
+        proc = subprocess.Popen([*command, "--llm-url", server.url, "--answer-processes", "1"], cwd=repo, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        children: list[str] = []
+        while time.monotonic() < deadline and not (children and len(server.requests) >= 64):
+            time.sleep(0.1)
+            children = _children(proc.pid)
+        assert children, "the run started no answer process"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+        def alive(pid: str) -> bool:
+            try:
+                return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+            except OSError:
+                return False
+
+        deadline = time.monotonic() + 10
+        while any(alive(c) for c in children) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(alive(c) for c in children)
+        rerun = subprocess.run([*command, "--llm-url", server.url], cwd=repo, env=env, capture_output=True, text=True,
+                               timeout=120)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    with Store(db, read_only=True) as store:
+        assert store.query("SELECT count(*) AS n, count(DISTINCT report_id) AS d FROM extractions").to_pylist() == [
+            {"n": 200, "d": 200}]
