@@ -2,7 +2,7 @@
 
 Parts, one JSON line per figure:
 
-* ``speed``: `rsuper audit` end to end (a subprocess of ``python -m rsuper audit --records truth --pages 0``:
+* ``speed``: `rsuper audit` end to end (a subprocess of ``python -m rsuper audit --records truth --pages 0 --workers W``:
   reading every prediction folder, the comparison, the store's `audit` table and ``audit.csv``) over ``--n`` CTs
   of 128³ (target: 1,000 CTs in <= 120 s), then :func:`train.review.pages.write_pages` for ``--pages`` CTs
   (target: 100 in <= 60 s), timed in this process after an untimed audit of those CTs. The CTs are
@@ -23,7 +23,7 @@ Built inputs are cached under ``--cache`` (default runs/bench_audit/, ignored by
 Wall-clock time on a shared machine follows the load, so each line also gives CPU seconds and the 1-minute load
 average.
 
-Usage: python benchmarks/bench_audit.py speed [--n 1000] [--pages 100] [--distinct 20]
+Usage: python benchmarks/bench_audit.py speed [--n 1000] [--pages 100] [--distinct 20] [--workers 2]
        python benchmarks/bench_audit.py injected [--n-injected 200] [--error-rate 0.1] [--seed 0]
        python benchmarks/bench_audit.py injected --predictions runs/x/pred --cases data/phantoms/test
 """
@@ -130,7 +130,7 @@ def bench_speed(args) -> None:
     out.mkdir(exist_ok=True)
     db.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "rsuper", "audit", str(pred), "--cases", str(cts), "--records", "truth",
-           "--db", str(db), "--out", str(out), "--pages", "0"]
+           "--db", str(db), "--out", str(out), "--pages", "0", "--workers", str(args.workers)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(":")}
     load0, c0, t0 = _load(), _children_cpu_s(), time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
@@ -140,10 +140,12 @@ def bench_speed(args) -> None:
     summary = proc.stdout.strip().splitlines()[-1]
     with open(out / "audit.csv") as fh:
         n_rows = sum(1 for _ in csv.DictReader(fh))
-    emit(bench="audit_speed", cts=args.n, shape=list(shape), distinct_phantoms=args.distinct, seconds=round(wall, 2),
+    emit(bench="audit_speed", cts=args.n, workers=args.workers, shape=list(shape), distinct_phantoms=args.distinct,
+         seconds=round(wall, 2),
          cpu_seconds=round(cpu, 2), seconds_per_ct=round(wall / args.n, 4), target_seconds=120 * args.n / 1000,
          csv_rows=n_rows, summary=summary, load_before=load0, load_after=_load(),
-         command="python -m rsuper audit PRED --cases CTS --records truth --db DB --out OUT --pages 0")
+         command=f"python -m rsuper audit PRED --cases CTS --records truth --db DB --out OUT --pages 0 "
+                 f"--workers {args.workers}")
 
     # Pages: the audit results of the first --pages CTs (not timed), then the pages alone.
     organ_names = load_label_names(cts / "labels.json")
@@ -247,6 +249,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000, help="speed: CTs audited")
     parser.add_argument("--pages", type=int, default=100, help="speed: CTs with case pages")
     parser.add_argument("--distinct", type=int, default=20, help="speed: distinct phantoms behind the CTs")
+    parser.add_argument("--workers", type=int, default=2, help="speed: `rsuper audit --workers`")
     parser.add_argument("--n-injected", type=int, default=200, help="injected: phantoms (truth predictions)")
     parser.add_argument("--error-rate", type=float, default=0.1, help="injected: share of CTs with one error")
     parser.add_argument("--predictions", type=Path, help="injected: an `rsuper predict` output folder to audit "

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import json
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -33,22 +34,34 @@ class Prediction:
     Attributes:
         ct_id: the folder name.
         folder: the prediction folder.
-        lesion_map: uint8 (X, Y, Z), value v = channel ``lesion_names[v]``.
         lesion_names: value -> ``<organ>_lesion``.
         classes: every output channel's name (``channels.nii.gz`` order).
         affine: voxel -> world (mm).
         spacing_mm: voxel size (mm).
         ct_path: the CT that was predicted (from summary.json), None when not recorded.
+        shape: the grid (X, Y, Z).
+        lesion_map: uint8 (X, Y, Z), value v = channel ``lesion_names[v]``; read again after :meth:`release`.
     """
 
     ct_id: str
     folder: Path
-    lesion_map: np.ndarray
     lesion_names: dict[int, str]
     classes: list[str]
     affine: np.ndarray
     spacing_mm: tuple[float, float, float]
     ct_path: Path | None
+    shape: tuple[int, int, int]
+    _lesion_map: np.ndarray | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def lesion_map(self) -> np.ndarray:
+        if self._lesion_map is None:
+            self._lesion_map = np.asarray(_read_nifti(self.folder / "lesions.nii.gz"), np.uint8)
+        return self._lesion_map
+
+    def release(self) -> None:
+        """Drop the lesion map: an audit of a thousand CTs keeps their lesions, not their volumes."""
+        self._lesion_map = None
 
     @property
     def organs(self) -> list[str]:
@@ -120,8 +133,8 @@ def read_prediction(folder: Path) -> Prediction:
     lesion_map, affine = _read_nifti(folder / "lesions.nii.gz", with_affine=True)
     spacing = tuple(float(s) for s in np.linalg.norm(affine[:3, :3], axis=0))
     ct_path = texts["summary.json"].get("ct_path") if isinstance(texts["summary.json"], dict) else None
-    return Prediction(folder.name, folder, np.asarray(lesion_map, np.uint8), lesion_names, classes, affine, spacing,
-                      Path(ct_path) if ct_path else None)
+    return Prediction(folder.name, folder, lesion_names, classes, affine, spacing, Path(ct_path) if ct_path else None,
+                      tuple(int(n) for n in lesion_map.shape[:3]), np.asarray(lesion_map, np.uint8))
 
 
 def case_folder(cases_root: Path | None, ct_id: str) -> Path | None:
@@ -140,9 +153,13 @@ def organ_map_for(pred: Prediction, case_dir: Path | None, organ_names: Mapping[
     path = case_dir / "organs.nii.gz" if case_dir is not None else None
     if path is not None and path.is_file() and organ_names:
         organs, affine = _read_nifti(path, with_affine=True)
-        if organs.shape == pred.lesion_map.shape and np.allclose(affine, pred.affine, atol=1e-3):
+        if organs.shape == pred.shape and np.allclose(affine, pred.affine, atol=1e-3):
             lut = canonical_lut(dict(organ_names))
-            return derive_subsegments(lut[np.clip(organs.astype(np.int64), 0, len(lut) - 1)], affine)[0]
+            if organs.dtype.kind == "u" and organs.max(initial=0) < len(lut):
+                canonical = lut[organs]  # no int64 copy of the volume
+            else:
+                canonical = lut[np.clip(organs.astype(np.int64), 0, len(lut) - 1)]
+            return derive_subsegments(canonical, affine)[0]
     return organ_map_from_channels(pred.channels(), pred.classes, pred.affine)
 
 
@@ -171,10 +188,11 @@ def audit_folder(
     pred = read_prediction(folder)
     case_dir = case_folder(cases_root, pred.ct_id)
     organ_map = organ_map_for(pred, case_dir, organ_names)
-    ct = read_ct_hu(ct_path_for(pred, case_dir), pred.lesion_map.shape) if use_ct else None
+    ct = read_ct_hu(ct_path_for(pred, case_dir), pred.shape) if use_ct else None
     lesions = predicted_lesions(pred.lesion_map, pred.lesion_names, pred.spacing_mm, organ_map=organ_map,
                                 probabilities=pred.probabilities(), ct_hu=ct,
                                 min_volume_mm3=config.min_lesion_volume_mm3)
+    pred.release()  # a page reads it again
     row, findings, pairs = None, [], []
     if records is not None:
         row, findings, pairs = audit_case(pred.ct_id, records, lesions, pred.organs, config,
@@ -187,13 +205,17 @@ def page_arrays(result: CaseResult, organ_names: Mapping[int, str] | None = None
     """(CT in HU or None, canonical organ map) of a result, read again for its case page: a run over a thousand
     CTs keeps no volume in memory."""
     pred = result.prediction
-    return (read_ct_hu(ct_path_for(pred, result.case_dir), pred.lesion_map.shape),
+    return (read_ct_hu(ct_path_for(pred, result.case_dir), pred.shape),
             organ_map_for(pred, result.case_dir, organ_names))
+
+
+def _audit_one(job: tuple[Path, CaseRecords], **kwargs) -> CaseResult:
+    return audit_folder(job[0], job[1], **kwargs)
 
 
 def audit_predictions(
     root: Path, records_of: Callable[[str], object | None], config: AuditConfig, *, cases_root: Path | None = None,
-    organ_names: Mapping[int, str] | None = None, use_ct: bool = True, progress: bool = False,
+    organ_names: Mapping[int, str] | None = None, use_ct: bool = True, progress: bool = False, workers: int = 1,
 ) -> tuple[list[CaseResult], list[str]]:
     """Audit every CT under a `rsuper predict` output folder.
 
@@ -202,23 +224,37 @@ def audit_predictions(
         records_of: ct_id -> its report's records, or None when it has none.
         config, cases_root, organ_names, use_ct: see :func:`audit_folder`.
         progress: a tqdm bar on stderr.
+        workers: processes auditing CTs side by side (1: in this process). Each CT is independent, and reading
+            and decompressing its files is most of the time.
 
     Returns:
         The results, highest score first (ties by ct_id), and the CTs skipped for want of a record.
     """
-    folders = prediction_folders(root)
-    if progress:
-        from tqdm import tqdm
-
-        folders = tqdm(folders, desc="audit", unit="CT", disable=None)  # None: only on a terminal
-    results, skipped = [], []
-    for folder in folders:
+    jobs, skipped = [], []
+    for folder in prediction_folders(root):
         records = records_of(folder.name)
         if records is None:
             skipped.append(folder.name)
-            continue
-        results.append(audit_folder(folder, records, config, cases_root=cases_root, organ_names=organ_names,
-                                    use_ct=use_ct, predictions=str(root)))
+        else:
+            jobs.append((folder, records))
+    audit_one = functools.partial(_audit_one, config=config, cases_root=cases_root, organ_names=organ_names,
+                                  use_ct=use_ct, predictions=str(root))
+
+    def bar(it):
+        if not progress:
+            return it
+        from tqdm import tqdm
+
+        return tqdm(it, total=len(jobs), desc="audit", unit="CT", disable=None)  # None: only on a terminal
+
+    if workers > 1 and len(jobs) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(min(workers, len(jobs))) as pool:
+            # lesion maps are released before a result travels back: small pickles
+            results = list(bar(pool.map(audit_one, jobs, chunksize=max(1, min(16, len(jobs) // (4 * workers))))))
+    else:
+        results = [audit_one(job) for job in bar(jobs)]
     results.sort(key=lambda r: (-r.audit.score, r.audit.ct_id))
     return results, skipped
 

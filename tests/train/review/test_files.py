@@ -48,6 +48,20 @@ def test_injected_errors_rank_first_with_their_reasons(reviewed):
     assert results[0].audit.ct_id == sized  # 2.0 for the unit error beats 1.5 for the missed 20 mm tumour
 
 
+def test_worker_processes_give_the_same_audit(reviewed):
+    cases, pred = reviewed
+    truth = records_from_ground_truth(cases / "ground_truth.jsonl")
+    mapping = read_mapping(cases / "case_reports.csv")
+    bad = {rid: inject_error(r, "size_x10", np.random.default_rng(3)) or r for rid, r in truth.items()}
+    args = (pred, lambda ct: bad.get(mapping.get(ct)), AuditConfig())
+    kw = dict(cases_root=cases, organ_names=load_label_names(cases / "labels.json"))
+    one, _ = audit_predictions(*args, **kw)
+    two, _ = audit_predictions(*args, **kw, workers=2)
+    assert any(r.audit.score > 0 for r in one)
+    assert [r.audit for r in two] == [r.audit for r in one] and [r.lesions for r in two] == [r.lesions for r in one]
+    assert two[0].prediction.lesion_map.shape == two[0].prediction.shape  # read again after the trip back
+
+
 def test_the_audit_table_and_csv_are_idempotent(reviewed, tmp_path):
     cases, pred = reviewed
     results, _ = _audit(cases, pred, records_from_ground_truth(cases / "ground_truth.jsonl"))
