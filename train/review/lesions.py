@@ -96,11 +96,14 @@ def _organ_values(organ: str) -> list[int]:
     return [i for i, name in enumerate(CANONICAL_LABELS) if organ_of_label(name) == organ]
 
 
-def organ_extents_mm(organ_map: np.ndarray, spacing_mm: Sequence[float]) -> dict[str, float]:
-    """Largest bounding-box extent (mm) of each organ in a canonical label map (its parts together)."""
+def organ_extents_mm(organ_map: np.ndarray, spacing_mm: Sequence[float], *,
+                     boxes: Sequence | None = None) -> dict[str, float]:
+    """Largest bounding-box extent (mm) of each organ in a canonical label map (its parts together); ``boxes``:
+    :func:`scipy.ndimage.find_objects` of the map when the caller has it already."""
     spacing = np.asarray(spacing_mm, float)
+    found = ndimage.find_objects(organ_map) if boxes is None else boxes
     boxes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for value, box in enumerate(ndimage.find_objects(organ_map), start=1):
+    for value, box in enumerate(found, start=1):
         organ = organ_of_label(CANONICAL_LABELS[value]) if box is not None else None
         if organ is None:
             continue
@@ -131,6 +134,7 @@ def predicted_lesions(
     probabilities: np.ndarray | None = None,
     ct_hu: np.ndarray | None = None,
     min_volume_mm3: float = MIN_LESION_COMPONENT_MM3,
+    organ_boxes: Sequence | None = None,
 ) -> list[PredictedLesion]:
     """The lesions of one predicted CT, per lesion channel, largest first within each organ.
 
@@ -144,6 +148,7 @@ def predicted_lesions(
             in increasing order (`rsuper predict --probabilities`), or None.
         ct_hu: the CT in HU on the same grid (for the attenuation contrast), or None.
         min_volume_mm3: smaller components are dropped (specks, not lesions).
+        organ_boxes: :func:`scipy.ndimage.find_objects` of ``organ_map`` when the caller has it already.
     """
     voxel_mm3 = float(np.prod(spacing_mm))
     out: list[PredictedLesion] = []
@@ -154,7 +159,7 @@ def predicted_lesions(
     # fraction of the cost (lesions are a small part of a CT).
     lesion_crop = lesion_map[crop]
     start = np.array([s.start for s in crop])
-    organ_boxes: list = []  # of the organ map's values, found when a first lesion needs its organ's HU
+    organ_boxes = list(organ_boxes) if organ_boxes is not None else []  # else found when a lesion needs its HU
     for c, value in enumerate(sorted(lesion_names)):
         organ = lesion_names[value].removesuffix("_lesion")
         labels, n = ndimage.label(lesion_crop == value, structure=_CONNECTIVITY)
