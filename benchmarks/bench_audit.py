@@ -23,7 +23,7 @@ Built inputs are cached under ``--cache`` (default runs/bench_audit/, ignored by
 Wall-clock time on a shared machine follows the load, so each line also gives CPU seconds and the 1-minute load
 average.
 
-Usage: python benchmarks/bench_audit.py speed [--n 1000] [--pages 100] [--distinct 20] [--workers 2]
+Usage: python benchmarks/bench_audit.py speed [--n 1000] [--pages 100] [--distinct 20] [--workers 1]
        python benchmarks/bench_audit.py injected [--n-injected 200] [--error-rate 0.1] [--seed 0]
        python benchmarks/bench_audit.py injected --predictions runs/x/pred --cases data/phantoms/test
 """
@@ -62,7 +62,8 @@ def _children_cpu_s() -> float:
 # -- inputs -------------------------------------------------------------------------------------------------
 
 
-def truth_set(root: Path, n: int, shape: tuple[int, int, int], seed: int) -> tuple[Path, Path]:
+def truth_set(root: Path, n: int, shape: tuple[int, int, int], seed: int, small: float | None = None
+              ) -> tuple[Path, Path]:
     """(phantom root, truth predictions folder) of ``n`` phantoms, written once under ``root``."""
     from train.data.labels import load_label_names
     from train.data.phantoms import PhantomConfig, write_phantom_set
@@ -71,7 +72,8 @@ def truth_set(root: Path, n: int, shape: tuple[int, int, int], seed: int) -> tup
     cases, pred = root / "phantoms", root / "truth"
     done = root / "done"
     if not done.is_file():
-        write_phantom_set(cases, PhantomConfig(n=n, seed=seed, shape=shape), progress=True)
+        extra = {} if small is None else {"small_lesion_probability": small}
+        write_phantom_set(cases, PhantomConfig(n=n, seed=seed, shape=shape, **extra), progress=True)
         organ_names = load_label_names(cases / "labels.json")
         lesion_names = load_label_names(cases / "lesion_labels.json")
         for case_dir in sorted((cases / "cases").iterdir()):
@@ -208,8 +210,10 @@ def bench_injected(args) -> None:
             sys.exit("--predictions needs --cases ROOT (the phantom root with ground_truth.jsonl)")
         cases, pred, source = args.cases, args.predictions, "predictions"
     else:
-        base = args.cache / f"injected_{'x'.join(map(str, args.shape))}_{args.n_injected}_seed{args.seed}"
-        (cases, pred), source = truth_set(base, args.n_injected, tuple(args.shape), args.seed), "truth"
+        small = "" if args.small_lesion_probability is None else f"_small{args.small_lesion_probability}"
+        base = args.cache / f"injected_{'x'.join(map(str, args.shape))}_{args.n_injected}_seed{args.seed}{small}"
+        cases, pred = truth_set(base, args.n_injected, tuple(args.shape), args.seed, args.small_lesion_probability)
+        source = "truth"
     folders = prediction_folders(pred)
     if not folders:
         sys.exit(f"{pred}: no */summary.json (an `rsuper predict` output folder)")
@@ -232,7 +236,8 @@ def bench_injected(args) -> None:
                           "recall_at_k": round(sum(ct in top for ct in cts) / len(cts), 3) if cts else None,
                           "scored_above_0": sum(ct in flagged for ct in cts)}
     clean_flagged = sorted(flagged - set(kinds))
-    emit(bench="audit_injected", source=source, predictions=str(pred), cts=len(results), skipped=len(skipped),
+    emit(bench="audit_injected", source=source, predictions=str(pred), small_lesion_probability=(
+             args.small_lesion_probability if args.predictions is None else None), cts=len(results), skipped=len(skipped),
          error_rate=args.error_rate, seed=args.seed, k=k,
          precision_at_k=round(len(top & set(kinds)) / k, 3) if k else None, per_kind=per_kind,
          missed_kinds=[kd for kd, v in per_kind.items() if v["injected"] and v["in_top_k"] < v["injected"]],
@@ -249,9 +254,11 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000, help="speed: CTs audited")
     parser.add_argument("--pages", type=int, default=100, help="speed: CTs with case pages")
     parser.add_argument("--distinct", type=int, default=20, help="speed: distinct phantoms behind the CTs")
-    parser.add_argument("--workers", type=int, default=2, help="speed: `rsuper audit --workers`")
+    parser.add_argument("--workers", type=int, default=1, help="speed: `rsuper audit --workers`")
     parser.add_argument("--n-injected", type=int, default=200, help="injected: phantoms (truth predictions)")
     parser.add_argument("--error-rate", type=float, default=0.1, help="injected: share of CTs with one error")
+    parser.add_argument("--small-lesion-probability", type=float, help="injected: phantoms' share of tumours "
+                        "too small to characterize (default: PhantomConfig's)")
     parser.add_argument("--predictions", type=Path, help="injected: an `rsuper predict` output folder to audit "
                         "instead of truth predictions")
     parser.add_argument("--cases", type=Path, help="injected: the phantom root of --predictions")
