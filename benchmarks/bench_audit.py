@@ -2,10 +2,10 @@
 
 Parts, one JSON line per figure:
 
-* ``speed``: `rsuper audit` end to end (a subprocess of ``python -m rsuper audit --records truth --pages 0 --workers W``:
-  reading every prediction folder, the comparison, the store's `audit` table and ``audit.csv``) over ``--n`` CTs
-  of 128³ (target: 1,000 CTs in <= 120 s), then :func:`train.review.pages.write_pages` for ``--pages`` CTs
-  (target: 100 in <= 60 s), timed in this process after an untimed audit of those CTs. The CTs are
+* ``speed``: `rsuper audit` end to end (a subprocess of ``python -m rsuper audit --records truth --pages 0
+  --workers W``: reading every prediction folder, the comparison, the store's `audit` table and ``audit.csv``)
+  over ``--n`` CTs of 128³ (target: 1,000 CTs in <= 120 s), then :func:`train.review.pages.write_pages` for
+  ``--pages`` CTs (target: 100 in <= 60 s), timed in this process after an untimed audit of those CTs. The CTs are
   ``--distinct`` phantoms (:mod:`train.data.phantoms`, default config) with a perfect model's predictions
   (:func:`train.review.synthetic.write_truth_prediction`), reused round-robin: each of the N prediction folders
   ``pred/ct_NNNN`` holds symlinks to one phantom's prediction files, and each case folder ``cases/ct_NNNN`` is a
@@ -236,12 +236,18 @@ def bench_injected(args) -> None:
                           "recall_at_k": round(sum(ct in top for ct in cts) / len(cts), 3) if cts else None,
                           "scored_above_0": sum(ct in flagged for ct in cts)}
     clean_flagged = sorted(flagged - set(kinds))
-    emit(bench="audit_injected", source=source, predictions=str(pred), small_lesion_probability=(
-             args.small_lesion_probability if args.predictions is None else None), cts=len(results), skipped=len(skipped),
-         error_rate=args.error_rate, seed=args.seed, k=k,
+    clean_reasons: dict[str, int] = {}
+    for r in results:
+        if r.audit.ct_id in clean_flagged:
+            for reason in r.audit.reasons:
+                clean_reasons[reason.value] = clean_reasons.get(reason.value, 0) + 1
+    small = args.small_lesion_probability if args.predictions is None else None
+    emit(bench="audit_injected", source=source, predictions=str(pred), small_lesion_probability=small,
+         cts=len(results), skipped=len(skipped), error_rate=args.error_rate, seed=args.seed, k=k,
          precision_at_k=round(len(top & set(kinds)) / k, 3) if k else None, per_kind=per_kind,
          missed_kinds=[kd for kd, v in per_kind.items() if v["injected"] and v["in_top_k"] < v["injected"]],
-         clean_cts_scored_above_0=len(clean_flagged), clean_flagged_examples=clean_flagged[:5],
+         clean_cts_scored_above_0=len(clean_flagged), clean_flagged_reasons=clean_reasons,
+         clean_flagged_examples=clean_flagged[:5],
          audit_seconds=round(wall, 2), load_after=_load())
 
 
