@@ -24,7 +24,7 @@ Wall-clock time on a shared machine follows the load, so each line also gives CP
 average.
 
 Usage: python benchmarks/bench_audit.py speed [--n 1000] [--pages 100] [--distinct 20] [--workers 1]
-       python benchmarks/bench_audit.py injected [--n-injected 200] [--error-rate 0.1] [--seed 0]
+       python benchmarks/bench_audit.py injected [--n-injected 200] [--error-rate 0.1] [--seed 0] [--db DB]
        python benchmarks/bench_audit.py injected --predictions runs/x/pred --cases data/phantoms/test
 """
 
@@ -226,6 +226,12 @@ def bench_injected(args) -> None:
     results, skipped = audit_predictions(pred, lambda ct: bad.get(mapping.get(ct, "")), AuditConfig(),
                                          cases_root=cases, organ_names=load_label_names(cases / "labels.json"))
     wall = time.perf_counter() - t0
+    if args.db is not None:  # the rows with the injected errors, for SQL on the `audit` table
+        from extract.store import Store
+        from schemas.tables import audit_table
+
+        with Store(args.db) as store:
+            store.write_audit(audit_table([r.audit for r in results]))
     k = len(kinds)
     top = {r.audit.ct_id for r in results[:k]}
     flagged = {r.audit.ct_id for r in results if r.audit.score > 0}
@@ -268,6 +274,7 @@ def main() -> None:
     parser.add_argument("--predictions", type=Path, help="injected: an `rsuper predict` output folder to audit "
                         "instead of truth predictions")
     parser.add_argument("--cases", type=Path, help="injected: the phantom root of --predictions")
+    parser.add_argument("--db", type=Path, help="injected: also write the audit rows to this store's `audit` table")
     args = parser.parse_args()
     bench_speed(args) if args.part == "speed" else bench_injected(args)
 
