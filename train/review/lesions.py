@@ -102,16 +102,16 @@ def organ_extents_mm(organ_map: np.ndarray, spacing_mm: Sequence[float], *,
     :func:`scipy.ndimage.find_objects` of the map when the caller has it already."""
     spacing = np.asarray(spacing_mm, float)
     found = ndimage.find_objects(organ_map) if boxes is None else boxes
-    boxes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    by_organ: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for value, box in enumerate(found, start=1):
         organ = organ_of_label(CANONICAL_LABELS[value]) if box is not None else None
         if organ is None:
             continue
         lo, hi = np.array([s.start for s in box]), np.array([s.stop for s in box])
-        if organ in boxes:  # several parts: the union of their boxes
-            lo, hi = np.minimum(lo, boxes[organ][0]), np.maximum(hi, boxes[organ][1])
-        boxes[organ] = (lo, hi)
-    return {organ: float(((hi - lo) * spacing).max()) for organ, (lo, hi) in boxes.items()}
+        if organ in by_organ:  # several parts: the union of their boxes
+            lo, hi = np.minimum(lo, by_organ[organ][0]), np.maximum(hi, by_organ[organ][1])
+        by_organ[organ] = (lo, hi)
+    return {organ: float(((hi - lo) * spacing).max()) for organ, (lo, hi) in by_organ.items()}
 
 
 def _majority(labels: np.ndarray, names: frozenset[str] | None, suffixes: tuple[str, ...] = ()) -> str | None:
