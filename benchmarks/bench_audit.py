@@ -132,7 +132,8 @@ def bench_speed(args) -> None:
     out.mkdir(exist_ok=True)
     db.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "rsuper", "audit", str(pred), "--cases", str(cts), "--records", "truth",
-           "--db", str(db), "--out", str(out), "--pages", "0", "--workers", str(args.workers)]
+           "--db", str(db), "--out", str(out), "--pages", "0",
+           *(["--workers", str(args.workers)] if args.workers != 1 else [])]  # code before --workers runs too
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(":")}
     load0, c0, t0 = _load(), _children_cpu_s(), time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
@@ -146,8 +147,8 @@ def bench_speed(args) -> None:
          seconds=round(wall, 2),
          cpu_seconds=round(cpu, 2), seconds_per_ct=round(wall / args.n, 4), target_seconds=120 * args.n / 1000,
          csv_rows=n_rows, summary=summary, load_before=load0, load_after=_load(),
-         command=f"python -m rsuper audit PRED --cases CTS --records truth --db DB --out OUT --pages 0 "
-                 f"--workers {args.workers}")
+         command=" ".join(["python -m rsuper audit PRED --cases CTS --records truth --db DB --out OUT --pages 0",
+                           *(cmd[cmd.index("--workers"):] if "--workers" in cmd else [])]))
 
     # Pages: the audit results of the first --pages CTs (not timed), then the pages alone.
     organ_names = load_label_names(cts / "labels.json")
