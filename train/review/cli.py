@@ -84,6 +84,8 @@ def audit(
                               "(the index lists every CT); 0: no pages."),
     show_report_text: bool = typer.Option(False, "--show-report-text", help="Put the report text on the case "
                                           "pages (PHI: off by default, the pages show records only)."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Processes auditing CTs side by side (reading and "
+                                "decompressing the predictions is most of the time)."),
 ) -> None:
     """Compare each predicted CT with its report: disagreement score and reasons per CT, into the store's `audit`
     table, OUT/audit.csv and case pages (OUT/pages/index.html). Auditing again replaces those CTs' rows.
@@ -121,7 +123,7 @@ def audit(
     try:
         results, skipped = audit_predictions(
             predictions, lambda ct: recs.get(mapping.get(ct, "")), cfg, cases_root=cases, organ_names=organ_names,
-            progress=True)
+            progress=True, workers=workers)
     except PredictionError as exc:
         fail(str(exc))
     if not results:

@@ -334,7 +334,7 @@ def write_case_page(result, out: Path, ct_hu: np.ndarray | None, organ_map: np.n
     pred = result.prediction
     img_dir = out / pred.ct_id
     img_dir.mkdir(parents=True, exist_ok=True)
-    affine, shape = pred.affine, pred.lesion_map.shape
+    affine, shape = pred.affine, pred.shape
     organs_ras = to_ras(organ_map, affine)
     lesion_ras = to_ras(pred.lesion_map > 0, affine)
     ct_ras = to_ras(ct_hu, affine) if ct_hu is not None else None
@@ -353,6 +353,7 @@ def write_case_page(result, out: Path, ct_hu: np.ndarray | None, organ_map: np.n
         images.append((f"{pred.ct_id}/{name}", v["caption"]))
     page = f"{pred.ct_id}.html"
     (out / page).write_text(case_page(result, out, images, report_text), encoding="utf-8")
+    pred.release()
     return page, images[0][0] if images else None
 
 

@@ -22,7 +22,7 @@ def test_audit_fills_the_table_csv_and_pages_and_is_idempotent(reviewed, tmp_pat
             "--pages", 2)
     out = _run(*args)
     assert "audited 6 CTs (0 disagree), 0 without a report record" in out
-    _run(*args)
+    assert _run(*args, "--workers", 2) == out  # again, in two processes: the same rows, not twice as many
     with Store(db, read_only=True) as store:
         rows = store.query("SELECT ct_id, score, predictions FROM audit ORDER BY ct_id").to_pylist()
     assert len(rows) == 6 and {r["score"] for r in rows} == {0.0} and {r["predictions"] for r in rows} == {str(pred)}

@@ -48,6 +48,20 @@ def test_injected_errors_rank_first_with_their_reasons(reviewed):
     assert results[0].audit.ct_id == sized  # 2.0 for the unit error beats 1.5 for the missed 20 mm tumour
 
 
+def test_worker_processes_give_the_same_audit(reviewed):
+    cases, pred = reviewed
+    truth = records_from_ground_truth(cases / "ground_truth.jsonl")
+    mapping = read_mapping(cases / "case_reports.csv")
+    bad = {rid: inject_error(r, "size_x10", np.random.default_rng(3)) or r for rid, r in truth.items()}
+    args = (pred, lambda ct: bad.get(mapping.get(ct)), AuditConfig())
+    kw = dict(cases_root=cases, organ_names=load_label_names(cases / "labels.json"))
+    one, _ = audit_predictions(*args, **kw)
+    two, _ = audit_predictions(*args, **kw, workers=2)
+    assert any(r.audit.score > 0 for r in one)
+    assert [r.audit for r in two] == [r.audit for r in one] and [r.lesions for r in two] == [r.lesions for r in one]
+    assert two[0].prediction.lesion_map.shape == two[0].prediction.shape  # read again after the trip back
+
+
 def test_the_audit_table_and_csv_are_idempotent(reviewed, tmp_path):
     cases, pred = reviewed
     results, _ = _audit(cases, pred, records_from_ground_truth(cases / "ground_truth.jsonl"))
@@ -77,3 +91,23 @@ def test_a_broken_prediction_names_its_file(reviewed, tmp_path):
     (bad / "labels.json").write_text("{}")
     with pytest.raises(PredictionError, match=r"c1/labels.json: no `lesions` / `channels`"):
         read_prediction(bad)
+
+
+def test_the_one_shot_gzip_reader_matches_nibabel_and_leaves_scaled_files_to_it(tmp_path):
+    import nibabel as nib
+
+    from train.review.files import _read_nifti, _read_nifti_gz
+
+    data = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6) - 50
+    affine = np.array([[-0.8, 0, 0, 10], [0, -0.8, 0, 20], [0, 0, 2.5, -30], [0, 0, 0, 1]])
+    nib.save(nib.Nifti1Image(data, affine), tmp_path / "a.nii.gz")
+    got, got_affine = _read_nifti_gz(tmp_path / "a.nii.gz")
+    assert got.dtype == np.int16 and np.array_equal(got, data)
+    assert np.array_equal(got_affine, nib.load(tmp_path / "a.nii.gz").affine)  # the header's float32 affine
+    scaled = nib.Nifti1Image(data, affine)
+    scaled.header.set_slope_inter(2.0, 1.0)
+    nib.save(scaled, tmp_path / "s.nii.gz")
+    assert _read_nifti_gz(tmp_path / "s.nii.gz") is None
+    assert np.array_equal(_read_nifti(tmp_path / "s.nii.gz"), np.asarray(nib.load(tmp_path / "s.nii.gz").dataobj))
+    (tmp_path / "cut.nii.gz").write_bytes((tmp_path / "a.nii.gz").read_bytes()[:40])
+    assert _read_nifti_gz(tmp_path / "cut.nii.gz") is None

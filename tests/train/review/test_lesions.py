@@ -71,3 +71,23 @@ def test_organ_map_from_channels_derives_kidney_sides_and_extents():
     assert organs[4, 10, 10] == CANONICAL_INDEX["kidney_left"] and organs[33, 10, 10] == CANONICAL_INDEX["kidney_right"]
     assert organs[20, 10, 10] == CANONICAL_INDEX["liver"]
     assert organ_extents_mm(organs, (1.0, 1.0, 2.0)) == {"liver": 32.0, "kidney": 34.0}
+
+
+def test_boxes_and_centres_are_on_the_whole_grid_though_only_the_lesions_box_is_labelled():
+    from scipy import ndimage
+
+    shape = (50, 44, 36)
+    lesions = np.zeros(shape, np.uint8)
+    lesions[_ball(shape, (31, 12, 20), 3)] = 1
+    lesions[_ball(shape, (40, 30, 9), 2)] = 1
+    lesions[_ball(shape, (22, 35, 27), 2)] = 2
+    found = predicted_lesions(lesions, {1: "liver_lesion", 2: "kidney_lesion"}, (1.0, 1.0, 1.0), min_volume_mm3=0)
+    want = []
+    for value in (1, 2):  # the plain way: label the whole volume
+        labels, n = ndimage.label(lesions == value, structure=np.ones((3, 3, 3)))
+        for i, box in enumerate(ndimage.find_objects(labels), start=1):
+            want.append(((tuple(s.start for s in box), tuple(s.stop for s in box)),
+                         tuple(np.argwhere(labels == i).mean(0)), int((labels == i).sum())))
+    got = [(p.box, tuple(round(x, 6) for x in p.center_voxel), p.voxels) for p in found]
+    assert sorted(got) == sorted((b, tuple(round(x, 6) for x in c), n) for b, c, n in want) and len(got) == 3
+    assert all(component_in_box(lesions, p).sum() == p.voxels for p in found)
