@@ -8,7 +8,8 @@ Per organ with a lesion channel:
   belong to its largest, or to each when the report says so) are matched one-to-one to predicted lesions by
   :func:`scipy.optimize.linear_sum_assignment` on a cost of size ratio (|log|) plus location and side
   disagreement. Unmatched reported lesions are ``reported_not_found``; a predicted count other than the reported
-  one (or below a lower bound, "at least 3") is ``count_mismatch``; matched pairs can be a ``size_mismatch``, a
+  one (or below a lower bound, "at least 3") is ``count_mismatch``, weighed by the lesions it is short or over
+  (each by its size); matched pairs can be a ``size_mismatch``, a
   ``likely_unit_error`` (about ten times off, or larger than the organ), a ``location_mismatch`` (another
   sub-segment or side) or an ``attenuation_mismatch``;
 * equivocal or unmentioned organs are not scored.
@@ -99,9 +100,11 @@ def _where(p: PredictedLesion) -> str:
 
 
 def _scale(diameter_mm: float | None, config: AuditConfig) -> float:
-    """Weight factor of a lesion finding by size: full from ``full_weight_mm``, at least a quarter."""
+    """Weight factor of a lesion finding by size: full from ``full_weight_mm``, at least a quarter. An unsized
+    lesion gets the quarter: reports leave unmeasured mostly what is too small to measure, which a model may miss
+    at its detection threshold without anything being wrong."""
     if diameter_mm is None:
-        return 1.0
+        return 0.25
     return min(1.0, max(0.25, diameter_mm / config.full_weight_mm))
 
 
@@ -183,7 +186,13 @@ def organ_findings(organ: str, reported: Sequence[ReportedLesion], predicted: Se
                                f"{organ}{f' ({where})' if where else ''}: reported {size} lesion, none predicted"))
     n_r, n_p = len(reported), len(predicted)
     if n_p != n_r and not (count_is_lower_bound and n_p >= n_r):
-        out.append(Finding(AuditReason.COUNT_MISMATCH, organ, w.count_mismatch * abs(n_p - n_r),
+        # Each lesion the counts disagree on weighs by its size (and probability): a 20 mm lesion the report does
+        # not list says more than an unsized one it lists and the model does not see.
+        found = {j for _, j in pairs}
+        extra = ([_scale(r.diameter_mm, config) for i, r in enumerate(reported) if i not in matched] if n_r > n_p
+                 else [_scale(p.diameter_mm, config) * (p.max_probability or 1.0)
+                       for j, p in enumerate(predicted) if j not in found])
+        out.append(Finding(AuditReason.COUNT_MISMATCH, organ, w.count_mismatch * sum(extra),
                            f"{organ}: reported {'at least ' if count_is_lower_bound else ''}{n_r} lesion(s), "
                            f"predicted {n_p}"))
     for i, j in pairs:

@@ -27,9 +27,10 @@ class AuditWeights(_Strict):
     """Weight of one finding of each kind in a CT's disagreement score (the score is their sum).
 
     Lesion findings are scaled by how sure they are: ``reported_not_found`` by the reported diameter over
-    ``AuditConfig.full_weight_mm`` (at most 1), ``lesion_in_normal_organ`` by the predicted one and by the
-    lesion's largest probability when `rsuper predict --probabilities` wrote them; ``size_mismatch`` by the
-    factor between the sizes (|log2 ratio|, at most 3); ``count_mismatch`` by the difference in counts.
+    ``AuditConfig.full_weight_mm`` (at most 1, at least a quarter, a quarter when unsized),
+    ``lesion_in_normal_organ`` by the predicted one and by the lesion's largest probability when
+    `rsuper predict --probabilities` wrote them; ``size_mismatch`` by the factor between the sizes (|log2 ratio|,
+    at most 3); ``count_mismatch`` by the unmatched lesions on the side with more, each scaled as above.
     """
 
     reported_not_found: float = Field(1.0, ge=0)

@@ -68,9 +68,12 @@ def test_reported_not_found_and_count_mismatch():
     assert findings[0].text == "pancreas (pancreas_head): reported 25.0 mm lesion, none predicted"
 
 
-def test_a_small_unfound_lesion_weighs_less():
+def test_a_small_unfound_lesion_weighs_less_and_an_unsized_one_least():
     row, _, _ = audit_case("c", records(ReportedTumor("liver", diameters_mm=(5.0,))), [], ORGANS, CFG)
-    assert row.score == pytest.approx(1.0 * 0.5 + 0.5)  # 5 mm of the 10 mm full weight, plus the count
+    assert row.score == pytest.approx(1.0 * 0.5 + 0.5 * 0.5)  # 5 mm of the 10 mm full weight, in both findings
+    row, _, _ = audit_case("c", records(ReportedTumor("liver")), [], ORGANS, CFG)
+    assert reasons(row) == ["reported_not_found", "count_mismatch"]
+    assert row.score == pytest.approx(1.0 * 0.25 + 0.5 * 0.25)  # "too small to characterize": a quarter
 
 
 def test_a_lesion_in_an_organ_called_normal():
@@ -113,7 +116,8 @@ def test_groups_count_each_lesion_and_lower_bounds_accept_more():
     row, _, _ = audit_case("c", records(at_least), preds, ORGANS, CFG)
     assert row.score == 0
     row, _, _ = audit_case("c", records(ReportedTumor("liver", (), None, (30.0,))), preds, ORGANS, CFG)
-    assert reasons(row) == ["count_mismatch"] and row.score == pytest.approx(0.5 * 2)
+    # the two unreported lesions weigh by their sizes: 12 mm in full, 9 mm at 0.9
+    assert reasons(row) == ["count_mismatch"] and row.score == pytest.approx(0.5 * (1.0 + 0.9))
 
 
 def test_equivocal_and_unmentioned_organs_and_organs_without_a_channel_are_not_scored():
