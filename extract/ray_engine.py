@@ -319,7 +319,7 @@ def _run(store: Any, backend_factory: BackendFactory, prompt: Prompt, sampling: 
             files = [{"input": str(f)} for f in sorted(input_dir.glob("*.parquet"))]
             ds = ray.data.from_items(files, override_num_blocks=len(files)).map_batches(
                 ExtractBlock, batch_size=1, batch_format="pyarrow",
-                concurrency=ray_config.workers, fn_constructor_kwargs={
+                compute=ray.data.ActorPoolStrategy(size=ray_config.workers), fn_constructor_kwargs={
                     "backend_factory": backend_factory, "prompt": prompt, "sampling": sampling,
                     "cfg_hash": cfg_hash, "run_id": run_id, "shard_root": str(shard_root),
                     "max_report_chars": config.max_report_chars}, **resources)
