@@ -4,7 +4,7 @@ Validating an answer (JSON → pydantic → sentences, measurements and places r
 much CPU as the HTTP call that fetched it. In the event loop's thread both compete for one core; here the loop
 only does HTTP and hands answers to a pool of processes in batches (the answers that arrived in one turn of the
 loop go in one task, so the inter-process cost is paid per batch, not per report). Same function, same result:
-`extract.engine.parse_answer` runs in the worker.
+`extract.answers.parse_answer` runs in the worker.
 """
 
 from __future__ import annotations
@@ -18,13 +18,12 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
+from extract.answers import AnswerError, parse_answer
 from schemas.records import ExtractionPayload
 
 
 def _parse_batch(items: list[tuple[str, str]], answer_model: type) -> list[tuple[bool, Any, Any]]:
     """(ok, payload or error message, warnings) per (answer, report text)."""
-    from extract.engine import AnswerError, parse_answer
-
     out: list[tuple[bool, Any, Any]] = []
     for answer, report_text in items:
         try:
@@ -50,9 +49,7 @@ def _exit_with_parent(parent_pid: int, every_s: float = 1.0) -> None:
 
 
 def _warm() -> int:
-    import extract.engine  # noqa: F401  (import the reading code once, before the first batch)
-
-    return os.getpid()
+    return os.getpid()  # the reading code is imported with this module, before the first batch
 
 
 def default_processes(concurrency: int, cpu_count: int | None = None) -> int:
@@ -66,7 +63,7 @@ def default_processes(concurrency: int, cpu_count: int | None = None) -> int:
 class AnswerPool:
     """`await pool.parse(answer, report_text)` validates in a worker process; use as an async context manager.
 
-    Raises `extract.engine.AnswerError` exactly as `parse_answer` does.
+    Raises `extract.answers.AnswerError` exactly as `parse_answer` does.
     """
 
     def __init__(self, processes: int, answer_model: type, max_batch: int = 128) -> None:
@@ -112,8 +109,6 @@ class AnswerPool:
         done.add_done_callback(lambda d: self._deliver(batch, d))
 
     def _deliver(self, batch: list[tuple[str, str, asyncio.Future]], done: asyncio.Future) -> None:
-        from extract.engine import AnswerError
-
         self._busy -= 1
         if self._executor is not None:
             self._flush()

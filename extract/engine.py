@@ -32,9 +32,10 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Optional
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from extract.answer_pool import AnswerPool, default_processes
+from extract.answers import AnswerError, parse_answer
 from extract.backends.base import (
     MAX_REPORT_CHARS,
     Backend,
@@ -46,8 +47,6 @@ from extract.backends.base import (
 )
 from extract.progress import format_duration, progress_bar
 from extract.prompting import Prompt
-from extract.reading.convert import to_payload
-from schemas.llm import CitedAnswer, parse_llm_answer
 from schemas.records import SCHEMA_VERSION, ExtractionPayload
 from schemas.tables import extraction_tables
 
@@ -163,38 +162,6 @@ class Outcome:
     output_tokens: int = 0
     latency_s: float = 0.0
     calls: int = 0
-
-
-class AnswerError(ValueError):
-    """An answer that cannot become a valid payload; the message is what the repair turn sends back."""
-
-
-def _short_errors(exc: ValidationError, limit: int = 8) -> str:
-    parts = []
-    for err in exc.errors()[:limit]:
-        loc = ".".join(str(p) for p in err.get("loc", ()))
-        parts.append(f"{loc}: {err.get('msg', '')}" if loc else str(err.get("msg", "")))
-    more = len(exc.errors()) - limit
-    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
-
-
-def parse_answer(text: str, report_text: str, answer_model: type = CitedAnswer) -> tuple[ExtractionPayload, list[str]]:
-    """Validate a raw answer (an `answer_model`: the prompt's format, by default the citing one) and convert it
-    into a payload for `report_text`.
-
-    Raises:
-        AnswerError: not JSON, not an `answer_model`, or the converted payload breaks a rule.
-    """
-    try:
-        answer = parse_llm_answer(text, answer_model)
-    except ValidationError as exc:
-        raise AnswerError(f"the answer does not match the schema: {_short_errors(exc)}") from exc
-    try:
-        return to_payload(answer, report_text)
-    except ValidationError as exc:
-        raise AnswerError(f"the answer breaks a rule: {_short_errors(exc)}") from exc
-    except ValueError as exc:
-        raise AnswerError(f"the answer breaks a rule: {exc}") from exc
 
 
 def _add(outcome: Outcome, c: Completion) -> None:
