@@ -92,7 +92,7 @@ class EngineConfig(BaseModel):
     outage_s: float = Field(120.0, gt=0, description="stop when no call has been answered for this long while "
                             "calls fail in transport (s); the reports not extracted stay pending")
     answer_processes: Optional[int] = Field(None, ge=0, description="processes that validate answers beside the "
-                                            "event loop (0: in the loop; None: one per spare core, at most 4, when "
+                                            "event loop (0: in the loop; None: one per two cores, at most 4, when "
                                             "the backend keeps 32 or more calls in flight)")
 
 
