@@ -15,6 +15,7 @@ Usage::
     python benchmarks/bench_science.py --seeds 0 --arms masks_only masks_reports_truth
     python benchmarks/bench_science.py --report-only       # rewrite results.json / .md / plot from the runs
     python benchmarks/bench_science.py --rescore           # predict and score the finished runs again
+    python benchmarks/bench_science.py --scale al_cpu --protocol active  # active-learning round per seed (~1 h)
 
 Prints one JSON line per finished (arm, seed) and a final summary line.
 """
