@@ -66,7 +66,7 @@ def audit_scores(predictions: Path, records_of: Callable[[str], object | None], 
 def inject_errors(records: Mapping[str, object], fraction: float, seed: int) -> dict[str, str]:
     """ct_id -> injected error kind for ``round(fraction * n)`` (at least one) of the CTs of ``records``.
 
-    CTs are visited in a seeded random order and the kinds cycled; a CT that cannot carry the kind due (e.g. no
+    CTs are visited in a seeded random order and the kinds cycled from the ``seed``-th; a CT that cannot carry the kind due (e.g. no
     normal organ to call abnormal) is left for the next kind. Returns only the plan; :func:`corrupt` applies it.
     """
     from train.review.synthetic import ERROR_KINDS, inject_error
@@ -75,7 +75,7 @@ def inject_errors(records: Mapping[str, object], fraction: float, seed: int) -> 
     want = max(1, round(fraction * len(records)))
     order = [sorted(records)[i] for i in rng.permutation(len(records))]
     plan: dict[str, str] = {}
-    kinds, i = list(ERROR_KINDS), 0
+    kinds, i = list(ERROR_KINDS), seed  # the cycle starts at a seed's own kind: few errors still cover every kind
     while len(plan) < want and kinds:
         kind = kinds[i % len(kinds)]
         ct = next((c for c in order if c not in plan and inject_error(records[c], kind, rng) is not None), None)
@@ -134,8 +134,6 @@ def run_active_seed(settings: ScienceSettings, seed: int, fingerprint: str) -> d
         else json.loads((run_dir_of(settings, BASE_ARM, seed, fingerprint)[0] / "result.json").read_text())
     base_dir, base_fp = run_dir_of(settings, BASE_ARM, seed, fingerprint)
     out = active_dir(settings, seed, base_fp)
-    if (out / "active.json").is_file():
-        return json.loads((out / "active.json").read_text())
     checkpoint = base_dir / "train" / "latest.pt"
     pool, test = settings.work_dir / "pool", settings.work_dir / "test"
     base = pool_cases(pool)
@@ -143,6 +141,12 @@ def run_active_seed(settings: ScienceSettings, seed: int, fingerprint: str) -> d
     mask_ids = seed_mask_ids(settings, seed)
     report_of = {c.files.ct_id: c.report_id for c in base}
     report_cts = sorted(ct for ct in report_of if ct not in mask_ids and report_of[ct] in truth)
+    if (out / "active.json").is_file():  # the round is reused; its precision audit is redone (cheap, no training)
+        result = json.loads((out / "active.json").read_text())
+        result["precision"] = error_audit(settings, seed, checkpoint, base_dir / "predictions",
+                                          out / "pool_predictions", truth, report_of, out)
+        (out / "active.json").write_text(json.dumps(result, indent=1))
+        return result
 
     # Steps 2-3: audit the base network's pool predictions against the true reports and choose.
     pool_pred = predict_cases(checkpoint, pool / "cases", report_cts, out / "pool_predictions",

@@ -20,7 +20,8 @@ def _records(n: int) -> dict[str, CaseRecords]:
 def test_inject_errors_takes_a_tenth_cycles_the_kinds_and_corrupt_applies_them():
     records = _records(50)
     plan = inject_errors(records, 0.1, seed=3)
-    assert len(plan) == 5 and list(plan.values()) == list(ERROR_KINDS)
+    assert len(plan) == 5 and list(plan.values()) == [*ERROR_KINDS[3:], *ERROR_KINDS[:3]]
+    assert list(inject_errors(records, 0.08, seed=0).values()) == list(ERROR_KINDS[:4])
     assert plan == inject_errors(records, 0.1, seed=3) and plan != inject_errors(records, 0.1, seed=4)
     bad = corrupt(records, plan, seed=3)
     assert {ct for ct in records if bad[ct] != records[ct]} == set(plan)
