@@ -51,23 +51,26 @@ def predict_cases(checkpoint: Path, cases_dir: Path, ct_ids: Sequence[str], out:
     return out
 
 
-def audit_scores(predictions: Path, records_of: Callable[[str], object | None], cases_root: Path) -> list[dict]:
-    """Audit rows ``{ct_id, score, reasons}`` of a prediction folder, highest score first."""
+def audit_scores(predictions: Path, records_of: Callable[[str], object | None], cases_root: Path,
+                 organ_names: Mapping[int, str] | None = None) -> list[dict]:
+    """Audit rows ``{ct_id, score, reasons}`` of a prediction folder, highest score first (organ label names: the
+    phantom set's ``cases_root`` when not given)."""
     from train.data.cases import discover
     from train.review.config import AuditConfig
     from train.review.files import audit_predictions
 
-    results, _ = audit_predictions(predictions, records_of, AuditConfig(), cases_root=cases_root,
-                                   organ_names=discover(cases_root).organ_label_names)
-    return [{"ct_id": r.audit.ct_id, "score": float(r.audit.score), "reasons": [getattr(x, "value", str(x)) for x in r.audit.reasons]}
-            for r in results]
+    names = organ_names if organ_names is not None else discover(cases_root).organ_label_names
+    results, _ = audit_predictions(predictions, records_of, AuditConfig(), cases_root=cases_root, organ_names=names)
+    return [{"ct_id": r.audit.ct_id, "score": float(r.audit.score),
+             "reasons": [getattr(x, "value", str(x)) for x in r.audit.reasons]} for r in results]
 
 
 def inject_errors(records: Mapping[str, object], fraction: float, seed: int) -> dict[str, str]:
     """ct_id -> injected error kind for ``round(fraction * n)`` (at least one) of the CTs of ``records``.
 
-    CTs are visited in a seeded random order and the kinds cycled from the ``seed``-th; a CT that cannot carry the kind due (e.g. no
-    normal organ to call abnormal) is left for the next kind. Returns only the plan; :func:`corrupt` applies it.
+    CTs are visited in a seeded random order and the kinds cycled from the ``seed``-th; a kind that no CT left can
+    carry (e.g. no normal organ to call abnormal) is dropped from the cycle. Returns only the plan; :func:`corrupt`
+    applies it.
     """
     from train.review.synthetic import ERROR_KINDS, inject_error
 
@@ -216,13 +219,8 @@ def error_audit(settings: ScienceSettings, seed: int, checkpoint: Path, test_pre
         if not link.exists():
             link.symlink_to((settings.work_dir / prefix / "cases" / ct).resolve())
     from train.data.cases import discover
-    from train.review.config import AuditConfig
-    from train.review.files import audit_predictions
 
-    organ_names = discover(settings.work_dir / "pool").organ_label_names
-    results, _ = audit_predictions(both, bad.get, AuditConfig(), cases_root=cases_root, organ_names=organ_names)
-    rows = [{"ct_id": r.audit.ct_id, "score": float(r.audit.score), "reasons": [getattr(x, "value", str(x)) for x in r.audit.reasons]}
-            for r in results]
+    rows = audit_scores(both, bad.get, cases_root, discover(settings.work_dir / "pool").organ_label_names)
     return {**audit_precision(rows, plan), "injected": plan}
 
 

@@ -27,7 +27,8 @@ def test_inject_errors_takes_a_tenth_cycles_the_kinds_and_corrupt_applies_them()
     assert {ct for ct in records if bad[ct] != records[ct]} == set(plan)
     by_kind = {kind: bad[ct] for ct, kind in plan.items()}
     base = {kind: records[ct] for ct, kind in plan.items()}
-    assert by_kind["size_x10"].tumors[0].diameters_mm[0] == pytest.approx(10 * base["size_x10"].tumors[0].diameters_mm[0])
+    size = base["size_x10"].tumors[0].diameters_mm[0]
+    assert by_kind["size_x10"].tumors[0].diameters_mm[0] == pytest.approx(10 * size)
     assert by_kind["left_out"].tumors == () and "liver" in by_kind["left_out"].lesion_free
     assert by_kind["wrong_organ"].tumors[0].organ in ("pancreas", "kidney")
     assert len(by_kind["normal_called_abnormal"].tumors) == 2
