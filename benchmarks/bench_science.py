@@ -15,6 +15,7 @@ Usage::
     python benchmarks/bench_science.py --seeds 0 --arms masks_only masks_reports_truth
     python benchmarks/bench_science.py --report-only       # rewrite results.json / .md / plot from the runs
     python benchmarks/bench_science.py --rescore           # predict and score the finished runs again
+    python benchmarks/bench_science.py --scale al_cpu --protocol active  # active-learning round per seed (~1 h)
 
 Prints one JSON line per finished (arm, seed) and a final summary line.
 """
@@ -53,6 +54,9 @@ def resolve_settings(argv: list[str] | None = None) -> tuple[ScienceSettings, ar
     p.add_argument("--rescore", action="store_true",
                    help="predict and score the selected finished runs again (after a change to prediction or "
                    "scoring code, which the run fingerprint does not cover); checkpoints are kept")
+    p.add_argument("--protocol", choices=("arms", "active"), default="arms",
+                   help="arms: the arm comparison; active: one active-learning round per seed (top-k disagreement "
+                   "CTs against k random CTs given their masks, docs/science.md)")
     p.add_argument("--progress", action="store_true", help="show the training progress bars")
     args = p.parse_args(argv)
     import yaml
@@ -91,6 +95,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         write_results(results, entries)
         write_report(results, entries, meta)
         return entries
+
+    if args.protocol == "active":
+        return main_active(settings, fingerprint, meta)
 
     import logging
 
@@ -185,6 +192,32 @@ def main(argv: list[str] | None = None) -> list[dict]:
                       "mean": {arm: {k: round(v[0], 4) for k, v in s.items()} for arm, s in summary.items()}}),
           flush=True)
     return entries
+
+
+def main_active(settings: ScienceSettings, fingerprint: str, meta: dict[str, Any]) -> list[dict]:
+    """One active-learning round per seed (train.science.active); results_*.json / .md rewritten after each."""
+    from train.science.active import summarise_active, write_active
+    from train.science.active import run_active_seed
+
+    t_start = time.perf_counter()
+    ensure_pool(settings)
+    ensure_test(settings)
+    meta.update({"al_k": settings.al_k, "al_steps": settings.al_steps,
+                 "al_error_fraction": settings.al_error_fraction, "train_overrides": settings.train_overrides})
+    results = []
+    for seed in settings.seeds:
+        r = run_active_seed(settings, seed, fingerprint)
+        results.append(r)
+        write_active(settings.results, results, meta)
+        print(json.dumps({"bench": "science", "protocol": "active", "seed": seed, "dice_difference":
+                          round(r["difference"]["dice"], 4), "precision_at_k": r["precision"]["precision_at_k"]}),
+              flush=True)
+    meta["total_wall_s"] = round(time.perf_counter() - t_start, 1)
+    write_active(settings.results, results, meta)
+    s = summarise_active(results)
+    print(json.dumps({"bench": "science", "protocol": "active", "step": "summary", "dice_difference":
+                      s["difference"]["dice"], "precision_at_k_pooled": s["precision_at_k_pooled"]}), flush=True)
+    return results
 
 
 if __name__ == "__main__":

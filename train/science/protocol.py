@@ -72,6 +72,10 @@ class ScienceSettings(BaseModel):
         1, ge=1, description="torch.set_num_threads per run (None: torch's default); 1 avoids thread thrashing "
         "on a shared CPU.")
     jobs: int = Field(1, ge=1, description="(arm, seed) runs trained in parallel worker processes.")
+    al_k: int = Field(4, ge=1, description="Active learning (`--protocol active`): CTs given their masks per round.")
+    al_steps: int = Field(300, ge=2, description="Active learning: steps of each retrain from the base weights.")
+    al_error_fraction: float = Field(0.1, gt=0, le=1, description="Active learning: share of the audited CTs whose "
+                                     "records get one injected error (the audit's precision@k).")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -86,6 +90,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu": dict(train_config="configs/science/cpu.yaml", work_dir="runs/science/cpu",
                 results="benchmarks/science/results.json", pool_cases=60, mask_cases=10, test_cases=30, jobs=2,
                 extract_workers=1, pool_tumor_count_probabilities=(0.1, 0.4, 0.3, 0.2)),
+    # Active learning (`--protocol active`) on one niced core in about an hour for three seeds: a smaller pool and
+    # test set, smaller phantoms, and far fewer steps than "cpu" (docs/science.md, "Active learning").
+    "al_cpu": dict(train_config="configs/science/cpu.yaml", work_dir="runs/science/al_cpu",
+                   results="benchmarks/science/results_al_cpu.json", pool_cases=30, mask_cases=6, test_cases=20,
+                   phantom_shape=(64, 64, 48), pool_tumor_count_probabilities=(0.1, 0.4, 0.3, 0.2),
+                   train_overrides=["optim.total_steps=700", "optim.report_start_step=300",
+                                    "optim.report_ramp_steps=100"],
+                   al_k=4, al_steps=250, official_evaluate=False),
     # Full scale (a GPU): bigger pool and test set, finer phantoms, a wider network trained longer.
     "gpu": dict(train_config="configs/science/gpu.yaml", work_dir="runs/science/gpu",
                 results="benchmarks/science/results_gpu.json", pool_cases=200, mask_cases=10, test_cases=60,
@@ -185,7 +197,8 @@ def settings_fingerprint(settings: ScienceSettings) -> str:
     worker counts). The training recipe is covered per run by :func:`run_fingerprint`."""
     keep = settings.model_dump(mode="json", exclude={"work_dir", "results", "seeds", "arms", "extract_workers",
                                                      "extract_threads", "official_evaluate", "torch_threads",
-                                                     "jobs", "scale", "train_config", "train_overrides"})
+                                                     "jobs", "scale", "train_config", "train_overrides", "al_k",
+                                                     "al_steps", "al_error_fraction"})
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:12]
 
 
