@@ -113,7 +113,9 @@ def bench_overhead(n: int, concurrency: int, endpoints: int, answer_processes: i
     emit(bench="extract_client_overhead", reports=n, ok=stats.ok, failed=stats.failed, tumors_stored=tumors,
          calls_per_report=round(stats.calls / max(stats.done, 1), 3), wall_s=round(wall, 2),
          reports_per_s=round(stats.done / wall, 1), concurrency=concurrency, endpoints=endpoints,
-         answer_processes=stats.answer_processes, client_cpu_ms_per_report=per_report(cpu + pool_cpu),
+         answer_processes=stats.answer_processes,
+         answers_per_task=round(stats.calls / stats.answer_tasks, 1) if stats.answer_tasks else None,
+         client_cpu_ms_per_report=per_report(cpu + pool_cpu),
          reports_per_client_cpu_s=round(n / (cpu + pool_cpu), 1),
          # where the CPU goes: the event-loop thread (HTTP, and validation without answer processes), the
          # writer and DuckDB threads, the answer processes, and the fake servers, which share the machine's cores

@@ -74,7 +74,7 @@ class AnswerPool:
         self._waiting: list[tuple[str, str, asyncio.Future]] = []
         self._busy = 0  # batches in the executor
         self.pids: list[int] = []
-        self.batch_sizes: list[int] = []  # answers per task sent, for benchmarks
+        self.tasks = 0  # batches sent: answers per task says whether batching works
 
     async def __aenter__(self) -> "AnswerPool":
         # spawn, not fork: the client process holds DuckDB and aiohttp threads, which a fork would copy mid-state.
@@ -101,7 +101,7 @@ class AnswerPool:
         if not self._waiting:
             return
         batch, self._waiting = self._waiting[:self.max_batch], self._waiting[self.max_batch:]
-        self.batch_sizes.append(len(batch))
+        self.tasks += 1
         assert self._executor is not None, "AnswerPool used outside `async with`"
         self._busy += 1
         done = asyncio.wrap_future(self._executor.submit(_parse_batch, [(a, t) for a, t, _ in batch],

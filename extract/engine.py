@@ -332,6 +332,7 @@ class RunStats:
     killed_runs: list[str] = field(default_factory=list)  # earlier runs found unfinished, now marked killed
     failed_in_store: int = 0  # reports whose result under this key is failed, from this run or an earlier one
     answer_processes: int = 0  # processes that validated answers beside the event loop
+    answer_tasks: int = 0  # batches of answers those processes were sent
 
     @property
     def done(self) -> int:
@@ -441,14 +442,21 @@ async def run_extraction(store: Any, backend: Backend, prompt: Prompt, sampling:
     return stats
 
 
-async def _run(store: Any, backend: Backend, info: BackendInfo, prompt: Prompt, sampling: SamplingConfig,
-               config: EngineConfig, on_result: Callable[[Job, Outcome], None] | None) -> RunStats:
-    run_cfg = run_config(prompt, info, sampling)
-    cfg_hash = config_hash(run_cfg)
+def start_run(store: Any, prompt: Prompt, info: BackendInfo, sampling: SamplingConfig,
+              config: EngineConfig) -> RunStats:
+    """A new run's id and key (from the backend's provenance), with the failures to retry retired under it; the
+    same for the direct and the Ray engine."""
+    cfg_hash = config_hash(run_config(prompt, info, sampling))
     run_id = f"{_utcnow():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
-    stats = RunStats(run_id=run_id, config_hash=cfg_hash)
     if config.retry_failed:
         store.retire_failed(cfg_hash, run_id)
+    return RunStats(run_id=run_id, config_hash=cfg_hash)
+
+
+async def _run(store: Any, backend: Backend, info: BackendInfo, prompt: Prompt, sampling: SamplingConfig,
+               config: EngineConfig, on_result: Callable[[Job, Outcome], None] | None) -> RunStats:
+    stats = start_run(store, prompt, info, sampling, config)
+    run_id, cfg_hash = stats.run_id, stats.config_hash
     jobs = pending_reports(store, cfg_hash, config.limit)
     stats.pending = len(jobs)
     store.record_run(run_row(run_id, cfg_hash, info, prompt, sampling))
@@ -541,6 +549,7 @@ async def _run(store: Any, backend: Backend, info: BackendInfo, prompt: Prompt, 
             loop.remove_signal_handler(signal.SIGTERM)
         if pool is not None:
             await pool.__aexit__(None, None, None)
+            stats.answer_tasks = pool.tasks
         writer.close()
         try:
             await write_task

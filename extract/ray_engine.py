@@ -29,7 +29,6 @@ import os
 import shutil
 import signal
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -41,12 +40,12 @@ from extract.engine import (
     EngineConfig,
     Job,
     RunStats,
-    _utcnow,
     config_hash,
     extract_one,
     result_tables,
     run_config,
     run_row,
+    start_run,
 )
 from extract.progress import format_duration, progress_bar
 from extract.prompting import Prompt
@@ -289,12 +288,8 @@ def _run(store: Any, backend_factory: BackendFactory, prompt: Prompt, sampling: 
     ray.data.DataContext.get_current().enable_progress_bars = False  # our bar counts reports, not blocks
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     info = ray.get(ray.remote(_probe).options(**resources).remote(backend_factory))
-    run_cfg = run_config(prompt, info, sampling)
-    cfg_hash = config_hash(run_cfg)
-    run_id = f"{_utcnow():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
-    stats = RunStats(run_id=run_id, config_hash=cfg_hash)
-    if config.retry_failed:
-        store.retire_failed(cfg_hash, run_id)
+    stats = start_run(store, prompt, info, sampling, config)
+    run_id, cfg_hash = stats.run_id, stats.config_hash
     input_dir = shard_root / run_id / ".inputs"
     stats.pending = _write_inputs(store, cfg_hash, config.limit, input_dir, ray_config.block_reports)
     store.record_run(run_row(run_id, cfg_hash, info, prompt, sampling, backend_label=f"ray+{info.backend}",

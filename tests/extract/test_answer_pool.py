@@ -71,6 +71,7 @@ def test_a_run_with_answer_processes_stores_the_rows_of_one_without(tmp_path: Pa
                                                SamplingConfig(), EngineConfig(progress=False,
                                                                               answer_processes=processes)))
             assert (stats.ok, stats.failed, stats.answer_processes) == (45, 15, processes)
+            assert (stats.answer_tasks > 0) == bool(processes) and stats.answer_tasks <= stats.calls
             tables[processes] = {t: _rows(store, t) for t in ("extractions", "tumors", "organ_findings")}
     assert tables[0] == tables[1]
     failed = [r for r in tables[1]["extractions"] if r["status"] == "failed"]
