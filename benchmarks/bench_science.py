@@ -16,6 +16,7 @@ Usage::
     python benchmarks/bench_science.py --report-only       # rewrite results.json / .md / plot from the runs
     python benchmarks/bench_science.py --rescore           # predict and score the finished runs again
     python benchmarks/bench_science.py --scale al_cpu --protocol active  # active-learning round per seed (~1 h)
+    python benchmarks/bench_science.py --protocol no_mask --set 'no_mask_organs=[pancreas]'  # reports alone
 
 Prints one JSON line per finished (arm, seed) and a final summary line.
 """
@@ -54,9 +55,10 @@ def resolve_settings(argv: list[str] | None = None) -> tuple[ScienceSettings, ar
     p.add_argument("--rescore", action="store_true",
                    help="predict and score the selected finished runs again (after a change to prediction or "
                    "scoring code, which the run fingerprint does not cover); checkpoints are kept")
-    p.add_argument("--protocol", choices=("arms", "active"), default="arms",
+    p.add_argument("--protocol", choices=("arms", "active", "no_mask"), default="arms",
                    help="arms: the arm comparison; active: one active-learning round per seed (top-k disagreement "
-                   "CTs against k random CTs given their masks, docs/science.md)")
+                   "CTs against k random CTs given their masks); no_mask: each of no_mask_organs in turn with no "
+                   "voxel mask in the pool (docs/science.md)")
     p.add_argument("--progress", action="store_true", help="show the training progress bars")
     args = p.parse_args(argv)
     import yaml
@@ -65,6 +67,10 @@ def resolve_settings(argv: list[str] | None = None) -> tuple[ScienceSettings, ar
     for text in args.overrides:
         key, _, value = text.partition("=")
         raw[key.strip()] = yaml.safe_load(value)
+    if args.protocol == "no_mask":
+        from train.science.no_mask import NO_MASK_ARMS
+
+        raw["arms"] = list(NO_MASK_ARMS)  # the preset's arms are the mixed protocol's
     for key in ("seeds", "arms", "work_dir", "results"):
         if getattr(args, key) is not None:
             raw[key] = getattr(args, key)
@@ -98,6 +104,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     if args.protocol == "active":
         return main_active(settings, fingerprint, meta)
+    if args.protocol == "no_mask":
+        return main_no_mask(settings, fingerprint, meta)
 
     import logging
 
@@ -218,6 +226,68 @@ def main_active(settings: ScienceSettings, fingerprint: str, meta: dict[str, Any
     print(json.dumps({"bench": "science", "protocol": "active", "step": "summary", "dice_difference":
                       s["difference"]["dice"], "precision_at_k_pooled": s["precision_at_k_pooled"]}), flush=True)
     return results
+
+
+def main_no_mask(settings: ScienceSettings, fingerprint: str, meta: dict[str, Any]) -> dict[str, list[dict]]:
+    """Each of ``no_mask_organs`` in turn without voxel masks (train.science.no_mask); the all-masks control is
+    trained once for every organ. results_*_no_mask.json / .md are rewritten after each finished run."""
+    from train.science.no_mask import NO_MASK_ARMS, results_path, write_no_mask
+    from train.science.protocol import run_dir_of
+
+    t_start = time.perf_counter()
+    ensure_pool(settings)
+    ensure_test(settings)
+    unknown = [a for a in settings.arms if a not in NO_MASK_ARMS]
+    if unknown:
+        raise SystemExit(f"--protocol no_mask runs the arms {', '.join(NO_MASK_ARMS)}; not {', '.join(unknown)}")
+    arms = [a for a in NO_MASK_ARMS if a in settings.arms]
+    per_organ = {organ: settings.model_copy(update={"no_mask_organ": organ}) for organ in settings.no_mask_organs}
+    mixed = settings.model_copy(update={"no_mask_organ": None})
+    tasks, seen = [], set()
+    for organ, s in per_organ.items():
+        for seed in settings.seeds:
+            for arm in arms:
+                run_dir = run_dir_of(s, arm, seed, fingerprint)[0]
+                if run_dir not in seen and not (run_dir / "result.json").is_file():
+                    seen.add(run_dir)
+                    tasks.append((s, arm, seed))
+    results = results_path(settings.results)
+    meta.update({"no_mask_organs": settings.no_mask_organs, "train_overrides": settings.train_overrides})
+
+    def finished_entry(settings_: ScienceSettings, arm: str, seed: int) -> dict | None:
+        path = run_dir_of(settings_, arm, seed, fingerprint)[0] / "result.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def write() -> dict[str, list[dict]]:
+        by_organ = {organ: [e for seed in settings.seeds for arm in arms
+                            if (e := finished_entry(s, arm, seed)) is not None] for organ, s in per_organ.items()}
+        mixed_entries = [e for seed in settings.seeds if (e := finished_entry(mixed, "masks_reports_truth", seed))]
+        write_no_mask(results, by_organ, mixed_entries, {**meta, "total_wall_s": round(time.perf_counter() -
+                                                                                        t_start, 1)})
+        return by_organ
+
+    def report(entry: dict) -> None:
+        write()
+        organ = entry["no_mask_organ"]
+        print(json.dumps({"bench": "science", "protocol": "no_mask", "arm": entry["arm"], "seed": entry["seed"],
+                          "no_mask_organ": organ, "organs": {o: {k: round(v, 4) for k, v in m.items()}
+                                                             for o, m in entry["organs"].items()},
+                          "train_seconds": entry["train_seconds"]}), flush=True)
+
+    if settings.jobs == 1:
+        for s, arm, seed in tasks:
+            report(run_one(s, arm, seed, fingerprint))
+    else:
+        import concurrent.futures as cf
+        import multiprocessing
+
+        with cf.ProcessPoolExecutor(settings.jobs, mp_context=multiprocessing.get_context("spawn")) as ex:
+            for future in cf.as_completed([ex.submit(run_one, s, arm, seed, fingerprint) for s, arm, seed in tasks]):
+                report(future.result())
+    by_organ = write()
+    print(json.dumps({"bench": "science", "protocol": "no_mask", "step": "summary", "results": str(results),
+                      "runs": sum(len(v) for v in by_organ.values())}), flush=True)
+    return by_organ
 
 
 if __name__ == "__main__":

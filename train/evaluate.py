@@ -234,9 +234,9 @@ def read_mapping(path: Path) -> dict[str, str]:
     return {r["ct_id"]: r["report_id"] for r in rows}
 
 
-def voxel_metrics_for_case(pred_dir: Path, truth_lesions: Path, lesion_names: dict[int, str],
-                           tolerance_mm: float) -> dict[str, dict[str, float]]:
-    """Dice / NSD per lesion class of one CT (prediction and truth on the same grid)."""
+def _lesion_class_masks(pred_dir: Path, truth_lesions: Path, lesion_names: dict[int, str]):
+    """(class names, predicted masks (N, X, Y, Z), true masks, voxel spacing mm) of the lesion classes that both the
+    prediction's ``labels.json`` and the truth's label names hold; None when they share none."""
     import nibabel as nib
 
     labels = json.loads((pred_dir / "labels.json").read_text())["lesions"]
@@ -249,14 +249,60 @@ def voxel_metrics_for_case(pred_dir: Path, truth_lesions: Path, lesion_names: di
     name_to_truth = {n: v for v, n in lesion_names.items()}
     names = [n for n in labels.values() if n in name_to_truth]
     if not names:
-        return {}
+        return None
     inv = {n: int(v) for v, n in labels.items()}
     p = torch.from_numpy(np.stack([pred == inv[n] for n in names]))
     t = torch.from_numpy(np.stack([truth == name_to_truth[n] for n in names]))
-    spacing = np.linalg.norm(pred_img.affine[:3, :3], axis=0)
+    return names, p, t, np.linalg.norm(pred_img.affine[:3, :3], axis=0)
+
+
+def voxel_metrics_for_case(pred_dir: Path, truth_lesions: Path, lesion_names: dict[int, str],
+                           tolerance_mm: float) -> dict[str, dict[str, float]]:
+    """Dice / NSD per lesion class of one CT (prediction and truth on the same grid)."""
+    masks = _lesion_class_masks(pred_dir, truth_lesions, lesion_names)
+    if masks is None:
+        return {}
+    names, p, t, spacing = masks
     dice = dice_per_channel(p, t)
     nsd = nsd_per_channel(p, t, spacing, tolerance_mm)
     return {n: {"dice": d, "nsd": s} for n, d, s in zip(names, dice, nsd) if not math.isnan(d)}
+
+
+def lesion_dice_per_class(pred_dir: Path, truth_lesions: Path, lesion_names: dict[int, str]) -> dict[str, float]:
+    """Dice per lesion class (``liver_lesion`` ...) of one CT, for the classes with a true lesion in it."""
+    masks = _lesion_class_masks(pred_dir, truth_lesions, lesion_names)
+    if masks is None:
+        return {}
+    names, p, t, _ = masks
+    return {n: d for n, d in zip(names, dice_per_channel(p, t)) if not math.isnan(d)}
+
+
+def per_organ_metrics(summaries: dict[str, dict], truth: dict[str, dict], dice: dict[str, dict[str, float]],
+                      threshold_mm3: float) -> dict[str, dict[str, float | int]]:
+    """Per-CT detection and mean tumour Dice of each lesion organ of the prediction, on its own.
+
+    For organ X a CT is positive when its truth holds a tumour in X, predicted positive when the X lesion volume
+    reaches ``threshold_mm3``, and scored for AUROC by the largest X lesion probability. Dice is the X lesion
+    class's, averaged over the CTs with a tumour in X.
+
+    Args:
+        summaries: ct_id -> ``summary.json`` of ``rsuper predict``.
+        truth: ct_id -> ground-truth row (``tumors[].organ``).
+        dice: ct_id -> lesion class -> Dice (:func:`lesion_dice_per_class`).
+    """
+    organs = sorted({o for s in summaries.values() for o in s["organs"]})
+    out: dict[str, dict[str, float | int]] = {}
+    for organ in organs:
+        cts = [ct for ct, s in summaries.items() if organ in s["organs"]]
+        positive = [any(t["organ"] == organ for t in truth[ct]["tumors"]) for ct in cts]
+        m = detection_metrics([summaries[ct]["organs"][organ]["lesion_volume_mm3"] for ct in cts],
+                              [summaries[ct]["organs"][organ]["max_probability"] for ct in cts], positive,
+                              threshold_mm3, sweep=())
+        d = [dice[ct][f"{organ}_lesion"] for ct, pos in zip(cts, positive)
+             if pos and f"{organ}_lesion" in dice.get(ct, {})]
+        out[organ] = {**{k: m[k] for k in DETECTION_KEYS}, "n_positive": m["n_positive"],
+                      "n_negative": m["n_negative"], "dice": float(np.mean(d)) if d else math.nan}
+    return out
 
 
 def lesion_dice(pred_lesions: Path, truth_lesions: Path) -> float:

@@ -65,3 +65,31 @@ def test_minuscule_run_writes_one_entry_per_arm_and_seed(tmp_path):
     assert changed[0] == entries[0] and changed[1]["fingerprint"] != entries[1]["fingerprint"]
     assert len(list((tmp_path / "work/runs").glob("masks_reports_truth_seed3_*/result.json"))) == 2
     assert masks_only_result.stat().st_mtime_ns == stamp
+
+
+def test_no_mask_protocol_trains_each_held_out_organ_and_the_control_once(tmp_path):
+    results = tmp_path / "out/results.json"
+    argv = ["--scale", "smoke", "--protocol", "no_mask", "--work-dir", str(tmp_path / "work"),
+            "--results", str(results), "--seeds", "3", "--set", "pool_cases=6", "--set", "mask_cases=2",
+            "--set", "test_cases=3", "--set", "phantom_shape=[32,32,24]", "--set", "jobs=1",
+            "--set", "no_mask_organs=[pancreas,kidney]", "--train-set", "optim.total_steps=2",
+            "--train-set", "optim.warmup_steps=1", "--train-set", "data.patch_size=[16,16,16]"]
+    env = {**os.environ, "TQDM_DISABLE": "1",
+           "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+    res = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_science.py"), *argv], env=env,
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads((tmp_path / "out/results_no_mask.json").read_text())
+    held = out["held_out"]
+    assert sorted(held) == ["kidney", "pancreas"]
+    for organ, entries in held.items():
+        assert [(e["arm"], e["no_mask_organ"]) for e in entries] == [
+            ("masks_only", organ), ("masks_reports_truth", organ), ("masks_all", None)]
+        assert all({"liver", "pancreas", "kidney"} == set(e["organs"]) for e in entries)
+    # five runs: two per held-out organ and one all-masks control shared by both
+    assert len(list((tmp_path / "work/runs").glob("*/result.json"))) == 5
+    assert held["kidney"][2] == held["pancreas"][2]
+    assert "## No kidney masks" in (tmp_path / "out/results_no_mask.md").read_text()
+    res = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_science.py"), *argv,
+                          "--arms", "masks_reports_extracted"], env=env, capture_output=True, text=True)
+    assert res.returncode != 0 and "no_mask runs the arms" in res.stderr

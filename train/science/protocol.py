@@ -76,6 +76,13 @@ class ScienceSettings(BaseModel):
     al_steps: int = Field(300, ge=2, description="Active learning: steps of each retrain from the base weights.")
     al_error_fraction: float = Field(0.1, gt=0, le=1, description="Active learning: share of the audited CTs whose "
                                      "records get one injected error (the audit's precision@k).")
+    no_mask_organ: str | None = Field(
+        None, description="`--protocol no_mask`: the tumour organ that has no voxel mask in any pool CT. Its lesions "
+        "are left unannotated in the mask CTs (neither tumour nor background), so only reports can teach its "
+        "channel; masks_all keeps them. None: every organ keeps its masks.")
+    no_mask_organs: list[str] = Field(
+        default_factory=lambda: ["pancreas", "kidney", "liver"],
+        description="`--protocol no_mask`: the organs held out in turn (one benchmark per organ).")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -135,7 +142,8 @@ def pool_cases(pool: Path) -> list[PoolCase]:
     return [PoolCase(c.files, report_of[c.files.ct_id]) for c in cases]
 
 
-def arm_cases(arm: str, base_cases: list, mask_ids: set[str], records: dict) -> tuple[list, int]:
+def arm_cases(arm: str, base_cases: list, mask_ids: set[str], records: dict,
+              unannotated_organ: str | None = None) -> tuple[list, int]:
     """Training cases of one arm and the number of report CTs left out (no record).
 
     Args:
@@ -143,13 +151,17 @@ def arm_cases(arm: str, base_cases: list, mask_ids: set[str], records: dict) -> 
         base_cases: TrainingCase per pool CT with its lesion mask and no records.
         mask_ids: CTs that keep their masks (``masks_all``: every CT keeps it).
         records: report_id -> CaseRecords for the report arms (truth or extracted).
+        unannotated_organ: the no-mask organ, whose lesions the mask CTs of every arm but ``masks_all`` lose.
     """
     from train.data.cases import TrainingCase
 
     out, dropped = [], 0
     for case in base_cases:
-        if arm == "masks_all" or case.files.ct_id in mask_ids:
+        if arm == "masks_all":
             out.append(TrainingCase(case.files, None))
+        elif case.files.ct_id in mask_ids:
+            files = case.files if unannotated_organ is None else unannotate_lesions(case.files, unannotated_organ)
+            out.append(TrainingCase(files, None))
         elif arm not in MASK_ARMS:
             rec = records.get(case.report_id)
             if rec is None:
@@ -157,6 +169,22 @@ def arm_cases(arm: str, base_cases: list, mask_ids: set[str], records: dict) -> 
                 continue
             out.append(TrainingCase(dataclasses.replace(case.files, lesion_mask_path=None), rec))
     return out, dropped
+
+
+def unannotate_lesions(files: Any, organ: str) -> Any:
+    """The case files with ``organ``'s lesion label renamed to background in the lesion-name table.
+
+    The cache then maps those voxels to no lesion and leaves ``organ`` out of the mask's annotated lesion organs,
+    so a mask crop trains that lesion channel on nothing (neither tumour nor background), as if the dataset had
+    never annotated that tumour type. Other organs' lesions keep their labels.
+    """
+    from schemas.label_aliases import BACKGROUND
+
+    names = files.lesion_label_names
+    if not names or f"{organ}_lesion" not in names.values():
+        raise ValueError(f"{files.ct_id}: its lesion label names {names} have no {organ}_lesion to leave out")
+    renamed = {value: BACKGROUND if name == f"{organ}_lesion" else name for value, name in names.items()}
+    return dataclasses.replace(files, lesion_label_names=renamed)
 
 
 def arm_config(settings: ScienceSettings, arm: str, seed: int, out_dir: Path):
@@ -185,8 +213,14 @@ def arm_config(settings: ScienceSettings, arm: str, seed: int, out_dir: Path):
 
 
 def seed_mask_ids(settings: ScienceSettings, seed: int) -> set[str]:
-    """The pool CTs that keep their masks in every arm of ``seed`` but ``masks_all``."""
-    return mask_case_ids(pool_tumour_organs(settings.work_dir / "pool"), settings.mask_cases, seed)
+    """The pool CTs that keep their masks in every arm of ``seed`` but ``masks_all``.
+
+    With a no-mask organ, the draw covers the other tumour organs only (that organ's tumours are unannotated).
+    """
+    organs = pool_tumour_organs(settings.work_dir / "pool")
+    if settings.no_mask_organ is not None:
+        organs = {ct: found - {settings.no_mask_organ} for ct, found in organs.items()}
+    return mask_case_ids(organs, settings.mask_cases, seed)
 
 
 # --------------------------------------------------------------------------------------------- fingerprints
@@ -198,7 +232,8 @@ def settings_fingerprint(settings: ScienceSettings) -> str:
     keep = settings.model_dump(mode="json", exclude={"work_dir", "results", "seeds", "arms", "extract_workers",
                                                      "extract_threads", "official_evaluate", "torch_threads",
                                                      "jobs", "scale", "train_config", "train_overrides", "al_k",
-                                                     "al_steps", "al_error_fraction"})
+                                                     "al_steps", "al_error_fraction", "no_mask_organ",
+                                                     "no_mask_organs"})
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -206,9 +241,10 @@ def settings_fingerprint(settings: ScienceSettings) -> str:
 _REPORT_LOSS_PREFIXES = ("ball_", "volume_", "attenuation_", "presence_", "count_prior_", "group_margin_")
 
 
-def run_fingerprint(fingerprint: str, config: Any, mask_ids: set[str] | None = None) -> str:
-    """sha256 (12 hex) of the settings fingerprint, one run's resolved TrainConfig (defaults included) and the
-    CTs that keep their masks (``None`` where every CT keeps it).
+def run_fingerprint(fingerprint: str, config: Any, mask_ids: set[str] | None = None,
+                    no_mask_organ: str | None = None) -> str:
+    """sha256 (12 hex) of the settings fingerprint, one run's resolved TrainConfig (defaults included), the
+    CTs that keep their masks (``None`` where every CT keeps it) and the organ whose lesions they lose.
 
     Paths are left out (work directories may differ); so are the report-loss fields and the report schedule of a
     run whose report weight is 0, so changing them does not retrain the mask arms. Code is not covered.
@@ -219,6 +255,8 @@ def run_fingerprint(fingerprint: str, config: Any, mask_ids: set[str] | None = N
         dump["optim"] = {k: v for k, v in dump["optim"].items() if not k.startswith("report_")}
     if mask_ids is not None:
         dump["mask_ct_ids"] = sorted(mask_ids)
+    if no_mask_organ is not None:
+        dump["no_mask_organ"] = no_mask_organ
     return hashlib.sha256((fingerprint + json.dumps(dump, sort_keys=True)).encode()).hexdigest()[:12]
 
 
@@ -228,5 +266,6 @@ def run_dir_of(settings: ScienceSettings, arm: str, seed: int, fingerprint: str)
     Keyed by the fingerprint, so a run with other settings never resumes this one's checkpoint.
     """
     mask_ids = None if arm == "masks_all" else seed_mask_ids(settings, seed)
-    run_fp = run_fingerprint(fingerprint, arm_config(settings, arm, seed, Path("unused")), mask_ids)
+    no_mask_organ = None if arm == "masks_all" else settings.no_mask_organ
+    run_fp = run_fingerprint(fingerprint, arm_config(settings, arm, seed, Path("unused")), mask_ids, no_mask_organ)
     return settings.work_dir / "runs" / f"{arm}_seed{seed}_{run_fp}", run_fp

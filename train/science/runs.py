@@ -40,12 +40,13 @@ def run_one(settings: ScienceSettings, arm: str, seed: int, fingerprint: str) ->
     elif arm == "masks_reports_extracted":
         records = load_extracted_records(settings, [c.report_id for c in base])
     mask_ids = seed_mask_ids(settings, seed)
-    cases, dropped = arm_cases(arm, base, mask_ids, records)
+    cases, dropped = arm_cases(arm, base, mask_ids, records, settings.no_mask_organ)
     config = arm_config(settings, arm, seed, run_dir / "train")
     checkpoint, train_s = train_arm(config, cases)
     train_s = record_train_seconds(run_dir, train_s)
     metrics, eval_s = evaluate_run(settings, checkpoint, test, run_dir)
     entry = {"arm": arm, "seed": seed, **metrics, "scale": settings.scale,
+             "no_mask_organ": None if arm == "masks_all" else settings.no_mask_organ,
              "mask_cases": sum(c.has_mask for c in cases), "report_cases": sum(not c.has_mask for c in cases),
              "report_cases_without_record": dropped, "steps": config.optim.total_steps,
              "threshold_mm3": settings.threshold_mm3, "train_seconds": round(train_s, 1),
@@ -115,8 +116,9 @@ def official_evaluate(pred: Path, test: Path, out: Path, threshold_mm3: float) -
 
 
 def evaluate_run(settings: ScienceSettings, checkpoint: Path, test: Path, run_dir: Path) -> tuple[dict, float]:
-    """Predict the test set and score it per CT; returns the metrics and the seconds taken."""
-    from train.evaluate import lesion_dice, per_ct_metrics
+    """Predict the test set and score it per CT, organs pooled and each organ alone (``organs``); returns the
+    metrics and the seconds taken."""
+    from train.evaluate import lesion_dice, lesion_dice_per_class, per_ct_metrics, per_organ_metrics
 
     t0 = time.perf_counter()
     pred = run_dir / "predictions"
@@ -125,6 +127,10 @@ def evaluate_run(settings: ScienceSettings, checkpoint: Path, test: Path, run_di
     dice = {ct: lesion_dice(pred / ct / "lesions.nii.gz", test / "cases" / ct / "lesions.nii.gz")
             for ct in summaries if truth[ct]["tumors"]}
     metrics = per_ct_metrics(summaries, truth, dice, settings.threshold_mm3, settings.small_mm)
+    lesion_names = {int(k): v for k, v in json.loads((test / "lesion_labels.json").read_text()).items()}
+    class_dice = {ct: lesion_dice_per_class(pred / ct, test / "cases" / ct / "lesions.nii.gz", lesion_names)
+                  for ct in summaries}
+    metrics["organs"] = per_organ_metrics(summaries, truth, class_dice, settings.threshold_mm3)
     if settings.official_evaluate:
         official_evaluate(pred, test, run_dir / "evaluate", settings.threshold_mm3)
     return metrics, time.perf_counter() - t0
