@@ -48,6 +48,7 @@ from extract.backends.base import (
 from extract.progress import format_duration, progress_bar
 from extract.prompting import Prompt
 from schemas.records import SCHEMA_VERSION, ExtractionPayload
+from schemas.vocab import EXTENSION_FILES, VOCABULARY_SHA256
 from schemas.tables import extraction_tables
 
 log = logging.getLogger("rsuper.extract")
@@ -117,6 +118,8 @@ def run_config(prompt: Prompt, info: BackendInfo, sampling: SamplingConfig) -> d
         "sampling": sampling.model_dump(),
         # Only when set, so the keys of runs without such settings stay what they were.
         **({"decoding": info.decoding} if info.decoding else {}),
+        # The code reads the cited sentences with the vocabulary's words: an extension changes answers.
+        **({"vocabulary_sha256": VOCABULARY_SHA256} if EXTENSION_FILES else {}),
     }
 
 

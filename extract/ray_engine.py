@@ -51,6 +51,7 @@ from extract.progress import format_duration, progress_bar
 from extract.prompting import Prompt
 from extract.shards import default_shard_root, load_shards, remove_partial, write_shard
 from schemas.records import SCHEMA_VERSION
+from schemas.vocab import VOCABULARY_ENV
 
 log = logging.getLogger("rsuper.extract")
 
@@ -246,6 +247,8 @@ def _init_ray(config: RayConfig) -> bool:
                               "configure_logging": False}
     if config.address is None:
         kwargs["object_store_memory"] = config.local_object_store_mb * 2**20
+    if os.environ.get(VOCABULARY_ENV):  # the workers read the same organ tables (a path every node can read)
+        kwargs["runtime_env"] = {"env_vars": {VOCABULARY_ENV: os.environ[VOCABULARY_ENV]}}
     ray.init(**kwargs)
     return True
 

@@ -169,7 +169,7 @@ def resolve_label_name(name: str) -> LabelAlias | None:
         return LabelAlias(key)
     if key in ALIASES:
         return ALIASES[key]
-    if key in IGNORED:
+    if key in IGNORED and key not in ORGAN_WORD_KEYS:  # an organ table may give an ignored structure a key
         return LabelAlias(None)
     tokens = key.split("_")
     if all(t in LESION_WORD_SET for t in tokens):

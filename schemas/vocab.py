@@ -5,40 +5,110 @@ tables, trainer channels) uses these.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from enum import Enum
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+#: The shipped organ table; RSUPER_VOCABULARY names more files of the same format (colon-separated).
+ORGANS_FILE = Path(__file__).with_name("organs.yaml")
+VOCABULARY_ENV = "RSUPER_VOCABULARY"
+DEFAULT_MAX_DIAMETER_MM = 350.0
 
 
-class Organ(str, Enum):
-    """The 18 organ keys of the per-organ summary, plus `other` for anything else."""
+class VocabularyError(ValueError):
+    """An organ table that cannot be used; the message names the file, the organ and the field."""
 
-    LIVER = "liver"
-    PANCREAS = "pancreas"
-    KIDNEY = "kidney"
-    SPLEEN = "spleen"
-    ADRENAL_GLAND = "adrenal_gland"
-    GALLBLADDER = "gallbladder"
-    LUNG = "lung"
-    BLADDER = "bladder"
-    COLON = "colon"
-    STOMACH = "stomach"
-    ESOPHAGUS = "esophagus"
-    UTERUS = "uterus"
-    PROSTATE = "prostate"
-    BONE = "bone"
-    DUODENUM = "duodenum"
-    BREAST = "breast"
-    OVARY_ADNEXA = "ovary_adnexa"
-    LYMPH_NODE = "lymph_node"
-    OTHER = "other"
+
+class OrganEntry(BaseModel):
+    """One organ of an organ table (schemas/organs.yaml describes the fields)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    words: tuple[str, ...] = Field(min_length=1)
+    implied_words: tuple[str, ...] = ()
+    lesion_words: tuple[str, ...] = ()
+    paired: bool = False
+    max_diameter_mm: float = Field(DEFAULT_MAX_DIAMETER_MM, gt=0)
+
+
+def _organ_key_problem(key: object) -> str | None:
+    if not isinstance(key, str) or not key.isidentifier() or key != key.lower() or key.startswith("_"):
+        return "an organ key is lower-case letters, digits and underscores, starting with a letter"
+    if key == "other" or key.endswith(("_lesion", "_left", "_right")):
+        return "'other' and keys ending in _lesion, _left or _right are reserved"
+    return None
+
+
+def load_organ_tables(paths: list[Path]) -> dict[str, OrganEntry]:
+    """The organ tables of ``paths`` in order, merged; a later file may add organs, never redefine one.
+
+    Raises:
+        VocabularyError: a file that is missing or not YAML, an invalid key or field, a key defined twice, or a
+            word that already names another organ.
+    """
+    organs: dict[str, OrganEntry] = {}
+    owner: dict[str, str] = {}
+    for path in paths:
+        try:
+            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise VocabularyError(f"{path}: cannot read the organ table: {exc}") from exc
+        if not isinstance(raw, dict) or not isinstance(raw.get("organs"), dict) or set(raw) != {"organs"}:
+            raise VocabularyError(f"{path}: an organ table is a mapping with one key, `organs`")
+        for key, fields in raw["organs"].items():
+            problem = _organ_key_problem(key)
+            if problem:
+                raise VocabularyError(f"{path}: organ {key!r}: {problem}")
+            if key in organs:
+                raise VocabularyError(f"{path}: organ {key!r} is already defined")
+            try:
+                entry = OrganEntry.model_validate(fields or {})
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                field = ".".join(str(x) for x in first["loc"]) or "(entry)"
+                raise VocabularyError(f"{path}: organ {key!r}, field {field}: {first['msg']}") from exc
+            for word in (*entry.words, *entry.implied_words):
+                if word != word.lower() or not word.strip():
+                    raise VocabularyError(f"{path}: organ {key!r}: word {word!r} must be lower case, not empty")
+                if owner.get(word, key) != key:
+                    raise VocabularyError(f"{path}: organ {key!r}: {word!r} already names {owner[word]!r}")
+                owner[word] = key
+            organs[key] = entry
+    return organs
+
+
+def vocabulary_files() -> list[Path]:
+    """The shipped table, then the files of RSUPER_VOCABULARY (colon-separated, empty parts skipped)."""
+    extra = [Path(p) for p in os.environ.get(VOCABULARY_ENV, "").split(os.pathsep) if p.strip()]
+    return [ORGANS_FILE, *extra]
+
+
+_FILES = vocabulary_files()
+ORGAN_TABLE: dict[str, OrganEntry] = load_organ_tables(_FILES)
+#: The extra organ tables in force (RSUPER_VOCABULARY); empty for the shipped vocabulary.
+EXTENSION_FILES: tuple[Path, ...] = tuple(_FILES[1:])
+#: sha256 of the resolved organ table; part of a run's key only when an extension is in force
+#: (`extract.engine.run_config`), so the shipped vocabulary's keys stay as they were.
+VOCABULARY_SHA256 = hashlib.sha256(
+    json.dumps({k: v.model_dump(mode="json") for k, v in ORGAN_TABLE.items()}, sort_keys=True).encode()
+).hexdigest()
+
+#: The organ keys of the organ table, in its order, plus `other` for anything else.
+Organ = Enum("Organ", [(key.upper(), key) for key in ORGAN_TABLE] + [("OTHER", "other")], type=str,
+             module=__name__, qualname="Organ")
+Organ.__doc__ = "The organ keys of schemas/organs.yaml (and RSUPER_VOCABULARY), plus `other` for anything else."
 
 
 #: The summary's organ keys, in a fixed order (every extracted report gets one row per key).
-ORGANS: tuple[str, ...] = tuple(o.value for o in Organ if o is not Organ.OTHER)
+ORGANS: tuple[str, ...] = tuple(ORGAN_TABLE)
 
 #: Organs where left/right is meaningful.
-PAIRED_ORGANS: frozenset[Organ] = frozenset(
-    {Organ.KIDNEY, Organ.ADRENAL_GLAND, Organ.LUNG, Organ.BREAST, Organ.OVARY_ADNEXA}
-)
+PAIRED_ORGANS: frozenset[Organ] = frozenset(Organ(k) for k, e in ORGAN_TABLE.items() if e.paired)
 
 
 class SubSegment(str, Enum):
@@ -137,50 +207,16 @@ TYPE_ORGANS: dict[LesionType, frozenset[Organ]] = {
 }
 
 #: Hard caps (mm) on one diameter: above these a number is a unit slip, an HU value or a series number.
-ORGAN_MAX_DIAMETER_MM: dict[Organ, float] = {
-    Organ.LIVER: 300.0, Organ.KIDNEY: 250.0, Organ.PANCREAS: 200.0, Organ.ADRENAL_GLAND: 200.0,
-    Organ.SPLEEN: 250.0, Organ.GALLBLADDER: 150.0, Organ.LYMPH_NODE: 150.0, Organ.LUNG: 200.0,
-}
-DEFAULT_MAX_DIAMETER_MM = 350.0
+ORGAN_MAX_DIAMETER_MM: dict[Organ, float] = {Organ(k): e.max_diameter_mm for k, e in ORGAN_TABLE.items()}
 
 
 # --- word tables (lower-case, matched on word boundaries) -------------------------------------------
 
-_ROMAN_NUMERALS = ("i", "ii", "iii", "iv", "v", "vi", "vii", "viii")
-
-ORGAN_WORDS: dict[Organ, tuple[str, ...]] = {
-    Organ.LIVER: ("liver", "hepatic", "hepato"),
-    Organ.PANCREAS: ("pancreas", "pancreatic", "uncinate"),
-    Organ.KIDNEY: ("kidney", "kidneys", "renal"),
-    Organ.SPLEEN: ("spleen", "splenic"),
-    Organ.ADRENAL_GLAND: ("adrenal", "adrenals", "adrenal gland", "adrenal glands"),
-    Organ.GALLBLADDER: ("gallbladder", "gall bladder"),
-    Organ.LUNG: ("lung", "lungs", "pulmonary", "lung bases"),
-    Organ.BLADDER: ("bladder", "urinary bladder"),
-    Organ.COLON: ("colon", "colonic", "rectum", "rectal", "sigmoid", "cecum", "cecal"),
-    Organ.STOMACH: ("stomach", "gastric"),
-    Organ.ESOPHAGUS: ("esophagus", "esophageal", "gastroesophageal junction"),
-    Organ.UTERUS: ("uterus", "uterine", "endometrial", "myometrial"),
-    Organ.PROSTATE: ("prostate", "prostatic"),
-    Organ.BONE: ("bone", "bones", "osseous", "skeletal", "vertebral", "vertebra", "spine"),
-    Organ.DUODENUM: ("duodenum", "duodenal"),
-    Organ.BREAST: ("breast", "breasts"),
-    Organ.OVARY_ADNEXA: ("ovary", "ovaries", "ovarian", "adnexa", "adnexal"),
-    Organ.LYMPH_NODE: ("lymph node", "lymph nodes", "node", "nodes", "lymphadenopathy", "adenopathy"),
-}
+ORGAN_WORDS: dict[Organ, tuple[str, ...]] = {Organ(k): e.words for k, e in ORGAN_TABLE.items()}
 
 #: Location words that name an organ without its name ("segment 6" is the liver, "lingula" the lung).
-ORGAN_IMPLIED_WORDS: dict[Organ, tuple[str, ...]] = {
-    Organ.LIVER: tuple(f"segment {n}" for n in (*"12345678", "4a", "4b", *_ROMAN_NUMERALS)) + (
-        "segments", "caudate", "hepatic dome", "couinaud", "li-rads", "lr-5", "lr-4"),
-    Organ.PANCREAS: ("uncinate process",),
-    Organ.KIDNEY: ("upper pole", "lower pole", "interpolar", "bosniak", "nephrectomy"),
-    Organ.LUNG: ("upper lobe", "lower lobe", "middle lobe", "upper lobes", "lower lobes", "lingula", "lingular",
-                 "lobectomy", "ground-glass", "ground glass", "rul", "rml", "rll", "lul", "lll"),
-    Organ.GALLBLADDER: ("cholecystectomy",),
-    Organ.ADRENAL_GLAND: ("adrenalectomy",),
-    Organ.SPLEEN: ("splenectomy",),
-}
+ORGAN_IMPLIED_WORDS: dict[Organ, tuple[str, ...]] = {Organ(k): e.implied_words for k, e in ORGAN_TABLE.items()
+                                                      if e.implied_words}
 
 #: Nouns that name a focal lesion in any organ.
 LESION_WORDS: tuple[str, ...] = (
@@ -194,12 +230,8 @@ LESION_WORDS: tuple[str, ...] = (
     "recurrence", "carcinomatosis",
 )
 #: Extra lesion words for some organs only: wall thickening of hollow organs, enlarged or suspicious nodes.
-ORGAN_LESION_WORDS: dict[Organ, tuple[str, ...]] = {
-    **{o: ("thickening", "wall thickening") for o in (Organ.COLON, Organ.STOMACH, Organ.ESOPHAGUS, Organ.BLADDER,
-                                                      Organ.DUODENUM, Organ.GALLBLADDER)},
-    Organ.LYMPH_NODE: ("enlarged", "lymphadenopathy", "adenopathy", "necrotic", "bulky", "pathologic",
-                       "pathological", "suspicious", "metastatic"),
-}
+ORGAN_LESION_WORDS: dict[Organ, tuple[str, ...]] = {Organ(k): e.lesion_words for k, e in ORGAN_TABLE.items()
+                                                     if e.lesion_words}
 #: Cues that negate what follows them up to the end of the clause ("no focal lesion", "without a mass").
 NEGATION_CUES: tuple[str, ...] = ("no", "not", "without", "negative for", "free of", "absence of", "absent",
                                   "no evidence of", "nor", "neither")

@@ -189,9 +189,25 @@ class Store:
                     )
             else:
                 self._migrate(version)
+            self._follow_vocabulary()
         except BaseException:
             self.close()
             raise
+
+    def _follow_vocabulary(self) -> None:
+        """Rebuild `ct_summary` when its organ columns are not those of the vocabulary in force (RSUPER_VOCABULARY
+        may add organs): for good on a writable store, as a temporary view (this connection only) on a read-only
+        one. Extractions stored before an organ was added have no row for it (NULL columns)."""
+        con = self.con
+        sql = tables.ct_summary_sql(ORGANS)
+        if [r[0] for r in con.execute(f"DESCRIBE {sql}").fetchall()] == \
+                [r[0] for r in con.execute("DESCRIBE ct_summary").fetchall()]:
+            return
+        if self.read_only:
+            con.execute(f"CREATE OR REPLACE TEMP VIEW ct_summary AS {sql}")
+            return
+        with self.transaction() as tx:
+            tables.create_views(tx)
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
         """A DuckDB connection, retried while another process holds the file, for up to `wait_s`."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+from pathlib import Path
 
 import pytest
 
@@ -60,6 +61,17 @@ def test_config_hash_changes_with_every_part_of_the_run_key():
     # the backend itself is not part of the key: the same model served another way gives the same answers
     other = BackendInfo(backend="y", backend_version="2", model_id="m", model_revision="r", quantization="q")
     assert config_hash(run_config(PROMPT, other, SamplingConfig())) == base
+
+
+def test_an_organ_table_extension_is_part_of_the_run_key(monkeypatch):
+    """Code reads the cited sentences with the vocabulary's words; the shipped one keeps the keys they had."""
+    import extract.engine as engine
+
+    info = BackendInfo(backend="x", backend_version="1", model_id="m")
+    assert "vocabulary_sha256" not in run_config(PROMPT, info, SamplingConfig())
+    monkeypatch.setattr(engine, "EXTENSION_FILES", (Path("appendix.yaml"),))
+    monkeypatch.setattr(engine, "VOCABULARY_SHA256", "a" * 64)
+    assert run_config(PROMPT, info, SamplingConfig())["vocabulary_sha256"] == "a" * 64
     # no decoding settings: the key of runs made before the field existed
     assert "decoding" not in run_config(PROMPT, info, SamplingConfig())
 

@@ -91,6 +91,8 @@ def cache_key(case: CaseFiles, config: PreprocessConfig) -> str:
     payload = json.dumps(
         {
             "v": _FORMAT_VERSION,
+            # labels.npy holds indices into CANONICAL_LABELS, which an added organ renumbers
+            "label_index": hashlib.sha256("\n".join(L.CANONICAL_LABELS).encode()).hexdigest()[:16],
             "content": case.content_sha256,
             "organ_labels": case.organ_label_names,
             "lesion_labels": case.lesion_label_names,

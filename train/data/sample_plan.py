@@ -105,11 +105,15 @@ def plan_sample(
     classes = config.classes
     lut, lesion_channels = _channel_luts(classes)
     available = frozenset(cached.meta["available_labels"])
+    lesion_organs = frozenset(classes[c].removesuffix("_lesion") for c in lesion_channels)
+    # A lesion mask may annotate some organs' lesions only (a liver-tumour dataset, a new tumour type): the report
+    # supervises the lesion channels it leaves out.
+    mask_organs = frozenset(cached.meta["lesion_organs"]) if case.has_mask else frozenset()
+    by_mask = lesion_organs if "all" in mask_organs else lesion_organs & mask_organs
     supervision = (
         build_supervision(case.records, available, config.max_tumors_per_group)
-        if case.records is not None and not case.has_mask else None
+        if case.records is not None and (not case.has_mask or by_mask != lesion_organs) else None
     )
-    lesion_organs = frozenset(classes[c].removesuffix("_lesion") for c in lesion_channels)
     crop = choose_crop(rng, cached, supervision, config, lesion_organs, case.has_mask)
     patch, spacing = config.patch_size, cached.spacing_mm
 
@@ -133,9 +137,8 @@ def plan_sample(
         unknown_all[c] = not members  # this mask does not show the structure
     for c, code in lesion_channels.items():
         organ = classes[c].removesuffix("_lesion")
-        if case.has_mask:
-            annotated = {"all", organ} & set(cached.meta["lesion_organs"])
-            if annotated and les is not None:
+        if organ in by_mask:
+            if les is not None:
                 lesion_code[c] = code
             else:
                 unknown_all[c] = True
@@ -160,7 +163,7 @@ def plan_sample(
             continue
         unknown_region[c] = _present_ids(region, counts)
         grow_voxels[c] = grow_radius_voxels(config.unknown_margin_mm + radius_mm, spacing)
-    groups = _crop_groups(supervision, counts, cached.meta["label_voxels"], classes) if supervision else ()
+    groups = _crop_groups(supervision, counts, cached.meta["label_voxels"], classes, by_mask) if supervision else ()
     return SamplePlan(
         ct_id=case.files.ct_id,
         has_mask=case.has_mask,
@@ -185,12 +188,13 @@ def _present_ids(names: set[str] | tuple[str, ...], counts: np.ndarray) -> tuple
 
 
 def _crop_groups(supervision: CaseSupervision, counts: np.ndarray, label_voxels: dict[str, int],
-                 classes: tuple[str, ...]) -> tuple[CropGroupPlan, ...]:
-    """Groups supervised in this crop: lesion groups lying wholly inside it, lesion-free groups touching it."""
+                 classes: tuple[str, ...], by_mask: frozenset[str] = frozenset()) -> tuple[CropGroupPlan, ...]:
+    """Groups supervised in this crop: lesion groups lying wholly inside it, lesion-free groups touching it; none
+    of an organ whose lesions the case's mask annotates (``by_mask``)."""
     out = []
     for g in supervision.groups:
         channel = f"{g.organ}_lesion"
-        if channel not in classes:
+        if channel not in classes or g.organ in by_mask:
             continue
         ids = _present_ids(g.labels, counts)
         inside = int(counts[list(ids)].sum())

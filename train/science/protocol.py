@@ -151,7 +151,8 @@ def arm_cases(arm: str, base_cases: list, mask_ids: set[str], records: dict,
         base_cases: TrainingCase per pool CT with its lesion mask and no records.
         mask_ids: CTs that keep their masks (``masks_all``: every CT keeps it).
         records: report_id -> CaseRecords for the report arms (truth or extracted).
-        unannotated_organ: the no-mask organ, whose lesions the mask CTs of every arm but ``masks_all`` lose.
+        unannotated_organ: the no-mask organ, whose lesions the mask CTs of every arm but ``masks_all`` lose; in
+            the report arms those CTs keep their records, which supervise that organ's lesion channel.
     """
     from train.data.cases import TrainingCase
 
@@ -160,8 +161,12 @@ def arm_cases(arm: str, base_cases: list, mask_ids: set[str], records: dict,
         if arm == "masks_all":
             out.append(TrainingCase(case.files, None))
         elif case.files.ct_id in mask_ids:
-            files = case.files if unannotated_organ is None else unannotate_lesions(case.files, unannotated_organ)
-            out.append(TrainingCase(files, None))
+            if unannotated_organ is None:
+                out.append(TrainingCase(case.files, None))
+                continue
+            # The report arms' mask CTs keep their reports: they supervise the organ the masks leave out.
+            rec = records.get(case.report_id) if arm not in MASK_ARMS else None
+            out.append(TrainingCase(unannotate_lesions(case.files, unannotated_organ), rec))
         elif arm not in MASK_ARMS:
             rec = records.get(case.report_id)
             if rec is None:
@@ -257,6 +262,8 @@ def run_fingerprint(fingerprint: str, config: Any, mask_ids: set[str] | None = N
         dump["mask_ct_ids"] = sorted(mask_ids)
     if no_mask_organ is not None:
         dump["no_mask_organ"] = no_mask_organ
+        if dump["loss"]["report_weight"] != 0:
+            dump["mask_ct_records"] = True  # their reports supervise the held-out organ (before: nothing did)
     return hashlib.sha256((fingerprint + json.dumps(dump, sort_keys=True)).encode()).hexdigest()[:12]
 
 

@@ -593,3 +593,24 @@ def test_export_organ_summary_jsonl_and_parquet(tmp_path):
     assert [r["organ"] for r in lines[: len(ORGANS)]] == list(ORGANS)
     assert lines[0]["report_id"] == "R1" and lines[0]["largest_diameter_mm"] == 12.0
     assert pq.read_table(tmp_path / "t.parquet").column("organ").to_pylist() == ["liver", "kidney"]
+
+
+def test_ct_summary_follows_an_added_organ_on_open(tmp_path, monkeypatch):
+    """RSUPER_VOCABULARY may add an organ: a store made before gets its column on the next open (for good when
+    writable, for the connection when read-only); extractions stored before have no row for it (NULL)."""
+    path = tmp_path / "v.duckdb"
+    with Store(path) as s:
+        s.add_reports(_reports(("R1", "cyst")), source="x")
+        _write(s, "k1", "R1", _payload(LIVER_CYST))
+    added = (*ORGANS, "appendix")
+    monkeypatch.setattr(store_mod.store, "ORGANS", added)
+    monkeypatch.setattr(tables, "ORGANS", added)
+    with Store(path, read_only=True) as s:
+        assert s.query("SELECT appendix_lesion_count, liver_lesion_count FROM ct_summary").to_pylist() == [
+            {"appendix_lesion_count": None, "liver_lesion_count": 1}]
+    with duckdb.connect(str(path), read_only=True) as con:  # the read-only open changed nothing on disk
+        assert "appendix_lesion_count" not in [r[0] for r in con.execute("DESCRIBE ct_summary").fetchall()]
+    with Store(path) as s:
+        pass
+    with duckdb.connect(str(path), read_only=True) as con:
+        assert "appendix_lesion_count" in [r[0] for r in con.execute("DESCRIBE ct_summary").fetchall()]

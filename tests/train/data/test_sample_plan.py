@@ -65,3 +65,37 @@ def test_report_ct_tumours_are_never_supervised_as_background(phantom_set, cases
                     assert not (tumour & ~unknown[c]).any(), (case.files.ct_id, seed, name)
                     checked += int(tumour.any())
     assert checked > 0
+
+
+def test_a_mask_ct_takes_the_lesions_its_mask_leaves_out_from_its_report(phantom_set, cases, tmp_path):
+    """A lesion mask without liver lesions (a dataset that never annotated them): the report supervises the
+    liver-lesion channel of that CT's crops, the mask every other lesion channel; without a report the channel
+    is unknown."""
+    from train.data.painting import paint_masks
+    from train.data.records import records_from_ground_truth
+    from train.data.sample_plan import plan_sample
+    from train.science.protocol import unannotate_lesions
+
+    config = PatchDatasetConfig(patch_size=(56, 56, 40), random_crop_probability=0.0, intensity_augmentation=False)
+    channel = {name: c for c, name in enumerate(config.classes)}
+    truth = records_from_ground_truth(phantom_set / "ground_truth.jsonl")
+    case = next(c for c in cases if any(t.organ == "liver" for t in truth[c.records.report_id].tumors))
+    mask = str(phantom_set / "cases" / case.files.ct_id / "lesions.nii.gz")
+    files = unannotate_lesions(dataclasses.replace(case.files, lesion_mask_path=mask), "liver")
+    cached = ensure_cached(tmp_path, files, config.preprocess)
+    with_report = plan_sample(cached, dataclasses.replace(case, files=files), config, np.random.default_rng(0))
+    without = plan_sample(cached, dataclasses.replace(case, files=files, records=None), config,
+                          np.random.default_rng(0))
+    assert without.unknown_all[channel["liver_lesion"]] and not without.groups
+    assert not with_report.unknown_all[channel["liver_lesion"]]
+    assert {g.channel for g in with_report.groups} == {channel["liver_lesion"]}  # the mask keeps the rest
+    assert [g.state for g in with_report.groups] == [1]
+    for c in (channel["pancreas_lesion"], channel["kidney_lesion"]):
+        assert with_report.lesion_code[c] is not None and with_report.lesion_code[c] == without.lesion_code[c]
+    labels = np.zeros((with_report.num_channels, *with_report.labels.shape), bool)
+    unknown = np.zeros_like(labels)
+    groups = np.zeros((len(with_report.groups), *with_report.labels.shape), bool)
+    paint_masks(with_report, labels, unknown, groups)
+    held = unknown[channel["liver_lesion"]]
+    assert held.any() and not held.all()  # the reported organ (grown) is unknown, the rest known background
+    assert not labels[channel["liver_lesion"]].any() and groups[0].any()

@@ -81,11 +81,14 @@ def test_arm_cases_unannotate_the_mask_cts_of_every_arm_but_masks_all(pool):
     base = pool_cases(pool)
     mask_ids = {base[0].files.ct_id}
     records = {c.report_id: f"record of {c.report_id}" for c in base}
-    for arm in ("masks_only", "masks_reports_truth"):
+    for arm, mask_record in (("masks_only", None), ("masks_reports_truth", f"record of {base[0].report_id}")):
         cases, _ = arm_cases(arm, base, mask_ids, records, unannotated_organ="kidney")
         masked = [c for c in cases if c.has_mask]
         assert [c.files.ct_id for c in masked] == [base[0].files.ct_id]
         assert "kidney_lesion" not in masked[0].files.lesion_label_names.values()
+        assert masked[0].records == mask_record  # the report arm's mask CT reports on the kidney
+    mixed, _ = arm_cases("masks_reports_truth", base, mask_ids, records)
+    assert [c.records for c in mixed if c.has_mask] == [None]
     everything, _ = arm_cases("masks_all", base, mask_ids, records, unannotated_organ="kidney")
     assert all("kidney_lesion" in c.files.lesion_label_names.values() for c in everything)
 
