@@ -14,7 +14,7 @@ LLAMA  := $(VENV)/.llama-$(shell cat scripts/install_llama_cpp.sh pyproject.toml
 
 export RSUPER_DB := $(DB)
 
-.PHONY: help rebuild-llama extract test train bench bench-schema bench-ingest bench-losses bench-extract bench-data bench-organs bench-train bench-resume bench-soak bench-accuracy eval-ci bench-science clean-venv
+.PHONY: help rebuild-llama extract test train bench bench-schema bench-ingest bench-losses bench-extract bench-data bench-organs bench-train bench-resume bench-soak bench-accuracy eval-ci bench-science bench-no-mask clean-venv
 
 help:
 	@echo "make extract  - ingest the demo PACS dump in data/ and extract tumor records with the embedded model"
@@ -22,7 +22,7 @@ help:
 	@echo "make train    - train on the bundled phantom set (CPU, a few minutes)"
 	@echo "make bench    - all benchmarks (bench-schema, bench-ingest, bench-losses, bench-extract, bench-data, bench-organs, bench-train)"
 	@echo "make rebuild-llama - build llama-cpp-python again (portable flags; LLAMA_CMAKE_ARGS=... for CUDA/Metal)"
-	@echo "make bench-accuracy / eval-ci / bench-resume / bench-soak / bench-science - slower measurements (see README)"
+	@echo "make bench-accuracy / eval-ci / bench-resume / bench-soak / bench-science / bench-no-mask - slower measurements (see README)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -105,6 +105,10 @@ eval-ci: $(VENV)/.extract-$(PYHASH)
 
 bench-science: $(VENV)/.test-$(PYHASH)
 	$(BIN)/python benchmarks/bench_science.py
+
+# A tumour type from reports alone: each of pancreas, kidney, liver in turn without voxel masks (docs/science.md).
+bench-no-mask: $(VENV)/.test-$(PYHASH)
+	$(BIN)/python benchmarks/bench_science.py --protocol no_mask
 
 clean-venv:
 	rm -rf $(VENV)

@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                             "pool_cases": settings.pool_cases, "mask_cases": settings.mask_cases,
                             "test_cases": settings.test_cases, "phantom_shape": list(settings.phantom_shape),
                             "threshold_mm3": settings.threshold_mm3, "fingerprint": fingerprint}
+    if args.protocol == "no_mask":  # before --report-only: that protocol writes its own report
+        return main_no_mask(settings, fingerprint, meta, report_only=args.report_only)
     if args.report_only:
         meta.update(stored_extraction_meta(settings))
         entries = collect_entries(settings, fingerprint)
@@ -104,8 +106,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     if args.protocol == "active":
         return main_active(settings, fingerprint, meta)
-    if args.protocol == "no_mask":
-        return main_no_mask(settings, fingerprint, meta)
 
     import logging
 
@@ -228,9 +228,11 @@ def main_active(settings: ScienceSettings, fingerprint: str, meta: dict[str, Any
     return results
 
 
-def main_no_mask(settings: ScienceSettings, fingerprint: str, meta: dict[str, Any]) -> dict[str, list[dict]]:
+def main_no_mask(settings: ScienceSettings, fingerprint: str, meta: dict[str, Any],
+                 report_only: bool = False) -> dict[str, list[dict]]:
     """Each of ``no_mask_organs`` in turn without voxel masks (train.science.no_mask); the all-masks control is
-    trained once for every organ. results_*_no_mask.json / .md are rewritten after each finished run."""
+    trained once for every organ. results_*_no_mask.json / .md are rewritten after each finished run (only
+    rewritten from the finished runs with ``report_only``)."""
     from train.science.no_mask import NO_MASK_ARMS, results_path, write_no_mask
     from train.science.protocol import run_dir_of
 
@@ -248,11 +250,12 @@ def main_no_mask(settings: ScienceSettings, fingerprint: str, meta: dict[str, An
         for seed in settings.seeds:
             for arm in arms:
                 run_dir = run_dir_of(s, arm, seed, fingerprint)[0]
-                if run_dir not in seen and not (run_dir / "result.json").is_file():
+                if not report_only and run_dir not in seen and not (run_dir / "result.json").is_file():
                     seen.add(run_dir)
                     tasks.append((s, arm, seed))
     results = results_path(settings.results)
-    meta.update({"no_mask_organs": settings.no_mask_organs, "train_overrides": settings.train_overrides})
+    meta.update({"no_mask_organs": settings.no_mask_organs, "train_overrides": settings.train_overrides,
+                 "no_mask_report_overrides": settings.no_mask_report_overrides})
 
     def finished_entry(settings_: ScienceSettings, arm: str, seed: int) -> dict | None:
         path = run_dir_of(settings_, arm, seed, fingerprint)[0] / "result.json"

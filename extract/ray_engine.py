@@ -51,7 +51,7 @@ from extract.progress import format_duration, progress_bar
 from extract.prompting import Prompt
 from extract.shards import default_shard_root, load_shards, remove_partial, write_shard
 from schemas.records import SCHEMA_VERSION
-from schemas.vocab import VOCABULARY_ENV
+from schemas.organ_tables import VOCABULARY_ENV
 
 log = logging.getLogger("rsuper.extract")
 

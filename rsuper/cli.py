@@ -15,6 +15,14 @@ import typer
 
 from extract.cli_errors import PREFIX, one_line, os_problem
 
+try:
+    import schemas.vocab  # noqa: F401  (loads the organ tables in force, schemas/organs.yaml + RSUPER_VOCABULARY)
+except ValueError as exc:  # a bad organ table: every command would fail on import, so say it in one line
+    if type(exc).__module__ != "schemas.organ_tables":
+        raise
+    typer.echo(PREFIX + one_line(str(exc)), err=True)
+    raise SystemExit(1) from None
+
 app = typer.Typer(
     name="rsuper",
     help="Learn tumor segmentation from radiology reports: ingest, extract, query, train.",

@@ -27,7 +27,8 @@ organs:
     words: [appendix, appendiceal]
     max_diameter_mm: 120
 """
-REPORT = ("EXAM: CT abdomen and pelvis with contrast. COMPARISON: CT of 2026-0{month}-12.\nFINDINGS: The liver is normal in size without focal lesion. "
+REPORT = ("EXAM: CT abdomen and pelvis with contrast. COMPARISON: CT of 2026-0{month}-12.\n"
+          "FINDINGS: The liver is normal in size without focal lesion. "
           "Pancreas: unremarkable. There is a 14 mm hypoattenuating mass at the tip of the appendix. The kidneys "
           "are unremarkable.\nIMPRESSION: Appendiceal mass, as above.")
 CLASSES = ["liver", "pancreas", "kidney", "appendix", "liver_lesion", "pancreas_lesion", "kidney_lesion",
@@ -136,7 +137,8 @@ def test_an_organ_from_an_organ_table_is_extracted_stored_and_trained(tmp_path):
         "output_dir": str(tmp_path / "run"), "seed": 0, "cpu_threads": 1,
         "data": {"source": "cases", "root": str(root), "db": str(db), "records": "store", "classes": CLASSES,
                  "patch_size": [24, 24, 24], "batch_size": 2, "mask_fraction": 0.5, "report_only_fraction": 0.5,
-                 "val_fraction": 0.25, "max_val_cases": 1, "intensity_augmentation": False, "foreground_probability": 0.9},
+                 "val_fraction": 0.25, "max_val_cases": 1, "intensity_augmentation": False,
+                 "foreground_probability": 0.9},
         "model": {"name": "dynunet", "filters": [8, 16, 32]},
         "optim": {"total_steps": 3, "warmup_steps": 1, "report_start_step": 0, "report_ramp_steps": 0},
         "validation": {"every_steps": 1000, "checkpoint_every_steps": 3},

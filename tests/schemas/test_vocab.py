@@ -34,7 +34,7 @@ def _table(tmp_path, name: str, text: str):
 
 
 def test_an_extension_table_adds_organs_after_the_shipped_ones(tmp_path):
-    from schemas.vocab import ORGANS_FILE, load_organ_tables
+    from schemas.organ_tables import ORGANS_FILE, load_organ_tables
 
     extra = _table(tmp_path, "extra.yaml", "organs:\n  thyroid:\n    words: [thyroid, thyroid gland]\n"
                    "    paired: true\n    max_diameter_mm: 90\n")
@@ -58,7 +58,7 @@ def test_an_extension_table_adds_organs_after_the_shipped_ones(tmp_path):
     ("organs: [appendix\n", "cannot read the organ table"),
 ])
 def test_a_bad_organ_table_is_refused_naming_file_organ_and_field(tmp_path, text, message):
-    from schemas.vocab import ORGANS_FILE, VocabularyError, load_organ_tables
+    from schemas.organ_tables import ORGANS_FILE, VocabularyError, load_organ_tables
 
     path = _table(tmp_path, "bad.yaml", text)
     with pytest.raises(VocabularyError) as info:
@@ -69,7 +69,7 @@ def test_a_bad_organ_table_is_refused_naming_file_organ_and_field(tmp_path, text
 def test_the_vocabulary_variable_names_the_tables_in_force(tmp_path, monkeypatch):
     import os
 
-    from schemas.vocab import ORGANS_FILE, VOCABULARY_ENV, vocabulary_files
+    from schemas.organ_tables import ORGANS_FILE, VOCABULARY_ENV, vocabulary_files
 
     monkeypatch.setenv(VOCABULARY_ENV, f"{tmp_path / 'a.yaml'}{os.pathsep}{os.pathsep}{tmp_path / 'b.yaml'}")
     assert vocabulary_files() == [ORGANS_FILE, tmp_path / "a.yaml", tmp_path / "b.yaml"]
@@ -128,3 +128,6 @@ def test_an_added_organ_reaches_every_table_derived_from_the_vocabulary(tmp_path
     res = subprocess.run([sys.executable, "-c", "import schemas"], env={**env, "RSUPER_VOCABULARY": str(bad)},
                          capture_output=True, text=True, cwd=repo)
     assert res.returncode != 0 and f"{bad}: organ 'heart': 'liver' already names 'liver'" in res.stderr
+    res = subprocess.run([sys.executable, "-m", "rsuper", "--help"], env={**env, "RSUPER_VOCABULARY": str(bad)},
+                         capture_output=True, text=True, cwd=repo)
+    assert (res.returncode, res.stderr) == (1, f"rsuper: error: {bad}: organ 'heart': 'liver' already names 'liver'\n")

@@ -80,6 +80,11 @@ class ScienceSettings(BaseModel):
         None, description="`--protocol no_mask`: the tumour organ that has no voxel mask in any pool CT. Its lesions "
         "are left unannotated in the mask CTs (neither tumour nor background), so only reports can teach its "
         "channel; masks_all keeps them. None: every organ keeps its masks.")
+    no_mask_report_overrides: list[str] = Field(
+        default_factory=lambda: ["loss.ball_bce_normalization=class", "optim.report_start_step=0"],
+        description="`--protocol no_mask`: the report arms' recipe on top of `train_config` (before "
+        "`train_overrides`, which win). With no voxel example the crop-normalised Ball BCE starves the held-out "
+        "channel of positives and the mask-first stage leaves it untrained for 900 steps (docs/science.md).")
     no_mask_organs: list[str] = Field(
         default_factory=lambda: ["pancreas", "kidney", "liver"],
         description="`--protocol no_mask`: the organs held out in turn (one benchmark per organ).")
@@ -203,7 +208,8 @@ def arm_config(settings: ScienceSettings, arm: str, seed: int, out_dir: Path):
     from train.config import load_config
 
     path = REPO / settings.train_config if not settings.train_config.is_absolute() else settings.train_config
-    overrides = [*settings.train_overrides, f"output_dir={out_dir}", f"seed={seed}",
+    no_mask = settings.no_mask_report_overrides if settings.no_mask_organ and arm not in MASK_ARMS else []
+    overrides = [*no_mask, *settings.train_overrides, f"output_dir={out_dir}", f"seed={seed}",
                  f"data.root={settings.work_dir / 'pool'}", f"data.cache_dir={settings.work_dir / 'cache'}",
                  f"data.records={'store' if arm == 'masks_reports_extracted' else 'truth'}"]
     config = load_config(path, overrides)
@@ -238,7 +244,7 @@ def settings_fingerprint(settings: ScienceSettings) -> str:
                                                      "extract_threads", "official_evaluate", "torch_threads",
                                                      "jobs", "scale", "train_config", "train_overrides", "al_k",
                                                      "al_steps", "al_error_fraction", "no_mask_organ",
-                                                     "no_mask_organs"})
+                                                     "no_mask_organs", "no_mask_report_overrides"})
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:12]
 
 

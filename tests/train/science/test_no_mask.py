@@ -122,7 +122,8 @@ def test_per_organ_metrics_score_each_organ_alone():
     summaries = {"A": summary(0.9, 0.2, 500.0), "B": summary(0.4, 0.8), "C": summary(0.6, 0.1), "D": summary(0.1, 0.3)}
     truth = {"A": {"tumors": [{"organ": "liver"}]}, "B": {"tumors": [{"organ": "pancreas"}]},
              "C": {"tumors": [{"organ": "liver"}, {"organ": "pancreas"}]}, "D": {"tumors": []}}
-    dice = {"A": {"liver_lesion": 0.5}, "B": {"pancreas_lesion": 0.2}, "C": {"liver_lesion": 0.1, "pancreas_lesion": 0.0}}
+    dice = {"A": {"liver_lesion": 0.5}, "B": {"pancreas_lesion": 0.2},
+            "C": {"liver_lesion": 0.1, "pancreas_lesion": 0.0}}
     out = per_organ_metrics(summaries, truth, dice, threshold_mm3=100.0)
     # liver: positives A (0.9), C (0.6) against B (0.4), D (0.1): every pair ordered
     assert out["liver"]["auroc"] == 1.0 and out["liver"]["n_positive"] == 2
@@ -159,3 +160,17 @@ def test_report_pairs_the_held_out_dice_with_the_control(tmp_path):
     assert json.loads(path.read_text())["held_out"]["pancreas"][2]["organs"]["pancreas"]["dice"] == 0.2
     assert math.isnan(summarise_no_mask({"kidney": [_entry("masks_only", 0, "kidney", 0.0)]})["kidney"]
                       ["dice_ratio"][0])
+
+
+def test_the_no_mask_recipe_changes_the_report_arms_of_that_protocol_only(make_settings, tmp_path):
+    from train.science.protocol import arm_config
+
+    mixed = make_settings()
+    held = mixed.model_copy(update={"no_mask_organ": "liver"})
+    report = arm_config(held, "masks_reports_truth", 0, tmp_path / "r")
+    assert (report.loss.ball_bce_normalization, report.optim.report_start_step) == ("class", 0)
+    for settings, arm in ((mixed, "masks_reports_truth"), (held, "masks_only"), (held, "masks_all")):
+        config = arm_config(settings, arm, 0, tmp_path / arm)
+        assert (config.loss.ball_bce_normalization, config.optim.report_start_step) == ("crop", 900)
+    own = held.model_copy(update={"train_overrides": ["optim.report_start_step=300"]})
+    assert arm_config(own, "masks_reports_truth", 0, tmp_path / "o").optim.report_start_step == 300
