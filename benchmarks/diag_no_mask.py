@@ -26,11 +26,12 @@ def organ_channel_use(run: Path, test: Path, organ: str) -> tuple[list[dict], di
     ``predictions/<ct>/lesions.nii.gz`` as ``<organ>_lesion``, against the organ and the true tumour voxels."""
     import nibabel as nib
 
+    from train.data.labels import load_label_names
     from train.science.draws import read_truth
 
     truth = read_truth(test)
-    organ_names = {int(k): v for k, v in json.loads((test / "labels.json").read_text()).items()}
-    lesion_names = {v: int(k) for k, v in json.loads((test / "lesion_labels.json").read_text()).items()}
+    organ_names = load_label_names(test / "labels.json")
+    lesion_names = {v: k for k, v in load_label_names(test / "lesion_labels.json").items()}
     parts = {v: k for k, v in organ_names.items() if v == organ or v.startswith(organ + "_")}
     if not parts:
         raise SystemExit(f"{test / 'labels.json'}: no label of {organ}")

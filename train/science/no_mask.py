@@ -97,7 +97,7 @@ def write_no_mask(path: Path, by_organ: dict[str, list[dict]], mixed: list[dict]
                   "|---|---|---|---|---|"]
         for e in sorted(by_organ[held_out], key=lambda e: (NO_MASK_ARMS.index(e["arm"]), e["seed"])):
             o = e["organs"].get(held_out, {})
-            lines.append(f"| {e['arm']} | {e['seed']} | {_num(o.get('auroc'))} | {_num(o.get('dice'))} | "
+            lines.append(f"| {e['arm']} | {e['seed']} | {_fmt_one(o.get('auroc'))} | {_fmt_one(o.get('dice'))} | "
                          f"{e.get('train_seconds', '–')} |")
         lines.append("")
     lines += ["## Setting", "", *[f"- {k}: {v}" for k, v in meta.items()], ""]
@@ -108,5 +108,6 @@ def _other_organs(table: dict, held_out: str) -> list[str]:
     return sorted({o for arm in NO_MASK_ARMS if arm in table for o in table[arm] if o != held_out})
 
 
-def _num(value: float | None) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+def _fmt_one(value: float | None) -> str:
+    """One seed's figure as the tables print means ("–" when missing or NaN)."""
+    return _fmt((math.nan if value is None else value, 0.0, 1))

@@ -118,6 +118,7 @@ def official_evaluate(pred: Path, test: Path, out: Path, threshold_mm3: float) -
 def evaluate_run(settings: ScienceSettings, checkpoint: Path, test: Path, run_dir: Path) -> tuple[dict, float]:
     """Predict the test set and score it per CT, organs pooled and each organ alone (``organs``); returns the
     metrics and the seconds taken."""
+    from train.data.labels import load_label_names
     from train.evaluate import lesion_dice, lesion_dice_per_class, per_ct_metrics, per_organ_metrics
 
     t0 = time.perf_counter()
@@ -127,7 +128,7 @@ def evaluate_run(settings: ScienceSettings, checkpoint: Path, test: Path, run_di
     dice = {ct: lesion_dice(pred / ct / "lesions.nii.gz", test / "cases" / ct / "lesions.nii.gz")
             for ct in summaries if truth[ct]["tumors"]}
     metrics = per_ct_metrics(summaries, truth, dice, settings.threshold_mm3, settings.small_mm)
-    lesion_names = {int(k): v for k, v in json.loads((test / "lesion_labels.json").read_text()).items()}
+    lesion_names = load_label_names(test / "lesion_labels.json")
     class_dice = {ct: lesion_dice_per_class(pred / ct, test / "cases" / ct / "lesions.nii.gz", lesion_names)
                   for ct in summaries}
     metrics["organs"] = per_organ_metrics(summaries, truth, class_dice, settings.threshold_mm3)
