@@ -14,9 +14,9 @@ from typing import Annotated, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from schemas.measure import parse_size_text, same_diameters, three_axes_mm
+from schemas.organ_tables import DEFAULT_MAX_DIAMETER_MM
 from schemas.vocab import (
     BENIGN_TYPES,
-    DEFAULT_MAX_DIAMETER_MM,
     MALIGNANT_TYPES,
     ORGAN_MAX_DIAMETER_MM,
     ORGAN_SUBSEGMENTS,

@@ -10,7 +10,6 @@ import json
 from enum import Enum
 from pathlib import Path
 
-from schemas.organ_tables import DEFAULT_MAX_DIAMETER_MM  # noqa: F401  (schemas.records reads it here)
 from schemas.organ_tables import OrganEntry, load_organ_tables, vocabulary_files
 
 _FILES = vocabulary_files()
