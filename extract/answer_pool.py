@@ -4,7 +4,8 @@ Validating an answer (JSON → pydantic → sentences, measurements and places r
 much CPU as the HTTP call that fetched it. In the event loop's thread both compete for one core; here the loop
 only does HTTP and hands answers to a pool of processes in batches (the answers that arrived in one turn of the
 loop go in one task, so the inter-process cost is paid per batch, not per report). Same function, same result:
-`extract.answers.parse_answer` runs in the worker.
+`extract.answers.parse_answer` runs in the worker, which also builds the rows the store keeps
+(`schemas.tables.payload_rows`), so the writer thread, which shares the loop's interpreter lock, only adds keys.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from extract.answers import AnswerError, parse_answer
-from schemas.records import ExtractionPayload
+from schemas.tables import PayloadRows, payload_rows
 
 
 def _parse_batch(items: list[tuple[str, str]], answer_model: type) -> list[tuple[bool, Any, Any]]:
-    """(ok, payload or error message, warnings) per (answer, report text)."""
+    """(ok, the payload's stored rows or error message, warnings) per (answer, report text)."""
     out: list[tuple[bool, Any, Any]] = []
     for answer, report_text in items:
         try:
@@ -31,11 +32,16 @@ def _parse_batch(items: list[tuple[str, str]], answer_model: type) -> list[tuple
         except AnswerError as exc:
             out.append((False, str(exc), None))
         else:
-            out.append((True, payload, warnings))
+            out.append((True, payload_rows(payload), warnings))
     return out
 
 
-def _init_worker(parent_pid: int) -> None:
+_warm_barrier: Any = None  # a worker's copy of the pool's start barrier (a Barrier passes only at process start)
+
+
+def _init_worker(parent_pid: int, warm_barrier: Any) -> None:
+    global _warm_barrier
+    _warm_barrier = warm_barrier
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the run, not the pool, handles it
     # A parent killed with SIGKILL cannot shut the pool down, and a worker waiting for its next batch would wait
     # forever: leave when the parent is gone.
@@ -49,15 +55,18 @@ def _exit_with_parent(parent_pid: int, every_s: float = 1.0) -> None:
 
 
 def _warm() -> int:
+    # Each warm task holds its process until every process has one, so the pool's processes all run (a process that
+    # started first would otherwise take every warm task) and `pids` names each of them.
+    _warm_barrier.wait(60)
     return os.getpid()  # the reading code is imported with this module, before the first batch
 
 
 def default_processes(concurrency: int, cpu_count: int | None = None) -> int:
     """Worker processes for a backend with `concurrency` calls in flight: none for a few calls at a time (a local
-    model is the limit then, and a pool only adds start-up time), else one per two cores, at most four (on two
-    shared cores one process took the client from about 780 to 970-1,100 reports/s, docs/extraction.md)."""
+    model is the limit then, and a pool only adds start-up time), else one per two cores, at least two and at most
+    four (on two shared cores, two processes beat one in each of four paired runs, docs/extraction.md)."""
     cpus = cpu_count if cpu_count is not None else (os.cpu_count() or 1)
-    return 0 if concurrency < 32 or cpus < 2 else min(4, max(1, cpus // 2))
+    return 0 if concurrency < 32 or cpus < 2 else min(4, max(2, cpus // 2))
 
 
 class AnswerPool:
@@ -78,8 +87,10 @@ class AnswerPool:
 
     async def __aenter__(self) -> "AnswerPool":
         # spawn, not fork: the client process holds DuckDB and aiohttp threads, which a fork would copy mid-state.
-        self._executor = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_init_worker, initargs=(os.getpid(),))
+        context = multiprocessing.get_context("spawn")
+        self._executor = ProcessPoolExecutor(self.processes, mp_context=context, initializer=_init_worker,
+                                             initargs=(os.getpid(), context.Barrier(self.processes)))
+        # spawn starts one process per task submitted while none is idle: the warm tasks start all of them
         loop = asyncio.get_running_loop()
         warm = [loop.run_in_executor(self._executor, _warm) for _ in range(self.processes)]
         self.pids = sorted(set(await asyncio.gather(*warm)))
@@ -90,7 +101,7 @@ class AnswerPool:
             await asyncio.to_thread(self._executor.shutdown, True, cancel_futures=True)
             self._executor = None
 
-    async def parse(self, answer: str, report_text: str) -> tuple[ExtractionPayload, list[str]]:
+    async def parse(self, answer: str, report_text: str) -> tuple[PayloadRows, list[str]]:
         future = asyncio.get_running_loop().create_future()
         self._waiting.append((answer, report_text, future))
         if self._busy < self.processes:  # a process is idle: send now; else the batch grows until one is free

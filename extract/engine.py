@@ -8,7 +8,7 @@ Run key: `config_hash` digests the prompt file, the schema version and LLM schem
 quantization) and the sampling parameters. `extraction_key` = sha256(report_id, report sha256, config_hash):
 a report already stored under a key is never sent again, and a report's rows (extraction, tumors, organ
 findings) are written in one transaction, so a killed run loses at most the calls in flight and the results
-finished since the last write began (one write plus the pause after it). Reports sharing a text share one LLM call.
+finished since the last write began (`write_wait_s`, one write and the pause after it). Reports sharing a text share one LLM call.
 
 The run holds `<db>.extract.lock` (one run per store) but releases the DuckDB file between its writes, so
 `rsuper query`, `export` and `ingest` work meanwhile. The next run marks a killed run's row `killed`.
@@ -49,7 +49,7 @@ from extract.progress import format_duration, progress_bar
 from extract.prompting import Prompt
 from schemas.records import SCHEMA_VERSION, ExtractionPayload
 from schemas.vocab import EXTENSION_FILES, VOCABULARY_SHA256
-from schemas.tables import extraction_tables
+from schemas.tables import PayloadRows, extraction_tables, payload_rows
 
 log = logging.getLogger("rsuper.extract")
 
@@ -80,7 +80,9 @@ class EngineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     limit: Optional[int] = Field(None, ge=1, description="extract at most this many pending reports")
-    write_batch: int = Field(1024, ge=1, description="most results per DuckDB transaction")
+    write_batch: int = Field(4096, ge=1, description="most results per DuckDB transaction")
+    write_wait_s: float = Field(1.0, ge=0, description="longest a finished result waits for a fuller batch before "
+                                "its write begins (s): a larger transaction costs DuckDB less per report")
     flush_interval_s: float = Field(0.25, gt=0, description="how often an idle writer looks for results, and the "
                                     "least time the store is left to other processes between two writes (s)")
     lock_wait_s: float = Field(600.0, ge=0, description="how long a write waits while another process has the "
@@ -93,7 +95,7 @@ class EngineConfig(BaseModel):
     outage_s: float = Field(120.0, gt=0, description="stop when no call has been answered for this long while "
                             "calls fail in transport (s); the reports not extracted stay pending")
     answer_processes: Optional[int] = Field(None, ge=0, description="processes that validate answers beside the "
-                                            "event loop (0: in the loop; None: one per two cores, at most 4, when "
+                                            "event loop (0: in the loop; None: one per two cores, 2 to 4, when "
                                             "the backend keeps 32 or more calls in flight)")
 
 
@@ -153,11 +155,16 @@ class Job:
 
 @dataclass
 class Outcome:
-    """What happened to one report text."""
+    """What happened to one report text.
+
+    A usable answer has `payload` when it was validated in this process, else (an answer process) only `rows`,
+    its stored form; `stored_rows()` gives that form either way.
+    """
 
     status: str
     attempts: int
     payload: Optional[ExtractionPayload] = None
+    rows: Optional[PayloadRows] = None
     raw_output: str = ""
     error: Optional[str] = None
     warnings: list[str] = field(default_factory=list)
@@ -165,6 +172,11 @@ class Outcome:
     output_tokens: int = 0
     latency_s: float = 0.0
     calls: int = 0
+
+    def stored_rows(self) -> Optional[PayloadRows]:
+        if self.rows is None and self.payload is not None:
+            self.rows = payload_rows(self.payload)
+        return self.rows
 
 
 def _add(outcome: Outcome, c: Completion) -> None:
@@ -175,8 +187,9 @@ def _add(outcome: Outcome, c: Completion) -> None:
     outcome.raw_output = c.text
 
 
-#: `(answer, report text) -> (payload, warnings)`, raising AnswerError: `parse_answer` elsewhere than in the loop.
-AnswerParser = Callable[[str, str], Awaitable[tuple[ExtractionPayload, list[str]]]]
+#: `(answer, report text) -> (stored rows, warnings)`, raising AnswerError: `parse_answer` and `payload_rows`
+#: elsewhere than in the loop.
+AnswerParser = Callable[[str, str], Awaitable[tuple[PayloadRows, list[str]]]]
 
 
 async def extract_one(backend: Backend, prompt: Prompt, schema: dict[str, Any], sampling: SamplingConfig,
@@ -209,7 +222,7 @@ async def extract_one(backend: Backend, prompt: Prompt, schema: dict[str, Any], 
             if parse is None:
                 outcome.payload, outcome.warnings = parse_answer(c.text, text, prompt.answer_model)
             else:
-                outcome.payload, outcome.warnings = await parse(c.text, text)
+                outcome.rows, outcome.warnings = await parse(c.text, text)
         except AnswerError as exc:
             outcome.error = f"attempt {attempt}: {exc}" if outcome.error is None else f"{outcome.error} | attempt {attempt}: {exc}"
             messages = prompt.repair_messages(text, c.text, str(exc))
@@ -235,16 +248,17 @@ def result_tables(rows: list[tuple[Job, Outcome]], run_id: str, cfg_hash: str) -
     items = []
     for job, out in rows:
         key = extraction_key(job.report_id, job.report_sha256, cfg_hash)
+        stored = out.stored_rows()
         ext.append({
             "extraction_key": key, "run_id": run_id, "report_id": job.report_id,
             "report_version": job.report_version, "report_sha256": job.report_sha256, "config_hash": cfg_hash,
             "status": out.status, "attempts": out.attempts, "error": out.error, "raw_output": out.raw_output,
-            "payload": out.payload.model_dump_json() if out.payload is not None else None,
+            "payload": stored.payload_json if stored is not None else None,
             "prompt_tokens": out.prompt_tokens, "output_tokens": out.output_tokens,
             "latency_s": round(out.latency_s, 4), "created_at": now,
         })
-        if out.payload is not None:
-            items.append((key, job.report_id, out.payload))
+        if stored is not None:
+            items.append((key, job.report_id, stored))
     tumors, findings = extraction_tables(items)
     return pa.Table.from_pylist(ext, schema=EXTRACTIONS_SCHEMA), tumors, findings
 
@@ -252,21 +266,30 @@ def result_tables(rows: list[tuple[Job, Outcome]], run_id: str, cfg_hash: str) -
 class ResultWriter:
     """Writes finished reports to the store from a worker thread, so calls keep flowing during writes.
 
-    One write at a time, each one transaction holding every result finished since the previous write: at low rates
-    (the local backend) each result is written at once; at high rates batches grow by themselves. A result waits
-    at most `interval_s` plus one write before it is stored.
+    One write at a time, each one transaction holding every result finished since the previous write, up to
+    `batch`. A write begins when `batch` results wait or the oldest has waited `wait_s`, and at least `interval_s`
+    after the previous write ended: at high rates batches fill, at low rates (the local backend) each result is
+    written within `wait_s`.
     """
 
-    def __init__(self, store: Any, run_id: str, cfg_hash: str, batch: int, interval_s: float) -> None:
-        self.store, self.run_id, self.cfg_hash, self.batch, self.interval_s = store, run_id, cfg_hash, batch, interval_s
+    def __init__(self, store: Any, run_id: str, cfg_hash: str, batch: int, interval_s: float,
+                 wait_s: float = 0.0) -> None:
+        self.store, self.run_id, self.cfg_hash, self.batch = store, run_id, cfg_hash, batch
+        self.interval_s, self.wait_s = interval_s, wait_s
         self._rows: list[tuple[Job, Outcome]] = []
+        self._oldest_t = 0.0  # time.monotonic() when the oldest buffered result arrived
         self._wake = asyncio.Event()
+        self._full = asyncio.Event()
         self._closing = False
         self.written = 0
 
     def add(self, job: Job, outcome: Outcome) -> None:
+        if not self._rows:
+            self._oldest_t = time.monotonic()
         self._rows.append((job, outcome))
         self._wake.set()
+        if len(self._rows) >= self.batch:
+            self._full.set()
 
     def _write(self, rows: list[tuple[Job, Outcome]]) -> None:
         try:
@@ -285,7 +308,17 @@ class ResultWriter:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.interval_s)
                 continue
+            wait = self._oldest_t + self.wait_s - time.monotonic()
+            if len(self._rows) < self.batch and wait > 0 and not self._closing:
+                self._full.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._full.wait(), wait)
+                continue
             rows, self._rows = self._rows[: self.batch], self._rows[self.batch:]
+            # what is left arrived after the oldest: its time stays a bound, so nothing waits longer than wait_s
+            self._full.clear()
+            if len(self._rows) >= self.batch:
+                self._full.set()
             # Shielded: a cancelled run still finishes the transaction it started.
             await asyncio.shield(asyncio.to_thread(self._write, rows))
             if not self._closing:  # leave the file to other processes for a moment, even when results wait
@@ -294,6 +327,7 @@ class ResultWriter:
     def close(self) -> None:
         self._closing = True
         self._wake.set()
+        self._full.set()
 
     def write_rest(self) -> None:
         """Synchronously write whatever is still buffered (after the writer task stopped)."""
@@ -478,7 +512,7 @@ async def _run(store: Any, backend: Backend, info: BackendInfo, prompt: Prompt, 
         queue.put_nowait(group)
 
     schema = prompt.answer_schema()
-    writer = ResultWriter(store, run_id, cfg_hash, config.write_batch, config.flush_interval_s)
+    writer = ResultWriter(store, run_id, cfg_hash, config.write_batch, config.flush_interval_s, config.write_wait_s)
     bar = progress_bar(len(jobs), config.progress, config.progress_interval_s)
     t0 = time.perf_counter()
 

@@ -108,7 +108,7 @@ def register(app: typer.Typer) -> None:
         answer_processes: Optional[int] = typer.Option(
             None, "--answer-processes", min=0,
             help="direct: processes validating answers beside the HTTP loop (0: none; default: one per two cores, "
-                 "at most 4, with 32 or more requests in flight on 4 or more cores)"),
+                 "2 to 4, with 32 or more requests in flight on 2 or more cores)"),
         max_report_chars: int = typer.Option(
             MAX_REPORT_CHARS, "--max-report-chars", min=100,
             help="longer reports fail without a call (the prompt must fit the model's context)"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import types
 import typing
+from dataclasses import dataclass
 from typing import Any, Iterable, Literal
 
 import pyarrow as pa
@@ -132,41 +133,72 @@ def _attribute_paths(model: type[BaseModel], path: tuple[str, ...] = ()) -> list
 
 
 _TUMOR_PATHS = _attribute_paths(TumorRecord)
-_TUMOR_RECORD_COLUMNS = [f.name for f in _flat_fields(TumorRecord)]
 
 
 def _columns(schema: pa.Schema, columns: dict[str, list[Any]]) -> pa.Table:
     return pa.Table.from_arrays([pa.array(columns[f.name], f.type) for f in schema], schema=schema)
 
 
-def extraction_tables(items: Iterable[tuple[str, str, ExtractionPayload]]) -> tuple[pa.Table, pa.Table]:
-    """`tumors` and `organ_findings` Arrow tables for (extraction_key, report_id, payload) triples.
+_FINDING_VALUE_COLUMNS = ORGAN_FINDINGS_SCHEMA.names[len(_KEY_COLUMNS):]
 
-    Built column by column (the same values `tumor_row` and `organ_summary` give, row for row): a batch of
-    results becomes two tables without a dict per row.
+
+@dataclass(frozen=True)
+class PayloadRows:
+    """What the store keeps of one payload, without its keys: the payload JSON and the values of its `tumors` and
+    `organ_findings` rows (the columns after `extraction_key` and `report_id`, in schema order).
+
+    Plain strings and tuples: cheap to send from the process that validated the answer (`extract.answer_pool`),
+    where it is built, to the one that writes, which only adds the keys.
     """
-    tumors: dict[str, list[Any]] = {f.name: [] for f in TUMORS_SCHEMA}
-    findings: dict[str, list[Any]] = {f.name: [] for f in ORGAN_FINDINGS_SCHEMA}
-    record_columns = [tumors[c] for c in _TUMOR_RECORD_COLUMNS]
-    summary_columns = [(findings[c], c) for c in ORGAN_FINDINGS_SCHEMA.names if c not in ("extraction_key", "report_id")]
-    for key, report_id, payload in items:
-        for t in payload.tumors:
-            tumors["extraction_key"].append(key)
-            tumors["report_id"].append(report_id)
-            for column, path in zip(record_columns, _TUMOR_PATHS):
-                value: Any = t
-                for name in path:
-                    value = getattr(value, name)
-                column.append(_plain(value))
-            tumors["largest_diameter_mm"].append(t.size.largest_mm)
-            tumors["volume_mm3"].append(ellipsoid_volume_mm3(t.size.diameters_mm))
-            tumors["size_known"].append(_size_known(t))
-        rows = organ_summary(payload)
-        findings["extraction_key"].extend([key] * len(rows))
-        findings["report_id"].extend([report_id] * len(rows))
-        for column, name in summary_columns:
-            column.extend([row.get(name) for row in rows])
-    return _columns(TUMORS_SCHEMA, tumors), _columns(ORGAN_FINDINGS_SCHEMA, findings)
+
+    payload_json: str
+    tumors: tuple[tuple[Any, ...], ...]
+    findings: tuple[tuple[Any, ...], ...]
+
+
+def payload_rows(payload: ExtractionPayload) -> PayloadRows:
+    """The stored form of `payload` (the values `tumor_row` and `organ_summary` give, row for row)."""
+    tumors = []
+    for t in payload.tumors:
+        values = []
+        for path in _TUMOR_PATHS:
+            value: Any = t
+            for name in path:
+                value = getattr(value, name)
+            values.append(_plain(value))
+        values += (t.size.largest_mm, ellipsoid_volume_mm3(t.size.diameters_mm), _size_known(t))
+        tumors.append(tuple(values))
+    findings = tuple(tuple(row.get(name) for name in _FINDING_VALUE_COLUMNS) for row in organ_summary(payload))
+    return PayloadRows(payload.model_dump_json(), tuple(tumors), findings)
+
+
+def _keyed_table(schema: pa.Schema, keys: list[str], report_ids: list[str], rows: list[tuple[Any, ...]]) -> pa.Table:
+    n_values = len(schema) - len(_KEY_COLUMNS)
+    columns = list(zip(*rows)) if rows else [()] * n_values
+    arrays = [pa.array(keys, pa.string()), pa.array(report_ids, pa.string())]
+    arrays += [pa.array(column, field.type) for column, field in zip(columns, list(schema)[len(_KEY_COLUMNS):])]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def extraction_tables(items: Iterable[tuple[str, str, ExtractionPayload | PayloadRows]]) -> tuple[pa.Table, pa.Table]:
+    """`tumors` and `organ_findings` Arrow tables for (extraction_key, report_id, payload or its `PayloadRows`)
+    triples, built column by column (no dict per row)."""
+    tumor_keys: list[str] = []
+    tumor_ids: list[str] = []
+    tumor_values: list[tuple[Any, ...]] = []
+    finding_keys: list[str] = []
+    finding_ids: list[str] = []
+    finding_values: list[tuple[Any, ...]] = []
+    for key, report_id, item in items:
+        rows = item if isinstance(item, PayloadRows) else payload_rows(item)
+        tumor_keys += [key] * len(rows.tumors)
+        tumor_ids += [report_id] * len(rows.tumors)
+        tumor_values += rows.tumors
+        finding_keys += [key] * len(rows.findings)
+        finding_ids += [report_id] * len(rows.findings)
+        finding_values += rows.findings
+    return (_keyed_table(TUMORS_SCHEMA, tumor_keys, tumor_ids, tumor_values),
+            _keyed_table(ORGAN_FINDINGS_SCHEMA, finding_keys, finding_ids, finding_values))
 
 
 #: The `audit` table (one row per audited CT, keyed by ct_id), derived from `schemas.audit.CTAudit`.

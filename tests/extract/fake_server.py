@@ -59,8 +59,16 @@ class FakeLLMServer:
     """
 
     def __init__(self, respond: Callable[[int, dict], Action] | None = None,
-                 answers: dict[str, str] | None = None, model: str = "fake-model", port: int = 0) -> None:
+                 answers: dict[str, str] | None = None, model: str = "fake-model", port: int = 0,
+                 fixed_answer: str | None = None) -> None:
         self.respond = respond or (lambda i, body: Action())
+        # Benchmarks: the same answer to every chat request, without reading or keeping the request (the
+        # server's CPU shares the client's cores, and a GPU server's would not).
+        self._fixed_reply = None if fixed_answer is None else json.dumps({
+            "id": "cmpl-fixed", "object": "chat.completion", "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": fixed_answer},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 0, "completion_tokens": len(fixed_answer) // 4}}).encode()
         self.answers = answers or {}
         self.model = model
         self.port = port
@@ -134,6 +142,9 @@ class FakeLLMServer:
         if not (method == "POST" and path.rstrip("/").endswith("/chat/completions")):
             await self._send(writer, 404, b'{"error": "not found"}')
             return True
+        if self._fixed_reply is not None:
+            await self._send(writer, 200, self._fixed_reply)
+            return True
         body = json.loads(raw)
         with self._lock:
             index = len(self.requests)
@@ -171,8 +182,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--answer", default=None, help="answer JSON for every request (default: empty answer)")
     args = parser.parse_args()
-    respond = (lambda i, body: Action(content=args.answer)) if args.answer else None
-    server = FakeLLMServer(respond=respond, port=args.port)
+    server = FakeLLMServer(port=args.port, fixed_answer=args.answer)
     asyncio.run(server.serve(on_ready=lambda port: print(f"PORT {port}", flush=True)))
 
 

@@ -13,6 +13,7 @@ from extract.backends.base import SamplingConfig
 from extract.engine import AnswerError, EngineConfig, parse_answer, run_extraction
 from extract.prompting import load_prompt
 from extract.store import Store
+from schemas.tables import TUMORS_SCHEMA, payload_rows
 from llm_fakes import ANSWERS, KIDNEY_REPORT, LIVER_REPORT, NORMAL_REPORT, TextKeyedBackend, add_reports
 
 PROMPT = load_prompt()
@@ -28,12 +29,12 @@ def _rows(store: Store, table: str) -> list[dict]:
 def test_default_processes_only_for_many_calls_on_spare_cores():
     assert default_processes(1, cpu_count=16) == 0  # the embedded model: one call at a time
     assert default_processes(256, cpu_count=1) == 0
-    assert default_processes(256, cpu_count=2) == 1
+    assert default_processes(256, cpu_count=2) == 2
     assert default_processes(256, cpu_count=8) == 4
     assert default_processes(64, cpu_count=64) == 4
 
 
-def test_pool_gives_what_parse_answer_gives_and_raises_its_errors():
+def test_pool_gives_the_rows_of_parse_answer_and_raises_its_errors():
     async def go():
         async with AnswerPool(1, PROMPT.answer_model) as pool:
             assert len(pool.pids) == 1
@@ -44,12 +45,25 @@ def test_pool_gives_what_parse_answer_gives_and_raises_its_errors():
                 await pool.parse('{"organs": []}', LIVER_REPORT)
         return ok, many
 
-    (payload, warnings), many = asyncio.run(go())
+    (rows, warnings), many = asyncio.run(go())
     direct, direct_warnings = parse_answer(ANSWERS[LIVER_REPORT], LIVER_REPORT, PROMPT.answer_model)
-    assert payload.model_dump_json() == direct.model_dump_json() and warnings == direct_warnings
-    assert payload.tumors[0].size.largest_mm == 22.0
-    kidney = parse_answer(ANSWERS[KIDNEY_REPORT], KIDNEY_REPORT, PROMPT.answer_model)[0].model_dump_json()
-    assert all(not isinstance(m, BaseException) and m[0].model_dump_json() == kidney for m in many)
+    assert rows == payload_rows(direct) and warnings == direct_warnings
+    assert rows.payload_json == direct.model_dump_json()
+    largest_mm = TUMORS_SCHEMA.names.index("largest_diameter_mm") - 2  # the values follow the two key columns
+    assert [t[largest_mm] for t in rows.tumors] == [22.0]
+    kidney = payload_rows(parse_answer(ANSWERS[KIDNEY_REPORT], KIDNEY_REPORT, PROMPT.answer_model)[0])
+    assert all(not isinstance(m, BaseException) and m[0] == kidney for m in many)
+
+
+def test_every_process_of_the_pool_starts_and_takes_batches():
+    async def go():
+        async with AnswerPool(2, PROMPT.answer_model) as pool:
+            pids = list(pool.pids)
+            await asyncio.gather(*(pool.parse(ANSWERS[KIDNEY_REPORT], KIDNEY_REPORT) for _ in range(50)))
+        return pids
+
+    pids = asyncio.run(go())
+    assert len(pids) == 2 and len(set(pids)) == 2
 
 
 def test_pool_needs_a_process():

@@ -211,6 +211,64 @@ def test_overlong_report_fails_without_a_call():
     assert out.error == "report has 500 characters, over the 100 limit (--max-report-chars; then --retry-failed)"
 
 
+# -- the writer ------------------------------------------------------------------------------------------
+
+
+class _RecordingStore:
+    """Stands in for `Store` in the writer: keeps the size and time of each write."""
+
+    def __init__(self) -> None:
+        self.writes: list[tuple[int, float]] = []
+
+    def write_extractions(self, extractions, tumors, findings):
+        import time
+
+        from extract.store.store import WriteStats
+
+        self.writes.append((extractions.num_rows, time.monotonic()))
+        return WriteStats(written=extractions.num_rows, skipped=0)
+
+    def release(self) -> None:
+        pass
+
+
+def _ok_outcome(i: int):
+    from extract.engine import Job, Outcome
+
+    payload, _ = parse_answer(ANSWERS[LIVER_REPORT], LIVER_REPORT, PROMPT.answer_model)
+    return Job(f"r{i:04d}", 1, f"sha{i}", LIVER_REPORT), Outcome("ok", 1, payload=payload)
+
+
+def test_writer_fills_batches_at_high_rates_and_writes_a_lone_result_within_its_wait():
+    import time
+
+    from extract.engine import ResultWriter
+
+    async def go(rate_results: int, pause_s: float, batch: int, wait_s: float) -> tuple[list, float]:
+        store = _RecordingStore()
+        writer = ResultWriter(store, "run", "cfg", batch=batch, interval_s=0.01, wait_s=wait_s)
+        task = asyncio.create_task(writer.run())
+        t0 = time.monotonic()
+        for i in range(rate_results):
+            writer.add(*_ok_outcome(i))
+            await asyncio.sleep(pause_s)
+        while sum(n for n, _ in store.writes) < rate_results:
+            await asyncio.sleep(0.01)
+        writer.close()
+        await task
+        return store.writes, t0
+
+    # 300 results over ~0.3 s, batches of 100, up to 5 s of wait: full batches only, never a partial one
+    writes, _ = asyncio.run(go(300, 0.001, batch=100, wait_s=5.0))
+    assert [n for n, _ in writes] == [100, 100, 100]
+    # one result, nothing else arrives: written after about wait_s, not before and not much later
+    writes, t0 = asyncio.run(go(1, 0.0, batch=100, wait_s=0.3))
+    assert [n for n, _ in writes] == [1] and 0.28 <= writes[0][1] - t0 < 1.0
+    # no wait: written at once, as before
+    writes, t0 = asyncio.run(go(1, 0.0, batch=100, wait_s=0.0))
+    assert writes[0][1] - t0 < 0.2
+
+
 # -- runs against a store --------------------------------------------------------------------------------
 
 

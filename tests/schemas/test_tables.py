@@ -4,7 +4,8 @@ import pyarrow as pa
 
 from schemas.records import ExtractionPayload, TumorRecord
 from schemas.audit import CTAudit
-from schemas.tables import AUDIT_SCHEMA, ORGAN_FINDINGS_SCHEMA, TUMORS_SCHEMA, audit_table, extraction_tables
+from schemas.tables import (AUDIT_SCHEMA, ORGAN_FINDINGS_SCHEMA, TUMORS_SCHEMA, audit_table, extraction_tables,
+                            payload_rows)
 from schemas.vocab import ORGANS
 
 
@@ -61,6 +62,10 @@ def test_batched_tables_hold_the_rows_of_each_payload_in_order():
     assert tumors.to_pylist() == pa.Table.from_pylist(expected_tumors, schema=TUMORS_SCHEMA).to_pylist()
     assert findings.to_pylist() == pa.Table.from_pylist(expected_findings, schema=ORGAN_FINDINGS_SCHEMA).to_pylist()
     assert tumors.num_rows == 3 and findings.num_rows == 3 * len(ORGANS)
+    # the stored form built elsewhere (an answer process) gives the same tables, and the payload's own JSON
+    from_rows = extraction_tables([(k, r, payload_rows(p)) for k, r, p in items])
+    assert from_rows[0].equals(tumors) and from_rows[1].equals(findings)
+    assert [payload_rows(p).payload_json for p in payloads] == [p.model_dump_json() for p in payloads]
     empty_tumors, empty_findings = extraction_tables([])
     assert (empty_tumors.schema, empty_tumors.num_rows) == (TUMORS_SCHEMA, 0)
     assert (empty_findings.schema, empty_findings.num_rows) == (ORGAN_FINDINGS_SCHEMA, 0)
