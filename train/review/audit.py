@@ -8,11 +8,14 @@ Per organ with a lesion channel:
   belong to its largest, or to each when the report says so) are matched one-to-one to predicted lesions by
   :func:`scipy.optimize.linear_sum_assignment` on a cost of size ratio (|log|) plus location and side
   disagreement. Unmatched reported lesions are ``reported_not_found``; a predicted count other than the reported
-  one (or below a lower bound, "at least 3") is ``count_mismatch``, weighed by the lesions it is short or over
-  (each by its size); matched pairs can be a ``size_mismatch``, a
+  one (or below a lower bound, "at least 3") is ``count_mismatch``, weighed by the predicted lesions the report
+  does not list (each by its size; those it lists and the model lacks are weighed as ``reported_not_found``);
+  matched pairs can be a ``size_mismatch``, a
   ``likely_unit_error`` (about ten times off, or larger than the organ), a ``location_mismatch`` (another
   sub-segment or side) or an ``attenuation_mismatch``;
-* equivocal or unmentioned organs are not scored.
+* equivocal or unmentioned organs are not scored;
+* predicted components mostly outside their organ on the organ map (``AuditConfig.min_organ_share``) are left
+  out: a lesion channel firing in air or in another organ says nothing about the report.
 
 Pure functions on :class:`train.review.lesions.PredictedLesion` and :class:`train.data.records.CaseRecords`.
 """
@@ -186,12 +189,11 @@ def organ_findings(organ: str, reported: Sequence[ReportedLesion], predicted: Se
                                f"{organ}{f' ({where})' if where else ''}: reported {size} lesion, none predicted"))
     n_r, n_p = len(reported), len(predicted)
     if n_p != n_r and not (count_is_lower_bound and n_p >= n_r):
-        # Each lesion the counts disagree on weighs by its size (and probability): a 20 mm lesion the report does
-        # not list says more than an unsized one it lists and the model does not see.
+        # Each predicted lesion the report does not list weighs by its size (and probability): a 20 mm one says more
+        # than a speck. Reported lesions the model lacks weigh nothing here: each is a `reported_not_found` already.
         found = {j for _, j in pairs}
-        extra = ([_scale(r.diameter_mm, config) for i, r in enumerate(reported) if i not in matched] if n_r > n_p
-                 else [_scale(p.diameter_mm, config) * (p.max_probability or 1.0)
-                       for j, p in enumerate(predicted) if j not in found])
+        extra = ([] if n_r > n_p else [_scale(p.diameter_mm, config) * (p.max_probability or 1.0)
+                                       for j, p in enumerate(predicted) if j not in found])
         out.append(Finding(AuditReason.COUNT_MISMATCH, organ, w.count_mismatch * sum(extra),
                            f"{organ}: reported {'at least ' if count_is_lower_bound else ''}{n_r} lesion(s), "
                            f"predicted {n_p}"))
@@ -215,6 +217,8 @@ def audit_case(ct_id: str, records: CaseRecords, predicted: Sequence[PredictedLe
         organ_extents_mm: organ -> largest extent (mm) for the implausible-size check.
         predictions: the audited predictions folder, recorded in the row.
     """
+    # Components mostly outside their organ are the model's misfires, not statements about the organ.
+    predicted = [p for p in predicted if p.organ_share is None or p.organ_share >= config.min_organ_share]
     findings: list[Finding] = []
     pairs: Pairs = []
     n_reported = 0

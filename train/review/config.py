@@ -57,6 +57,9 @@ class AuditConfig(_Strict):
         attenuation_contrast_hu: a lesion whose mean HU is this much above (below) its organ's is not hypo-
             (hyper-) attenuating.
         full_weight_mm: lesions at least this large (mm) count with their full weight; smaller ones less.
+        min_organ_share: a predicted component with a smaller share of its voxels on its organ's labels (organ
+            map) is not compared with the report: a lesion channel firing in air or in another organ is the model's
+            error, not a disagreement with the report (0: compare every component).
         weights: the weight of each finding kind.
     """
 
@@ -66,6 +69,7 @@ class AuditConfig(_Strict):
     organ_extent_factor: float = Field(1.2, gt=0)
     attenuation_contrast_hu: float = Field(10.0, ge=0)
     full_weight_mm: float = Field(10.0, gt=0)
+    min_organ_share: float = Field(0.2, ge=0, le=1)
     weights: AuditWeights = Field(default_factory=AuditWeights)
 
 

@@ -40,6 +40,8 @@ class PredictedLesion:
         max_probability: largest lesion probability inside, None when no probabilities were written.
         hu_contrast: mean HU of the lesion minus the mean HU of its organ outside every predicted lesion, None
             without CT or organ map.
+        organ_share: share of its voxels on its own organ's labels (any part or side) of the organ map, None
+            without organ map. Near 0: the channel fired outside its organ (in air, in another organ).
     """
 
     organ: str
@@ -53,6 +55,7 @@ class PredictedLesion:
     side: str | None = None
     max_probability: float | None = None
     hu_contrast: float | None = None
+    organ_share: float | None = None
 
 
 def largest_diameter_mm(indices: np.ndarray, spacing_mm: Sequence[float]) -> float:
@@ -171,6 +174,7 @@ def predicted_lesions(
             organ_boxes = organ_boxes or ndimage.find_objects(organ_map)
             organ_hu = _organ_mean_hu(organ, organ_map, ct_hu, lesion_map, organ_boxes)
         found = []
+        own_values = _organ_values(organ) if organ_map is not None else None
         for index, local_box in enumerate(ndimage.find_objects(labels), start=1):
             if local_box is None or sizes[index] * voxel_mm3 < min_volume_mm3:
                 continue
@@ -178,9 +182,10 @@ def predicted_lesions(
             local = np.argwhere(inside)
             offset = np.array([s.start for s in local_box]) + start
             box = tuple(slice(int(a), int(a) + s.stop - s.start) for a, s in zip(offset, local_box))
-            segment = side = None
+            segment = side = organ_share = None
             if organ_map is not None:
                 under = organ_map[box][inside]
+                organ_share = float(np.isin(under, own_values).mean())
                 segment = _majority(under, frozenset(s for s in _SUBSEGMENT_SET if s.startswith(organ + "_")))
                 sided = _majority(under, None, (f"{organ}_left", f"{organ}_right"))
                 side = sided.rsplit("_", 1)[1] if sided else None
@@ -192,6 +197,7 @@ def predicted_lesions(
                 segment=segment, side=side,
                 max_probability=float(probabilities[..., c][box][inside].max()) if probabilities is not None else None,
                 hu_contrast=float(ct_hu[box][inside].mean()) - organ_hu if organ_hu is not None else None,
+                organ_share=organ_share,
             ))
         out.extend(sorted(found, key=lambda p: -p.volume_mm3))
     return out

@@ -10,10 +10,10 @@ CFG = AuditConfig()
 ORGANS = ["liver", "pancreas", "kidney"]
 
 
-def lesion(organ, d, segment=None, side=None, prob=None, contrast=None):
+def lesion(organ, d, segment=None, side=None, prob=None, contrast=None, share=None):
     return PredictedLesion(organ=organ, value=1, voxels=100, volume_mm3=3.14159 / 6 * d**3, diameter_mm=d,
                            center_voxel=(0.0, 0.0, 0.0), box=((0, 0, 0), (1, 1, 1)), segment=segment, side=side,
-                           max_probability=prob, hu_contrast=contrast)
+                           max_probability=prob, hu_contrast=contrast, organ_share=share)
 
 
 def records(*tumors, free=(), equivocal=()):
@@ -63,17 +63,32 @@ def test_reported_not_found_and_count_mismatch():
     row, findings, pairs = audit_case(
         "c", records(ReportedTumor("pancreas", ("pancreas_head",), None, (25.0,))), [], ORGANS, CFG)
     assert reasons(row) == ["reported_not_found", "count_mismatch"]
-    assert row.score == pytest.approx(1.0 + 0.5)
+    assert row.score == pytest.approx(1.0)  # the count names the missing lesion; only reported_not_found weighs it
+    assert [f.weight for f in findings] == [1.0, 0.0]
     assert pairs[0][1] is None
     assert findings[0].text == "pancreas (pancreas_head): reported 25.0 mm lesion, none predicted"
 
 
+def test_a_component_mostly_outside_its_organ_is_not_compared_with_the_report():
+    normal_liver = records(free=["liver"])
+    row, _, _ = audit_case("c", normal_liver, [lesion("liver", 20.0, share=0.05)], ORGANS, CFG)
+    assert row.score == 0 and row.n_predicted == 0  # the liver channel fired in air: the model's error
+    row, _, _ = audit_case("c", normal_liver, [lesion("liver", 20.0, share=0.6)], ORGANS, CFG)
+    assert reasons(row) == ["lesion_in_normal_organ"] and row.n_predicted == 1
+    row, _, _ = audit_case("c", normal_liver, [lesion("liver", 20.0, share=0.05)], ORGANS,
+                           AuditConfig(min_organ_share=0))
+    assert reasons(row) == ["lesion_in_normal_organ"]  # 0 compares every component
+    found_in_air = [lesion("liver", 21.0, share=0.0)]
+    row, _, _ = audit_case("c", records(ReportedTumor("liver", diameters_mm=(21.0,))), found_in_air, ORGANS, CFG)
+    assert reasons(row) == ["reported_not_found", "count_mismatch"]  # a blob in air is not the reported tumour
+
+
 def test_a_small_unfound_lesion_weighs_less_and_an_unsized_one_least():
     row, _, _ = audit_case("c", records(ReportedTumor("liver", diameters_mm=(5.0,))), [], ORGANS, CFG)
-    assert row.score == pytest.approx(1.0 * 0.5 + 0.5 * 0.5)  # 5 mm of the 10 mm full weight, in both findings
+    assert row.score == pytest.approx(1.0 * 0.5)  # 5 mm of the 10 mm full weight
     row, _, _ = audit_case("c", records(ReportedTumor("liver")), [], ORGANS, CFG)
     assert reasons(row) == ["reported_not_found", "count_mismatch"]
-    assert row.score == pytest.approx(1.0 * 0.25 + 0.5 * 0.25)  # "too small to characterize": a quarter
+    assert row.score == pytest.approx(1.0 * 0.25)  # "too small to characterize": a quarter
 
 
 def test_a_lesion_in_an_organ_called_normal():

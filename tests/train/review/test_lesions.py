@@ -50,13 +50,29 @@ def test_components_per_channel_with_volume_segment_side_probability_and_contras
     assert liver.max_probability == pytest.approx(0.9) and kidney.max_probability == pytest.approx(0.7)
     assert liver.hu_contrast == pytest.approx(-60.0) and kidney.hu_contrast == pytest.approx(0.0)
     assert component_in_box(lesions, liver).sum() == liver.voxels
+    assert liver.organ_share == 1.0 and kidney.organ_share == 1.0
+
+
+def test_organ_share_is_the_part_of_a_component_on_its_own_organ():
+    shape = (40, 20, 20)
+    lesions = np.zeros(shape, np.uint8)
+    lesions[_ball(shape, (10, 10, 10), 3)] = 1  # half in the liver, half in the kidney next to it
+    lesions[_ball(shape, (32, 10, 10), 3)] = 1  # a liver-channel blob in air
+    organs = np.zeros(shape, np.uint8)
+    organs[:10] = CANONICAL_INDEX["liver_segment_6"]
+    organs[10:25] = CANONICAL_INDEX["kidney_right"]
+    found = predicted_lesions(lesions, {1: "liver_lesion"}, (2.0, 2.0, 2.0), organ_map=organs)
+    by_x = sorted(found, key=lambda p: p.center_voxel[0])
+    inside = _ball(shape, (10, 10, 10), 3)[:10].sum() / _ball(shape, (10, 10, 10), 3).sum()
+    assert by_x[0].organ_share == pytest.approx(inside) and 0.3 < inside < 0.5
+    assert by_x[1].organ_share == 0.0
 
 
 def test_without_an_organ_map_lesions_have_no_place():
     lesions = np.zeros((20, 20, 20), np.uint8)
     lesions[_ball(lesions.shape, (10, 10, 10), 3)] = 1
     (p,) = predicted_lesions(lesions, {1: "liver_lesion"}, (1.0, 1.0, 1.0))
-    assert (p.segment, p.side, p.max_probability, p.hu_contrast) == (None, None, None, None)
+    assert (p.segment, p.side, p.max_probability, p.hu_contrast, p.organ_share) == (None, None, None, None, None)
     assert predicted_lesions(lesions, {1: "liver_lesion"}, (1.0, 1.0, 1.0), min_volume_mm3=1e6) == []
 
 
