@@ -310,11 +310,14 @@ class Trainer:
         """Report-loss weight of this step (``optim.report_start_step`` / ``report_ramp_steps``), set on the loss
         module when it carries a :class:`LossConfig` as ``cfg`` (a custom loss without one is left alone)."""
         o = self.config.optim
-        weight = self.config.loss.report_weight * report_weight_factor(self.step, o.report_start_step,
-                                                                       o.report_ramp_steps)
+        factor = report_weight_factor(self.step, o.report_start_step, o.report_ramp_steps)
+        weight = self.config.loss.report_weight * factor
+        # With report_early_channels those channels keep the full weight; the schedule scales the others.
+        update = ({"report_weight": self.config.loss.report_weight, "report_late_factor": factor}
+                  if self.config.loss.report_early_channels else {"report_weight": weight})
         cfg = getattr(self.loss_fn, "cfg", None)
-        if isinstance(cfg, LossConfig) and cfg.report_weight != weight:
-            self.loss_fn.cfg = cfg.model_copy(update={"report_weight": weight})
+        if isinstance(cfg, LossConfig) and any(getattr(cfg, k) != v for k, v in update.items()):
+            self.loss_fn.cfg = cfg.model_copy(update=update)
         return weight
 
     def eval_network(self) -> nn.Module:

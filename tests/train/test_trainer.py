@@ -71,6 +71,20 @@ def test_train_step_applies_the_report_weight_schedule(tmp_path):
     assert cfg.loss.report_weight == 0.5  # the run's config is left as written
 
 
+def test_early_report_channels_keep_the_full_weight_and_the_schedule_moves_the_others(tmp_path):
+    cfg = tiny_config(tmp_path / "run", "loss.report_weight=0.5", "optim.report_start_step=1",
+                      "optim.report_ramp_steps=2", "loss.report_early_channels=[2]")
+    data = SyntheticData(cfg.data)
+    trainer = Trainer(cfg, data, resume=False)
+    batches = data.train_batches(0, 1, 0)
+    seen = []
+    for _ in range(4):
+        trainer.train_step(next(batches))
+        seen.append((trainer.loss_fn.cfg.report_weight, trainer.loss_fn.cfg.report_late_factor))
+    assert seen == [(0.5, 0.0), (0.5, 0.5), (0.5, 1.0), (0.5, 1.0)]
+    assert trainer.loss_fn.cfg.report_factor(2) == 1.0 and trainer.loss_fn.cfg.report_factor(3) == 1.0
+
+
 def test_ema_follows_weights_with_warmup_decay():
     net = torch.nn.Linear(1, 1, bias=False)
     torch.nn.init.zeros_(net.weight)

@@ -37,6 +37,18 @@ class LossConfig(BaseModel):
         "unknown_mask is False (organ pseudo-labels, lesion channels known negative). False: skip those CTs.",
     )
     report_weight: float = Field(0.1, ge=0, description="lambda: weight of all report losses (paper: 0.1).")
+    report_early_channels: list[int] = Field(
+        default_factory=list,
+        description="Lesion channels whose report losses run at full weight from the first step, whatever "
+        "optim.report_start_step and report_ramp_steps say: a lesion type no voxel mask annotates learns only from "
+        "reports, and a masks-first stage never teaches it (docs/science.md, no-mask protocol). Other channels "
+        "follow the schedule.",
+    )
+    report_late_factor: float = Field(
+        1.0, ge=0, le=1,
+        description="Factor of the report losses of the channels not in report_early_channels. Set by the trainer "
+        "at each step from the report schedule when report_early_channels is set (report_weight then stays full).",
+    )
     volume_weight: float = Field(1.0, ge=0, description="Weight of the Volume Loss inside the report losses.")
     ball_bce_weight: float = Field(1.0, ge=0, description="Weight of the Ball Loss BCE term.")
     ball_dice_weight: float = Field(1.0, ge=0, description="Weight of the Ball Loss Dice term.")
@@ -111,6 +123,10 @@ class LossConfig(BaseModel):
         "run each: the make-train demo reaches validation lesion Dice 0.131 with class and 0.011 with crop; in the "
         "science benchmark class made every test CT positive and crop did not (configs/science uses crop).",
     )
+    ball_bce_normalization_early: Literal["class", "crop"] | None = Field(
+        None, description="Ball BCE denominator of the report_early_channels (None: ball_bce_normalization). With no "
+        "voxel example a crop-normalised Ball BCE starves a channel of positives.",
+    )
     ball_guard_fraction: float = Field(
         1.25, ge=1, description="The most confident (fraction * volume) voxels, grown by the ignore band, are "
         "not pushed to zero.",
@@ -162,7 +178,20 @@ class LossConfig(BaseModel):
             raise ValueError("deep_supervision_weights: give at least one weight or None")
         if self.attenuation_hu_window[0] >= self.attenuation_hu_window[1]:
             raise ValueError("attenuation_hu_window: lower bound must be below the upper bound")
+        stray = sorted(set(self.report_early_channels) - set(self.lesion_channels)) if self.lesion_channels else []
+        if stray:
+            raise ValueError(f"report_early_channels {stray} are not lesion channels {self.lesion_channels}")
         return self
+
+    def report_factor(self, channel: int) -> float:
+        """Factor of one lesion channel's report losses at this step (report_early_channels: 1)."""
+        return 1.0 if channel in self.report_early_channels else self.report_late_factor
+
+    def ball_normalization(self, channel: int) -> str:
+        """The Ball BCE denominator of one lesion channel."""
+        if channel in self.report_early_channels and self.ball_bce_normalization_early is not None:
+            return self.ball_bce_normalization_early
+        return self.ball_bce_normalization
 
     def head_weights(self, num_heads: int) -> list[float]:
         """Weights of ``num_heads`` output heads (raises if the configured list has another length)."""

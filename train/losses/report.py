@@ -134,8 +134,9 @@ def report_volume_loss(
     Returns:
         ``(loss, n_entries)``: scalar mean loss (0 when nothing is supervised) and the float count of entries.
     """
-    weights, lower, upper, smooth = [], [], [], []
+    weights, lower, upper, smooth, factor = [], [], [], [], []
     for i, g in enumerate(groups.plans):
+        factor.append(cfg.report_factor(g.channel))
         voxel_mm3 = math.prod(groups.spacing[i])
         if g.state == GroupState.LESIONS:
             lo, hi = volume_bounds_mm3(
@@ -162,6 +163,8 @@ def report_volume_loss(
     losses = volume_band_loss(predicted, as_tensor(lower), as_tensor(upper), as_tensor(smooth))
     present = (groups.masks.flatten(1).sum(1) > 0).to(probabilities.dtype)
     n = present.sum()
+    if any(f != 1.0 for f in factor):
+        losses = losses * as_tensor(factor)
     return (losses * present).sum() / n.clamp_min(1.0), n.detach()
 
 
@@ -278,10 +281,11 @@ def report_ball_losses(
         negative = (region & ~guard_all).float() if exact else torch.zeros_like(positive)
         if not slots and not exact:
             continue
-        crop_voxels = logits[i].numel() if cfg.ball_bce_normalization == "crop" else None
+        crop_voxels = logits[i].numel() if cfg.ball_normalization(g.channel) == "crop" else None
         bce, dice = ball_loss_terms(logits[i][sl], positive, placement.weight[sl], negative, crop_voxels)
-        bce_terms.append(bce)
-        dice_terms.append(dice)
+        f = cfg.report_factor(g.channel)
+        bce_terms.append(bce if f == 1.0 else bce * f)
+        dice_terms.append(dice if f == 1.0 else dice * f)
         if image_hu is None:
             continue
         att_slots = [(j, t) for j, t in enumerate(slots) if t >= 0]
@@ -296,7 +300,8 @@ def report_ball_losses(
         tissue = ((groups.masks[i][sl] >= 0.5) & ~guard_all).float()
         delta = tumor_organ_contrast(probabilities[i][sl], hu, regions, tissue)
         codes_t = torch.tensor([c for _, c in att_slots], dtype=torch.long, device=device)
-        att_terms.append(contrast_penalty(delta, codes_t, cfg.attenuation_margin_hu, cfg.attenuation_scale_hu))
+        att = contrast_penalty(delta, codes_t, cfg.attenuation_margin_hu, cfg.attenuation_scale_hu)
+        att_terms.append(att if f == 1.0 else att * f)
 
     zero = logits.sum() * 0.0
     mean = lambda xs: torch.stack(xs).mean() if xs else zero  # noqa: E731
@@ -368,7 +373,8 @@ class ReportSupervisionLoss(nn.Module):
         # One host read of small tensors: report plan, spacing, mask flags and which channels are (un)known.
         coverage_dev = coverage_codes(unknown_mask.bool()) if cfg.seg_weight > 0 else None
         occupancy_dev = label_occupancy(labels) if cfg.seg_weight > 0 else None
-        plans = plan_groups(targets, cfg.lesion_channels)
+        # A channel whose report losses are off this step (before its start) has no group: nothing is supervised.
+        plans = [g for g in plan_groups(targets, cfg.lesion_channels) if cfg.report_factor(g.channel) > 0]
         spacing_list = [tuple(s) for s in targets.spacing_mm.cpu().tolist()]
         has_mask_list = has_mask.bool().cpu().tolist()
         coverage = coverage_dev.cpu().tolist() if coverage_dev is not None else None

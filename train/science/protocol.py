@@ -84,7 +84,9 @@ class ScienceSettings(BaseModel):
         default_factory=lambda: ["loss.ball_bce_normalization=class", "optim.report_start_step=0"],
         description="`--protocol no_mask`: the report arms' recipe on top of `train_config` (before "
         "`train_overrides`, which win). With no voxel example the crop-normalised Ball BCE starves the held-out "
-        "channel of positives and the mask-first stage leaves it untrained for 900 steps (docs/science.md).")
+        "channel of positives and the mask-first stage leaves it untrained for 900 steps (docs/science.md). "
+        "`{held_out_channel}` stands for the held-out organ's lesion channel, e.g. "
+        "`loss.report_early_channels=[{held_out_channel}]`.")
     no_mask_organs: list[str] = Field(
         default_factory=lambda: ["pancreas", "kidney", "liver"],
         description="`--protocol no_mask`: the organs held out in turn (one benchmark per organ).")
@@ -209,6 +211,10 @@ def arm_config(settings: ScienceSettings, arm: str, seed: int, out_dir: Path):
 
     path = REPO / settings.train_config if not settings.train_config.is_absolute() else settings.train_config
     no_mask = settings.no_mask_report_overrides if settings.no_mask_organ and arm not in MASK_ARMS else []
+    if any("{held_out_channel}" in o for o in no_mask):
+        classes = load_config(path, list(settings.train_overrides)).data.classes
+        channel = classes.index(f"{settings.no_mask_organ}_lesion")
+        no_mask = [o.replace("{held_out_channel}", str(channel)) for o in no_mask]
     overrides = [*no_mask, *settings.train_overrides, f"output_dir={out_dir}", f"seed={seed}",
                  f"data.root={settings.work_dir / 'pool'}", f"data.cache_dir={settings.work_dir / 'cache'}",
                  f"data.records={'store' if arm == 'masks_reports_extracted' else 'truth'}"]
@@ -250,6 +256,9 @@ def settings_fingerprint(settings: ScienceSettings) -> str:
 
 # Loss fields that only act through the report losses: with report_weight 0 they cannot change a run.
 _REPORT_LOSS_PREFIXES = ("ball_", "volume_", "attenuation_", "presence_", "count_prior_", "group_margin_")
+# Fields added after runs were made: left out at their default, so those runs keep their fingerprints.
+_ADDED_AT_DEFAULT = {"loss": {"report_early_channels": [], "report_late_factor": 1.0,
+                              "ball_bce_normalization_early": None}}
 
 
 def run_fingerprint(fingerprint: str, config: Any, mask_ids: set[str] | None = None,
@@ -261,6 +270,10 @@ def run_fingerprint(fingerprint: str, config: Any, mask_ids: set[str] | None = N
     run whose report weight is 0, so changing them does not retrain the mask arms. Code is not covered.
     """
     dump = config.model_dump(mode="json", exclude={"output_dir": True, "data": {"root", "cache_dir"}})
+    for section, fields in _ADDED_AT_DEFAULT.items():
+        for name, default in fields.items():
+            if dump[section].get(name) == default:
+                del dump[section][name]
     if dump["loss"]["report_weight"] == 0:
         dump["loss"] = {k: v for k, v in dump["loss"].items() if not k.startswith(_REPORT_LOSS_PREFIXES)}
         dump["optim"] = {k: v for k, v in dump["optim"].items() if not k.startswith("report_")}

@@ -119,3 +119,31 @@ def test_auxiliary_head_with_a_non_integer_size_ratio():
     heads, loss, parts, _ = _two_head_loss(2, 12)
     assert torch.isfinite(loss) and all(torch.isfinite(h.grad).all() for h in heads)
     assert parts["n_volume"].item() == 2.0 and heads[1].grad[0, 2].abs().sum() > 0
+
+
+def test_early_channels_keep_their_report_losses_while_the_schedule_holds_the_others():
+    torch.manual_seed(2)
+    labels, unknown, has_mask, targets, hu = _batch()  # pancreas tumour on channel 2, lesion-free kidney on 3
+    z = torch.randn(2, 4, S, S, S)
+
+    def parts(**cfg):
+        return ReportSupervisionLoss(LossConfig(lesion_channels=[2, 3], seg_weight=0.0, **cfg))(
+            z, labels, unknown, has_mask, targets, hu)[1]
+
+    full = parts()
+    before_start = parts(report_early_channels=[2], report_late_factor=0.0)
+    # the kidney's lesion-free volume term is off; the pancreas keeps its Ball and Volume Losses at full weight
+    assert before_start["n_volume"].item() == 1.0 and before_start["n_ball_groups"].item() == 1.0
+    assert before_start["ball_bce"].item() == pytest.approx(full["ball_bce"].item())
+    nothing = parts(report_early_channels=[3], report_late_factor=0.0)  # only the lesion-free kidney
+    assert nothing["n_ball_groups"].item() == 0.0 and nothing["n_volume"].item() == 1.0
+    half = parts(report_early_channels=[3], report_late_factor=0.5)  # the pancreas ramping up: half its terms
+    assert half["ball_bce"].item() == pytest.approx(0.5 * full["ball_bce"].item(), rel=1e-5)
+    assert half["ball_dice"].item() == pytest.approx(0.5 * full["ball_dice"].item(), rel=1e-5)
+    assert half["attenuation"].item() == pytest.approx(0.5 * full["attenuation"].item(), rel=1e-5)
+    crop = parts(ball_bce_normalization="crop")
+    early_class = parts(ball_bce_normalization="crop", report_early_channels=[2], ball_bce_normalization_early="class")
+    assert early_class["ball_bce"].item() == pytest.approx(full["ball_bce"].item())
+    assert crop["ball_bce"].item() != pytest.approx(full["ball_bce"].item())
+    with pytest.raises(ValueError, match="not lesion channels"):
+        LossConfig(lesion_channels=[2, 3], report_early_channels=[1])
