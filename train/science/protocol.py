@@ -81,12 +81,13 @@ class ScienceSettings(BaseModel):
         "are left unannotated in the mask CTs (neither tumour nor background), so only reports can teach its "
         "channel; masks_all keeps them. None: every organ keeps its masks.")
     no_mask_report_overrides: list[str] = Field(
-        default_factory=lambda: ["loss.ball_bce_normalization=class", "optim.report_start_step=0"],
+        default_factory=lambda: ["loss.report_early_channels=[{held_out_channel}]",
+                                 "loss.ball_bce_normalization_early=class"],
         description="`--protocol no_mask`: the report arms' recipe on top of `train_config` (before "
-        "`train_overrides`, which win). With no voxel example the crop-normalised Ball BCE starves the held-out "
-        "channel of positives and the mask-first stage leaves it untrained for 900 steps (docs/science.md). "
-        "`{held_out_channel}` stands for the held-out organ's lesion channel, e.g. "
-        "`loss.report_early_channels=[{held_out_channel}]`.")
+        "`train_overrides`, which win); `{held_out_channel}` stands for the held-out organ's lesion channel. "
+        "With no voxel example the crop-normalised Ball BCE starves that channel of positives and the mask-first "
+        "stage leaves it untrained for 900 steps, so it gets class-balanced Ball BCE and its report losses from "
+        "step 0; the channels the masks teach keep the mixed recipe (docs/science.md).")
     no_mask_organs: list[str] = Field(
         default_factory=lambda: ["pancreas", "kidney", "liver"],
         description="`--protocol no_mask`: the organs held out in turn (one benchmark per organ).")

@@ -166,27 +166,22 @@ def test_the_no_mask_recipe_changes_the_report_arms_of_that_protocol_only(make_s
     from train.science.protocol import arm_config
 
     mixed = make_settings()
-    held = mixed.model_copy(update={"no_mask_organ": "liver"})
-    report = arm_config(held, "masks_reports_truth", 0, tmp_path / "r")
-    assert (report.loss.ball_bce_normalization, report.optim.report_start_step) == ("class", 0)
+    for organ in ("liver", "kidney"):
+        held = mixed.model_copy(update={"no_mask_organ": organ})
+        report = arm_config(held, "masks_reports_truth", 0, tmp_path / organ)
+        channel = report.data.classes.index(f"{organ}_lesion")
+        # the held-out channel: class-balanced Ball BCE, report losses from step 0; the others: the mixed recipe
+        assert report.loss.report_early_channels == [channel] and channel in report.loss.lesion_channels
+        assert report.loss.ball_normalization(channel) == "class"
+        assert (report.loss.ball_bce_normalization, report.optim.report_start_step) == ("crop", 900)
     for settings, arm in ((mixed, "masks_reports_truth"), (held, "masks_only"), (held, "masks_all")):
         config = arm_config(settings, arm, 0, tmp_path / arm)
         assert (config.loss.ball_bce_normalization, config.optim.report_start_step) == ("crop", 900)
+        assert config.loss.report_early_channels == []
     own = held.model_copy(update={"train_overrides": ["optim.report_start_step=300"]})
     assert arm_config(own, "masks_reports_truth", 0, tmp_path / "o").optim.report_start_step == 300
-
-
-def test_a_recipe_can_name_the_held_out_channel(make_settings, tmp_path):
-    from train.science.protocol import arm_config
-
-    per_channel = ["loss.report_early_channels=[{held_out_channel}]", "loss.ball_bce_normalization_early=class"]
-    for organ in ("liver", "kidney"):
-        held = make_settings().model_copy(update={"no_mask_organ": organ, "no_mask_report_overrides": per_channel})
-        report = arm_config(held, "masks_reports_truth", 0, tmp_path / organ)
-        channel = report.data.classes.index(f"{organ}_lesion")
-        assert report.loss.report_early_channels == [channel] and channel in report.loss.lesion_channels
-        # the other channels keep the mixed recipe: crop-normalised Ball BCE, reports after the mask-first stage
-        assert (report.loss.ball_bce_normalization, report.optim.report_start_step) == ("crop", 900)
-        assert report.loss.ball_normalization(channel) == "class"
-        masks = arm_config(held, "masks_only", 0, tmp_path / f"{organ}_m")
-        assert masks.loss.report_early_channels == []
+    # the earlier recipe, every channel from step 0 and class balanced, is one setting away
+    every = held.model_copy(update={"no_mask_report_overrides": ["loss.ball_bce_normalization=class",
+                                                                  "optim.report_start_step=0"]})
+    config = arm_config(every, "masks_reports_truth", 0, tmp_path / "e")
+    assert (config.loss.ball_bce_normalization, config.optim.report_start_step) == ("class", 0)
