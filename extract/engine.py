@@ -8,7 +8,8 @@ Run key: `config_hash` digests the prompt file, the schema version and LLM schem
 quantization) and the sampling parameters. `extraction_key` = sha256(report_id, report sha256, config_hash):
 a report already stored under a key is never sent again, and a report's rows (extraction, tumors, organ
 findings) are written in one transaction, so a killed run loses at most the calls in flight and the results
-finished since the last write began (`write_wait_s`, one write and the pause after it). Reports sharing a text share one LLM call.
+finished since the last write began (`write_wait_s`, one write and the pause after it). Reports sharing a text
+share one LLM call.
 
 The run holds `<db>.extract.lock` (one run per store) but releases the DuckDB file between its writes, so
 `rsuper query`, `export` and `ingest` work meanwhile. The next run marks a killed run's row `killed`.

@@ -37,17 +37,21 @@ def active_dir(settings: ScienceSettings, seed: int, base_fp: str) -> Path:
     return settings.work_dir / "active" / f"seed{seed}_{base_fp}_k{settings.al_k}_s{settings.al_steps}"
 
 
-def predict_cases(checkpoint: Path, cases_dir: Path, ct_ids: Sequence[str], out: Path, overlap: float) -> Path:
-    """`rsuper predict` outputs of ``ct_ids`` (folders under ``cases_dir``) into ``out``, skipping finished ones."""
+def predict_cases(checkpoint: Path, cases: Mapping[str, Path], out: Path, overlap: float,
+                  probabilities: bool = False) -> Path:
+    """`rsuper predict` outputs of ``cases`` (output name -> case folder) into ``out``, skipping finished ones;
+    ``probabilities`` as `rsuper predict --probabilities`."""
     import torch
 
     from train.predict import load_network, predict_case
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     net, config = load_network(checkpoint, device)
-    for ct in sorted(ct_ids):
-        if not (out / ct / "summary.json").is_file():
-            predict_case(net, config, cases_dir / ct / "ct.nii.gz", out / ct, overlap=overlap, device=device)
+    for name in sorted(cases):
+        done = out / name / ("probabilities.nii.gz" if probabilities else "summary.json")
+        if not done.is_file():
+            predict_case(net, config, cases[name] / "ct.nii.gz", out / name, overlap=overlap, device=device,
+                         save_probabilities=probabilities)
     return out
 
 
@@ -152,8 +156,8 @@ def run_active_seed(settings: ScienceSettings, seed: int, fingerprint: str) -> d
         return result
 
     # Steps 2-3: audit the base network's pool predictions against the true reports and choose.
-    pool_pred = predict_cases(checkpoint, pool / "cases", report_cts, out / "pool_predictions",
-                              settings.predict_overlap)
+    pool_pred = predict_cases(checkpoint, {ct: pool / "cases" / ct for ct in report_cts},
+                              out / "pool_predictions", settings.predict_overlap)
     rows = audit_scores(pool_pred, lambda ct: truth.get(report_of.get(ct, "")), pool)
     chosen = {s: choose(rows, settings.al_k, s, seed=seed, exclude=mask_ids) for s in STRATEGIES}
 
@@ -185,9 +189,10 @@ def run_active_seed(settings: ScienceSettings, seed: int, fingerprint: str) -> d
 def error_audit(settings: ScienceSettings, seed: int, checkpoint: Path, test_pred: Path, pool_pred: Path,
                 pool_truth: Mapping, pool_report_of: Mapping[str, str], out: Path) -> dict:
     """Precision@k of the audit on the base network's predictions of the pool's report CTs and the test CTs, with
-    errors injected into ``al_error_fraction`` of their true records (keys ``pool/<ct>`` and ``test/<ct>``)."""
-    import shutil
+    errors injected into ``al_error_fraction`` of their true records (keys ``pool-<ct>`` and ``test-<ct>``).
 
+    The CTs are predicted again with lesion probabilities (`rsuper predict --probabilities`), which the audit
+    weighs predicted lesions by; ``test_pred`` and ``pool_pred`` say which CTs were predicted."""
     from train.data.records import records_from_ground_truth
 
     test = settings.work_dir / "test"
@@ -195,24 +200,22 @@ def error_audit(settings: ScienceSettings, seed: int, checkpoint: Path, test_pre
     test_report_of = {c.files.ct_id: c.report_id for c in pool_cases(test)}
     test_cts = sorted(p.parent.name for p in test_pred.glob("*/summary.json"))
     pool_cts = sorted(p.parent.name for p in pool_pred.glob("*/summary.json"))
-    # One prediction folder with both sets (links), so one audit ranks them together.
-    both = out / "error_audit" / "predictions"
-    both.mkdir(parents=True, exist_ok=True)
     records: dict[str, object] = {}
-    for prefix, cts, pred, truth, report_of in (("pool", pool_cts, pool_pred, pool_truth, pool_report_of),
-                                                ("test", test_cts, test_pred, test_truth, test_report_of)):
+    folders: dict[str, Path] = {}
+    for prefix, cts, truth, report_of in (("pool", pool_cts, pool_truth, pool_report_of),
+                                          ("test", test_cts, test_truth, test_report_of)):
         for ct in cts:
             rec = truth.get(report_of.get(ct, ""))
-            if rec is None:
-                continue
-            link = both / f"{prefix}-{ct}"
-            if not link.exists():
-                shutil.copytree(pred / ct, link)
-            records[link.name] = rec
+            if rec is not None:
+                records[f"{prefix}-{ct}"] = rec
+                folders[f"{prefix}-{ct}"] = settings.work_dir / prefix / "cases" / ct
+    # One prediction folder with both sets, so one audit ranks them together.
+    both = predict_cases(checkpoint, folders, out / "error_audit" / "scored", settings.predict_overlap,
+                         probabilities=True)
     plan = inject_errors(records, settings.al_error_fraction, seed)
     bad = corrupt(records, plan, seed)
     cases_root = out / "error_audit" / "cases"
-    cases_root.mkdir(exist_ok=True)
+    cases_root.mkdir(parents=True, exist_ok=True)
     for name in records:  # the audit reads each CT's organ map by its folder name
         prefix, ct = name.split("-", 1)
         link = cases_root / name

@@ -103,6 +103,8 @@ def test_one_round_chooses_the_audit_top_k_and_retrains_with_k_more_mask_cts(mak
     p = r["precision"]
     assert p["cts"] == 6 + 4 and p["k"] == 1 and len(p["injected"]) == 1
     assert list(p["injected"].values())[0] in ERROR_KINDS
+    scored = sorted((settings.work_dir / "active").glob("seed0_*/error_audit/scored/*/probabilities.nii.gz"))
+    assert len(scored) == 6 + 4  # audited with lesion probabilities, which weigh the predicted lesions
     # A second call reuses the round; the report files hold it.
     assert run_active_seed(settings, 0, fp)["random"]["chosen"] == rnd
     out = tmp_path / "active.json"
