@@ -203,6 +203,10 @@ class TrainConfig(_Strict):
                 f"loss.lesion_channels {self.loss.lesion_channels} disagree with the `_lesion` classes of "
                 f"data.classes {self.data.lesion_channels}"
             )
+        stray = sorted(set(self.loss.report_early_channels) - set(self.data.lesion_channels))
+        if stray:
+            raise ValueError(f"loss.report_early_channels {stray} are not `_lesion` classes of data.classes "
+                             f"(channels {self.data.lesion_channels})")
         return self
 
     def fingerprint(self) -> str:

@@ -83,6 +83,8 @@ def test_early_report_channels_keep_the_full_weight_and_the_schedule_moves_the_o
         seen.append((trainer.loss_fn.cfg.report_weight, trainer.loss_fn.cfg.report_late_factor))
     assert seen == [(0.5, 0.0), (0.5, 0.5), (0.5, 1.0), (0.5, 1.0)]
     assert trainer.loss_fn.cfg.report_factor(2) == 1.0 and trainer.loss_fn.cfg.report_factor(3) == 1.0
+    with pytest.raises(ValueError, match="report_early_channels"):
+        tiny_config(tmp_path / "bad", "loss.report_early_channels=[0]")  # channel 0 is the liver, not a lesion
 
 
 def test_ema_follows_weights_with_warmup_decay():
