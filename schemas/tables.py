@@ -110,12 +110,14 @@ def _size_known(tumor: TumorRecord) -> bool:
         tumor.count_exact and tumor.size.refers_to == "each_of_group"))
 
 
+def _derived_values(tumor: TumorRecord) -> tuple[float | None, float | None, bool]:
+    """The `_DERIVED_TUMOR_COLUMNS` of one record, in their order."""
+    return tumor.size.largest_mm, ellipsoid_volume_mm3(tumor.size.diameters_mm), _size_known(tumor)
+
+
 def tumor_row(extraction_key: str, report_id: str, tumor: TumorRecord) -> dict[str, Any]:
-    row = {"extraction_key": extraction_key, "report_id": report_id, **_flatten(tumor)}
-    row["largest_diameter_mm"] = tumor.size.largest_mm
-    row["volume_mm3"] = ellipsoid_volume_mm3(tumor.size.diameters_mm)
-    row["size_known"] = _size_known(tumor)
-    return row
+    derived = dict(zip((f.name for f in _DERIVED_TUMOR_COLUMNS), _derived_values(tumor)))
+    return {"extraction_key": extraction_key, "report_id": report_id, **_flatten(tumor), **derived}
 
 
 def _attribute_paths(model: type[BaseModel], path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -166,7 +168,7 @@ def payload_rows(payload: ExtractionPayload) -> PayloadRows:
             for name in path:
                 value = getattr(value, name)
             values.append(_plain(value))
-        values += (t.size.largest_mm, ellipsoid_volume_mm3(t.size.diameters_mm), _size_known(t))
+        values += _derived_values(t)
         tumors.append(tuple(values))
     findings = tuple(tuple(row.get(name) for name in _FINDING_VALUE_COLUMNS) for row in organ_summary(payload))
     return PayloadRows(payload.model_dump_json(), tuple(tumors), findings)

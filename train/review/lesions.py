@@ -169,12 +169,12 @@ def predicted_lesions(
         if n == 0:
             continue
         sizes = np.bincount(labels.ravel(), minlength=n + 1)
+        own_values = _organ_values(organ) if organ_map is not None else None
         organ_hu = None
         if organ_map is not None and ct_hu is not None and (sizes[1:] * voxel_mm3 >= min_volume_mm3).any():
             organ_boxes = organ_boxes or ndimage.find_objects(organ_map)
-            organ_hu = _organ_mean_hu(organ, organ_map, ct_hu, lesion_map, organ_boxes)
+            organ_hu = _organ_mean_hu(own_values, organ_map, ct_hu, lesion_map, organ_boxes)
         found = []
-        own_values = _organ_values(organ) if organ_map is not None else None
         for index, local_box in enumerate(ndimage.find_objects(labels), start=1):
             if local_box is None or sizes[index] * voxel_mm3 < min_volume_mm3:
                 continue
@@ -214,11 +214,11 @@ def _bounding_slices(mask: np.ndarray) -> tuple[slice, ...] | None:
     return tuple(out)
 
 
-def _organ_mean_hu(organ: str, organ_map: np.ndarray, ct_hu: np.ndarray, lesion_map: np.ndarray,
+def _organ_mean_hu(values: Sequence[int], organ_map: np.ndarray, ct_hu: np.ndarray, lesion_map: np.ndarray,
                    boxes: Sequence) -> float | None:
-    """Mean HU of an organ (all its parts) outside every predicted lesion, None when it has no such voxel; only
-    the box of the organ is scanned (``boxes``: :func:`scipy.ndimage.find_objects` of the organ map)."""
-    values = _organ_values(organ)
+    """Mean HU of an organ (its label ``values``, :func:`_organ_values`) outside every predicted lesion, None when it
+    has no such voxel; only the box of the organ is scanned (``boxes``: :func:`scipy.ndimage.find_objects` of the
+    organ map)."""
     parts = [boxes[v - 1] for v in values if 0 < v <= len(boxes) and boxes[v - 1] is not None]
     if not parts:
         return None
