@@ -1,11 +1,13 @@
-"""The counts development sets (`data/gold/counts_dev_gold.jsonl`, `counts_dev2_gold.jsonl`) load like any gold file
-and stay apart from the other sets.
+"""The counts development sets (`data/gold/counts_dev_gold.jsonl`, `counts_dev2_gold.jsonl`, `counts_dev3_gold.jsonl`)
+load like any gold file and stay apart from the other sets.
 
 Each holds 30 long chest and abdomen CT reports, written without reading the conversion rules' code, to develop
 lesion counts on: nodule lists in every layout, lymph node stations, lower bounds, counts added up across sentences,
 the same lesion in findings and impression; the second in other styles (British phrasing, terse templates, dictated
-run-on paragraphs, RECIST follow-ups). Rules may be tuned on them; the long-form set stays the measure. These checks
-keep the files well formed, long and disjoint; they never look at extraction output.
+run-on paragraphs, RECIST follow-ups); the third with lesions described one by one in running prose ("another", "a
+second", one in another lobe), nodes named after the organ beside them and sizes written only in the impression.
+Rules may be tuned on them; the long-form set stays the measure. These checks keep the files well formed, long and
+disjoint; they never look at extraction output.
 """
 
 import re
@@ -14,10 +16,10 @@ import pytest
 from test_longform_gold import count_sentences
 
 from extract import evaluation as ev
-from gold_checks import (COUNTS_DEV2_GOLD, COUNTS_DEV_GOLD, DEV_GOLD, HELDOUT_GOLD, LONGFORM_GOLD,
+from gold_checks import (COUNTS_DEV2_GOLD, COUNTS_DEV3_GOLD, COUNTS_DEV_GOLD, DEV_GOLD, HELDOUT_GOLD, LONGFORM_GOLD,
                          assert_no_text_shared, is_normal)
 
-SETS = {"counts": COUNTS_DEV_GOLD, "counts2": COUNTS_DEV2_GOLD}
+SETS = {"counts": COUNTS_DEV_GOLD, "counts2": COUNTS_DEV2_GOLD, "counts3": COUNTS_DEV3_GOLD}
 
 
 @pytest.fixture(scope="module", params=sorted(SETS))
