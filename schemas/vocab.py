@@ -158,7 +158,7 @@ ORGAN_LESION_WORDS: dict[Organ, tuple[str, ...]] = {Organ(k): e.lesion_words for
                                                      if e.lesion_words}
 #: Cues that negate what follows them up to the end of the clause ("no focal lesion", "without a mass").
 NEGATION_CUES: tuple[str, ...] = ("no", "not", "without", "negative for", "free of", "absence of", "absent",
-                                  "no evidence of", "nor", "neither")
+                                  "no evidence of", "nor", "neither", "none")
 #: Cues after which a lesion word is history, not a current finding ("history of", "known colon cancer").
 NOT_CURRENT_CUES: tuple[str, ...] = ("history of", "resolution of", "evaluate for", "evaluation for", "rule out",
                                      "to exclude", "known", "from")

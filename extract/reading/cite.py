@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from extract.reading.lesion_words import kind_in_text, lesion_word_in_text, stated_count
-from extract.reading.measurements import current_measurements, is_largest_follow_up, names_place
+from extract.reading.measurements import current_measurements, is_largest_follow_up, is_size_follow_up, names_place
 from extract.reading.negation import lesion_assertion, negated_blanked
 from extract.reading.organ_states import clears_organ
 from extract.reading.organs import named_organs
@@ -42,13 +42,13 @@ def _sentence(report: str, spans: tuple[Sentence, ...], n: int) -> str:
 
 
 def _adds_to_group(organ: Organ, report: str, spans: tuple[Sentence, ...], n: int) -> bool:
-    """Whether sentence `n` goes on about the group of lesions before it, in the same section: it sizes "the
-    largest" of it, or sizes a member of a list without a lesion word of its own ("Right upper lobe, 5 mm
-    (series 3, image 41).")."""
+    """Whether sentence `n` goes on about the lesions before it, in the same section: it sizes "the largest" of
+    them or what was just described ("It now measures 21 mm"), or sizes a member of a list without a lesion word
+    of its own ("Right upper lobe, 5 mm (series 3, image 41).")."""
     if n < 2 or spans[n - 1].header != spans[n - 2].header:
         return False
     words = _sentence(report, spans, n)
-    if is_largest_follow_up(words):
+    if is_largest_follow_up(words) or is_size_follow_up(words):
         return True
     # a list member: short, a size and a place of the organ, and no word of its own saying what it is
     return (len(words.split()) <= _LIST_MEMBER_WORDS and bool(current_measurements(words))

@@ -12,6 +12,7 @@ from extract.reading.locations import side_in_text, subsegments_in_text
 from extract.reading.measurements import (
     current_measurements,
     is_largest_follow_up,
+    is_size_follow_up,
     names_place,
     split_by_measurement,
 )
@@ -45,6 +46,11 @@ def _repeats_findings(record: dict, earlier: list[dict]) -> bool:
 
 _REST_OF_GROUP = re.compile(r"\b(?:the|all)\s+(?:remaining|other|rest of the)\b|\bthe others\b", re.IGNORECASE)
 _ADDITIVE = re.compile(r"\b(?:in addition|additional(?:ly)?|further|besides)\b", re.IGNORECASE)
+#: "Another nodule ...", "a second, 4 mm nodule ...": one more lesion than those already described.
+_ANOTHER = re.compile(r"\b(?:another|an?\s+(?:second|third|fourth|additional|further|separate|distinct)|one more)\b",
+                      re.IGNORECASE)
+#: "... lies in the same lobe": the place of the sentence before.
+_SAME_PLACE = re.compile(r"\b(?:the same|that)\s+(?:lobe|segment|kidney|gland|organ|side|region)\b", re.IGNORECASE)
 _QUANTIFIER = re.compile(r"\b(?:several|multiple|numerous|innumerable|too numerous|a few|additional|scattered|"
                          r"many|various|countless)\b", re.IGNORECASE)
 _HEADER_LEAD = re.compile(r"^[A-Za-z][A-Za-z /&,()'-]{0,40}:\s+")  # "Liver: ", "Right upper lobe, apical segment: "
@@ -212,7 +218,7 @@ def _lesion_sentences(report_text: str, report_key: str):
     previous_text = ""
     sentences: list[tuple[str, str]] = []
     for header, sentence in report_sentences(report_text):
-        if sentences and is_largest_follow_up(sentence):
+        if sentences and (is_largest_follow_up(sentence) or is_size_follow_up(sentence)):
             sentences[-1] = (sentences[-1][0], f"{sentences[-1][1]}. {sentence}")
         else:
             sentences.append((header, sentence))
@@ -223,6 +229,8 @@ def _lesion_sentences(report_text: str, report_key: str):
         organs = named_organs(negated_blanked(sentence))
         if not organs and previous and match_key(f"{previous_text}; {sentence}") in report_key:
             organs = previous
+        if not organs and len(previous) == 1 and (_ANOTHER.search(sentence) or _SAME_PLACE.search(sentence)):
+            organs = previous  # "An additional new nodule of 4 mm lies in the same lobe": the organ just named
         organs = organs or named_organs(header)
         if not organs and sentence.rstrip().endswith(":"):
             organs = previous  # "Liver: Cirrhotic. Three observations are seen:" opens a list of the organ before
@@ -249,8 +257,14 @@ def _missed_lesions(report_text: str, report_key: str, tumors: list[dict]) -> li
         side = (side_in_text(sentence) or side_in_text(header)) if organ in PAIRED_ORGANS else None
         known = [t for t in [*tumors, *added] if t["organ"] == organ.value]
         sizes = [m.diameters_mm for m in current_measurements(sentence)]
-        covered = any(side is None or t["laterality"] in (side, "bilateral", None) or side == "bilateral"
-                      for t in known)
+        same_side = [t for t in known
+                     if side is None or t["laterality"] in (side, "bilateral", None) or side == "bilateral"]
+        places = {s.value for s in subsegments_in_text(organ, sentence)}
+        # One more lesion: "another nodule", or a lesion in a sub-segment none of the side's sized or placed
+        # records lies in ("a nodule in the right middle lobe" after one in the right lower lobe).
+        elsewhere = bool(places) and bool(same_side) and all(t["segments"] and not places & set(t["segments"])
+                                                             for t in same_side)
+        covered = bool(same_side) and not _ANOTHER.search(negated_blanked(sentence)) and not elsewhere
         blanked = negated_blanked(sentence)
         group = group_word_in_text(blanked)
         known_group = any(t["count"] > 1 or not t["count_exact"] for t in known)
@@ -282,6 +296,51 @@ def _missed_lesions(report_text: str, report_key: str, tumors: list[dict]) -> li
             part["id"] = len(tumors) + len(added) + 1
             added.append(part)
     return added
+
+
+def _sizes_from_impression(tumors: list[dict], report_text: str, warnings: list[str]) -> None:
+    """An impression sentence about one organ that sizes lesions the findings left unsized ("Two new nodules in
+    the right lung, 8 mm in the right lower lobe and 5 mm in the right middle lobe") gives them their sizes: each
+    size goes to the unsized findings record of the same side and sub-segment, or, when the sentence writes one
+    size and the organ (side) holds one unsized record, to that record."""
+    text = unicodedata.normalize("NFKC", report_text)
+    for sentence in sentence_spans(text):
+        if not in_impression(report_text, sentence.start):
+            continue
+        words = text[sentence.start:sentence.end]
+        organs = named_organs(negated_blanked(words))
+        found = current_measurements(words)
+        if len(organs) != 1 or not found:
+            continue
+        organ = next(iter(organs))
+        unsized = [t for t in tumors if t["organ"] == organ.value and t["size"]["status"] != "measured"
+                   and t.get(SPAN_KEY) and not in_impression(report_text, t[SPAN_KEY][0])
+                   and (t["count"] == 1 and t["count_exact"] or is_largest_follow_up(words) or "largest" in words)]
+        if not unsized:
+            continue
+        side = side_in_text(words) if organ in PAIRED_ORGANS else None
+        probe = {"organ": organ.value, "laterality": side, "segments": [], "count": 2, "count_exact": False,
+                 "size": {"status": "not_reported"}, "attenuation": "unknown", "composition": "unknown"}
+        members = split_by_measurement(probe, words) if len(found) >= 2 else [
+            {**probe, "segments": [x.value for x in subsegments_in_text(organ, words)],
+             "size": {"status": "measured", "diameters_mm": list(found[0].diameters_mm),
+                      "reported_text": found[0].text}}]
+        sizes_known = {max(t["size"]["diameters_mm"]) for t in tumors
+                       if t["organ"] == organ.value and t["size"].get("diameters_mm")}
+        for member in members:
+            if member["size"]["status"] != "measured" or max(member["size"]["diameters_mm"]) in sizes_known:
+                continue  # a size the findings already give is that lesion's, not the unsized one's
+            same_side = [t for t in unsized if member["laterality"] in (None, "bilateral")
+                         or t["laterality"] in (None, member["laterality"])]
+            placed = [t for t in same_side if member["segments"] and set(member["segments"]) & set(t["segments"])]
+            target = placed[0] if len(placed) == 1 else (
+                same_side[0] if len(found) == 1 and len(same_side) == 1 and not placed else None)
+            if target is None:
+                continue
+            group = target["count"] > 1 or not target["count_exact"]
+            target["size"] = {**member["size"], "refers_to": "largest_of_group" if group else "lesion"}
+            unsized.remove(target)
+            warnings.append(f"lesion {target['id']} ({organ.value}): sized by the impression")
 
 
 def _keep_lesion(record: dict, ctx: QuoteContext, report_text: str, tumors: list[dict], seen: set[tuple],
@@ -362,6 +421,7 @@ def to_payload(answer: LLMAnswer | CitedAnswer | dict | str, report_text: str,
         warnings.append(f"lesion {record['id']} ({record['organ']}): made from a report sentence the answer left out")
         tumors.append(record)
     tumors = _absorb_list_intros(tumors, report_text, warnings)
+    _sizes_from_impression(tumors, report_text, warnings)
     for number, record in enumerate(tumors, 1):
         record["id"] = number
         record.pop(SPAN_KEY, None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from extract.reading.organs import named_organs
 from extract.reading.patterns import words_pattern
 from schemas.vocab import (
     ATTENUATION_WORDS,
@@ -32,8 +33,19 @@ def lesion_word_in_text(organ: Organ, text: str) -> bool:
 
 
 def group_word_in_text(text: str) -> bool:
-    """Whether `text` speaks of more than one lesion ("multiple", "two", plural lesion nouns)."""
-    return bool(_GROUP_PATTERN.search(text))
+    """Whether `text` speaks of more than one lesion ("multiple", "two", plural lesion nouns); a leading label
+    that only names the organs of its section ("Lymph nodes: An enlarged left hilar node ...") does not."""
+    return bool(_GROUP_PATTERN.search(_ORGAN_LABEL.sub(_blank_organ_label, text, count=1)))
+
+
+_ORGAN_LABEL = re.compile(r"^\s*([A-Za-z][A-Za-z /&,()'-]{0,40}):\s")
+
+
+def _blank_organ_label(m: re.Match[str]) -> str:
+    label = m.group(1)
+    quantified = re.search(r"\b(?:multiple|several|numerous|innumerable|scattered|few|bilateral|both|two|three|four|"
+                           r"five|six|seven|eight|nine|ten)\b", label, re.IGNORECASE)
+    return " " * len(m.group(0)) if named_organs(label) and not quantified else m.group(0)
 
 
 _NUMBER_WORDS = {"two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10,

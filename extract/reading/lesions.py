@@ -85,6 +85,8 @@ def drop_reason(organ: Organ, header: str, sentence: str, quote: str = "") -> st
     named = sentence_organs(header, sentence)
     if named and organ not in named:
         return f"its sentence is about {sorted(o.value for o in named)}"
+    if organ is not Organ.LYMPH_NODE and named_organs(negated_blanked(sentence)) == {Organ.LYMPH_NODE}:
+        return "its sentence is about a lymph node"  # "Breasts and axillae: ... a 2.4 cm axillary lymph node"
     return None
 
 

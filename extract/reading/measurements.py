@@ -30,15 +30,21 @@ _PART_OF_LESION = re.compile(r"^\s*(?:\w+\s+){0,2}?(?:components?|rim|wall|septa
                              re.IGNORECASE)
 
 
+# "with a solid component of 6 mm": the size of a lesion's part, written after the part.
+_PART_BEFORE = re.compile(r"\b(?:components?|rim|wall|septations?|calcifications?)\s+(?:of|measuring|measures)\s+"
+                          r"(?:about\s+|approximately\s+)?$", re.IGNORECASE)
 _ON_EARLIER_STUDY = re.compile(r"^\s*(?:on|at|in)\s+the\s+(?:earlier|prior|previous|preceding|last|older)\b",
                                re.IGNORECASE)
 
 
 def current_measurements(text: str) -> list:
     """Measurements in `text` of lesions now: not prior sizes (no "previously"/"prior"/... just before them, no
-    "on the earlier study" after them) and not the size of a lesion's part ("with a 3 mm solid component")."""
+    "on the earlier study" after them) and not the size of a lesion's part ("with a 3 mm solid component", "a
+    solid component of 3 mm")."""
     return [m for m in find_measurements(text) if not _PRIOR_WORDS.search(text[max(0, m.start - 25): m.start])
-            and not _PART_OF_LESION.match(text[m.end: m.end + 40]) and not _ON_EARLIER_STUDY.match(text[m.end:])]
+            and not _PART_OF_LESION.match(text[m.end: m.end + 40])
+            and not _PART_BEFORE.search(text[max(0, m.start - 40): m.start])
+            and not _ON_EARLIER_STUDY.match(text[m.end:])]
 
 
 _LARGEST = re.compile(r"\b(?:(?:the\s+)?(?:largest|dominant|biggest)|up to)\b", re.IGNORECASE)
@@ -46,9 +52,19 @@ _LARGEST = re.compile(r"\b(?:(?:the\s+)?(?:largest|dominant|biggest)|up to)\b", 
 _LARGEST_FOLLOW_UP = re.compile(r"^(?:the\s+)?(?:largest|dominant|biggest)\b", re.IGNORECASE)
 
 
+# "It now measures 21 mm": the size of what the sentence before described.
+_IT_MEASURES = re.compile(r"^(?:it|this(?:\s+(?:lesion|nodule|mass|one))?)\s+(?:now\s+|currently\s+)?"
+                          r"(?:measures|measured|spans)\b", re.IGNORECASE)
+
+
 def is_largest_follow_up(sentence: str) -> bool:
     """Whether `sentence` only sizes the largest member of the group before it."""
     return bool(_LARGEST_FOLLOW_UP.match(sentence))
+
+
+def is_size_follow_up(sentence: str) -> bool:
+    """Whether `sentence` only sizes what the sentence before described ("It now measures 21 mm")."""
+    return bool(_IT_MEASURES.match(sentence))
 
 
 def names_place(organ: Organ, text: str) -> bool:

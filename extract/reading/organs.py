@@ -59,6 +59,18 @@ def _cased(scan: re.Pattern[str]) -> re.Pattern[str]:
     return cased
 
 
+# The word before a node places the node ("left gastric node", "renal hilar nodes", "peripancreatic lymph
+# nodes"): it names no organ of its own.
+_NODE_STATION = re.compile(r"\b[A-Za-z-]+(?=(?:\s+(?:hilar|ligament|chain|station))?\s+(?:lymph\s+)?nod(?:es?|al)\b)",
+                           re.IGNORECASE)
+
+
+def _stations_blanked(text: str) -> str:
+    if "nod" not in text and "NOD" not in text and "Nod" not in text:
+        return text
+    return _NODE_STATION.sub(lambda m: " " * len(m.group(0)), text)
+
+
 def scan_organs(text: str, scan: re.Pattern[str], groups: dict[str, Organ],
                 separate: dict[Organ, re.Pattern[str]]) -> set[Organ]:
     if text.isascii():
@@ -75,14 +87,15 @@ def scan_organs(text: str, scan: re.Pattern[str], groups: dict[str, Organ],
 def organ_named_in_text(organ: Organ, text: str) -> bool:
     """Whether `text` names `organ`, by name ("renal") or by a location only it has ("lower pole")."""
     implied = _IMPLIED_PATTERNS.get(organ)
+    text = _stations_blanked(text)
     return bool(_ORGAN_PATTERNS[organ].search(text) or (implied is not None and implied.search(text)))
 
 
 def named_organs(text: str) -> set[Organ]:
     """Every organ `text` names, by name or implied location."""
-    return scan_organs(text, _NAMED_SCAN, _NAMED_GROUPS, _NAMED_SEPARATE)
+    return scan_organs(_stations_blanked(text), _NAMED_SCAN, _NAMED_GROUPS, _NAMED_SEPARATE)
 
 
 def organs_named_by_word(text: str) -> set[Organ]:
     """Every organ `text` names by one of its `ORGAN_WORDS` (implied locations do not count)."""
-    return scan_organs(text, _NAME_SCAN, _NAME_GROUPS, _NAME_SEPARATE)
+    return scan_organs(_stations_blanked(text), _NAME_SCAN, _NAME_GROUPS, _NAME_SEPARATE)

@@ -449,3 +449,79 @@ def test_a_generic_number_takes_specific_members_but_cysts_are_not_a_mass():
     rows, _ = summary(EMPTY, report)
     assert rows["adrenal_gland"]["lesion_count"] == 2
     assert rows["kidney"]["lesion_count"] == 3
+
+
+def test_another_lesion_or_one_in_another_lobe_adds_to_the_count_in_prose():
+    report = ("FINDINGS:\nA new solid nodule sits in the anterior segment of the right upper lobe (series 4, image 60)."
+              " "
+              "Another nodule, smaller, is seen in the right middle lobe. In the left lower lobe there is a 6 mm "
+              "nodule (series 4, image 140). An additional 3 mm nodule lies close to it in the same lobe.\n"
+              "IMPRESSION:\nFour pulmonary nodules, two of them new.")
+    rows, _ = summary(EMPTY, report)
+    assert (rows["lung"]["lesion_count"], rows["lung"]["count_is_lower_bound"]) == (4, False)
+    assert rows["lung"]["largest_diameter_mm"] == 6.0
+
+
+def test_a_second_mention_of_the_same_lobe_is_the_same_nodule():
+    report = ("FINDINGS:\nThe right lower lobe holds a 9 mm spiculated nodule (series 3, image 120). The nodule in the "
+              "right lower lobe abuts the major fissure.")
+    rows, _ = summary(EMPTY, report)
+    assert rows["lung"]["lesion_count"] == 1
+
+
+def test_a_section_label_naming_nodes_does_not_make_one_node_a_group():
+    report = ("FINDINGS:\nLymph nodes: An enlarged subcarinal node measures 16 mm in short axis. A right hilar node "
+              "is also enlarged, at 12 mm. None of the paratracheal nodes is enlarged.")
+    rows, _ = summary(EMPTY, report)
+    node = rows["lymph_node"]
+    assert (node["lesion_count"], node["count_is_lower_bound"], node["largest_diameter_mm"]) == (2, False, 16.0)
+
+
+def test_a_node_named_after_its_organ_is_a_node_and_an_axillary_node_is_no_breast_lesion():
+    report = ("FINDINGS:\nLymph nodes: A 10 mm periesophageal node with a necrotic centre is suspicious. An enlarged "
+              "left gastric node measures 14 mm in short axis.\n"
+              "Breasts and axillae: A 2.1 cm irregular mass in the left breast. In the left axilla, a 1.9 cm lymph "
+              "node with a thickened cortex is suspicious for a metastasis.")
+    misread = {"organs": [], "lesions": [  # a small model's answer: the nodes given to the organs they lie by
+        lesion(organ="breast", side="left", quote="In the left axilla, a 1.9 cm lymph node with a thickened cortex"),
+        lesion(organ="stomach", quote="An enlarged left gastric node measures 14 mm in short axis")]}
+    rows, _ = summary(misread, report)
+    assert (rows["lymph_node"]["lesion_count"], rows["lymph_node"]["largest_diameter_mm"]) == (3, 19.0)
+    assert (rows["breast"]["lesion_count"], rows["breast"]["largest_diameter_mm"]) == (1, 21.0)
+    assert rows.get("stomach", {}).get("state", "not_mentioned") != "lesion"
+
+
+def test_none_of_the_nodes_enlarged_is_a_negative_and_a_conglomerate_nodal_mass_is_a_node():
+    report = ("FINDINGS:\nMediastinum: A conglomerate nodal mass of 6.2 cm fills the anterior mediastinum. None of the "
+              "hilar lymph nodes is enlarged.")
+    rows, _ = summary(EMPTY, report)
+    assert (rows["lymph_node"]["lesion_count"], rows["lymph_node"]["largest_diameter_mm"]) == (1, 62.0)
+    rows, _ = summary(EMPTY, "FINDINGS:\nNone of the mediastinal or hilar lymph nodes is enlarged.")
+    assert rows["lymph_node"]["state"] != "lesion"
+
+
+def test_it_measures_sizes_the_lesion_before_and_a_component_size_is_not_the_lesions():
+    report = ("FINDINGS:\nLungs: Innumerable nodules fill both lungs. The largest is in the left upper lobe. It now "
+              "measures 18 mm (series 4, image 40), up from 12 mm.\n"
+              "Right lower lobe: a part-solid nodule now measures 16 mm overall, with a solid component of 7 mm.")
+    rows, _ = summary(EMPTY, report)
+    lung = rows["lung"]
+    assert (lung["largest_diameter_mm"], lung["largest_location"]) == (18.0, "left_upper_lobe")
+    from extract.reading.measurements import current_measurements
+
+    assert [m.text for m in current_measurements("a nodule of 16 mm with a solid component of 7 mm")] == ["16 mm"]
+
+
+def test_the_impression_sizes_the_nodules_the_findings_left_unsized_and_no_sized_one_twice():
+    report = ("FINDINGS:\nThere is a new nodule in the lateral basal segment of the right lower lobe. Another new "
+              "nodule is seen in the right middle lobe.\nIMPRESSION:\n1. Two new nodules in the right lung, measuring "
+              "9 mm in the right lower lobe and 4 mm in the right middle lobe.")
+    rows, warnings = summary(EMPTY, report)
+    lung = rows["lung"]
+    assert (lung["lesion_count"], lung["largest_diameter_mm"], lung["largest_location"]) == (2, 9.0, "right_lower_lobe")
+    assert sum("sized by the impression" in w for w in warnings) == 2
+    report = ("FINDINGS:\nLungs: At least four nodules. The largest is in the left lower lobe, 1.2 cm (series 3, image "
+              "90).\nIMPRESSION:\n1. At least four pulmonary nodules; the largest, in the left lower lobe, measures "
+              "1.2 cm.")
+    rows, _ = summary(EMPTY, report)
+    assert (rows["lung"]["largest_location"], rows["lung"]["largest_diameter_mm"]) == ("left_lower_lobe", 12.0)

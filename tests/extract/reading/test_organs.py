@@ -32,3 +32,11 @@ def test_organ_scan_searches_separately_for_words_another_organ_could_hide():
     assert scan_organs("a lymph node", scan, groups, separate) == {Organ.LYMPH_NODE, Organ.BONE}
     assert scan_organs("Liver", scan, groups, separate) == {Organ.LIVER, Organ.SPLEEN}
     assert scan_organs("lymphoma", scan, groups, separate) == set()
+
+
+def test_the_word_before_a_node_places_the_node_and_names_no_organ():
+    assert named_organs("An enlarged left gastric node, 14 mm") == {Organ.LYMPH_NODE}
+    assert named_organs("splenic hilar lymph nodes") == {Organ.LYMPH_NODE}
+    assert named_organs("Peripancreatic nodes beside a pancreatic head mass") == {Organ.PANCREAS, Organ.LYMPH_NODE}
+    assert organ_named_in_text(Organ.KIDNEY, "renal hilar node") is False
+    assert named_organs("A 5 mm nodule in the right upper lobe") == {Organ.LUNG}  # a nodule is no node
