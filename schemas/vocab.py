@@ -170,7 +170,8 @@ POST_NEGATION_CUES: tuple[str, ...] = (
     "resolved", "has resolved", "have resolved", "no longer seen", "no longer visualized", "no longer identified",
     "no longer evident", "no longer present", "not seen", "not identified", "not visualized", "not present",
     "has been resected", "have been resected", "removed", "is absent", "are absent", "screening",
-    "has been replaced by", "have been replaced by",
+    "has been replaced by", "have been replaced by", "no longer visible", "no longer demonstrated",
+    "no longer apparent", "no longer appreciated", "has disappeared", "have disappeared",
 )
 #: Wording that doubts whether a lesion exists at all (certainty `possible`, organ `equivocal`).
 PRESENCE_HEDGES: tuple[str, ...] = (

@@ -84,10 +84,12 @@ def _cited_units(organ: Organ, numbers: list[int], spans: tuple[Sentence, ...], 
             units[-1][1] = max(units[-1][1], n)  # the same group, or the next member of its list
         else:
             units.append([first, n])
-    for unit in units:  # the clauses after a semicolon go on about the finding unless they name another organ
-        while (unit[1] < len(spans) and report[spans[unit[1] - 1].end:spans[unit[1] - 1].end + 1] == ";"
-               and spans[unit[1]].header == spans[unit[1] - 1].header
-               and named_organs(_sentence(report, spans, unit[1] + 1)) <= {organ}):
+    for unit in units:  # the clauses after a semicolon go on about the finding unless they name another organ,
+        # and so does a sentence that sizes it or its largest ("The largest, in segment 6, measures 8 mm.")
+        while (unit[1] < len(spans) and spans[unit[1]].header == spans[unit[1] - 1].header
+               and named_organs(following := _sentence(report, spans, unit[1] + 1)) <= {organ}
+               and (report[spans[unit[1] - 1].end:spans[unit[1] - 1].end + 1] == ";"
+                    or is_largest_follow_up(following) or is_size_follow_up(following))):
             unit[1] += 1
     # Units that overlap now (a semicolon clause reaching the next cited sentence) merge in `cited_as_quoted`,
     # with every other description of the organ.

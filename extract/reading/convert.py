@@ -49,14 +49,18 @@ _ADDITIVE = re.compile(r"\b(?:in addition|additional(?:ly)?|further|besides)\b",
 #: "Another nodule ...", "a second, 4 mm nodule ...": one more lesion than those already described.
 _ANOTHER = re.compile(r"\b(?:another|an?\s+(?:second|third|fourth|additional|further|separate|distinct)|one more)\b",
                       re.IGNORECASE)
+_NEW = re.compile(r"\bnew(?:ly)?\b", re.IGNORECASE)
+_DEFINITE = re.compile(r"^(?:the|this|that)\b", re.IGNORECASE)
+#: "Immediately posterior to it lie two satellite nodules": words about what the sentence before described.
+_REFERS_BACK = re.compile(r"\b(?:it|its|them|these|those|their|satellites?|the same)\b", re.IGNORECASE)
 #: "... lies in the same lobe": the place of the sentence before.
 _SAME_PLACE = re.compile(r"\b(?:the same|that)\s+(?:lobe|segment|kidney|gland|organ|side|region)\b", re.IGNORECASE)
 _QUANTIFIER = re.compile(r"\b(?:several|multiple|numerous|innumerable|too numerous|a few|additional|scattered|"
                          r"many|various|countless)\b", re.IGNORECASE)
 _HEADER_LEAD = re.compile(r"^[A-Za-z][A-Za-z /&,()'-]{0,40}:\s+")  # "Liver: ", "Right upper lobe, apical segment: "
 _INCLUDING = re.compile(r"\b(?:including|such as|for example|e\.g\.|among (?:them|which))\b", re.IGNORECASE)
-_LARGEST_MEMBERS = re.compile(r"^(?:the\s+)?(?:(?:two|three|four|five|\d)\s+)?(?:largest|dominant|biggest)\b",
-                              re.IGNORECASE)  # "The largest measures ...", "The three largest are ..."
+_LARGEST_MEMBERS = re.compile(r"^(?:the\s+)?(?:two|three|four|five|\d)\s+(?:largest|dominant|biggest)\b",
+                              re.IGNORECASE)  # "The three largest are ..." (not "The largest measures ...")
 _EXAMPLES = re.compile(r"^(?:the\s+)?(?:index|target|representative|reference|measurable|dominant)\s+"
                        r"(?:lesions?|nodules?|metastases|masses|observations)\b", re.IGNORECASE)
 _LIST_ITEM = re.compile(r"\s*(?:[-*\u2022]|\d{1,2}[.)])\s")
@@ -84,9 +88,11 @@ def _list_member(intro: dict, line: str, span: tuple[int, int]) -> dict:
 
 
 _GENERIC_KINDS = (LesionType.LESION_UNSPECIFIED, LesionType.NODULE)
-#: "The liver metastases are hypodense": a sentence about lesions already recorded, not a new group.
-_BACK_REFERENCE = re.compile(r"^(?:the|these|those|both|all|all of the)\s+(?:[a-z-]+\s+){0,2}?(?:lesions|metastases|"
-                             r"nodules|masses|cysts|tumou?rs|foci|deposits|observations)\b", re.IGNORECASE)
+#: "The liver metastases are hypodense", "The mass is exophytic", "This is consistent with a cyst": a sentence about
+#: lesions already recorded, not a new one.
+_BACK_REFERENCE = re.compile(r"^(?:(?:the|these|those|both|all|all of the)\s+(?:[a-z-]+\s+){0,2}?(?:lesions?|metastas[ie]s|"
+                             r"nodules?|mass(?:es)?|cysts?|tumou?rs?|foci|focus|deposits?|observations?)|this|it|they)\b",
+                             re.IGNORECASE)
 
 
 def _absorb_described_members(intro: dict, i: int, spans: tuple, text: str, report_text: str, kept: list[dict],
@@ -96,7 +102,13 @@ def _absorb_described_members(intro: dict, i: int, spans: tuple, text: str, repo
     later records of the same kind and side in the same section are its members, when they do not outnumber it;
     the number keeps only what they leave. Other kinds ("Two cysts in the left kidney. A 3 cm solid mass ...") are
     other lesions."""
-    if not intro["count_exact"] or intro["size"]["status"] == "measured":
+    if intro["size"]["status"] == "measured":
+        return
+    # A bare plural ("Both adrenal glands contain nodules.") is resolved by the lesions described after it; "several",
+    # "multiple" or "at least five" say there are more than those described.
+    bare_plural = not intro["count_exact"] and not _QUANTIFIER.search(" ".join(intro["evidence"])) and stated_count(
+        negated_blanked(" ".join(intro["evidence"]))) is None
+    if not intro["count_exact"] and not bare_plural:
         return
     end = i + 1
     while end < len(spans) and spans[end].header == spans[i].header and not in_impression(report_text,
@@ -117,9 +129,14 @@ def _absorb_described_members(intro: dict, i: int, spans: tuple, text: str, repo
                and (intro_kind in _GENERIC_KINDS or kind(t) == intro_kind)
                and (intro["laterality"] in (None, "bilateral") or t["laterality"] in (None, intro["laterality"]))]
     described = sum(t["count"] for t in members)
-    if not members or described > intro["count"] or not all(t["count_exact"] for t in members):
+    if not members or not all(t["count_exact"] for t in members) or (
+            described > intro["count"] if intro["count_exact"] else described < intro["count"]):
         return
-    rest = intro["count"] - described
+    rest = intro["count"] - described if intro["count_exact"] else 0
+    if intro["laterality"] in ("left", "right"):  # "The left adrenal gland contains two nodules. The medial limb ..."
+        for t in members:
+            if t["laterality"] is None:
+                kept[kept.index(t)] = {**t, "laterality": intro["laterality"]}
     if rest > 0:
         kept[kept.index(intro)] = {**intro, "count": rest}
     else:
@@ -213,16 +230,20 @@ def _absorb_list_intros(tumors: list[dict], report_text: str, warnings: list[str
 def _lesion_sentences(report_text: str, report_key: str):
     """(header, text, organ) for every findings sentence, or clause, about exactly one organ: a sentence naming
     several organs is read clause by clause ("1.3 cm splenic lesion and 9 mm left adrenal nodule"); one naming
-    none takes the organ of the sentence it continues after a semicolon, else its section header's."""
+    none takes the organ of the sentence it continues after a semicolon, else its section header's, else, when it
+    refers back, that of the sentence before it in the same paragraph ("Interspersed among them are two new solid
+    lesions")."""
     previous: set[Organ] = set()
     previous_text = ""
-    sentences: list[tuple[str, str]] = []
-    for header, sentence in report_sentences(report_text):
+    spans = sentence_spans(report_text)
+    sentences: list[tuple[str, str, bool]] = []  # header, words, whether it goes on with the line before
+    for k, span in enumerate(spans):
+        sentence = report_text[span.start:span.end]
         if sentences and (is_largest_follow_up(sentence) or is_size_follow_up(sentence)):
-            sentences[-1] = (sentences[-1][0], f"{sentences[-1][1]}. {sentence}")
+            sentences[-1] = (sentences[-1][0], f"{sentences[-1][1]}. {sentence}", sentences[-1][2])
         else:
-            sentences.append((header, sentence))
-    for header, sentence in sentences:
+            sentences.append((span.header, sentence, k > 0 and "\n" not in report_text[spans[k - 1].end:span.start]))
+    for header, sentence, same_paragraph in sentences:
         if is_not_findings_header(header):
             previous, previous_text = set(), sentence
             continue
@@ -234,6 +255,8 @@ def _lesion_sentences(report_text: str, report_key: str):
         organs = organs or named_organs(header)
         if not organs and sentence.rstrip().endswith(":"):
             organs = previous  # "Liver: Cirrhotic. Three observations are seen:" opens a list of the organ before
+        if not organs and len(previous) == 1 and same_paragraph and _REFERS_BACK.search(sentence):
+            organs = previous
         previous, previous_text = organs, sentence
         if len(organs) == 1:
             yield header, sentence, next(iter(organs))
@@ -257,22 +280,24 @@ def _missed_lesions(report_text: str, report_key: str, tumors: list[dict]) -> li
         side = (side_in_text(sentence) or side_in_text(header)) if organ in PAIRED_ORGANS else None
         known = [t for t in [*tumors, *added] if t["organ"] == organ.value]
         sizes = [m.diameters_mm for m in current_measurements(sentence)]
+        blanked = negated_blanked(sentence)
         same_side = [t for t in known
                      if side is None or t["laterality"] in (side, "bilateral", None) or side == "bilateral"]
-        places = {s.value for s in subsegments_in_text(organ, sentence)}
-        # One more lesion: "another nodule", or a lesion in a sub-segment none of the side's sized or placed
-        # records lies in ("a nodule in the right middle lobe" after one in the right lower lobe).
-        elsewhere = bool(places) and bool(same_side) and all(t["segments"] and not places & set(t["segments"])
-                                                             for t in same_side)
+        places = {s.value for s in subsegments_in_text(organ, blanked)}
+        # One more lesion: "another nodule", or a lesion in a sub-segment none of the side's placed records lies
+        # in ("a nodule in the right middle lobe" after one in the right lower lobe; "the mass ..." is known).
+        elsewhere = (bool(places) and bool(same_side) and not _DEFINITE.match(_HEADER_LEAD.sub("", sentence, count=1))
+                     and all(t["segments"] and not places & set(t["segments"]) for t in same_side))
         covered = bool(same_side) and not _ANOTHER.search(negated_blanked(sentence)) and not elsewhere
-        blanked = negated_blanked(sentence)
         group = group_word_in_text(blanked)
         known_group = any(t["count"] > 1 or not t["count_exact"] for t in known)
         if known_group and _REST_OF_GROUP.search(sentence):
             continue  # "the remaining nodules are 3 mm or smaller": members of the group already counted
         # A group the records lack ("at least five additional nodules" beside a sized mass) is news too; "the
         # adnexal masses" speaks of lesions already recorded, so it takes a number or a quantifier.
-        new_group = group and (not known_group or bool(_ADDITIVE.search(sentence))) and (
+        # "two new solid lesions" beside known cysts: a stated number of new lesions is news as well
+        added_to = bool(_ADDITIVE.search(sentence)) or (stated_count(blanked) is not None and bool(_NEW.search(blanked)))
+        new_group = group and (not known_group or added_to) and (
             stated_count(blanked) is not None or bool(_QUANTIFIER.search(sentence))
             or sentence.rstrip().endswith(":"))  # "Nodules elsewhere:" opens a list
         if covered and not new_group and (
@@ -296,6 +321,23 @@ def _missed_lesions(report_text: str, report_key: str, tumors: list[dict]) -> li
             part["id"] = len(tumors) + len(added) + 1
             added.append(part)
     return added
+
+
+def _without_back_references(tumors: list[dict], warnings: list[str]) -> list[dict]:
+    """Unsized records whose words speak of lesions recorded from other words ("The liver metastases are
+    hypodense", "This is consistent with a hyperdense cyst") are dropped when the organ holds such a record."""
+    def back_reference(t: dict) -> bool:
+        return t["size"]["status"] != "measured" and bool(t["evidence"]) and bool(
+            _BACK_REFERENCE.match(_HEADER_LEAD.sub("", t["evidence"][0], count=1)))
+
+    described = {t["organ"] for t in tumors if not back_reference(t)}
+    kept = []
+    for t in tumors:
+        if back_reference(t) and t["organ"] in described:
+            warnings.append(f"lesion {t['id']} ({t['organ']}): speaks of lesions already recorded; dropped")
+        else:
+            kept.append(t)
+    return kept
 
 
 def _sizes_from_impression(tumors: list[dict], report_text: str, warnings: list[str]) -> None:
@@ -358,10 +400,6 @@ def _keep_lesion(record: dict, ctx: QuoteContext, report_text: str, tumors: list
     if first_part and span_key in spans and not spans[span_key]:
         warnings.append(f"lesion {record['id']}: same quote as an earlier single lesion; dropped")
         return
-    if (record["size"]["status"] != "measured" and _BACK_REFERENCE.match(_HEADER_LEAD.sub("", ctx.text, count=1))
-            and any(t["organ"] == record["organ"] for t in tumors)):
-        warnings.append(f"lesion {record['id']}: speaks of lesions already recorded; dropped")
-        return
     # The impression repeats findings: an entry there on an organ (side) the findings already hold is the
     # same lesion unless it carries a size no earlier record has.
     if in_impression(report_text, ctx.span[0]) and _repeats_findings(record, tumors):
@@ -420,6 +458,7 @@ def to_payload(answer: LLMAnswer | CitedAnswer | dict | str, report_text: str,
     for record in _missed_lesions(report_text, report_key, tumors):
         warnings.append(f"lesion {record['id']} ({record['organ']}): made from a report sentence the answer left out")
         tumors.append(record)
+    tumors = _without_back_references(tumors, warnings)
     tumors = _absorb_list_intros(tumors, report_text, warnings)
     _sizes_from_impression(tumors, report_text, warnings)
     for number, record in enumerate(tumors, 1):

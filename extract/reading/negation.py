@@ -23,6 +23,9 @@ _NOT_CURRENT = re.compile(
     + r"|metastatic(?=(?:\s+[\w-]+){0,2}?\s+(?:cancer|carcinoma)\b))\b",
     re.IGNORECASE)
 _PRESENCE_HEDGE = words_pattern(PRESENCE_HEDGES)
+# "Another, 8 mm, lies in segment 3": a lesion whose word is left out after "another" or "a second".
+_ELLIPTIC_LESION = re.compile(r"^(?:another|a\s+(?:second|third|fourth))\s*,?\s+(?:[\w-]+\s+){0,2}?\d+(?:\.\d+)?\s*(?:mm|cm)\b",
+                              re.IGNORECASE)
 _NEGATION_END = re.compile(r"[;.]|\b(?:but|however|except|other than|whereas)\b", re.IGNORECASE)
 
 
@@ -45,12 +48,13 @@ def negated_blanked(text: str) -> str:
 @functools.lru_cache(maxsize=4096)
 def lesion_assertion(organ: Organ, sentence: str) -> str:
     """How a sentence speaks of a lesion of `organ`: `definite` (an unnegated lesion word in a clause without
-    doubt), `possible` (lesion words only in clauses that doubt it: "a neoplasm cannot be excluded") or `none`
-    (no lesion word outside negations: "no focal lesion", "the lesion has resolved", "kidneys: normal")."""
+    doubt, or "Another, 8 mm, ..."), `possible` (lesion words only in clauses that doubt it: "a neoplasm cannot be
+    excluded") or `none` (no lesion word outside negations: "no focal lesion", "the lesion has resolved",
+    "kidneys: normal")."""
     blanked = negated_blanked(sentence)
     asserted = [(a, b) for a, b in clauses(sentence) if lesion_word_in_text(organ, blanked[a:b])]
     if not asserted:
-        return "none"
+        return "definite" if _ELLIPTIC_LESION.match(blanked) else "none"
     if all(_PRESENCE_HEDGE.search(sentence[a:b]) for a, b in asserted):
         return "possible"
     return "definite"

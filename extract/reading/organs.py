@@ -59,14 +59,15 @@ def _cased(scan: re.Pattern[str]) -> re.Pattern[str]:
     return cased
 
 
-# The word before a node places the node ("left gastric node", "renal hilar nodes", "peripancreatic lymph
-# nodes"): it names no organ of its own.
-_NODE_STATION = re.compile(r"\b[A-Za-z-]+(?=(?:\s+(?:hilar|ligament|chain|station))?\s+(?:lymph\s+)?nod(?:es?|al)\b)",
-                           re.IGNORECASE)
+# The word before a node or a vessel places it ("left gastric node", "renal hilar nodes", "peripancreatic lymph
+# nodes", "at the level of the left renal vein"): it names no organ of its own.
+_NODE_STATION = re.compile(r"\b[A-Za-z-]+(?=(?:\s+(?:hilar|ligament|chain|station))?\s+(?:(?:lymph\s+)?nod(?:es?|al)|"
+                           r"veins?|arter(?:y|ies)|vessels?)\b)", re.IGNORECASE)
+_NODE_OR_VESSEL = re.compile(r"nod|vein|arter|vessel", re.IGNORECASE)
 
 
 def _stations_blanked(text: str) -> str:
-    if "nod" not in text and "NOD" not in text and "Nod" not in text:
+    if not _NODE_OR_VESSEL.search(text):
         return text
     return _NODE_STATION.sub(lambda m: " " * len(m.group(0)), text)
 

@@ -525,3 +525,46 @@ def test_the_impression_sizes_the_nodules_the_findings_left_unsized_and_no_sized
               "1.2 cm.")
     rows, _ = summary(EMPTY, report)
     assert (rows["lung"]["largest_location"], rows["lung"]["largest_diameter_mm"]) == ("left_lower_lobe", 12.0)
+
+
+def test_lesions_described_one_by_one_after_the_organ_or_it_are_counted():
+    report = ("FINDINGS:\nThe liver is cirrhotic. In segment 7 there is a 4.1 cm arterially enhancing observation. "
+              "Just anterior to it lie two smaller satellite nodules, measuring 8 mm and 10 mm. A 1.8 cm "
+              "hypoattenuating lesion has appeared in segment 2. Another, 6 mm, lies in segment 3. The 9 mm lesion in "
+              "segment 5 seen before is no longer visible.")
+    rows, _ = summary(EMPTY, report)
+    liver = rows["liver"]
+    assert (liver["lesion_count"], liver["count_is_lower_bound"], liver["largest_diameter_mm"]) == (5, False, 41.0)
+
+
+def test_a_bare_plural_is_resolved_by_the_lesions_described_after_it_but_several_is_not():
+    report = ("FINDINGS:\nAdrenal glands: Both adrenal glands contain nodules. The left adrenal nodule measures 2.0 cm. "
+              "On the right, a 9 mm nodule measures 2 HU.")
+    rows, _ = summary(EMPTY, report)
+    adrenal = rows["adrenal_gland"]
+    assert (adrenal["lesion_count"], adrenal["count_is_lower_bound"], adrenal["sides"]) == (2, False, ["left", "right"])
+    report = ("FINDINGS:\nLiver: Several small enhancing foci are seen in the right lobe. The largest, in segment 6, "
+              "measures 7 mm.")
+    rows, _ = summary(EMPTY, report)
+    liver = rows["liver"]
+    assert (liver["lesion_count"], liver["count_is_lower_bound"], liver["largest_location"]) == (2, True, "segment_6")
+
+
+def test_a_sentence_about_the_lesion_just_described_adds_none():
+    report = ("FINDINGS:\nKidneys: A 3.2 cm solid mass arises from the lower pole of the left kidney. The mass is "
+              "exophytic and does not reach the renal sinus. This is consistent with a renal cell carcinoma.")
+    answer = {"organs": [], "lesions": [
+        lesion(organ="kidney", side="left", quote="This is consistent with a renal cell carcinoma")]}
+    rows, _ = summary(answer, report)
+    assert rows["kidney"]["lesion_count"] == 1
+
+
+def test_new_lesions_beside_a_known_group_and_a_node_mass_by_a_vessel_are_counted():
+    report = ("FINDINGS:\nAbdomen: Numerous simple hepatic cysts are again seen, the largest in segment 7 measuring "
+              "3.1 cm. Among them are two new solid lesions with rim enhancement. One measures 1.9 cm and lies in "
+              "segment 5; the other, in segment 2, measures 1.2 cm.\n"
+              "Retroperitoneum: A conglomerate nodal mass at the level of the left renal vein measures 6.5 x 5.0 cm.")
+    rows, _ = summary(EMPTY, report)
+    assert (rows["liver"]["lesion_count"], rows["liver"]["count_is_lower_bound"]) == (4, True)
+    assert (rows["lymph_node"]["lesion_count"], rows["lymph_node"]["largest_diameter_mm"]) == (1, 65.0)
+    assert rows.get("kidney", {}).get("state", "not_mentioned") != "lesion"

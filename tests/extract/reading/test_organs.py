@@ -40,3 +40,8 @@ def test_the_word_before_a_node_places_the_node_and_names_no_organ():
     assert named_organs("Peripancreatic nodes beside a pancreatic head mass") == {Organ.PANCREAS, Organ.LYMPH_NODE}
     assert organ_named_in_text(Organ.KIDNEY, "renal hilar node") is False
     assert named_organs("A 5 mm nodule in the right upper lobe") == {Organ.LUNG}  # a nodule is no node
+
+
+def test_the_word_before_a_vessel_names_no_organ():
+    assert named_organs("A nodal mass at the level of the left renal vein") == {Organ.LYMPH_NODE}
+    assert named_organs("The splenic vein is patent") == set()
