@@ -20,7 +20,7 @@ from extract.reading.negation import lesion_assertion, negated_blanked
 from extract.reading.organ_states import organ_statuses
 from extract.reading.organs import named_organs
 from extract.reading.quotes import QuoteContext, in_impression
-from extract.reading.sentences import is_not_findings_header, report_sentences, sentence_spans
+from extract.reading.sentences import is_not_findings_header, sentence_spans
 from schemas.llm import CitedAnswer, LLMAnswer, LLMLesion, parse_llm_answer
 from schemas.records import ExtractionPayload, match_key
 from schemas.vocab import PAIRED_ORGANS, LesionType, Organ
@@ -90,8 +90,8 @@ def _list_member(intro: dict, line: str, span: tuple[int, int]) -> dict:
 _GENERIC_KINDS = (LesionType.LESION_UNSPECIFIED, LesionType.NODULE)
 #: "The liver metastases are hypodense", "The mass is exophytic", "This is consistent with a cyst": a sentence about
 #: lesions already recorded, not a new one.
-_BACK_REFERENCE = re.compile(r"^(?:(?:the|these|those|both|all|all of the)\s+(?:[a-z-]+\s+){0,2}?(?:lesions?|metastas[ie]s|"
-                             r"nodules?|mass(?:es)?|cysts?|tumou?rs?|foci|focus|deposits?|observations?)|this|it|they)\b",
+_BACK_REFERENCE = re.compile(r"^(?:(?:the|these|those|both|all|all of the)\s+(?:[a-z-]+\s+){0,2}?"
+                             r"(?:lesions?|metastas[ie]s|nodules?|mass(?:es)?|cysts?|tumou?rs?|foci|focus|deposits?|observations?)|this|it|they)\b",
                              re.IGNORECASE)
 
 
@@ -296,7 +296,8 @@ def _missed_lesions(report_text: str, report_key: str, tumors: list[dict]) -> li
         # A group the records lack ("at least five additional nodules" beside a sized mass) is news too; "the
         # adnexal masses" speaks of lesions already recorded, so it takes a number or a quantifier.
         # "two new solid lesions" beside known cysts: a stated number of new lesions is news as well
-        added_to = bool(_ADDITIVE.search(sentence)) or (stated_count(blanked) is not None and bool(_NEW.search(blanked)))
+        added_to = bool(_ADDITIVE.search(sentence)) or (stated_count(blanked) is not None
+                                                        and bool(_NEW.search(blanked)))
         new_group = group and (not known_group or added_to) and (
             stated_count(blanked) is not None or bool(_QUANTIFIER.search(sentence))
             or sentence.rstrip().endswith(":"))  # "Nodules elsewhere:" opens a list

@@ -24,8 +24,8 @@ _NOT_CURRENT = re.compile(
     re.IGNORECASE)
 _PRESENCE_HEDGE = words_pattern(PRESENCE_HEDGES)
 # "Another, 8 mm, lies in segment 3": a lesion whose word is left out after "another" or "a second".
-_ELLIPTIC_LESION = re.compile(r"^(?:another|a\s+(?:second|third|fourth))\s*,?\s+(?:[\w-]+\s+){0,2}?\d+(?:\.\d+)?\s*(?:mm|cm)\b",
-                              re.IGNORECASE)
+_ELLIPTIC_LESION = re.compile(r"^(?:another|a\s+(?:second|third|fourth))\s*,?\s+(?:[\w-]+\s+){0,2}?"
+                              r"\d+(?:\.\d+)?\s*(?:mm|cm)\b", re.IGNORECASE)
 _NEGATION_END = re.compile(r"[;.]|\b(?:but|however|except|other than|whereas)\b", re.IGNORECASE)
 
 

@@ -538,7 +538,8 @@ def test_lesions_described_one_by_one_after_the_organ_or_it_are_counted():
 
 
 def test_a_bare_plural_is_resolved_by_the_lesions_described_after_it_but_several_is_not():
-    report = ("FINDINGS:\nAdrenal glands: Both adrenal glands contain nodules. The left adrenal nodule measures 2.0 cm. "
+    report = ("FINDINGS:\nAdrenal glands: Both adrenal glands contain nodules. The left adrenal nodule measures 2.0 cm."
+              " "
               "On the right, a 9 mm nodule measures 2 HU.")
     rows, _ = summary(EMPTY, report)
     adrenal = rows["adrenal_gland"]
