@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 from extract.reading.patterns import trie, trie_safe, words_pattern
@@ -61,15 +62,28 @@ def _cased(scan: re.Pattern[str]) -> re.Pattern[str]:
 
 # The word before a node or a vessel places it ("left gastric node", "renal hilar nodes", "peripancreatic lymph
 # nodes", "at the level of the left renal vein"): it names no organ of its own.
-_NODE_STATION = re.compile(r"\b[A-Za-z-]+(?=(?:\s+(?:hilar|ligament|chain|station))?\s+(?:(?:lymph\s+)?nod(?:es?|al)|"
-                           r"veins?|arter(?:y|ies)|vessels?)\b)", re.IGNORECASE)
-_NODE_OR_VESSEL = re.compile(r"nod|vein|arter|vessel", re.IGNORECASE)
+_NODE_OR_VESSEL = re.compile(r"\b(?:nod(?:es?|al)|veins?|arter(?:y|ies)|vessels?)\b", re.IGNORECASE)
+_BETWEEN = ("lymph", "hilar", "ligament", "chain", "station")  # "splenic hilar lymph nodes"
 
 
 def _stations_blanked(text: str) -> str:
-    if not _NODE_OR_VESSEL.search(text):
+    lower = text.lower()
+    if "nod" not in lower and "vein" not in lower and "arter" not in lower and "vessel" not in lower:
         return text
-    return _NODE_STATION.sub(lambda m: " " * len(m.group(0)), text)
+    chars = None
+    for m in _NODE_OR_VESSEL.finditer(text):
+        end = m.start()
+        while True:  # back over the words that may stand between the placing word and the noun
+            stop = len(lower[:end].rstrip())
+            begin = max(lower.rfind(" ", 0, stop), lower.rfind("\n", 0, stop)) + 1
+            if lower[begin:stop] not in _BETWEEN or begin == 0:
+                break
+            end = begin
+        word = text[begin:stop]
+        if word and all(c.isalpha() or c == "-" for c in word):
+            chars = chars or list(text)
+            chars[begin:stop] = " " * (stop - begin)
+    return text if chars is None else "".join(chars)
 
 
 def scan_organs(text: str, scan: re.Pattern[str], groups: dict[str, Organ],
@@ -92,11 +106,21 @@ def organ_named_in_text(organ: Organ, text: str) -> bool:
     return bool(_ORGAN_PATTERNS[organ].search(text) or (implied is not None and implied.search(text)))
 
 
+# Cached: a report asks about the same sentence several times, and templated sentences recur across reports. The
+# tuple keeps vocabulary order, and the set is rebuilt in that order, as `scan_organs` builds it.
+@functools.lru_cache(maxsize=8192)
+def _named_organs(text: str, by_word_only: bool) -> tuple[Organ, ...]:
+    blanked = _stations_blanked(text)
+    if by_word_only:
+        return tuple(scan_organs(blanked, _NAME_SCAN, _NAME_GROUPS, _NAME_SEPARATE))
+    return tuple(scan_organs(blanked, _NAMED_SCAN, _NAMED_GROUPS, _NAMED_SEPARATE))
+
+
 def named_organs(text: str) -> set[Organ]:
     """Every organ `text` names, by name or implied location."""
-    return scan_organs(_stations_blanked(text), _NAMED_SCAN, _NAMED_GROUPS, _NAMED_SEPARATE)
+    return {organ for organ in _named_organs(text, False)}
 
 
 def organs_named_by_word(text: str) -> set[Organ]:
     """Every organ `text` names by one of its `ORGAN_WORDS` (implied locations do not count)."""
-    return scan_organs(_stations_blanked(text), _NAME_SCAN, _NAME_GROUPS, _NAME_SEPARATE)
+    return {organ for organ in _named_organs(text, True)}
