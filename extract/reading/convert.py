@@ -239,7 +239,8 @@ def _lesion_sentences(report_text: str, report_key: str):
     sentences: list[tuple[str, str, bool]] = []  # header, words, whether it goes on with the line before
     for k, span in enumerate(spans):
         sentence = report_text[span.start:span.end]
-        if sentences and (is_largest_follow_up(sentence) or is_size_follow_up(sentence)):
+        if sentences and span.header == sentences[-1][0] and (is_largest_follow_up(sentence)
+                                                             or is_size_follow_up(sentence)):
             sentences[-1] = (sentences[-1][0], f"{sentences[-1][1]}. {sentence}", sentences[-1][2])
         else:
             sentences.append((span.header, sentence, k > 0 and "\n" not in report_text[spans[k - 1].end:span.start]))
@@ -339,6 +340,40 @@ def _without_back_references(tumors: list[dict], warnings: list[str]) -> list[di
         else:
             kept.append(t)
     return kept
+
+
+def _count_from_impression(tumors: list[dict], report_text: str, warnings: list[str]) -> list[dict]:
+    """When the findings give an organ only one unsized group without a number ("Scattered solid nodules are now
+    present in both lungs"), an impression sentence that states the number ("Four new solid pulmonary nodules, the
+    dominant one measuring 9 mm in the right lower lobe") gives the count, and its largest member."""
+    text = unicodedata.normalize("NFKC", report_text)
+    out = list(tumors)
+    for sentence in sentence_spans(text):
+        if not in_impression(report_text, sentence.start):
+            continue
+        words = text[sentence.start:sentence.end]
+        organs = named_organs(negated_blanked(words))
+        stated = stated_count(negated_blanked(words))
+        if len(organs) != 1 or stated is None or not stated[1]:
+            continue
+        organ = next(iter(organs)).value
+        records = [t for t in out if t["organ"] == organ]
+        if len(records) != 1 or records[0]["count_exact"] or records[0]["size"]["status"] == "measured" or (
+                not records[0].get(SPAN_KEY) or in_impression(report_text, records[0][SPAN_KEY][0])):
+            continue
+        group = records[0]
+        if stated[0] < group["count"]:
+            continue
+        counted = {**group, "count": stated[0], "count_exact": True}
+        parts = [p for p in split_by_measurement(counted, words) if p["size"]["status"] == "measured"]
+        if len(parts) == 1 and parts[0]["count"] == 1:  # the largest member written beside the number
+            rest = {**counted, "count": stated[0] - 1, "count_exact": True, "size": {"status": "not_reported"}}
+            replacement = [{**parts[0], SPAN_KEY: group[SPAN_KEY]}, rest] if stated[0] > 1 else [parts[0]]
+        else:
+            replacement = [counted]
+        out[out.index(group):out.index(group) + 1] = replacement
+        warnings.append(f"lesion {group['id']} ({organ}): counted by the impression ({stated[0]})")
+    return out
 
 
 def _sizes_from_impression(tumors: list[dict], report_text: str, warnings: list[str]) -> None:
@@ -462,6 +497,7 @@ def to_payload(answer: LLMAnswer | CitedAnswer | dict | str, report_text: str,
     tumors = _without_back_references(tumors, warnings)
     tumors = _absorb_list_intros(tumors, report_text, warnings)
     _sizes_from_impression(tumors, report_text, warnings)
+    tumors = _count_from_impression(tumors, report_text, warnings)
     for number, record in enumerate(tumors, 1):
         record["id"] = number
         record.pop(SPAN_KEY, None)

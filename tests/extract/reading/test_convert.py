@@ -569,3 +569,17 @@ def test_new_lesions_beside_a_known_group_and_a_node_mass_by_a_vessel_are_counte
     assert (rows["liver"]["lesion_count"], rows["liver"]["count_is_lower_bound"]) == (4, True)
     assert (rows["lymph_node"]["lesion_count"], rows["lymph_node"]["largest_diameter_mm"]) == (1, 65.0)
     assert rows.get("kidney", {}).get("state", "not_mentioned") != "lesion"
+
+
+def test_the_impression_counts_a_vague_findings_group_and_a_new_section_is_no_follow_up():
+    report = ("FINDINGS:\nLungs: Scattered solid nodules have appeared in both lungs, mostly in the lower lobes. They "
+              "are smooth and none is calcified.\nIMPRESSION:\n1. Five new solid pulmonary nodules, the dominant one "
+              "measuring 11 mm in the left lower lobe.")
+    rows, warnings = summary(EMPTY, report)
+    lung = rows["lung"]
+    assert (lung["lesion_count"], lung["count_is_lower_bound"]) == (5, False)
+    assert (lung["largest_diameter_mm"], lung["largest_location"]) == (11.0, "left_lower_lobe")
+    report = ("COMPARISON: None.\nFINDINGS:\nThe dominant finding is a solid nodule of 14 mm in the right upper lobe "
+              "(series 3, image 30).")
+    rows, _ = summary(EMPTY, report)
+    assert (rows["lung"]["lesion_count"], rows["lung"]["largest_diameter_mm"]) == (1, 14.0)
