@@ -49,6 +49,7 @@ _ADDITIVE = re.compile(r"\b(?:in addition|additional(?:ly)?|further|besides)\b",
 #: "Another nodule ...", "a second, 4 mm nodule ...": one more lesion than those already described.
 _ANOTHER = re.compile(r"\b(?:another|an?\s+(?:second|third|fourth|additional|further|separate|distinct)|one more)\b",
                       re.IGNORECASE)
+_LARGEST_WORD = re.compile(r"\b(?:largest|dominant|biggest)\b", re.IGNORECASE)
 _NEW = re.compile(r"\bnew(?:ly)?\b", re.IGNORECASE)
 _DEFINITE = re.compile(r"^(?:the|this|that)\b", re.IGNORECASE)
 #: "Immediately posterior to it lie two satellite nodules": words about what the sentence before described.
@@ -91,8 +92,8 @@ _GENERIC_KINDS = (LesionType.LESION_UNSPECIFIED, LesionType.NODULE)
 #: "The liver metastases are hypodense", "The mass is exophytic", "This is consistent with a cyst": a sentence about
 #: lesions already recorded, not a new one.
 _BACK_REFERENCE = re.compile(r"^(?:(?:the|these|those|both|all|all of the)\s+(?:[a-z-]+\s+){0,2}?"
-                             r"(?:lesions?|metastas[ie]s|nodules?|mass(?:es)?|cysts?|tumou?rs?|foci|focus|deposits?|observations?)|this|it|they)\b",
-                             re.IGNORECASE)
+                             r"(?:lesions?|metastas[ie]s|nodules?|mass(?:es)?|cysts?|tumou?rs?|foci|focus|deposits?|"
+                             r"observations?)|this|it|they)\b", re.IGNORECASE)
 
 
 def _absorb_described_members(intro: dict, i: int, spans: tuple, text: str, report_text: str, kept: list[dict],
@@ -289,7 +290,7 @@ def _missed_lesions(report_text: str, report_key: str, tumors: list[dict]) -> li
         # in ("a nodule in the right middle lobe" after one in the right lower lobe; "the mass ..." is known).
         elsewhere = (bool(places) and bool(same_side) and not _DEFINITE.match(_HEADER_LEAD.sub("", sentence, count=1))
                      and all(t["segments"] and not places & set(t["segments"]) for t in same_side))
-        covered = bool(same_side) and not _ANOTHER.search(negated_blanked(sentence)) and not elsewhere
+        covered = bool(same_side) and not _ANOTHER.search(blanked) and not elsewhere
         group = group_word_in_text(blanked)
         known_group = any(t["count"] > 1 or not t["count_exact"] for t in known)
         if known_group and _REST_OF_GROUP.search(sentence):
@@ -327,7 +328,8 @@ def _missed_lesions(report_text: str, report_key: str, tumors: list[dict]) -> li
 
 def _without_back_references(tumors: list[dict], warnings: list[str]) -> list[dict]:
     """Unsized records whose words speak of lesions recorded from other words ("The liver metastases are
-    hypodense", "This is consistent with a hyperdense cyst") are dropped when the organ holds such a record."""
+    hypodense", "This is consistent with a hyperdense cyst") are dropped when the organ holds a record made from
+    other words."""
     def back_reference(t: dict) -> bool:
         return t["size"]["status"] != "measured" and bool(t["evidence"]) and bool(
             _BACK_REFERENCE.match(_HEADER_LEAD.sub("", t["evidence"][0], count=1)))
@@ -368,7 +370,7 @@ def _count_from_impression(tumors: list[dict], report_text: str, warnings: list[
         parts = [p for p in split_by_measurement(counted, words) if p["size"]["status"] == "measured"]
         if len(parts) == 1 and parts[0]["count"] == 1:  # the largest member written beside the number
             rest = {**counted, "count": stated[0] - 1, "count_exact": True, "size": {"status": "not_reported"}}
-            replacement = [{**parts[0], SPAN_KEY: group[SPAN_KEY]}, rest] if stated[0] > 1 else [parts[0]]
+            replacement = [parts[0], rest]  # a stated number is at least two
         else:
             replacement = [counted]
         out[out.index(group):out.index(group) + 1] = replacement
@@ -393,7 +395,7 @@ def _sizes_from_impression(tumors: list[dict], report_text: str, warnings: list[
         organ = next(iter(organs))
         unsized = [t for t in tumors if t["organ"] == organ.value and t["size"]["status"] != "measured"
                    and t.get(SPAN_KEY) and not in_impression(report_text, t[SPAN_KEY][0])
-                   and (t["count"] == 1 and t["count_exact"] or is_largest_follow_up(words) or "largest" in words)]
+                   and (t["count"] == 1 and t["count_exact"] or bool(_LARGEST_WORD.search(words)))]
         if not unsized:
             continue
         side = side_in_text(words) if organ in PAIRED_ORGANS else None
