@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterator
 
 from extract.reading.cite import cited_as_quoted
 from extract.reading.lesion_words import group_word_in_text, kind_in_text, lesion_word_in_text, stated_count
@@ -288,7 +289,8 @@ def _missed_lesions(report_text: str, report_key: str, tumors: list[dict]) -> li
         places = {s.value for s in subsegments_in_text(organ, blanked)}
         # One more lesion: "another nodule", or a lesion in a sub-segment none of the side's placed records lies
         # in ("a nodule in the right middle lobe" after one in the right lower lobe; "the mass ..." is known).
-        elsewhere = (bool(places) and bool(same_side) and not _DEFINITE.match(_HEADER_LEAD.sub("", sentence, count=1))
+        unlabelled = _HEADER_LEAD.sub("", sentence, count=1)
+        elsewhere = (bool(places) and bool(same_side) and not _DEFINITE.match(unlabelled)
                      and all(t["segments"] and not places & set(t["segments"]) for t in same_side))
         covered = bool(same_side) and not _ANOTHER.search(blanked) and not elsewhere
         group = group_word_in_text(blanked)
@@ -306,7 +308,7 @@ def _missed_lesions(report_text: str, report_key: str, tumors: list[dict]) -> li
         if covered and not new_group and (
                 not sizes or any(tuple(t["size"].get("diameters_mm", ())) in sizes for t in known)):
             continue  # nothing new: the organ (side) holds a record, and no new current size is written
-        key = match_key(_HEADER_LEAD.sub("", sentence, count=1))
+        key = match_key(unlabelled)
         if any(e and (match_key(e) in key or (key in match_key(e) and (t["size"]["status"] == "measured" or not sizes)))
                for t in known for e in t["evidence"]):
             continue  # the answer quoted this sentence (or a sized stretch holding it): its reading stands
@@ -344,21 +346,27 @@ def _without_back_references(tumors: list[dict], warnings: list[str]) -> list[di
     return kept
 
 
+def _impression_sentences(report_text: str) -> Iterator[tuple[str, Organ]]:
+    """(words, organ) for every impression sentence that names exactly one organ."""
+    text = unicodedata.normalize("NFKC", report_text)
+    for sentence in sentence_spans(text):
+        if in_impression(report_text, sentence.start):
+            words = text[sentence.start:sentence.end]
+            organs = named_organs(negated_blanked(words))
+            if len(organs) == 1:
+                yield words, next(iter(organs))
+
+
 def _count_from_impression(tumors: list[dict], report_text: str, warnings: list[str]) -> list[dict]:
     """When the findings give an organ only one unsized group without a number ("Scattered solid nodules are now
     present in both lungs"), an impression sentence that states the number ("Four new solid pulmonary nodules, the
     dominant one measuring 9 mm in the right lower lobe") gives the count, and its largest member."""
-    text = unicodedata.normalize("NFKC", report_text)
     out = list(tumors)
-    for sentence in sentence_spans(text):
-        if not in_impression(report_text, sentence.start):
-            continue
-        words = text[sentence.start:sentence.end]
-        organs = named_organs(negated_blanked(words))
+    for words, named in _impression_sentences(report_text):
         stated = stated_count(negated_blanked(words))
-        if len(organs) != 1 or stated is None or not stated[1]:
+        if stated is None or not stated[1]:
             continue
-        organ = next(iter(organs)).value
+        organ = named.value
         records = [t for t in out if t["organ"] == organ]
         if len(records) != 1 or records[0]["count_exact"] or records[0]["size"]["status"] == "measured" or (
                 not records[0].get(SPAN_KEY) or in_impression(report_text, records[0][SPAN_KEY][0])):
@@ -383,16 +391,10 @@ def _sizes_from_impression(tumors: list[dict], report_text: str, warnings: list[
     the right lung, 8 mm in the right lower lobe and 5 mm in the right middle lobe") gives them their sizes: each
     size goes to the unsized findings record of the same side and sub-segment, or, when the sentence writes one
     size and the organ (side) holds one unsized record, to that record."""
-    text = unicodedata.normalize("NFKC", report_text)
-    for sentence in sentence_spans(text):
-        if not in_impression(report_text, sentence.start):
-            continue
-        words = text[sentence.start:sentence.end]
-        organs = named_organs(negated_blanked(words))
+    for words, organ in _impression_sentences(report_text):
         found = current_measurements(words)
-        if len(organs) != 1 or not found:
+        if not found:
             continue
-        organ = next(iter(organs))
         unsized = [t for t in tumors if t["organ"] == organ.value and t["size"]["status"] != "measured"
                    and t.get(SPAN_KEY) and not in_impression(report_text, t[SPAN_KEY][0])
                    and (t["count"] == 1 and t["count_exact"] or bool(_LARGEST_WORD.search(words)))]

@@ -43,14 +43,15 @@ _ORGAN_LABEL = re.compile(r"^\s*([A-Za-z][A-Za-z /&,()'-]{0,40}):\s")
 
 def _blank_organ_label(m: re.Match[str]) -> str:
     label = m.group(1)
-    quantified = re.search(r"\b(?:multiple|several|numerous|innumerable|scattered|few|bilateral|both|two|three|four|"
-                           r"five|six|seven|eight|nine|ten)\b", label, re.IGNORECASE)
-    return " " * len(m.group(0)) if named_organs(label) and not quantified else m.group(0)
+    return " " * len(m.group(0)) if named_organs(label) and not _QUANTIFIER_PATTERN.search(label) else m.group(0)
 
 
 _NUMBER_WORDS = {"two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10,
                  "eleven": 11, "twelve": 12, "a dozen": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15, "twenty": 20}
 _PLURAL_LESIONS = tuple(w for w in GROUP_WORDS if w.endswith(("s", "i")) and w not in ("bilaterally", "various"))
+#: The group words that are not plural lesion nouns ("several", "both", "two"): they quantify, a label "Lymph nodes:"
+#: does not.
+_QUANTIFIER_PATTERN = words_pattern(tuple(w for w in GROUP_WORDS if w not in _PLURAL_LESIONS))
 _STATED_COUNT = re.compile(r"\b(" + "|".join(_NUMBER_WORDS) + r"|[2-9]|[1-9]\d)(?!\s*(?:mm|cm|x)\b)\s+(?:[a-z-]+\s+){0,3}?"
                            + r"(?:" + "|".join(re.escape(w) for w in _PLURAL_LESIONS) + r")\b", re.IGNORECASE)
 
