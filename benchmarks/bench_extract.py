@@ -6,6 +6,9 @@ Parts (`--parts`, comma-separated):
   event loop or in `--answer-processes`). Also checks one LLM call per report on the happy path, and splits the
   CPU per report between the event loop (HTTP), the answer processes (validation), the writer/DuckDB threads and
   the fake servers, with the 1-minute load average before and after (the machine is shared).
+- `reconvert`: `rsuper reconvert` throughput: every report of the project's gold files (distinct texts, so no
+  cache of the reading rules is warm) stored with a rules-only answer, marked as converted by other rules, and
+  converted again (conversion, tumor and organ rows, DuckDB transactions); `--reconvert-batch` per transaction.
 - `tokens`: prompt tokens per dev case, the share of them in the fixed prefix (tokenizer of the embedded model).
 - `local`: the embedded llama.cpp backend on the first `--n-dev` dev cases (or reports of `--gold FILE`), per
   model, thread count (`--threads 1,2`) and prompt-lookup draft length (`--prompt-lookup 0,10`): reports/min
@@ -15,6 +18,7 @@ Parts (`--parts`, comma-separated):
 
 Usage: python benchmarks/bench_extract.py [--parts overhead,tokens,local] [--n-dev 10] [--models a,b]
        python benchmarks/bench_extract.py --parts overhead --n-overhead 20000 --answer-processes 0,1
+       python benchmarks/bench_extract.py --parts reconvert
        python benchmarks/bench_extract.py --parts local --models qwen2.5-coder-0.5b --gold data/gold/longform_gold.jsonl \\
            --n-dev 6 --threads 1,2 --prompt-lookup 0,10
 """
@@ -125,6 +129,48 @@ def bench_overhead(n: int, concurrency: int, endpoints: int, answer_processes: i
          load_1min_after=load1,
          note="fake servers in subprocesses on the same cores as the client: reports/s is bounded by the sum of "
               "all CPU per report over the cores; the event loop's CPU per report bounds it on a bigger machine")
+
+
+# -- reconvert -----------------------------------------------------------------------------------------
+
+
+def _clear_reading_caches() -> None:
+    for name, module in list(sys.modules.items()):
+        if name.startswith(("extract.reading", "schemas")):
+            for value in vars(module).values():
+                if hasattr(value, "cache_clear"):
+                    value.cache_clear()
+
+
+def bench_reconvert(batch: int) -> None:
+    import pyarrow as pa
+
+    from extract.answers import parse_answer
+    from extract.engine import Job, Outcome, result_tables
+    from extract.reconvert import reconvert_store
+    from extract.store import Store
+
+    texts = sorted({json.loads(line)["report"] for path in sorted((REPO / "data" / "gold").glob("*.jsonl"))
+                    for line in path.read_text(encoding="utf-8").splitlines() if line.strip()})
+    answer = json.dumps({"lesions": [], "normal": [], "resected": []})
+    ids = [f"r{i:05d}" for i in range(len(texts))]
+    with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "bench.duckdb") as store:
+        store.add_reports(pa.table({"report_id": ids, "text": texts}), "bench")
+        rows = [(Job(rid, 1, sha, text), Outcome("ok", 1, payload=parse_answer(answer, text)[0], raw_output=answer))
+                for rid, _, sha, text in store.pending_reports("bench")]
+        store.write_extractions(*result_tables(rows, "bench", "bench"))
+        store.con.execute("UPDATE extractions SET conversion_sha256 = NULL")
+        _clear_reading_caches()  # as in a new process: converting them above warmed the caches
+        chars = sum(map(len, texts))
+        t0, c0 = time.perf_counter(), time.process_time()
+        stats = reconvert_store(store, batch=batch, progress=False)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        tumors = store.query("SELECT count(*) FROM tumors").column(0)[0].as_py()
+    emit(bench="extract_reconvert", reports=stats.checked, changed=stats.changed, failed=stats.failed,
+         tumors_stored=tumors, mean_report_chars=round(chars / len(texts)), batch=batch, wall_s=round(wall, 2),
+         ms_per_report=round(1000 * wall / stats.checked, 2), cpu_ms_per_report=round(1000 * cpu / stats.checked, 2),
+         reports_per_s=round(stats.checked / wall, 1), load_1min=_load_1min(),
+         note="one process; the answers are rules-only (empty), so the conversion reads every sentence itself")
 
 
 # -- tokens --------------------------------------------------------------------------------------------
@@ -258,6 +304,7 @@ def main() -> None:
     parser.add_argument("--endpoints", type=int, default=2, help="overhead: fake server processes")
     parser.add_argument("--answer-processes", default="auto",
                         help="overhead: comma-separated answer process counts (auto: the engine's default)")
+    parser.add_argument("--reconvert-batch", type=int, default=2000, help="reconvert: extractions per transaction")
     parser.add_argument("--n-dev", type=int, default=10, help="dev cases for the local backend (per model)")
     parser.add_argument("--models", default="qwen2.5-coder-0.5b,qwen2.5-coder-1.5b")
     parser.add_argument("--max-tokens", type=int, default=1024)
@@ -271,6 +318,8 @@ def main() -> None:
         for processes in args.answer_processes.split(","):
             bench_overhead(args.n_overhead, args.concurrency, args.endpoints,
                            None if processes == "auto" else int(processes))
+    if "reconvert" in parts:
+        bench_reconvert(args.reconvert_batch)
     if "tokens" in parts:
         bench_tokens(args.models.split(",")[0])
     if "local" in parts:

@@ -3,11 +3,36 @@ processes and the Ray workers)."""
 
 from __future__ import annotations
 
-from pydantic import ValidationError
+import hashlib
+from pathlib import Path
+
+from pydantic import BaseModel, ValidationError
 
 from extract.reading.convert import to_payload
-from schemas.llm import CitedAnswer, parse_llm_answer
+from schemas.llm import ANSWER_MODELS, CitedAnswer, parse_llm_answer
 from schemas.records import ExtractionPayload
+from schemas.vocab import VOCABULARY_SHA256
+
+_ROOT = Path(__file__).resolve().parents[1]
+#: The code that turns an answer into stored rows: the reading rules, and the schemas they validate and lay out.
+CONVERSION_SOURCES: tuple[Path, ...] = (
+    *sorted((_ROOT / "extract" / "reading").glob("*.py")),
+    *(_ROOT / "schemas" / f"{name}.py" for name in ("llm", "measure", "organ_tables", "records", "summary",
+                                                     "tables", "vocab")),
+)
+
+
+def _conversion_sha256() -> str:
+    digest = hashlib.sha256(VOCABULARY_SHA256.encode())
+    for path in CONVERSION_SOURCES:
+        # Line endings normalised: a checkout with CRLF converts the same way.
+        digest.update(f"\x00{path.name}\x00".encode() + path.read_bytes().replace(b"\r\n", b"\n"))
+    return digest.hexdigest()
+
+
+#: Identity of the conversion rules in force (sources and vocabulary), stored with every extraction: a stored
+#: answer converted under another digest is converted again (`extract.reconvert`), with no LLM call.
+CONVERSION_SHA256 = _conversion_sha256()
 
 
 class AnswerError(ValueError):
@@ -40,3 +65,15 @@ def parse_answer(text: str, report_text: str, answer_model: type = CitedAnswer) 
         raise AnswerError(f"the answer breaks a rule: {_short_errors(exc)}") from exc
     except ValueError as exc:
         raise AnswerError(f"the answer breaks a rule: {exc}") from exc
+
+
+def answer_model_of(text: str) -> type[BaseModel]:
+    """The answer format (`schemas.llm.ANSWER_MODELS`) a stored answer is written in; the formats share no
+    top-level key, so at most one validates. The citing format when none does (its error is the one shown)."""
+    for model in ANSWER_MODELS.values():
+        try:
+            parse_llm_answer(text, model)
+        except ValidationError:
+            continue
+        return model
+    return CitedAnswer

@@ -11,6 +11,9 @@ findings) are written in one transaction, so a killed run loses at most the call
 finished since the last write began (`write_wait_s`, one write and the pause after it). Reports sharing a text
 share one LLM call.
 
+The conversion rules are not part of the run key: each extraction records their digest (`CONVERSION_SHA256`),
+and a run first converts the answers stored under its key by other rules again (`extract.reconvert`).
+
 The run holds `<db>.extract.lock` (one run per store) but releases the DuckDB file between its writes, so
 `rsuper query`, `export` and `ingest` work meanwhile. The next run marks a killed run's row `killed`.
 
@@ -36,7 +39,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
 from extract.answer_pool import AnswerPool, default_processes
-from extract.answers import AnswerError, parse_answer
+from extract.answers import CONVERSION_SHA256, AnswerError, parse_answer
 from extract.backends.base import (
     MAX_REPORT_CHARS,
     Backend,
@@ -47,6 +50,7 @@ from extract.backends.base import (
     TransportError,
 )
 from extract.progress import format_duration, progress_bar
+from extract.reconvert import ReconvertStats, reconvert_store
 from extract.prompting import Prompt
 from schemas.records import SCHEMA_VERSION, ExtractionPayload
 from schemas.vocab import EXTENSION_FILES, VOCABULARY_SHA256
@@ -72,6 +76,7 @@ EXTRACTIONS_SCHEMA = pa.schema([
     pa.field("output_tokens", pa.int32()),
     pa.field("latency_s", pa.float64()),
     pa.field("created_at", pa.timestamp("us")),
+    pa.field("conversion_sha256", pa.string()),
 ])
 
 
@@ -90,6 +95,8 @@ class EngineConfig(BaseModel):
                                "store open (s); then the run stops and its unwritten reports stay pending")
     max_report_chars: int = Field(MAX_REPORT_CHARS, ge=100, description="longer reports fail without a call")
     retry_failed: bool = Field(False, description="re-extract reports whose stored result under this key failed")
+    reconvert: bool = Field(True, description="first convert again the stored answers under this key that other "
+                            "conversion rules made (`extract.reconvert`; no LLM call)")
     log_text: bool = Field(False, description="log report text and model output of failures (PHI!)")
     progress: bool = Field(True, description="a bar on a terminal, a line every progress_interval_s elsewhere")
     progress_interval_s: float = Field(30.0, gt=0, description="seconds between progress lines off a terminal")
@@ -256,7 +263,7 @@ def result_tables(rows: list[tuple[Job, Outcome]], run_id: str, cfg_hash: str) -
             "status": out.status, "attempts": out.attempts, "error": out.error, "raw_output": out.raw_output,
             "payload": stored.payload_json if stored is not None else None,
             "prompt_tokens": out.prompt_tokens, "output_tokens": out.output_tokens,
-            "latency_s": round(out.latency_s, 4), "created_at": now,
+            "latency_s": round(out.latency_s, 4), "created_at": now, "conversion_sha256": CONVERSION_SHA256,
         })
         if stored is not None:
             items.append((key, job.report_id, stored))
@@ -371,6 +378,7 @@ class RunStats:
     failed_in_store: int = 0  # reports whose result under this key is failed, from this run or an earlier one
     answer_processes: int = 0  # processes that validated answers beside the event loop
     answer_tasks: int = 0  # batches of answers those processes were sent
+    reconverted: ReconvertStats = field(default_factory=ReconvertStats)  # stored answers converted again first
 
     @property
     def done(self) -> int:
@@ -401,7 +409,7 @@ class RunStats:
             "prompt_tokens_per_report": per_report(self.prompt_tokens, 1),
             "output_tokens_per_report": per_report(self.output_tokens, 1),
             "wall_s": round(self.wall_s, 2), "killed_runs": self.killed_runs, "failed_in_store": self.failed_in_store,
-            "answer_processes": self.answer_processes,
+            "answer_processes": self.answer_processes, **self.reconverted.summary(),
         }
 
 
@@ -441,7 +449,8 @@ def run_row(run_id: str, cfg_hash: str, info: BackendInfo, prompt: Prompt, sampl
         "model_id": info.model_id, "model_revision": info.model_revision, "quantization": info.quantization,
         "prompt_id": prompt.label, "prompt_sha256": prompt.sha256, "schema_version": SCHEMA_VERSION,
         "sampling": json.dumps(sampling.model_dump()),
-        "versions": json.dumps({"rsuper": rsuper_version(), "backend": info.backend_version,
+        "versions": json.dumps({"rsuper": rsuper_version(), "conversion_sha256": CONVERSION_SHA256,
+                                "backend": info.backend_version,
                                 "structured_output": info.structured_output, **(versions or {}), **info.extra}),
         "started_at": _utcnow(),
     }
@@ -482,13 +491,17 @@ async def run_extraction(store: Any, backend: Backend, prompt: Prompt, sampling:
 
 def start_run(store: Any, prompt: Prompt, info: BackendInfo, sampling: SamplingConfig,
               config: EngineConfig) -> RunStats:
-    """A new run's id and key (from the backend's provenance), with the failures to retry retired under it; the
-    same for the direct and the Ray engine."""
+    """A new run's id and key (from the backend's provenance), with the failures to retry retired under it and
+    the answers stored under it converted by the rules in force; the same for the direct and the Ray engine."""
     cfg_hash = config_hash(run_config(prompt, info, sampling))
     run_id = f"{_utcnow():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
-    if config.retry_failed:
+    stats = RunStats(run_id=run_id, config_hash=cfg_hash)
+    if config.reconvert:
+        stats.reconverted = reconvert_store(store, cfg_hash, progress=config.progress,
+                                            interval_s=config.progress_interval_s)
+    if config.retry_failed:  # after the conversion, which may fail answers the rules in force reject
         store.retire_failed(cfg_hash, run_id)
-    return RunStats(run_id=run_id, config_hash=cfg_hash)
+    return stats
 
 
 async def _run(store: Any, backend: Backend, info: BackendInfo, prompt: Prompt, sampling: SamplingConfig,
@@ -607,14 +620,15 @@ def run_extract(db: Optional[Path], backend: Backend, *, prompt_path: Optional[P
                 limit: Optional[int], retry_failed: bool, log_text: bool, progress: bool,
                 outage_s: float = EngineConfig.model_fields["outage_s"].default,
                 max_report_chars: int = EngineConfig.model_fields["max_report_chars"].default,
-                answer_processes: Optional[int] = None) -> dict[str, Any]:
+                answer_processes: Optional[int] = None, reconvert: bool = True) -> dict[str, Any]:
     """Open the store `db` (None: the default store), run the engine, return the run summary."""
     from extract.prompting import DEFAULT_PROMPT, load_prompt
     from extract.store import Store
 
     prompt = load_prompt(prompt_path or DEFAULT_PROMPT)
     config = EngineConfig(limit=limit, retry_failed=retry_failed, log_text=log_text, progress=progress,
-                          outage_s=outage_s, max_report_chars=max_report_chars, answer_processes=answer_processes)
+                          outage_s=outage_s, max_report_chars=max_report_chars, answer_processes=answer_processes,
+                          reconvert=reconvert)
     with Store(db, wait_s=config.lock_wait_s) as store:  # the first open waits too
         stats = asyncio.run(run_extraction(store, backend, prompt, sampling, config))
     return stats.summary()

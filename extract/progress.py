@@ -78,7 +78,8 @@ class _Silent:
         pass
 
 
-def progress_bar(total: int, enabled: bool = True, interval_s: float = 30.0, stream: TextIO | None = None) -> Any:
+def progress_bar(total: int, enabled: bool = True, interval_s: float = 30.0, stream: TextIO | None = None,
+                 label: str = "extract") -> Any:
     """A tqdm bar when `stream` (default stderr) is a terminal, `LineProgress` otherwise, nothing when disabled."""
     stream = stream or sys.stderr
     if not enabled:
@@ -86,5 +87,5 @@ def progress_bar(total: int, enabled: bool = True, interval_s: float = 30.0, str
     if stream.isatty():
         from tqdm import tqdm
 
-        return tqdm(total=total, unit="report", file=stream, dynamic_ncols=True)
-    return LineProgress(total, stream, interval_s)
+        return tqdm(total=total, unit="report", file=stream, dynamic_ncols=True, desc=label)
+    return LineProgress(total, stream, interval_s, label=label)

@@ -59,6 +59,8 @@ def _print_stats(summary: dict[str, Any], as_json: bool) -> None:
         f"  {shown(rate)} reports/s, {shown(summary['calls_per_report'])} calls/report{unanswered}, "
         f"{shown(summary['prompt_tokens_per_report'])} prompt + {shown(summary['output_tokens_per_report'])} "
         f"output tokens/report, run {summary['run_id']}", err=True)
+    if summary.get("reconverted"):
+        typer.echo(_reconvert_line(summary), err=True)
     earlier_failed = summary["failed_in_store"] - summary["failed"]
     if earlier_failed > 0:
         typer.echo(f"  {earlier_failed} reports failed in earlier runs under this key; --retry-failed retries them",
@@ -69,6 +71,22 @@ def _print_stats(summary: dict[str, Any], as_json: bool) -> None:
         why = f"stopped: {summary['outage']}" if summary["outage"] else "the server did not answer for them"
         typer.echo(f"  {summary['left_pending']} reports left pending ({why}); run the command again to extract "
                    "exactly those", err=True)
+
+
+def _run_key(store: Any, prefix: str) -> str:
+    """The one run key of `store` starting with `prefix`."""
+    keys = [k for (k,) in store.con.execute(
+        "SELECT DISTINCT config_hash FROM extractions WHERE starts_with(config_hash, $p)", {"p": prefix}).fetchall()]
+    if len(keys) != 1:
+        fail(f"--config-hash {prefix}: {'no' if not keys else len(keys)} stored run keys start with it")
+    return keys[0]
+
+
+def _reconvert_line(summary: dict[str, Any]) -> str:
+    failed = summary["reconvert_failed"]
+    return (f"  converted {summary['reconverted']} stored answers again with the rules in force "
+            f"({summary['reconvert_s']} s): {summary['reconvert_changed']} changed"
+            + (f", {failed} no longer valid (now failed; --retry-failed asks the LLM again)" if failed else ""))
 
 
 class Engine(str, Enum):
@@ -113,6 +131,9 @@ def register(app: typer.Typer) -> None:
             MAX_REPORT_CHARS, "--max-report-chars", min=100,
             help="longer reports fail without a call (the prompt must fit the model's context)"),
         retry_failed: bool = typer.Option(False, "--retry-failed", help="re-extract reports that failed"),
+        reconvert: bool = typer.Option(True, "--reconvert/--no-reconvert",
+                                       help="first convert again the stored answers that other conversion rules "
+                                            "made (an upgrade of rsuper); no LLM call"),
         log_text: bool = typer.Option(False, "--log-text", help="log report text of failures (PHI)"),
         progress: bool = typer.Option(True, "--progress/--no-progress"),
         as_json: bool = typer.Option(False, "--json", help="print the run summary as JSON on stdout"),
@@ -150,7 +171,7 @@ def register(app: typer.Typer) -> None:
 
             factory = partial(build_backend, backend, **settings)  # each worker builds its own replica
             config = EngineConfig(limit=limit, retry_failed=retry_failed, log_text=log_text, progress=progress,
-                                  outage_s=outage, max_report_chars=max_report_chars)
+                                  outage_s=outage, max_report_chars=max_report_chars, reconvert=reconvert)
             ray_config = RayConfig(address=ray_address, workers=ray_workers, cpus_per_worker=ray_cpus,
                                    gpus_per_worker=ray_gpus, block_reports=block_reports, shard_dir=shard_dir)
             summary = run_ray_extract(db, factory, prompt_path=prompt, sampling=sampling, config=config,
@@ -158,9 +179,40 @@ def register(app: typer.Typer) -> None:
         else:
             summary = run_extract(db, b, prompt_path=prompt, sampling=sampling, limit=limit,
                                   retry_failed=retry_failed, log_text=log_text, progress=progress, outage_s=outage,
-                                  max_report_chars=max_report_chars, answer_processes=answer_processes)
+                                  max_report_chars=max_report_chars, answer_processes=answer_processes,
+                                  reconvert=reconvert)
         _print_stats(summary, as_json)
         raise typer.Exit(exit_code(summary))
+
+    @app.command("reconvert")
+    def reconvert_cmd(
+        db: Optional[Path] = typer.Option(None, "--db", help="DuckDB store (default $RSUPER_DB or data/rsuper.duckdb)"),
+        config_hash: Optional[str] = typer.Option(None, "--config-hash",
+                                                  help="only this run key (a prefix of extraction_runs.config_hash)"),
+        batch: int = typer.Option(2000, "--batch", min=1, help="extractions per transaction"),
+        progress: bool = typer.Option(True, "--progress/--no-progress"),
+        as_json: bool = typer.Option(False, "--json", help="print the summary as JSON on stdout"),
+    ) -> None:
+        """Convert the stored LLM answers again with this rsuper's conversion rules, where other rules made their
+        tumor and organ rows (after an upgrade): no LLM call, one transaction per batch, resumable. An answer the
+        rules in force reject becomes failed (`rsuper extract --retry-failed` asks the LLM again)."""
+        from extract.reconvert import reconvert_store
+        from extract.store import Store, StoreError, default_db_path
+
+        store_path = db or default_db_path()
+        if not store_path.exists():
+            fail(f"{store_path}: no such database")
+        try:
+            with Store(store_path, wait_s=60.0) as store, store.job_lock("extract"):
+                full_hash = _run_key(store, config_hash) if config_hash else None
+                stats = reconvert_store(store, full_hash, batch=batch, progress=progress)
+        except StoreError as exc:
+            fail(str(exc))
+        summary = stats.summary()
+        if as_json:
+            typer.echo(json.dumps(summary))
+        else:
+            typer.echo(_reconvert_line(summary).strip(), err=True)
 
     @app.command("demo")
     def demo_cmd(

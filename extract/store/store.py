@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import duckdb
 import pyarrow as pa
@@ -86,6 +86,18 @@ class WriteStats:
 
     written: int
     skipped: int
+
+
+class StoredAnswer(NamedTuple):
+    """A stored extraction's answer with what was derived from it (`Store.stale_conversions`)."""
+
+    extraction_key: str
+    report_id: str
+    status: str
+    error: str | None
+    payload: str | None
+    raw_output: str | None
+    text: str
 
 
 def default_db_path() -> Path:
@@ -591,6 +603,80 @@ class Store:
                     with contextlib.suppress(duckdb.Error):
                         con.unregister(name)
         return WriteStats(written=int(written), skipped=int(extractions.num_rows - written))
+
+    def _stale_where(self, config_hash: str | None) -> tuple[str, dict[str, Any]]:
+        usable = ", ".join(sql_str(s) for s in USABLE_STATUSES)
+        where = f"e.status IN ({usable}) AND e.conversion_sha256 IS DISTINCT FROM $conv"
+        return (where + " AND e.config_hash = $cfg", {"cfg": config_hash}) if config_hash else (where, {})
+
+    def count_stale_conversions(self, conversion_sha256: str, config_hash: str | None = None) -> int:
+        """Usable extractions (of any run key, or of `config_hash`) whose rows another conversion made."""
+        where, params = self._stale_where(config_hash)
+        return int(self.con.execute(f"SELECT count(*) FROM extractions e WHERE {where}",
+                                    {**params, "conv": conversion_sha256}).fetchall()[0][0])
+
+    def stale_conversions(self, conversion_sha256: str, config_hash: str | None = None,
+                          limit: int | None = None) -> list[StoredAnswer]:
+        """Usable extractions whose rows another conversion than `conversion_sha256` made (or an rsuper that did
+        not record it), ordered by extraction key, at most `limit` of them."""
+        where, params = self._stale_where(config_hash)
+        sql = f"""SELECT e.extraction_key, e.report_id, e.status, e.error, e.payload::VARCHAR, e.raw_output, r.text
+                  FROM extractions e JOIN reports r ON r.report_id = e.report_id AND r.version = e.report_version
+                  WHERE {where} ORDER BY e.extraction_key"""
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        try:
+            rows = self.con.execute(sql, {**params, "conv": conversion_sha256}).fetchall()
+        except duckdb.Error as exc:
+            raise translate(exc, self.path) from exc
+        return [StoredAnswer(*row) for row in rows]
+
+    def replace_conversions(self, updates: pa.Table, tumors: pa.Table, organ_findings: pa.Table) -> int:
+        """Replace the rows stored extractions derive from their answers, in one transaction.
+
+        Args:
+            updates: one row per extraction: `extraction_key`, `status` (its old usable status, or `failed` when
+                the answer no longer converts), `error`, `payload` and `conversion_sha256`.
+            tumors, organ_findings: the new rows of those extractions (none for a failed one), as
+                `write_extractions` takes them.
+
+        Raises:
+            StoreError: a key that is not stored, or an incomplete organ set; nothing is written then.
+        Returns:
+            how many extractions were updated.
+        """
+        organ_findings = organ_findings.drop_columns([c for c in ("is_current",) if c in organ_findings.column_names])
+        with self.transaction() as con:
+            con.register("_upd", updates)
+            con.register("_tum", tumors)
+            con.register("_org", organ_findings)
+            try:
+                missing = con.execute("SELECT extraction_key FROM _upd ANTI JOIN extractions USING (extraction_key) "
+                                      "LIMIT 1").fetchall()
+                if missing:
+                    raise StoreError(f"{self.path}: extraction {missing[0][0]} is not stored; nothing to convert")
+                # The batch check of `write_extractions`, on the updated rows (its `_ext`).
+                con.execute("CREATE OR REPLACE TEMP VIEW _ext AS SELECT e.extraction_key, e.report_id, u.status "
+                            "FROM _upd u JOIN extractions e USING (extraction_key)")
+                if not _batch_is_consistent(updates, tumors, organ_findings):
+                    self._check_batch(con)
+                for table in ("tumors", "organ_findings"):
+                    con.execute(f"DELETE FROM {table} WHERE extraction_key IN (SELECT extraction_key FROM _upd)")
+                n = con.execute(
+                    """UPDATE extractions e SET status = u.status, error = u.error, payload = u.payload,
+                              conversion_sha256 = u.conversion_sha256
+                       FROM _upd u WHERE e.extraction_key = u.extraction_key""").fetchall()[0][0]
+                con.execute("INSERT INTO tumors BY NAME SELECT * FROM _tum")
+                con.execute("CREATE OR REPLACE TEMP TABLE _affected AS SELECT DISTINCT report_id FROM _ext")
+                _refresh_current(con, "_affected")
+                con.execute("INSERT INTO organ_findings BY NAME SELECT *, "
+                            "extraction_key IN (SELECT extraction_key FROM _cur) AS is_current FROM _org")
+                con.execute("DROP TABLE _affected; DROP TABLE _cur; DROP VIEW _ext")
+            finally:
+                for name in ("_upd", "_tum", "_org"):
+                    with contextlib.suppress(duckdb.Error):
+                        con.unregister(name)
+        return int(n)
 
     def loaded_shards(self) -> set[str]:
         """Ids of the result shards already merged into the store (`extraction_shards`)."""

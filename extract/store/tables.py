@@ -16,7 +16,7 @@ from extract.store.errors import StoreError
 from schemas.vocab import ORGANS
 
 #: Version of the store DDL written by this code (the length of `MIGRATIONS`).
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 # --------------------------------------------------------------------------------------------------
@@ -304,9 +304,15 @@ def _migration_4(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(create_table_sql("audit", AUDIT_SCHEMA, primary_key=("ct_id",)))
 
 
+def _migration_5(con: duckdb.DuckDBPyConnection) -> None:
+    """Which conversion rules made each extraction's rows (`extract.answers.CONVERSION_SHA256`); NULL for the
+    rows stored before, which the next `rsuper extract` or `rsuper reconvert` converts again."""
+    con.execute("ALTER TABLE extractions ADD COLUMN IF NOT EXISTS conversion_sha256 VARCHAR")
+
+
 #: Forward migrations: entry i takes a store from DDL version i to i + 1. Each must be idempotent.
 MIGRATIONS: tuple[Callable[[duckdb.DuckDBPyConnection], None], ...] = (
-    _migration_1, _migration_2, _migration_3, _migration_4)
+    _migration_1, _migration_2, _migration_3, _migration_4, _migration_5)
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 
