@@ -97,6 +97,12 @@ _BACK_REFERENCE = re.compile(r"^(?:(?:the|these|those|both|all|all of the)\s+(?:
                              r"observations?)|this|it|they)\b", re.IGNORECASE)
 
 
+def _same_section(header: str, later: str) -> bool:
+    """Whether a sentence under `later` is still in the section `header` opened: the same header, or a label
+    naming no organ inside it ("Lungs: Three nodules are followed. Nodule measurements, current (prior): ...")."""
+    return later == header or not (named_organs(later) or is_not_findings_header(later))
+
+
 def _absorb_described_members(intro: dict, i: int, spans: tuple, text: str, report_text: str, kept: list[dict],
                                warnings: list[str]) -> None:
     """An exact number followed by its lesions described one by one, in prose ("There are now seven pulmonary
@@ -113,8 +119,8 @@ def _absorb_described_members(intro: dict, i: int, spans: tuple, text: str, repo
     if not intro["count_exact"] and not bare_plural:
         return
     end = i + 1
-    while end < len(spans) and spans[end].header == spans[i].header and not in_impression(report_text,
-                                                                                            spans[end].start):
+    while end < len(spans) and _same_section(spans[i].header, spans[end].header) and not in_impression(
+            report_text, spans[end].start):
         end += 1
     if end == i + 1:
         return

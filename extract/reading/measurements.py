@@ -37,14 +37,24 @@ _ON_EARLIER_STUDY = re.compile(r"^\s*(?:on|at|in)\s+the\s+(?:earlier|prior|previ
                                re.IGNORECASE)
 
 
+#: Two sizes joined as one reading ("previously 5 and 7 mm"): the second is as prior as the first.
+_JOINED = re.compile(r"\s*(?:,|and|&|/)?\s*")
+
+
 def current_measurements(text: str) -> list:
     """Measurements in `text` of lesions now: not prior sizes (no "previously"/"prior"/... just before them, no
     "on the earlier study" after them) and not the size of a lesion's part ("with a 3 mm solid component", "a
     solid component of 3 mm")."""
-    return [m for m in find_measurements(text) if not _PRIOR_WORDS.search(text[max(0, m.start - 25): m.start])
-            and not _PART_OF_LESION.match(text[m.end: m.end + 40])
-            and not _PART_BEFORE.search(text[max(0, m.start - 40): m.start])
-            and not _ON_EARLIER_STUDY.match(text[m.end:])]
+    current, previous_end, previous_prior = [], 0, False
+    for m in find_measurements(text):
+        # The prior word must be this size's own: in "RUL 6 mm (prior 5 mm); LLL 4 mm" it belongs to the 5 mm.
+        between = text[max(previous_end, m.start - 25): m.start]
+        prior = bool(_PRIOR_WORDS.search(between)) or (previous_prior and bool(_JOINED.fullmatch(between)))
+        previous_end, previous_prior = m.end, prior
+        if not (prior or _PART_OF_LESION.match(text[m.end: m.end + 40])
+                or _PART_BEFORE.search(text[max(0, m.start - 40): m.start]) or _ON_EARLIER_STUDY.match(text[m.end:])):
+            current.append(m)
+    return current
 
 
 _LARGEST = re.compile(r"\b(?:(?:the\s+)?(?:largest|dominant|biggest)|up to)\b", re.IGNORECASE)

@@ -108,6 +108,26 @@ def test_the_size_of_a_part_of_a_lesion_is_not_a_lesion_size():
     assert [m.text for m in current_measurements("2.1 cm cyst, previously 1.5 cm")] == ["2.1 cm"]
 
 
+@pytest.mark.parametrize(("text", "current"), [
+    ("RUL 6 mm (prior 5 mm); LLL 4 mm (prior 4 mm)", ["6 mm", "4 mm"]),  # each prior word has its own size
+    ("The two nodules measure 7 mm (previously 5 mm) and 4 mm (unchanged)", ["7 mm", "4 mm"]),
+    ("previously 5 mm and 7 mm, now 9 mm", ["9 mm"]),  # two sizes of one earlier reading
+    ("measuring 12 mm, previously 10 mm", ["12 mm"]),
+])
+def test_a_prior_word_marks_only_the_sizes_it_reads(text, current):
+    assert [m.text for m in current_measurements(text)] == current
+
+
+def test_a_stated_number_takes_in_the_members_sized_under_a_label_of_its_section():
+    report = ("FINDINGS:\nLungs: Three small solid nodules are followed. Nodule measurements, current (prior): "
+              "RUL 6 mm (prior 5 mm); LLL 4 mm (prior 4 mm); lingula 3 mm (prior 3 mm).\nNo effusion.")
+    payload, _ = to_payload(cite(("lung", [1, 2], 3, True), ("lung", [3], 1, True)), report)
+    lung = organs_of(payload)["lung"]
+    assert (lung["lesion_count"], lung["count_is_lower_bound"], lung["largest_diameter_mm"],
+            lung["largest_location"]) == (3, False, 6, "right_upper_lobe")
+    assert sorted(t.size.diameters_mm[0] for t in payload.tumors) == [3.0, 4.0, 6.0]
+
+
 def test_sizes_written_after_their_places_split_into_placed_members():
     report = "Liver: Three hypodense lesions, in segment 4 (8 mm), segment 6 (1.1 cm) and segment 8 (2.3 x 1.9 cm)."
     payload, _ = to_payload(cite(("liver", [1], 3, True)), report)
