@@ -34,8 +34,34 @@ def lesion_word_in_text(organ: Organ, text: str) -> bool:
 
 def group_word_in_text(text: str) -> bool:
     """Whether `text` speaks of more than one lesion ("multiple", "two", plural lesion nouns); a leading label
-    that only names the organs of its section ("Lymph nodes: An enlarged left hilar node ...") does not."""
-    return bool(_GROUP_PATTERN.search(_ORGAN_LABEL.sub(_blank_organ_label, text, count=1)))
+    that only names the organs of its section ("Lymph nodes: An enlarged left hilar node ...") does not, nor does a
+    quantifier of something else ("a 12 mm nodule with a few small bubbly lucencies", "both lower lobes")."""
+    text = _ORGAN_LABEL.sub(_blank_organ_label, text, count=1)
+    return any(m.group(0).lower() in _PLURAL_LESIONS or not _quantifies_other_things(text[m.end():])
+               for m in _GROUP_PATTERN.finditer(text))
+
+
+#: The words a quantifier qualifies: up to the next punctuation or conjunction, at most five words.
+_QUANTIFIED = re.compile(r"^((?:\s+(?!and\b|or\b|with\b)[A-Za-z-]+){1,5})")
+#: Lesion words by their first five letters, so "micronodules" and "hypodensities" read as lesions.
+_LESION_STEMS = tuple(sorted({w[:5].lower() for w in LESION_WORDS + tuple(w for ws in ORGAN_LESION_WORDS.values()
+                                                                            for w in ws) if " " not in w}))
+
+
+def _quantifies_other_things(after: str) -> bool:
+    """Whether the first plural noun after a quantifier names no lesion ("lucencies", "lower lobes", "weeks");
+    "Several are calcified" and "multiple, bilateral" quantify the lesions of the sentence."""
+    m = _QUANTIFIED.match(after)
+    if m is None:
+        return False
+    words = m.group(1).lower().split()
+    for i, word in enumerate(words):  # up to the first plural noun: what the quantifier counts
+        if any(stem in word for stem in _LESION_STEMS):
+            return False
+        if (len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is"))
+                and words[i + 1:i + 2] != ["of"]):  # "multiple sites of metastatic disease" reads on
+            return True
+    return False
 
 
 _ORGAN_LABEL = re.compile(r"^\s*([A-Za-z][A-Za-z /&,()'-]{0,40}):\s")

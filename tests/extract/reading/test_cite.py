@@ -128,6 +128,13 @@ def test_a_stated_number_takes_in_the_members_sized_under_a_label_of_its_section
     assert sorted(t.size.diameters_mm[0] for t in payload.tumors) == [3.0, 4.0, 6.0]
 
 
+def test_a_nodule_with_a_few_lucencies_is_one_nodule():
+    report = ("FINDINGS:\nThe dominant finding is a part-solid nodule of 12 mm in the apical segment of the right upper "
+              "lobe, with a solid component of 5 mm and a few small bubbly lucencies.\nNo pleural effusion.")
+    lung = organs_of(to_payload(cite(("lung", [1], 1, True)), report)[0])["lung"]
+    assert (lung["lesion_count"], lung["count_is_lower_bound"], lung["largest_diameter_mm"]) == (1, False, 12)
+
+
 def test_sizes_written_after_their_places_split_into_placed_members():
     report = "Liver: Three hypodense lesions, in segment 4 (8 mm), segment 6 (1.1 cm) and segment 8 (2.3 x 1.9 cm)."
     payload, _ = to_payload(cite(("liver", [1], 3, True)), report)

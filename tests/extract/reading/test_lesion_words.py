@@ -49,3 +49,17 @@ def test_stated_counts_say_whether_they_are_exact():
     assert stated_count("At least five additional solid nodules") == (5, False)
     assert stated_count("more than 10 pulmonary nodules") == (10, False)
     assert stated_count("a 5 mm nodule and 2 mm calcifications") is None
+
+
+@pytest.mark.parametrize(("text", "group"), [
+    ("A 12 mm part-solid nodule with a solid component and a few small bubbly lucencies", False),
+    ("Both lower lobes contain a small nodule", False),
+    ("Bilateral pleural effusions and a 2 cm right lower lobe mass", False),
+    ("Two weeks after surgery, a 9 mm nodule", False),
+    ("Multiple bilateral pulmonary micronodules", True),
+    ("Several are calcified", True),
+    ("Multiple sites of metastatic disease", True),
+    ("Both kidneys contain cysts", True),
+])
+def test_a_quantifier_makes_a_group_only_of_the_lesions_it_counts(text, group):
+    assert group_word_in_text(text) is group
