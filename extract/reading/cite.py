@@ -135,17 +135,31 @@ def _kind(organ: Organ, quote: str, cited_text: str) -> LesionType:
     return kind if kind is not LesionType.LESION_UNSPECIFIED else kind_in_text(organ, negated_blanked(cited_text))
 
 
+#: Wording that says an organ was taken out ("Status post right nephrectomy", "Gallbladder: Surgically absent").
+_REMOVED = re.compile(r"\b(?:resect\w*|\w+ectom(?:y|ies)|removed|removal|(?:surgically\s+)?absent|excised|excision|"
+                      r"status post|s/p|post-?surgical|post-?operative|explant\w*)\b", re.IGNORECASE)
+
+
 def _organ_sentence(organ: Organ, spans: tuple[Sentence, ...], report: str, normal: bool) -> str | None:
-    """The first findings sentence that names `organ` (with its header) and, for `normal`, clears it: normal
-    wording first, else one that asserts no lesion of it."""
+    """The first sentence that names `organ` (with its header) and says what the answer states: for `normal`, a
+    findings sentence that clears it (normal wording first, else one that asserts no lesion of it); else one
+    that says it was removed (an answer copied from an example names organs the report never calls resected)."""
     naming = [report[s.start:s.end] for s in spans
               if not in_impression(report, s.start) and organ in named_organs(f"{s.header} {report[s.start:s.end]}")]
     if not normal:
-        return naming[0] if naming else None
+        return next((s for header, s in _with_headers(organ, spans, report) if _REMOVED.search(f"{header} {s}")),
+                    None)
     for sentence in naming:
         if clears_organ(organ, sentence):
             return sentence
     return next((s for s in naming if lesion_assertion(organ, s) == "none"), None)
+
+
+def _with_headers(organ: Organ, spans: tuple[Sentence, ...], report: str) -> list[tuple[str, str]]:
+    """(header, sentence) of every sentence naming `organ` with its header, history included (a nephrectomy is
+    often told there)."""
+    return [(s.header, report[s.start:s.end]) for s in spans
+            if organ in named_organs(f"{s.header} {report[s.start:s.end]}")]
 
 
 def cited_as_quoted(answer: CitedAnswer, report: str, warnings: list[str]) -> LLMAnswer:

@@ -84,6 +84,16 @@ def test_normal_and_resected_organs_need_a_sentence_that_says_so():
     assert "spleen" not in states and any("organ spleen" in w for w in warnings)
 
 
+def test_an_organ_is_resected_only_where_a_sentence_says_it_was_removed():
+    """Small models copy an example's answer ("resected: [kidney]"); a kidney the report calls normal stays."""
+    report = ("HISTORY: Renal cell carcinoma, status post left nephrectomy.\nFINDINGS:\nKidneys: The right kidney is "
+              "normal. Spleen: Normal.")
+    payload, _ = to_payload(cite(normal=["spleen", "kidney"], resected=["kidney", "spleen"]), report)
+    states = {f.organ: (f.state, f.surgical_state) for f in payload.organs}
+    assert states["kidney"] == ("no_lesion", "absent")  # the history says so
+    assert states["spleen"] == ("no_lesion", "not_stated")
+
+
 @pytest.mark.parametrize("text,count", [
     ("Three hypodense lesions in the liver", 3), ("2 solid nodules", 2), ("There are 3 subcentimeter hypodensities", 3),
     ("4 mm nodules", None), ("3 x 2 cm nodules", None), ("Multiple cysts", None), ("A 12 mm cyst", None),
