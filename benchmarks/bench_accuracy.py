@@ -88,15 +88,31 @@ def answer_stats(answers: dict[str, dict]) -> dict:
     from schemas.llm import CitedAnswer
 
     tokens = [a["output_tokens"] for a in answers.values() if a["output_tokens"] is not None]
-    cited = inside = 0
+    examples = _example_entries()
+    cited = inside = citing = copying = 0
     for a in answers.values():
         if a["raw"] and '"sentences"' in a["raw"]:
             n = len(sentence_spans(a["text"]))
-            numbers = [x for lesion in CitedAnswer.model_validate_json(a["raw"]).lesions for x in lesion.sentences]
+            lesions = CitedAnswer.model_validate_json(a["raw"]).lesions
+            numbers = [x for lesion in lesions for x in lesion.sentences]
             cited, inside = cited + len(numbers), inside + sum(1 <= x <= n for x in numbers)
+            citing += 1
+            copying += any(lesion.model_dump_json() in examples for lesion in lesions)
     return {"output_tokens_median": statistics.median(tokens) if tokens else None,
             "output_tokens_mean": round(statistics.mean(tokens), 1) if tokens else None,
-            "cited_numbers": cited, "cited_inside_report": round(inside / cited, 3) if cited else None}
+            "cited_numbers": cited, "cited_inside_report": round(inside / cited, 3) if cited else None,
+            # a small model that copies an example's lesion entry word for word has not read the report there
+            "answers_copying_an_example": round(copying / citing, 3) if citing else None}
+
+
+def _example_entries() -> set[str]:
+    """The lesion entries of the default prompt's example answers that cite two or more sentences (a one-sentence
+    entry may match by chance), as JSON."""
+    from extract.prompting import load_prompt
+    from schemas.llm import CitedAnswer
+
+    return {lesion.model_dump_json() for m in load_prompt().prefix if m["role"] == "assistant"
+            for lesion in CitedAnswer.model_validate_json(m["content"]).lesions if len(lesion.sentences) > 1}
 
 
 def _answer_within_older_bounds(raw: str):

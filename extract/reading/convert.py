@@ -97,6 +97,12 @@ _BACK_REFERENCE = re.compile(r"^(?:(?:the|these|those|both|all|all of the)\s+(?:
                              r"observations?)|this|it|they)\b", re.IGNORECASE)
 
 
+#: A sentence that only says what a lesion is ("Likely hemangioma.", "Consistent with a simple cyst.").
+_DIAGNOSIS_ONLY = re.compile(r"^(?:(?:most\s+)?likely|probabl[ey]|possibly|presumabl[ey]|presumed|consistent with|"
+                             r"compatible with|in keeping with|suggestive of|(?:which\s+)?may represent|"
+                             r"favou?red to represent|representing)\b[^.;]{0,60}$", re.IGNORECASE)
+
+
 def _same_section(header: str, later: str) -> bool:
     """Whether a sentence under `later` is still in the section `header` opened: the same header, or a label
     naming no organ inside it ("Lungs: Three nodules are followed. Nodule measurements, current (prior): ...")."""
@@ -339,8 +345,12 @@ def _without_back_references(tumors: list[dict], warnings: list[str]) -> list[di
     hypodense", "This is consistent with a hyperdense cyst") are dropped when the organ holds a record made from
     other words."""
     def back_reference(t: dict) -> bool:
-        return t["size"]["status"] != "measured" and bool(t["evidence"]) and bool(
-            _BACK_REFERENCE.match(_HEADER_LEAD.sub("", t["evidence"][0], count=1)))
+        if t["size"]["status"] == "measured" or not t["evidence"]:
+            return False
+        words = _HEADER_LEAD.sub("", t["evidence"][0], count=1)
+        # "Likely hemangioma.": what the lesion before is, when it names no place and no number of its own
+        return bool(_BACK_REFERENCE.match(words)) or (
+            bool(_DIAGNOSIS_ONLY.match(words)) and not t["segments"] and t["count"] == 1 and t["count_exact"])
 
     described = {t["organ"] for t in tumors if not back_reference(t)}
     kept = []

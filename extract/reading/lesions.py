@@ -171,9 +171,9 @@ def lesion_record(lesion: LLMLesion, record_id: int, report_text: str, report_ke
         warnings.append(f"{where}: size {size_text!r} is a prior size in the report; ignored")
         diameters = None
     if diameters is None and (not size_text or prior):
-        diameters = size_from_quote(ctx.text)
-        if diameters is not None:
-            size_text = current_measurements(ctx.text)[0].text
+        found = size_from_quote(organ, ctx.text)
+        if found is not None:
+            diameters, size_text = list(found.diameters_mm), found.text
     if diameters is not None:
         group = count > 1 or not count_exact
         refers_to = "lesion" if not group else ("each_of_group" if _EACH.search(quote) else "largest_of_group")

@@ -6,6 +6,7 @@ import re
 
 from extract.reading.lesion_words import attenuation_in_text, composition_in_text
 from extract.reading.locations import side_in_text, subsegments_in_text
+from extract.reading.organs import named_organs
 from schemas.measure import find_measurements
 from schemas.vocab import PAIRED_ORGANS, Organ
 
@@ -19,11 +20,28 @@ def is_prior_size(size_text: str, sentence: str) -> bool:
     return bool(spots) and all(_PRIOR_WORDS.search(sentence[max(0, i - 25): i]) for i in spots)
 
 
-def size_from_quote(text: str) -> list[float] | None:
-    """The one current measurement a quote holds when the model left `size` empty; None when it holds none or
-    several. Sizes right after "previously", "prior", "was", "from" are earlier studies' and never count."""
-    found = current_measurements(text)
-    return list(found[0].diameters_mm) if len(found) == 1 else None
+def size_from_quote(organ: Organ, text: str):
+    """The one current measurement of `organ` a quote holds when the model left `size` empty (a
+    `schemas.measure` measurement); None when it holds none or several. Sizes right after "previously", "prior",
+    "was", "from" are earlier studies' and never count."""
+    found = organ_measurements(organ, text)
+    return found[0] if len(found) == 1 else None
+
+
+#: The words a size qualifies: at most three, within its clause ("4.2 cm pancreatic head primary").
+_SIZED_WORDS = re.compile(r"^(?:\s+(?!(?:with|and|in|of|near|to)\b)[A-Za-z-]+){1,3}", re.IGNORECASE)
+
+
+def organ_measurements(organ: Organ, text: str) -> list:
+    """`current_measurements` of `text` less those of another organ's finding ("... liver metastases and a
+    4.2 cm pancreatic head primary": not a liver size), told by the words right after the size."""
+    found = []
+    for m in current_measurements(text):
+        after = _SIZED_WORDS.match(text[m.end:])
+        named = named_organs(after.group(0)) if after else set()
+        if not named or organ in named:
+            found.append(m)
+    return found
 
 
 _PART_OF_LESION = re.compile(r"^\s*(?:\w+\s+){0,2}?(?:components?|rim|wall|septations?|calcifications?)\b",
@@ -89,8 +107,8 @@ def split_by_measurement(record: dict, text: str) -> list[dict]:
     1.8 cm in the right lower lobe") becomes that member plus the rest (at least one more: a lower bound, unsized).
     Anything else is returned unchanged."""
     group = record["count"] > 1 or not record["count_exact"]
-    found = current_measurements(text)
     organ = Organ(record["organ"])
+    found = organ_measurements(organ, text)
     if not group or not found:
         return [record]
     def member(window: str, diameters: tuple[float, ...], reported: str) -> dict:

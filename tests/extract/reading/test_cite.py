@@ -4,7 +4,7 @@ import pytest
 
 from extract.reading.convert import to_payload
 from extract.reading.lesion_words import count_in_text, kind_in_text
-from extract.reading.measurements import current_measurements
+from extract.reading.measurements import current_measurements, organ_measurements
 from extract.reading.sentences import numbered_report, report_sentences, sentence_spans
 from schemas.llm import CitedAnswer
 from schemas.summary import organ_summary
@@ -143,6 +143,24 @@ def test_a_nodule_with_a_few_lucencies_is_one_nodule():
               "lobe, with a solid component of 5 mm and a few small bubbly lucencies.\nNo pleural effusion.")
     lung = organs_of(to_payload(cite(("lung", [1], 1, True)), report)[0])["lung"]
     assert (lung["lesion_count"], lung["count_is_lower_bound"], lung["largest_diameter_mm"]) == (1, False, 12)
+
+
+def test_a_sentence_that_only_says_what_the_lesion_before_is_adds_no_lesion():
+    report = "Liver: A 2.0 x 1.8 cm lesion in segment 5/6 demonstrates peripheral nodular enhancement. Likely hemangioma."
+    liver = organs_of(to_payload(cite(("liver", [2], 2, True), ("liver", [1], 1, True)), report)[0])["liver"]
+    assert (liver["lesion_count"], liver["largest_diameter_mm"]) == (1, 20)
+    # with a place of its own it is another lesion
+    other = report.replace("Likely hemangioma.", "Probable hemangioma in segment 2.")
+    assert organs_of(to_payload(cite(("liver", [1, 2], 1, True)), other)[0])["liver"]["lesion_count"] == 2
+
+
+def test_a_size_followed_by_another_organ_is_not_this_organs():
+    report = ("FINDINGS:\n1. Hepatic metastases in segments 6 and 7, the largest 2.3 cm in segment 7.\nIMPRESSION: "
+              "Metastatic pancreatic cancer: 4.2 cm pancreatic head primary with liver metastases.")
+    liver = organs_of(to_payload(cite(("liver", [1], 2, False), ("liver", [2], 1, True)), report)[0])["liver"]
+    assert (liver["largest_diameter_mm"], liver["largest_location"]) == (23, "segment_7")
+    assert [m.text for m in organ_measurements(Organ.LIVER, "a 4.2 cm pancreatic head mass and a 2 cm liver cyst")] \
+        == ["2 cm"]
 
 
 def test_sizes_written_after_their_places_split_into_placed_members():
