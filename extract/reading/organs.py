@@ -86,6 +86,27 @@ def _stations_blanked(text: str) -> str:
     return text if chars is None else "".join(chars)
 
 
+# Where a metastasis comes from is not where it is ("a pancreatic lesion ... in keeping with a renal cell carcinoma
+# metastasis", "liver metastases from a colorectal primary", "history of breast cancer"): those words name no organ.
+_CANCER = r"(?:cell\s+)?(?:carcinoma|cancer|adenocarcinoma|primary|melanoma|sarcoma)"
+_ORIGIN = re.compile(
+    rf"\b((?:[a-z-]+\s+){{1,2}}?{_CANCER})\s+metasta(?:sis|ses|tic)\b"
+    rf"|\bmetasta(?:sis|ses|tic\s+disease)\s+(?:from|of)\s+((?:an?\s+|the\s+)?(?:[a-z-]+\s+){{1,2}}?{_CANCER})\b"
+    rf"|\bhistory\s+of\s+((?:an?\s+)?(?:[a-z-]+\s+){{1,2}}?{_CANCER})\b",
+    re.IGNORECASE)
+
+
+def _origins_blanked(text: str) -> str:
+    lower = text.lower()
+    if "metasta" not in lower and "history" not in lower:
+        return text
+    chars = list(text)
+    for m in _ORIGIN.finditer(text):
+        group = next(k for k in (1, 2, 3) if m.group(k))
+        chars[m.start(group):m.end(group)] = " " * (m.end(group) - m.start(group))
+    return "".join(chars)
+
+
 def scan_organs(text: str, scan: re.Pattern[str], groups: dict[str, Organ],
                 separate: dict[Organ, re.Pattern[str]]) -> set[Organ]:
     if text.isascii():
@@ -110,7 +131,7 @@ def organ_named_in_text(organ: Organ, text: str) -> bool:
 # tuple keeps vocabulary order, and the set is rebuilt in that order, as `scan_organs` builds it.
 @functools.lru_cache(maxsize=8192)
 def _named_organs(text: str, by_word_only: bool) -> tuple[Organ, ...]:
-    blanked = _stations_blanked(text)
+    blanked = _origins_blanked(_stations_blanked(text))
     if by_word_only:
         return tuple(scan_organs(blanked, _NAME_SCAN, _NAME_GROUPS, _NAME_SEPARATE))
     return tuple(scan_organs(blanked, _NAMED_SCAN, _NAMED_GROUPS, _NAMED_SEPARATE))

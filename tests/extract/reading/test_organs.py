@@ -1,3 +1,5 @@
+import pytest
+
 from extract.reading.organs import named_organs, organ_named_in_text, organ_scan, organs_named_by_word, scan_organs
 from extract.reading.patterns import words_pattern
 from schemas.vocab import ORGAN_WORDS, Organ
@@ -45,3 +47,14 @@ def test_the_word_before_a_node_places_the_node_and_names_no_organ():
 def test_the_word_before_a_vessel_names_no_organ():
     assert named_organs("A nodal mass at the level of the left renal vein") == {Organ.LYMPH_NODE}
     assert named_organs("The splenic vein is patent") == set()
+
+
+@pytest.mark.parametrize(("text", "organs"), [
+    ("The pancreas contains a 1.3 cm lesion, most in keeping with a renal cell carcinoma metastasis", {"pancreas"}),
+    ("Liver metastases from a colorectal primary", {"liver"}),
+    ("History of breast cancer. A 4 mm lung nodule.", {"lung"}),
+    ("A 3 cm right renal mass consistent with renal cell carcinoma", {"kidney"}),  # where it is, not where from
+    ("Known pancreatic adenocarcinoma with liver metastases", {"liver", "pancreas"}),
+])
+def test_where_a_metastasis_comes_from_names_no_organ(text, organs):
+    assert {o.value for o in named_organs(text)} == organs
