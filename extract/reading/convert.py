@@ -362,6 +362,33 @@ def _without_back_references(tumors: list[dict], warnings: list[str]) -> list[di
     return kept
 
 
+def _without_subsets(tumors: list[dict], report_text: str, warnings: list[str]) -> list[dict]:
+    """A group with no size, place or number of its own after a group of the same organ, kind and side in the same
+    findings section is some of those lesions, not more ("... innumerable cysts. Several cysts show mural
+    calcification.")."""
+    text = unicodedata.normalize("NFKC", report_text)
+    spans = sentence_spans(text)
+
+    def header(t: dict) -> str | None:
+        return next((s.header for s in spans if s.start <= t[SPAN_KEY][0] < s.end), None)
+
+    def kind(t: dict) -> LesionType:
+        return kind_in_text(Organ(t["organ"]), negated_blanked(" ".join(t["evidence"])))
+
+    kept: list[dict] = []
+    for t in tumors:
+        bare = (not t["count_exact"] and t["size"]["status"] != "measured" and not t["segments"]
+                and t["laterality"] in (None, "bilateral") and t.get(SPAN_KEY) and t["evidence"]
+                and not in_impression(report_text, t[SPAN_KEY][0]))
+        groups = [e for e in kept if bare and e["organ"] == t["organ"] and not e["count_exact"] and e.get(SPAN_KEY)
+                  and e[SPAN_KEY][0] < t[SPAN_KEY][0] and header(e) == header(t) and kind(e) == kind(t)]
+        if groups:
+            warnings.append(f"lesion {t['id']} ({t['organ']}): some of the group of lesion {groups[0]['id']}; dropped")
+            continue
+        kept.append(t)
+    return kept
+
+
 def _impression_sentences(report_text: str) -> Iterator[tuple[str, Organ]]:
     """(words, organ) for every impression sentence that names exactly one organ."""
     text = unicodedata.normalize("NFKC", report_text)
@@ -515,6 +542,7 @@ def to_payload(answer: LLMAnswer | CitedAnswer | dict | str, report_text: str,
         warnings.append(f"lesion {record['id']} ({record['organ']}): made from a report sentence the answer left out")
         tumors.append(record)
     tumors = _without_back_references(tumors, warnings)
+    tumors = _without_subsets(tumors, report_text, warnings)
     tumors = _absorb_list_intros(tumors, report_text, warnings)
     _sizes_from_impression(tumors, report_text, warnings)
     tumors = _count_from_impression(tumors, report_text, warnings)

@@ -55,21 +55,24 @@ _ON_EARLIER_STUDY = re.compile(r"^\s*(?:on|at|in)\s+the\s+(?:earlier|prior|previ
                                re.IGNORECASE)
 
 
+#: An organ's length, not a lesion's size ("Both kidneys are enlarged (right 19 cm, left 21 cm in length)").
+_ORGAN_LENGTH = re.compile(r"^[^.;()]{0,40}?\b(?:in length|long\b(?!\s+segment)|in (?:craniocaudal|cc|bipolar) "
+                           r"(?:length|dimension|extent)|craniocaudal(?:ly)?\b|in span)", re.IGNORECASE)
 #: Two sizes joined as one reading ("previously 5 and 7 mm"): the second is as prior as the first.
 _JOINED = re.compile(r"\s*(?:,|and|&|/)?\s*")
 
 
 def current_measurements(text: str) -> list:
     """Measurements in `text` of lesions now: not prior sizes (no "previously"/"prior"/... just before them, no
-    "on the earlier study" after them) and not the size of a lesion's part ("with a 3 mm solid component", "a
-    solid component of 3 mm")."""
+    "on the earlier study" after them), not the size of a lesion's part ("with a 3 mm solid component", "a
+    solid component of 3 mm") and not an organ's length ("right 19 cm, left 21 cm in length")."""
     current, previous_end, previous_prior = [], 0, False
     for m in find_measurements(text):
         # The prior word must be this size's own: in "RUL 6 mm (prior 5 mm); LLL 4 mm" it belongs to the 5 mm.
         between = text[max(previous_end, m.start - 25): m.start]
         prior = bool(_PRIOR_WORDS.search(between)) or (previous_prior and bool(_JOINED.fullmatch(between)))
         previous_end, previous_prior = m.end, prior
-        if not (prior or _PART_OF_LESION.match(text[m.end: m.end + 40])
+        if not (prior or _PART_OF_LESION.match(text[m.end: m.end + 40]) or _ORGAN_LENGTH.match(text[m.end:])
                 or _PART_BEFORE.search(text[max(0, m.start - 40): m.start]) or _ON_EARLIER_STUDY.match(text[m.end:])):
             current.append(m)
     return current

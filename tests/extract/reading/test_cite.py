@@ -163,6 +163,19 @@ def test_a_size_followed_by_another_organ_is_not_this_organs():
         == ["2 cm"]
 
 
+def test_an_organs_length_is_no_lesion_size_and_a_bare_group_after_a_group_is_part_of_it():
+    report = ("FINDINGS:\nKidneys: Both kidneys are enlarged (right 19 cm, left 21 cm in length) and replaced by "
+              "innumerable cysts. The largest cyst is in the upper pole of the left kidney and measures 6.2 cm. "
+              "Several cysts show fine peripheral mural calcification.\nSpleen: Normal.")
+    payload, _ = to_payload(cite(("kidney", [1], 2, False), ("kidney", [3], 2, False)), report)
+    kidney = organs_of(payload)["kidney"]
+    assert (kidney["lesion_count"], kidney["count_is_lower_bound"], kidney["largest_diameter_mm"]) == (2, True, 62)
+    # with a place of its own, a second group is more lesions
+    other = report.replace("Several cysts show", "Several cysts in the lower pole show")
+    assert organs_of(to_payload(cite(("kidney", [1], 2, False), ("kidney", [3], 2, False)), other)[0])[
+        "kidney"]["lesion_count"] == 4
+
+
 def test_sizes_written_after_their_places_split_into_placed_members():
     report = "Liver: Three hypodense lesions, in segment 4 (8 mm), segment 6 (1.1 cm) and segment 8 (2.3 x 1.9 cm)."
     payload, _ = to_payload(cite(("liver", [1], 3, True)), report)
