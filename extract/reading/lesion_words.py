@@ -48,6 +48,10 @@ _LESION_STEMS = tuple(sorted({w[:5].lower() for w in LESION_WORDS + tuple(w for 
                                                                             for w in ws) if " " not in w}))
 
 
+#: Plurals without an s that reports quantify ("a cyst with multiple thin septa").
+_LATIN_PLURALS = frozenset({"septa", "septae", "bullae", "vertebrae", "media", "data"})
+
+
 def _quantifies_other_things(after: str) -> bool:
     """Whether the first plural noun after a quantifier names no lesion ("lucencies", "lower lobes", "weeks");
     "Several are calcified" and "multiple, bilateral" quantify the lesions of the sentence."""
@@ -58,8 +62,9 @@ def _quantifies_other_things(after: str) -> bool:
     for i, word in enumerate(words):  # up to the first plural noun: what the quantifier counts
         if any(stem in word for stem in _LESION_STEMS):
             return False
-        if (len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is"))
-                and words[i + 1:i + 2] != ["of"]):  # "multiple sites of metastatic disease" reads on
+        plural = word in _LATIN_PLURALS or (
+            len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")))
+        if plural and words[i + 1:i + 2] != ["of"]:  # "multiple sites of metastatic disease" reads on
             return True
     return False
 

@@ -60,6 +60,7 @@ def test_stated_counts_say_whether_they_are_exact():
     ("Several are calcified", True),
     ("Multiple sites of metastatic disease", True),
     ("Both kidneys contain cysts", True),
+    ("A 2.2 cm interpolar cyst with multiple thin septa", False),
 ])
 def test_a_quantifier_makes_a_group_only_of_the_lesions_it_counts(text, group):
     assert group_word_in_text(text) is group
