@@ -194,6 +194,8 @@ def _absorb_list_intros(tumors: list[dict], report_text: str, warnings: list[str
             continue
         members, new = [], []
         j = i + 1
+        if _LARGEST_MEMBERS.match(following) and not current_measurements(following):
+            j += 1  # "The three largest are as follows." leads into the list
         # The list runs while lines size something ("Right lower lobe: 1.1 cm ..." is its own labelled line).
         while j < len(spans) and current_measurements(line := text[spans[j].start:spans[j].end]):
             if _ADDITIVE.search(line):

@@ -88,10 +88,15 @@ def subsegments_in_text(organ: Organ, text: str) -> list[SubSegment]:
     return sorted(found, key=_SUBSEGMENT_ORDER.__getitem__)
 
 
+#: "both" of paired places ("both lungs", "both lower lobes"), not of anything else ("both prior examinations").
+_BOTH_SIDES = re.compile(r"\bboth\s+(?:[a-z-]+\s+)?(?:lungs?|kidneys?|adrenals?|glands|lobes|sides|hemithora\w+|"
+                         r"ovaries|breasts|bases|apices|axillae|hila|upper|lower|renal|adrenal|pulmonary)\b")
+
+
 def side_in_text(text: str) -> str | None:
     """`left`, `right` or `bilateral` as a phrase states it, else None. The lingula is part of the left lung."""
     t = text.lower()
-    if re.search(r"\bbilateral(?:ly)?\b|\bboth\b", t):
+    if re.search(r"\bbilateral(?:ly)?\b", t) or _BOTH_SIDES.search(t):
         return "bilateral"
     # RUL, RML, RLL, LUL, LLL: the lobe abbreviations of chest reports
     left = re.search(r"\bleft\b|\blingula(?:r)?\b|\bl[ul]l\b", t) is not None

@@ -26,6 +26,7 @@ _PRESENCE_HEDGE = words_pattern(PRESENCE_HEDGES)
 # "Another, 8 mm, lies in segment 3": a lesion whose word is left out after "another" or "a second".
 _ELLIPTIC_LESION = re.compile(r"^(?:another|a\s+(?:second|third|fourth))\s*,?\s+(?:[\w-]+\s+){0,2}?"
                               r"\d+(?:\.\d+)?\s*(?:mm|cm)\b", re.IGNORECASE)
+_BRACKETS = re.compile(r"\([^()]*\)")
 _NEGATION_END = re.compile(r"[;.]|\b(?:but|however|except|other than|whereas)\b", re.IGNORECASE)
 
 
@@ -39,8 +40,10 @@ def negated_blanked(text: str) -> str:
         stop = _NEGATION_END.search(text, m.end())
         end = stop.start() if stop else len(text)
         chars[m.start():end] = " " * max(0, end - m.start())
+    # a comma inside brackets ("(series 3, image 140) has resolved") does not end the clause the cue closes
+    unbracketed = _BRACKETS.sub(lambda b: " " * len(b.group(0)), text) if "(" in text else text
     for m in _POST_NEGATION.finditer(text):
-        begin = max((b.end() for b in CLAUSE_BREAK.finditer(text, 0, m.start())), default=0)
+        begin = max((b.end() for b in CLAUSE_BREAK.finditer(unbracketed, 0, m.start())), default=0)
         chars[begin:m.end()] = " " * max(0, m.end() - begin)
     return "".join(chars)
 

@@ -176,6 +176,21 @@ def test_an_organs_length_is_no_lesion_size_and_a_bare_group_after_a_group_is_pa
         "kidney"]["lesion_count"] == 4
 
 
+def test_a_total_then_the_largest_described_one_by_one_is_the_total():
+    report = ("FINDINGS:\nLung nodules: There are five noncalcified solid nodules in total. The three largest are as "
+              "follows. A right upper lobe nodule measures 8 mm (series 2, image 71). A nodule in the right lower lobe "
+              "measures 6 mm. A 5 mm nodule lies in the left upper lobe.\nNo pleural effusion.")
+    lung = organs_of(to_payload(cite(("lung", [1, 2], 5, True)), report)[0])["lung"]
+    assert (lung["lesion_count"], lung["count_is_lower_bound"], lung["largest_diameter_mm"]) == (5, False, 8)
+
+
+def test_a_nodule_resolved_after_a_bracket_and_one_unchanged_from_both_priors():
+    report = ("FINDINGS:\nLUNGS: The 5 mm right lower lobe nodule seen on the prior (series 3, image 140 on that study) "
+              "has resolved. The 6 mm nodule in the left upper lobe is unchanged from both prior examinations.")
+    lung = organs_of(to_payload(cite(("lung", [1], 1, True), ("lung", [2], 1, True)), report)[0])["lung"]
+    assert (lung["lesion_count"], lung["sides"], lung["largest_diameter_mm"]) == (1, ["left"], 6)
+
+
 def test_sizes_written_after_their_places_split_into_placed_members():
     report = "Liver: Three hypodense lesions, in segment 4 (8 mm), segment 6 (1.1 cm) and segment 8 (2.3 x 1.9 cm)."
     payload, _ = to_payload(cite(("liver", [1], 3, True)), report)
