@@ -103,12 +103,16 @@ def names_place(organ: Organ, text: str) -> bool:
     return bool(subsegments_in_text(organ, text)) or (organ in PAIRED_ORGANS and side_in_text(text) is not None)
 
 
+_EACH_OF = re.compile(r"\beach\b", re.IGNORECASE)
+
+
 def split_by_measurement(record: dict, text: str) -> list[dict]:
     """A group record whose words size its members one by one ("1.1 cm in segment 2 and 3.4 cm in segment 7",
     "right 1.4 cm and left 2.6 cm") becomes one record per current measurement, each with the side and
-    sub-segments written next to it. A group whose one measurement is its largest member's ("the largest
-    1.8 cm in the right lower lobe") becomes that member plus the rest (at least one more: a lower bound, unsized).
-    Anything else is returned unchanged."""
+    sub-segments written next to it, plus an unsized rest when a stated number exceeds the sizes and a size is for
+    "each" of several. A group whose one measurement is its largest member's ("the largest 1.8 cm in the right
+    lower lobe") becomes that member plus the rest (at least one more: a lower bound, unsized). Anything else is
+    returned unchanged."""
     group = record["count"] > 1 or not record["count_exact"]
     organ = Organ(record["organ"])
     found = organ_measurements(organ, text)
@@ -141,6 +145,9 @@ def split_by_measurement(record: dict, text: str) -> list[dict]:
                 after = text[m.end: found[i + 1].start if i + 1 < len(found) else len(text)]
                 window = before.split(",")[-1] + " " + after
             parts.append(member(window, m.diameters_mm, m.text))
+        # "three nodules: two ..., each 3 to 4 mm, and one ... 7 mm": a size for each of several is more lesions
+        if record["count_exact"] and record["count"] > len(parts) and _EACH_OF.search(text):
+            parts.append({**record, "count": record["count"] - len(parts), "size": {"status": "not_reported"}})
         return parts
     largest = _LARGEST.search(text)
     if largest is None:

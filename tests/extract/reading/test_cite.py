@@ -191,6 +191,13 @@ def test_a_nodule_resolved_after_a_bracket_and_one_unchanged_from_both_priors():
     assert (lung["lesion_count"], lung["sides"], lung["largest_diameter_mm"]) == (1, ["left"], 6)
 
 
+def test_a_size_for_each_of_several_leaves_the_stated_number():
+    report = ("FINDINGS:\nLungs: The left lung contains three nodules: two in the left upper lobe, each 3 to 4 mm "
+              "(images 52 and 77), and one in the left lower lobe, which at 7 mm (image 163) is the largest.")
+    lung = organs_of(to_payload(cite(("lung", [1], 3, True)), report)[0])["lung"]
+    assert (lung["lesion_count"], lung["count_is_lower_bound"], lung["largest_diameter_mm"]) == (3, False, 7)
+
+
 def test_sizes_written_after_their_places_split_into_placed_members():
     report = "Liver: Three hypodense lesions, in segment 4 (8 mm), segment 6 (1.1 cm) and segment 8 (2.3 x 1.9 cm)."
     payload, _ = to_payload(cite(("liver", [1], 3, True)), report)
