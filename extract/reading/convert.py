@@ -391,6 +391,38 @@ def _without_subsets(tumors: list[dict], report_text: str, warnings: list[str]) 
     return kept
 
 
+#: "Other representative nodules measure 5 mm ... and 4 mm ...": examples of a group already counted.
+_EXAMPLES_OF_GROUP = re.compile(r"^(?:the\s+)?(?:other\s+)?(?:representative|example)\b|^examples?\s+include\b",
+                                re.IGNORECASE)
+
+
+def _examples_in_groups(tumors: list[dict], report_text: str, warnings: list[str]) -> list[dict]:
+    """Sized records from a sentence that gives examples ("Other representative nodules measure ...") after an
+    unsized group that is a lower bound ("More than ten nodules ...") of the same organ in the same findings
+    section are members of that group: its rest shrinks by them, down to one."""
+    text = unicodedata.normalize("NFKC", report_text)
+    spans = sentence_spans(text)
+
+    def sentence_of(t: dict):
+        return next((s for s in spans if s.start <= t[SPAN_KEY][0] < s.end), None) if t.get(SPAN_KEY) else None
+
+    kept = list(tumors)
+    for t in tumors:
+        where = sentence_of(t)
+        if where is None or t["size"]["status"] != "measured" or not t["count_exact"] or in_impression(
+                report_text, where.start):
+            continue
+        if not _EXAMPLES_OF_GROUP.match(_HEADER_LEAD.sub("", text[where.start:where.end], count=1)):
+            continue
+        group = next((g for g in kept if g["organ"] == t["organ"] and not g["count_exact"] and g["count"] > t["count"]
+                      and g["size"]["status"] == "not_reported" and g.get(SPAN_KEY) and g[SPAN_KEY][0] < where.start
+                      and (s := sentence_of(g)) is not None and s.header == where.header), None)
+        if group is not None:
+            kept[kept.index(group)] = {**group, "count": group["count"] - t["count"]}
+            warnings.append(f"lesion {t['id']} ({t['organ']}): an example of the group of lesion {group['id']}")
+    return kept
+
+
 def _impression_sentences(report_text: str) -> Iterator[tuple[str, Organ]]:
     """(words, organ) for every impression sentence that names exactly one organ."""
     text = unicodedata.normalize("NFKC", report_text)
@@ -546,6 +578,7 @@ def to_payload(answer: LLMAnswer | CitedAnswer | dict | str, report_text: str,
     tumors = _without_back_references(tumors, warnings)
     tumors = _without_subsets(tumors, report_text, warnings)
     tumors = _absorb_list_intros(tumors, report_text, warnings)
+    tumors = _examples_in_groups(tumors, report_text, warnings)
     _sizes_from_impression(tumors, report_text, warnings)
     tumors = _count_from_impression(tumors, report_text, warnings)
     for number, record in enumerate(tumors, 1):

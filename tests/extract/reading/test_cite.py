@@ -198,6 +198,14 @@ def test_a_size_for_each_of_several_leaves_the_stated_number():
     assert (lung["lesion_count"], lung["count_is_lower_bound"], lung["largest_diameter_mm"]) == (3, False, 7)
 
 
+def test_representative_nodules_are_examples_of_the_group_counted_before():
+    report = ("FINDINGS:\nLungs: More than ten small solid nodules are scattered throughout both lungs. The largest "
+              "measures 7 mm in the left upper lobe (series 4, image 54). Other representative nodules measure 5 mm in "
+              "the right upper lobe (image 49) and 4 mm in the right lower lobe (image 88).\nNo pleural effusion.")
+    lung = organs_of(to_payload(cite(("lung", [1, 2], 10, False), ("lung", [3], 2, True)), report)[0])["lung"]
+    assert (lung["lesion_count"], lung["count_is_lower_bound"], lung["largest_diameter_mm"]) == (10, True, 7)
+
+
 def test_sizes_written_after_their_places_split_into_placed_members():
     report = "Liver: Three hypodense lesions, in segment 4 (8 mm), segment 6 (1.1 cm) and segment 8 (2.3 x 1.9 cm)."
     payload, _ = to_payload(cite(("liver", [1], 3, True)), report)
