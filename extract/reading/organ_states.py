@@ -17,7 +17,7 @@ from schemas.vocab import PAIRED_ORGANS, Organ
 _NORMAL = re.compile(
     r"\b(?:unremarkable|normal(?! in size| size| caliber| calibre)|clear|within normal limits|not enlarged|"
     r"no(?:\s+\S+){0,4}?\s+(?:lesions?|mass(?:es)?|nodules?|lymphadenopathy|adenopathy|metastas[ie]s|"
-    r"abnormalit(?:y|ies)|tumou?rs?|(?:lymph\s+)?nodes)|without(?:\s+\S+){0,3}?\s+(?:lesions?|mass(?:es)?|nodules?))\b",
+    r"abnormalit(?:y|ies)|tumou?rs?|(?:lymph\s+)?nodes?)|without(?:\s+\S+){0,3}?\s+(?:lesions?|mass(?:es)?|nodules?))\b",
     re.IGNORECASE)
 
 _VOCABULARY_RANK = {organ: rank for rank, organ in enumerate(Organ)}

@@ -58,3 +58,11 @@ def test_the_word_before_a_vessel_names_no_organ():
 ])
 def test_where_a_metastasis_comes_from_names_no_organ(text, organs):
     assert {o.value for o in named_organs(text)} == organs
+
+
+def test_an_intrapulmonary_lymph_node_is_a_lung_nodule_and_no_enlarged_node_clears_the_nodes():
+    from extract.reading.organ_states import normal_organs
+
+    assert named_organs("A 3 mm perifissural nodule, typical of an intrapulmonary lymph node") == {Organ.LUNG}
+    assert named_organs("renal hilar nodes") == {Organ.LYMPH_NODE}
+    assert Organ.LYMPH_NODE in normal_organs("There is no enlarged lymph node in the mediastinum or at either hilum.")
