@@ -216,7 +216,11 @@ def _absorb_list_intros(tumors: list[dict], report_text: str, warnings: list[str
                   and (names_place(organ, line) or _LIST_ITEM.match(line))):
                 # a bare member ("- Segment 8: 1.6 cm"); a line with a lesion word of its own and no record was
                 # left out for a reason (resolved, negated, not a lesion)
-                new.append(_list_member(intro, line, line_span))
+                sizes = current_measurements(line)
+                if len(sizes) > 1:  # "the right measures 11 mm and the left 17 mm": a member per size
+                    new += split_by_measurement({**_list_member(intro, line, line_span), "count": len(sizes)}, line)
+                else:
+                    new.append(_list_member(intro, line, line_span))
             j += 1
         sized_intro = intro["size"]["status"] == "measured"
         n = len(members) + len(new) + (1 if sized_intro else 0)
@@ -239,7 +243,7 @@ def _absorb_list_intros(tumors: list[dict], report_text: str, warnings: list[str
                 kept[kept.index(last)] = {**last, "count_exact": False}
         kept[position:position + 1] = replacement + new
         warnings.append(f"lesion {intro['id']} ({organ.value}): introduces a list of {n}"
-                        + (f" and {rest} more" if rest > 0 else "") + f" ({len(new)} lines without a record)")
+                        + (f" and {rest} more" if rest > 0 else "") + f" ({len(new)} members without a record)")
     return kept
 
 

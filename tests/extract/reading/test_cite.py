@@ -206,6 +206,14 @@ def test_representative_nodules_are_examples_of_the_group_counted_before():
     assert (lung["lesion_count"], lung["count_is_lower_bound"], lung["largest_diameter_mm"]) == (10, True, 7)
 
 
+def test_a_list_line_with_two_sizes_is_two_members():
+    report = ("FINDINGS:\nUpper abdomen: There are bilateral adrenal nodules; the right measures 11 mm and the left "
+              "17 mm. Both are of soft tissue attenuation (32 and 35 HU) and indeterminate.")
+    adrenal = organs_of(to_payload(cite(("adrenal_gland", [1], 2, False)), report)[0])["adrenal_gland"]
+    assert (adrenal["lesion_count"], adrenal["count_is_lower_bound"], adrenal["largest_diameter_mm"],
+            adrenal["largest_location"]) == (2, False, 17, "left")
+
+
 def test_sizes_written_after_their_places_split_into_placed_members():
     report = "Liver: Three hypodense lesions, in segment 4 (8 mm), segment 6 (1.1 cm) and segment 8 (2.3 x 1.9 cm)."
     payload, _ = to_payload(cite(("liver", [1], 3, True)), report)
