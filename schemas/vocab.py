@@ -171,7 +171,8 @@ POST_NEGATION_CUES: tuple[str, ...] = (
     "no longer evident", "no longer present", "not seen", "not identified", "not visualized", "not present",
     "has been resected", "have been resected", "removed", "is absent", "are absent", "screening",
     "has been replaced by", "have been replaced by", "no longer visible", "no longer demonstrated",
-    "no longer apparent", "no longer appreciated", "has disappeared", "have disappeared",
+    "no longer apparent", "no longer appreciated", "has disappeared", "have disappeared", "has cleared",
+    "have cleared", "cleared completely",
 )
 #: Wording that doubts whether a lesion exists at all (certainty `possible`, organ `equivocal`).
 PRESENCE_HEDGES: tuple[str, ...] = (

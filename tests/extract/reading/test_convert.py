@@ -110,6 +110,7 @@ def test_quote_from_elsewhere_or_about_another_organ_is_dropped():
 @pytest.mark.parametrize(("sentence", "expected"), [
     ("No suspicious renal mass.", {"kidney": "no_lesion"}),
     ("The previously seen renal lesion has resolved.", {}),
+    ("The left renal lesion has cleared completely.", {}),
     ("Kidneys are normal in size without focal lesions or hydronephrosis.", {"kidney": "no_lesion"}),
     ("Kidneys are normal in size. Mild hydronephrosis.", {}),
 ])
