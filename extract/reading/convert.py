@@ -116,7 +116,11 @@ def _absorb_described_members(intro: dict, i: int, spans: tuple, text: str, repo
     later records of the same kind and side in the same section are its members, when they do not outnumber it;
     the number keeps only what they leave. Other kinds ("Two cysts in the left kidney. A 3 cm solid mass ...") are
     other lesions."""
-    if intro["size"]["status"] == "measured":
+    # "Three lesions, the largest 2.1 cm in segment 7. A second lesion in segment 4a measures 9 mm.": the number
+    # holds its largest and the members described after it
+    sized_group = (intro["size"]["status"] == "measured" and intro["size"].get("refers_to") == "largest_of_group"
+                   and intro["count_exact"] and bool(_LARGEST_WORD.search(" ".join(intro["evidence"]))))
+    if intro["size"]["status"] == "measured" and not sized_group:
         return
     # A bare plural ("Both adrenal glands contain nodules.") is resolved by the lesions described after it; "several",
     # "multiple" or "at least five" say there are more than those described.
@@ -143,15 +147,18 @@ def _absorb_described_members(intro: dict, i: int, spans: tuple, text: str, repo
                and (intro_kind in _GENERIC_KINDS or kind(t) == intro_kind)
                and (intro["laterality"] in (None, "bilateral") or t["laterality"] in (None, intro["laterality"]))]
     described = sum(t["count"] for t in members)
+    room = intro["count"] - (1 if sized_group else 0)
     if not members or not all(t["count_exact"] for t in members) or (
-            described > intro["count"] if intro["count_exact"] else described < intro["count"]):
+            described > room if intro["count_exact"] else described < intro["count"]):
         return
     rest = intro["count"] - described if intro["count_exact"] else 0
     if intro["laterality"] in ("left", "right"):  # "The left adrenal gland contains two nodules. The medial limb ..."
         for t in members:
             if t["laterality"] is None:
                 kept[kept.index(t)] = {**t, "laterality": intro["laterality"]}
-    if rest > 0:
+    if sized_group and rest == 1:
+        kept[kept.index(intro)] = _as_one_lesion(intro)
+    elif rest > 0:
         kept[kept.index(intro)] = {**intro, "count": rest}
     else:
         kept.remove(intro)

@@ -214,6 +214,18 @@ def test_a_list_line_with_two_sizes_is_two_members():
             adrenal["largest_location"]) == (2, False, 17, "left")
 
 
+def test_a_second_lesion_after_a_number_and_its_largest_is_one_of_them():
+    report = ("FINDINGS:\nLIVER: Three hypoattenuating hepatic lesions are seen, the largest measuring 2.1 x 1.8 cm in "
+              "segment 7 (series 2, image 18). A second lesion in segment 4a measures 9 mm (series 2, image 22).")
+    liver = organs_of(to_payload(cite(("liver", [1], 3, True), ("liver", [2], 1, True)), report)[0])["liver"]
+    assert (liver["lesion_count"], liver["count_is_lower_bound"], liver["largest_diameter_mm"]) == (3, False, 21)
+    # when the number's words size every member, a second one is more
+    sized = report.replace("the largest measuring 2.1 x 1.8 cm in segment 7", "measuring 2.1 and 1.4 cm")
+    sized = sized.replace("Three hypoattenuating", "Two hypoattenuating")
+    assert organs_of(to_payload(cite(("liver", [1], 2, True), ("liver", [2], 1, True)), sized)[0])["liver"][
+        "lesion_count"] == 3
+
+
 def test_sizes_written_after_their_places_split_into_placed_members():
     report = "Liver: Three hypodense lesions, in segment 4 (8 mm), segment 6 (1.1 cm) and segment 8 (2.3 x 1.9 cm)."
     payload, _ = to_payload(cite(("liver", [1], 3, True)), report)
