@@ -200,6 +200,7 @@ def _absorb_list_intros(tumors: list[dict], report_text: str, warnings: list[str
             _absorb_described_members(intro, i, spans, text, report_text, kept, warnings)
             continue
         members, new = [], []
+        largest_in_list = False  # "...; the largest, in segment 6, measures 7 mm": the list names only its largest
         j = i + 1
         if _LARGEST_MEMBERS.match(following) and not current_measurements(following):
             j += 1  # "The three largest are as follows." leads into the list
@@ -208,6 +209,7 @@ def _absorb_list_intros(tumors: list[dict], report_text: str, warnings: list[str
             if _ADDITIVE.search(line):
                 break  # "In addition, a few tiny nodules ..." is a group of its own
             line_span = (spans[j].start, spans[j].end)
+            largest_in_list = largest_in_list or bool(_LARGEST_WORD.search(line))
             own = [t for t in kept if t is not intro and t["organ"] == organ.value and t.get(SPAN_KEY)
                    and line_span[0] <= t[SPAN_KEY][0] < line_span[1]]
             if own:
@@ -240,6 +242,8 @@ def _absorb_list_intros(tumors: list[dict], report_text: str, warnings: list[str
         replacement: list[dict] = []
         if sized_intro:
             replacement.append(_as_one_lesion(intro))
+        if rest <= 0 and largest_in_list and not intro["count_exact"] and not examples:
+            rest = 1  # "several ..., the largest 7 mm": at least one more than those sized
         if rest > 0:
             replacement.append({**intro, "count": rest, "count_exact": intro["count_exact"],
                                 "size": {"status": "not_reported"}})

@@ -226,6 +226,14 @@ def test_a_second_lesion_after_a_number_and_its_largest_is_one_of_them():
         "lesion_count"] == 3
 
 
+def test_several_then_only_the_largest_sized_stays_at_least_two():
+    report = ("FINDINGS:\nLiver: Several tiny hypodensities are scattered through the liver; they are too small to "
+              "characterize but most likely cysts, and the largest, in segment 6, measures 7 mm. Mild steatosis.")
+    liver = organs_of(to_payload(cite(("liver", [1, 2], 2, False)), report)[0])["liver"]
+    assert (liver["lesion_count"], liver["count_is_lower_bound"], liver["largest_diameter_mm"],
+            liver["largest_location"]) == (2, True, 7, "segment_6")
+
+
 def test_sizes_written_after_their_places_split_into_placed_members():
     report = "Liver: Three hypodense lesions, in segment 4 (8 mm), segment 6 (1.1 cm) and segment 8 (2.3 x 1.9 cm)."
     payload, _ = to_payload(cite(("liver", [1], 3, True)), report)
