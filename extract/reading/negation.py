@@ -8,6 +8,7 @@ import re
 from extract.reading.lesion_words import lesion_word_in_text
 from extract.reading.patterns import words_alternation, words_pattern
 from extract.reading.sentences import CLAUSE_BREAK, clauses
+from schemas.measure import find_measurements
 from schemas.vocab import NEGATION_CUES, NOT_CURRENT_CUES, POST_NEGATION_CUES, PRESENCE_HEDGES, Organ
 
 # "not" is a negation except in hedges ("is not excluded"), which keep the lesion possible.
@@ -28,6 +29,28 @@ _ELLIPTIC_LESION = re.compile(r"^(?:another|a\s+(?:second|third|fourth))\s*,?\s+
                               r"\d+(?:\.\d+)?\s*(?:mm|cm)\b", re.IGNORECASE)
 _BRACKETS = re.compile(r"\([^()]*\)")
 _NEGATION_END = re.compile(r"[;.]|\b(?:but|however|except|other than|whereas)\b", re.IGNORECASE)
+
+
+#: A node's short axis of 10 mm or more is enlarged, whether or not the report says so (RECIST 1.1).
+_SHORT_AXIS = re.compile(r"^\s*(?:in\s+)?short[\s-]+axis\b", re.IGNORECASE)
+ENLARGED_NODE_SHORT_AXIS_MM = 10.0
+
+
+def _enlarged_by_size(blanked: str) -> bool:
+    """Whether a (negation-blanked) sentence gives a node's current short axis of 10 mm or more."""
+    if "axis" not in blanked.lower() or _NORMAL_SIZE.search(blanked):
+        return False
+    return any(_SHORT_AXIS.match(blanked[m.end:]) and min(m.diameters_mm) >= ENLARGED_NODE_SHORT_AXIS_MM
+               and not _NOT_NOW_BEFORE.search(blanked[max(0, m.start - 25):m.start])
+               and not _THEN_AFTER.match(blanked[m.end:]) for m in find_measurements(blanked))
+
+
+# "previously 15 mm", "each under 1 cm in short axis": an earlier size, or a bound
+_NOT_NOW_BEFORE = re.compile(r"\b(?:previous(?:ly)?|prior|was|were|from|reached|under|below|less than|smaller than)"
+                             r"\s*$|<\s*$", re.IGNORECASE)
+_THEN_AFTER = re.compile(r"^\s*(?:in\s+)?short[\s-]+axis\s+(?:at the time|on the (?:prior|previous|earlier)|"
+                         r"previously)", re.IGNORECASE)
+_NORMAL_SIZE = re.compile(r"\b(?:normal (?:size|limits)|normal in size|returned to normal)\b", re.IGNORECASE)
 
 
 # Cached: one report asks about the same sentence several times, and templated sentences recur across reports.
@@ -57,7 +80,8 @@ def lesion_assertion(organ: Organ, sentence: str) -> str:
     blanked = negated_blanked(sentence)
     asserted = [(a, b) for a, b in clauses(sentence) if lesion_word_in_text(organ, blanked[a:b])]
     if not asserted:
-        return "definite" if _ELLIPTIC_LESION.match(blanked) else "none"
+        return "definite" if _ELLIPTIC_LESION.match(blanked) or (
+            organ is Organ.LYMPH_NODE and _enlarged_by_size(blanked)) else "none"
     if all(_PRESENCE_HEDGE.search(sentence[a:b]) for a, b in asserted):
         return "possible"
     return "definite"

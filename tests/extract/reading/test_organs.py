@@ -66,3 +66,16 @@ def test_an_intrapulmonary_lymph_node_is_a_lung_nodule_and_no_enlarged_node_clea
     assert named_organs("A 3 mm perifissural nodule, typical of an intrapulmonary lymph node") == {Organ.LUNG}
     assert named_organs("renal hilar nodes") == {Organ.LYMPH_NODE}
     assert Organ.LYMPH_NODE in normal_organs("There is no enlarged lymph node in the mediastinum or at either hilum.")
+
+
+@pytest.mark.parametrize(("sentence", "assertion"), [
+    ("Right lower paratracheal (4R) lymph node: 14 mm short axis, previously 22 mm.", "definite"),
+    ("Subcarinal node 12 mm in short axis.", "definite"),
+    ("A right hilar lymph node measuring 9 mm in short axis is prominent.", "none"),
+    ("Small nodes at stations 4R and 7, each under 1 cm in short axis, within normal limits.", "none"),
+    ("The hilar nodes, which reached 14 mm in short axis at the time of the infection, now measure 7 mm.", "none"),
+])
+def test_a_node_of_10_mm_short_axis_or_more_is_enlarged_without_the_word(sentence, assertion):
+    from extract.reading.negation import lesion_assertion
+
+    assert lesion_assertion(Organ.LYMPH_NODE, sentence) == assertion
