@@ -47,6 +47,12 @@ CASES: list[tuple[str, str]] = [
     ("export /proc/out.csv --format rsuper-csv --db store.duckdb", "/proc/out.csv"),
     ("export out.parquet --format parquet --table nope --db store.duckdb", "no table or view 'nope'"),
     ("export out.csv --format nope --db store.duckdb", "--format must be one of"),
+    # reconvert
+    ("reconvert --db missing.duckdb", "missing.duckdb: no such database"),
+    ("reconvert --db text.duckdb", "text.duckdb: exists but is not a DuckDB database"),
+    ("reconvert --db dir", "dir: is a folder"),
+    ("reconvert --db store.duckdb --config-hash zz", "--config-hash zz: no stored run keys start with it"),
+    ("reconvert --db store.duckdb --batch 0", "--batch"),
     # ingest
     ("ingest missing.csv --db new.duckdb", "missing.csv: no such file"),
     ("ingest empty.csv --db new.duckdb", "empty.csv: the file is empty"),
