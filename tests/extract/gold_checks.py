@@ -12,6 +12,7 @@ COUNTS_DEV2_GOLD = GOLD_DIR / "counts_dev2_gold.jsonl"
 COUNTS_DEV3_GOLD = GOLD_DIR / "counts_dev3_gold.jsonl"
 COUNTS_DEV4_GOLD = GOLD_DIR / "counts_dev4_gold.jsonl"
 COUNTS_DEV5_GOLD = GOLD_DIR / "counts_dev5_gold.jsonl"
+COUNTS_DEV6_GOLD = GOLD_DIR / "counts_dev6_gold.jsonl"
 #: A sentence this long appearing in two sets means text was reused, not a stock phrase.
 MIN_SHARED_SENTENCE_CHARS = 40
 
