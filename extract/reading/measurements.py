@@ -51,8 +51,8 @@ _PART_OF_LESION = re.compile(r"^\s*(?:\w+\s+){0,2}?(?:components?|rim|wall|septa
 # "with a solid component of 6 mm": the size of a lesion's part, written after the part.
 _PART_BEFORE = re.compile(r"\b(?:components?|rim|wall|septations?|calcifications?)\s+(?:of|measuring|measures)\s+"
                           r"(?:about\s+|approximately\s+)?$", re.IGNORECASE)
-_ON_EARLIER_STUDY = re.compile(r"^\s*(?:on|at|in)\s+the\s+(?:earlier|prior|previous|preceding|last|older)\b",
-                               re.IGNORECASE)
+_ON_EARLIER_STUDY = re.compile(r"^\s*(?:(?:on|at|in)\s+the\s+(?:earlier|prior|previous|preceding|last|older)\b|"
+                               r"(?:[\w-]+\s+){1,3}ago\b)", re.IGNORECASE)  # "9 mm seven months ago"
 
 
 #: An organ's length, not a lesion's size ("Both kidneys are enlarged (right 19 cm, left 21 cm in length)").

@@ -123,6 +123,7 @@ def test_the_size_of_a_part_of_a_lesion_is_not_a_lesion_size():
     ("The two nodules measure 7 mm (previously 5 mm) and 4 mm (unchanged)", ["7 mm", "4 mm"]),
     ("previously 5 mm and 7 mm, now 9 mm", ["9 mm"]),  # two sizes of one earlier reading
     ("measuring 12 mm, previously 10 mm", ["12 mm"]),
+    ("now measures 14 mm, having measured 11 mm on the last study and 9 mm seven months ago", ["14 mm"]),
 ])
 def test_a_prior_word_marks_only_the_sizes_it_reads(text, current):
     assert [m.text for m in current_measurements(text)] == current
