@@ -141,7 +141,8 @@ def locate_quote(quote: str, report: str) -> QuoteContext | None:
     return None
 
 
-_IMPRESSION = re.compile(r"\b(?:IMPRESSION|CONCLUSIONS?|SUMMARY)\b|\b(?:Impression|Conclusions?)\s*:")
+# "Opinion:" closes British reports
+_IMPRESSION = re.compile(r"\b(?:IMPRESSION|CONCLUSIONS?|SUMMARY|OPINION)\b|\b(?:Impression|Conclusions?|Opinion)\s*:")
 
 
 def in_impression(report: str, position: int) -> bool:

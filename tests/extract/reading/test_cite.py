@@ -235,6 +235,14 @@ def test_several_then_only_the_largest_sized_stays_at_least_two():
             liver["largest_location"]) == (2, True, 7, "segment_6")
 
 
+def test_a_count_at_baseline_is_history_and_an_opinion_is_the_impression():
+    report = ("Findings:\nLiver: Five metastases were described at baseline. Target lesion 1, in segment 8, now "
+              "measures 24 mm, down from 38 mm. The non-target lesion in segment 3 measures 6 mm.\nOpinion:\n1. A total "
+              "of two hepatic lesions is now visible, the largest 24 mm in segment 8.")
+    liver = organs_of(to_payload(cite(("liver", [1], 5, True)), report)[0])["liver"]
+    assert (liver["lesion_count"], liver["count_is_lower_bound"], liver["largest_diameter_mm"]) == (2, False, 24)
+
+
 def test_sizes_written_after_their_places_split_into_placed_members():
     report = "Liver: Three hypodense lesions, in segment 4 (8 mm), segment 6 (1.1 cm) and segment 8 (2.3 x 1.9 cm)."
     payload, _ = to_payload(cite(("liver", [1], 3, True)), report)
