@@ -429,11 +429,11 @@ def _examples_in_groups(tumors: list[dict], report_text: str, warnings: list[str
             continue
         if not _EXAMPLES_OF_GROUP.match(_HEADER_LEAD.sub("", text[where.start:where.end], count=1)):
             continue
-        group = next((g for g in kept if g["organ"] == t["organ"] and not g["count_exact"] and g["count"] > t["count"]
+        group = next((g for g in kept if g["organ"] == t["organ"] and not g["count_exact"]
                       and g["size"]["status"] == "not_reported" and g.get(SPAN_KEY) and g[SPAN_KEY][0] < where.start
                       and (s := sentence_of(g)) is not None and s.header == where.header), None)
         if group is not None:
-            kept[kept.index(group)] = {**group, "count": group["count"] - t["count"]}
+            kept[kept.index(group)] = {**group, "count": max(1, group["count"] - t["count"])}
             warnings.append(f"lesion {t['id']} ({t['organ']}): an example of the group of lesion {group['id']}")
     return kept
 

@@ -98,11 +98,24 @@ def _sized_one_by_one(organ: Organ, text: str) -> int:
     return len(found) if found and all(followed) else 0
 
 
+_CALLED_NORMAL = re.compile(r"\b(?:is|are|appears?|looks?)\s+(?:otherwise\s+)?(?:normal|unremarkable)\b",
+                            re.IGNORECASE)
+_SIDE_CLAUSE_BREAK = re.compile(r"[,;]|\b(?:while|whereas|but)\b", re.IGNORECASE)
+
+
+def _without_normal_clauses(organ: Organ, text: str) -> str:
+    """`text` less the clauses that call a side normal ("..., while the right adrenal gland is normal")."""
+    if not _CALLED_NORMAL.search(text):
+        return text
+    parts = _SIDE_CLAUSE_BREAK.split(text)
+    return " ".join(c for c in parts if not (_CALLED_NORMAL.search(c) and not lesion_word_in_text(organ, c)))
+
+
 def _lesion_side(lesion: LLMLesion, ctx: QuoteContext) -> str | None:
     """Side of a paired-organ lesion: the quote's words, else the location's, the header's, the sentence's,
     else the model's left/right. `bilateral` needs the words ("bilateral", "both", left and right)."""
     for text in (ctx.text, lesion.location, ctx.header, ctx.sentence):
-        side = side_in_text(text)
+        side = side_in_text(_without_normal_clauses(Organ(lesion.organ), text))
         if side is not None:
             return side
     return lesion.side if lesion.side in ("left", "right") else None

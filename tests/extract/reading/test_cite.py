@@ -243,6 +243,13 @@ def test_a_count_at_baseline_is_history_and_an_opinion_is_the_impression():
     assert (liver["lesion_count"], liver["count_is_lower_bound"], liver["largest_diameter_mm"]) == (2, False, 24)
 
 
+def test_a_side_called_normal_is_not_the_lesions_side():
+    report = ("FINDINGS:\nAdrenals: A new 1.8 cm nodule in the left adrenal gland (series 2, image 112) is suspicious "
+              "for metastasis, while the right adrenal gland is normal.")
+    adrenal = organs_of(to_payload(cite(("adrenal_gland", [1], 1, True)), report)[0])["adrenal_gland"]
+    assert (adrenal["lesion_count"], adrenal["count_is_lower_bound"], adrenal["sides"]) == (1, False, ["left"])
+
+
 def test_sizes_written_after_their_places_split_into_placed_members():
     report = "Liver: Three hypodense lesions, in segment 4 (8 mm), segment 6 (1.1 cm) and segment 8 (2.3 x 1.9 cm)."
     payload, _ = to_payload(cite(("liver", [1], 3, True)), report)
