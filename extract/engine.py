@@ -50,8 +50,8 @@ from extract.backends.base import (
     TransportError,
 )
 from extract.progress import format_duration, progress_bar
-from extract.reconvert import ReconvertStats, reconvert_store
 from extract.prompting import Prompt
+from extract.reconvert import ReconvertStats, reconvert_store
 from schemas.records import SCHEMA_VERSION, ExtractionPayload
 from schemas.vocab import EXTENSION_FILES, VOCABULARY_SHA256
 from schemas.tables import PayloadRows, extraction_tables, payload_rows

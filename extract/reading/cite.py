@@ -144,22 +144,16 @@ def _organ_sentence(organ: Organ, spans: tuple[Sentence, ...], report: str, norm
     """The first sentence that names `organ` (with its header) and says what the answer states: for `normal`, a
     findings sentence that clears it (normal wording first, else one that asserts no lesion of it); else one
     that says it was removed (an answer copied from an example names organs the report never calls resected)."""
+    if not normal:
+        # history included: a nephrectomy is often told there
+        return next((report[s.start:s.end] for s in spans if _REMOVED.search(words := f"{s.header} "
+                     f"{report[s.start:s.end]}") and organ in named_organs(words)), None)
     naming = [report[s.start:s.end] for s in spans
               if not in_impression(report, s.start) and organ in named_organs(f"{s.header} {report[s.start:s.end]}")]
-    if not normal:
-        return next((s for header, s in _with_headers(organ, spans, report) if _REMOVED.search(f"{header} {s}")),
-                    None)
     for sentence in naming:
         if clears_organ(organ, sentence):
             return sentence
     return next((s for s in naming if lesion_assertion(organ, s) == "none"), None)
-
-
-def _with_headers(organ: Organ, spans: tuple[Sentence, ...], report: str) -> list[tuple[str, str]]:
-    """(header, sentence) of every sentence naming `organ` with its header, history included (a nephrectomy is
-    often told there)."""
-    return [(s.header, report[s.start:s.end]) for s in spans
-            if organ in named_organs(f"{s.header} {report[s.start:s.end]}")]
 
 
 def cited_as_quoted(answer: CitedAnswer, report: str, warnings: list[str]) -> LLMAnswer:
