@@ -21,7 +21,7 @@ from extract.reading.negation import lesion_assertion, negated_blanked
 from extract.reading.organ_states import organ_statuses
 from extract.reading.organs import named_organs
 from extract.reading.quotes import QuoteContext, in_impression
-from extract.reading.sentences import is_not_findings_header, sentence_spans
+from extract.reading.sentences import Sentence, is_not_findings_header, sentence_spans
 from schemas.llm import CitedAnswer, LLMAnswer, LLMLesion, parse_llm_answer
 from schemas.records import ExtractionPayload, match_key
 from schemas.vocab import PAIRED_ORGANS, LesionType, Organ
@@ -103,6 +103,17 @@ _DIAGNOSIS_ONLY = re.compile(r"^(?:(?:most\s+)?likely|probabl[ey]|possibly|presu
                              r"favou?red to represent|representing)\b[^.;]{0,60}$", re.IGNORECASE)
 
 
+def _kind_in_words(record: dict) -> LesionType:
+    """The kind a record's words name (backstop records carry no kind of their own)."""
+    return kind_in_text(Organ(record["organ"]), negated_blanked(" ".join(record["evidence"])))
+
+
+def _sentence_at(spans: tuple[Sentence, ...], record: dict) -> Sentence | None:
+    """The sentence of `spans` where a record's words start, or None for a record without a place in the text."""
+    where = record.get(SPAN_KEY)
+    return next((s for s in spans if s.start <= where[0] < s.end), None) if where else None
+
+
 def _same_section(header: str, later: str) -> bool:
     """Whether a sentence under `later` is still in the section `header` opened: the same header, or a label
     naming no organ inside it ("Lungs: Three nodules are followed. Nodule measurements, current (prior): ...")."""
@@ -135,16 +146,11 @@ def _absorb_described_members(intro: dict, i: int, spans: tuple, text: str, repo
     if end == i + 1:
         return
     block = (spans[i].end, spans[end - 1].end)
-    organ = Organ(intro["organ"])
-
-    def kind(record: dict) -> LesionType:  # from the words: backstop records carry no kind of their own
-        return kind_in_text(organ, negated_blanked(" ".join(record["evidence"])))
-
-    intro_kind = kind(intro)
+    intro_kind = _kind_in_words(intro)
     members = [t for t in kept if t is not intro and t["organ"] == intro["organ"] and t.get(SPAN_KEY)
                and block[0] <= t[SPAN_KEY][0] < block[1]
                # "two nodules" may be described as an adenoma and a nodule; "two cysts" are not a mass
-               and (intro_kind in _GENERIC_KINDS or kind(t) == intro_kind)
+               and (intro_kind in _GENERIC_KINDS or _kind_in_words(t) == intro_kind)
                and (intro["laterality"] in (None, "bilateral") or t["laterality"] in (None, intro["laterality"]))]
     described = sum(t["count"] for t in members)
     room = intro["count"] - (1 if sized_group else 0)
@@ -383,22 +389,17 @@ def _without_subsets(tumors: list[dict], report_text: str, warnings: list[str]) 
     """A group with no size, place or number of its own after a group of the same organ, kind and side in the same
     findings section is some of those lesions, not more ("... innumerable cysts. Several cysts show mural
     calcification.")."""
-    text = unicodedata.normalize("NFKC", report_text)
-    spans = sentence_spans(text)
-
-    def header(t: dict) -> str | None:
-        return next((s.header for s in spans if s.start <= t[SPAN_KEY][0] < s.end), None)
-
-    def kind(t: dict) -> LesionType:
-        return kind_in_text(Organ(t["organ"]), negated_blanked(" ".join(t["evidence"])))
-
+    spans = sentence_spans(unicodedata.normalize("NFKC", report_text))
     kept: list[dict] = []
     for t in tumors:
         bare = (not t["count_exact"] and t["size"]["status"] != "measured" and not t["segments"]
                 and t["laterality"] in (None, "bilateral") and t.get(SPAN_KEY) and t["evidence"]
                 and not in_impression(report_text, t[SPAN_KEY][0]))
+        if bare:
+            header, kind = _sentence_at(spans, t).header, _kind_in_words(t)
         groups = [e for e in kept if bare and e["organ"] == t["organ"] and not e["count_exact"] and e.get(SPAN_KEY)
-                  and e[SPAN_KEY][0] < t[SPAN_KEY][0] and header(e) == header(t) and kind(e) == kind(t)]
+                  and e[SPAN_KEY][0] < t[SPAN_KEY][0] and _sentence_at(spans, e).header == header
+                  and _kind_in_words(e) == kind]
         if groups:
             warnings.append(f"lesion {t['id']} ({t['organ']}): some of the group of lesion {groups[0]['id']}; dropped")
             continue
@@ -417,13 +418,9 @@ def _examples_in_groups(tumors: list[dict], report_text: str, warnings: list[str
     section are members of that group: its rest shrinks by them, down to one."""
     text = unicodedata.normalize("NFKC", report_text)
     spans = sentence_spans(text)
-
-    def sentence_of(t: dict):
-        return next((s for s in spans if s.start <= t[SPAN_KEY][0] < s.end), None) if t.get(SPAN_KEY) else None
-
     kept = list(tumors)
     for t in tumors:
-        where = sentence_of(t)
+        where = _sentence_at(spans, t)
         if where is None or t["size"]["status"] != "measured" or not t["count_exact"] or in_impression(
                 report_text, where.start):
             continue
@@ -431,7 +428,7 @@ def _examples_in_groups(tumors: list[dict], report_text: str, warnings: list[str
             continue
         group = next((g for g in kept if g["organ"] == t["organ"] and not g["count_exact"]
                       and g["size"]["status"] == "not_reported" and g.get(SPAN_KEY) and g[SPAN_KEY][0] < where.start
-                      and (s := sentence_of(g)) is not None and s.header == where.header), None)
+                      and (s := _sentence_at(spans, g)) is not None and s.header == where.header), None)
         if group is not None:
             kept[kept.index(group)] = {**group, "count": max(1, group["count"] - t["count"])}
             warnings.append(f"lesion {t['id']} ({t['organ']}): an example of the group of lesion {group['id']}")

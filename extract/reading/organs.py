@@ -100,10 +100,14 @@ _ORIGIN = re.compile(
 _INTRAPULMONARY_NODE = re.compile(r"(?<=intrapulmonary )(?:lymph\s+)?nodes?\b", re.IGNORECASE)
 
 
+def _lung_nodes_blanked(text: str) -> str:
+    if "intrapulmonary" not in text.lower():
+        return text
+    return _INTRAPULMONARY_NODE.sub(lambda m: " " * len(m.group(0)), text)
+
+
 def _origins_blanked(text: str) -> str:
     lower = text.lower()
-    if "intrapulmonary" in lower:
-        text = _INTRAPULMONARY_NODE.sub(lambda m: " " * len(m.group(0)), text)
     if "metasta" not in lower and "history" not in lower:
         return text
     chars = list(text)
@@ -137,7 +141,8 @@ def organ_named_in_text(organ: Organ, text: str) -> bool:
 # tuple keeps vocabulary order, and the set is rebuilt in that order, as `scan_organs` builds it.
 @functools.lru_cache(maxsize=8192)
 def _named_organs(text: str, by_word_only: bool) -> tuple[Organ, ...]:
-    blanked = _stations_blanked(_origins_blanked(text))
+    # before the stations: "intrapulmonary" would be blanked as the word that places the node
+    blanked = _stations_blanked(_origins_blanked(_lung_nodes_blanked(text)))
     if by_word_only:
         return tuple(scan_organs(blanked, _NAME_SCAN, _NAME_GROUPS, _NAME_SEPARATE))
     return tuple(scan_organs(blanked, _NAMED_SCAN, _NAMED_GROUPS, _NAMED_SEPARATE))
