@@ -35,6 +35,14 @@ def _conversion_sha256() -> str:
 CONVERSION_SHA256 = _conversion_sha256()
 
 
+#: How the errors of failed extractions that no conversion rejected begin (`extract.engine`): the server did not
+#: answer the repair call, or the answer was cut at max_tokens. Converting the stored answer again cannot mend
+#: them; `rsuper extract --retry-failed` can.
+TRANSPORT_ERROR = "transport: "
+LENGTH_ERROR = "output reached max_tokens"
+NOT_CONVERSION_ERRORS = (TRANSPORT_ERROR, LENGTH_ERROR)
+
+
 class AnswerError(ValueError):
     """An answer that cannot become a valid payload; the message is what the repair turn sends back."""
 

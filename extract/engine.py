@@ -39,7 +39,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
 from extract.answer_pool import AnswerPool, default_processes
-from extract.answers import CONVERSION_SHA256, AnswerError, parse_answer
+from extract.answers import CONVERSION_SHA256, LENGTH_ERROR, TRANSPORT_ERROR, AnswerError, parse_answer
 from extract.backends.base import (
     MAX_REPORT_CHARS,
     Backend,
@@ -217,14 +217,14 @@ async def extract_one(backend: Backend, prompt: Prompt, schema: dict[str, Any], 
             c = await backend.complete(messages, schema, sampling)
         except TransportError as exc:  # says nothing about the report: it stays pending
             outcome.status = "pending"
-            outcome.error = f"transport: {exc}"
+            outcome.error = f"{TRANSPORT_ERROR}{exc}"
             return outcome
         except BackendError as exc:
-            outcome.error = f"transport: {exc}" + (f" | {outcome.error}" if outcome.error else "")
+            outcome.error = f"{TRANSPORT_ERROR}{exc}" + (f" | {outcome.error}" if outcome.error else "")
             return outcome
         _add(outcome, c)
         if c.finish_reason == "length":
-            outcome.error = f"output reached max_tokens={sampling.max_tokens} (finish_reason=length)"
+            outcome.error = f"{LENGTH_ERROR}={sampling.max_tokens} (finish_reason=length)"
             return outcome
         try:
             if parse is None:
@@ -547,7 +547,7 @@ async def _run(store: Any, backend: Backend, info: BackendInfo, prompt: Prompt, 
             if now - last_answer_t >= config.outage_s and not stop.is_set():
                 since = datetime.now(timezone.utc) - timedelta(seconds=now - last_answer_t)
                 stats.outage = (f"no answer for {format_duration(now - last_answer_t)}, since {since:%H:%M:%S} UTC "
-                                f"({(out.error or '').removeprefix('transport: ')})")
+                                f"({(out.error or '').removeprefix(TRANSPORT_ERROR)})")
                 log.warning("stopping: %s", stats.outage)
                 stop.set()
             return

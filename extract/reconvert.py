@@ -8,7 +8,9 @@ LLM, and `rsuper reconvert` converts any key's.
 
 Each batch is one transaction, so an interrupted pass leaves every extraction either as it was or converted, and
 the next pass goes on with the rest. An answer the current rules reject becomes `failed` (its raw answer stays;
-`rsuper extract --retry-failed` asks the LLM again).
+`rsuper extract --retry-failed` asks the LLM again). A failed extraction whose answer earlier rules rejected is
+converted again too, and becomes usable when the rules in force accept it (`ok`, or `repaired` when it is the
+answer to the repair call); one the server failed or cut at max_tokens is left to `--retry-failed`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from extract.answers import CONVERSION_SHA256, AnswerError, answer_model_of, parse_answer
+from extract.answers import CONVERSION_SHA256, NOT_CONVERSION_ERRORS, AnswerError, answer_model_of, parse_answer
 from extract.progress import progress_bar
 from extract.store.store import StoredAnswer
 from schemas.tables import PayloadRows, extraction_tables, payload_rows
@@ -40,19 +42,22 @@ class ReconvertStats:
 
     Attributes:
         checked: stored extractions converted again.
-        changed: those whose payload differs from the stored one (their tumor and organ rows changed).
-        failed: those whose answer the current rules reject (now `failed`).
+        changed: those whose payload differs from the stored one (their tumor and organ rows changed), or that
+            became failed or usable.
+        failed: usable ones whose answer the current rules reject (now `failed`).
+        recovered: failed ones whose answer the current rules accept (now `ok` or `repaired`).
         wall_s: seconds the pass took.
     """
 
     checked: int = 0
     changed: int = 0
     failed: int = 0
+    recovered: int = 0
     wall_s: float = 0.0
 
     def summary(self) -> dict[str, Any]:
         return {"reconverted": self.checked, "reconvert_changed": self.changed, "reconvert_failed": self.failed,
-                "reconvert_s": round(self.wall_s, 2)}
+                "reconvert_recovered": self.recovered, "reconvert_s": round(self.wall_s, 2)}
 
 
 def _same_payload(stored: str | None, new: str) -> bool:
@@ -69,15 +74,20 @@ def converted_tables(answers: list[StoredAnswer],
         try:
             payload, _ = parse_answer(raw, a.text, answer_model_of(raw))
         except AnswerError as exc:
-            stats.failed += 1
-            stats.changed += 1
+            if a.status != "failed":
+                stats.failed += 1
+                stats.changed += 1
             updates.append({"extraction_key": a.extraction_key, "status": "failed",
                             "error": f"conversion {CONVERSION_SHA256[:12]}: {exc}", "payload": None,
                             "conversion_sha256": CONVERSION_SHA256})
             continue
         rows = payload_rows(payload)
+        status, error = a.status, a.error
+        if status == "failed":  # the stored answer is the last call's: the repair call's when there were two
+            status, error = ("repaired" if a.attempts == 2 else "ok"), None
+            stats.recovered += 1
         stats.changed += not _same_payload(a.payload, rows.payload_json)
-        updates.append({"extraction_key": a.extraction_key, "status": a.status, "error": a.error,
+        updates.append({"extraction_key": a.extraction_key, "status": status, "error": error,
                         "payload": rows.payload_json, "conversion_sha256": CONVERSION_SHA256})
         items.append((a.extraction_key, a.report_id, rows))
     stats.checked += len(answers)
@@ -88,14 +98,16 @@ def converted_tables(answers: list[StoredAnswer],
 def reconvert_store(store: Any, config_hash: str | None = None, batch: int = 2000, progress: bool = True,
                     interval_s: float = 30.0) -> ReconvertStats:
     """Convert again every usable extraction of `store` (of `config_hash` only, when given) that another
-    conversion made; see the module docstring. Releases the file between batches, as an extraction does."""
+    conversion made, and every failed one whose answer another conversion rejected; see the module docstring. Releases the file between batches, as an extraction does."""
     start = time.perf_counter()
     stats = ReconvertStats()
-    total = store.count_stale_conversions(CONVERSION_SHA256, config_hash)
+    total = store.count_stale_conversions(CONVERSION_SHA256, config_hash,
+                                          failed_unless=NOT_CONVERSION_ERRORS)
     if total:
         bar = progress_bar(total, progress, interval_s, label="reconvert")
         try:
-            while answers := store.stale_conversions(CONVERSION_SHA256, config_hash, limit=batch):
+            while answers := store.stale_conversions(CONVERSION_SHA256, config_hash, limit=batch,
+                                                     failed_unless=NOT_CONVERSION_ERRORS):
                 store.replace_conversions(*converted_tables(answers, stats))
                 store.release()
                 bar.update(len(answers))

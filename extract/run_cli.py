@@ -83,10 +83,11 @@ def _run_key(store: Any, prefix: str) -> str:
 
 
 def _reconvert_line(summary: dict[str, Any]) -> str:
-    failed = summary["reconvert_failed"]
+    failed, recovered = summary["reconvert_failed"], summary["reconvert_recovered"]
     return (f"  converted {summary['reconverted']} stored answers again with the rules in force "
             f"({summary['reconvert_s']} s): {summary['reconvert_changed']} changed"
-            + (f", {failed} no longer valid (now failed; --retry-failed asks the LLM again)" if failed else ""))
+            + (f", {failed} no longer valid (now failed; --retry-failed asks the LLM again)" if failed else "")
+            + (f", {recovered} failed ones now valid" if recovered else ""))
 
 
 class Engine(str, Enum):

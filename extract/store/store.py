@@ -94,6 +94,7 @@ class StoredAnswer(NamedTuple):
     extraction_key: str
     report_id: str
     status: str
+    attempts: int | None
     error: str | None
     payload: str | None
     raw_output: str | None
@@ -604,23 +605,33 @@ class Store:
                         con.unregister(name)
         return WriteStats(written=int(written), skipped=int(extractions.num_rows - written))
 
-    def _stale_where(self, config_hash: str | None) -> tuple[str, dict[str, Any]]:
+    def _stale_where(self, config_hash: str | None,
+                     failed_unless: tuple[str, ...] | None) -> tuple[str, dict[str, Any]]:
         usable = ", ".join(sql_str(s) for s in USABLE_STATUSES)
-        where = f"e.status IN ({usable}) AND e.conversion_sha256 IS DISTINCT FROM $conv"
+        where = f"e.status IN ({usable})"
+        if failed_unless is not None:  # or a failed extraction with an answer and none of those errors
+            where = " OR ".join([where, " AND ".join([
+                "e.status = 'failed'", "e.raw_output IS NOT NULL",
+                *(f"NOT starts_with(coalesce(e.error, ''), {sql_str(p)})" for p in failed_unless)])])
+        where = f"({where}) AND e.conversion_sha256 IS DISTINCT FROM $conv"
         return (where + " AND e.config_hash = $cfg", {"cfg": config_hash}) if config_hash else (where, {})
 
-    def count_stale_conversions(self, conversion_sha256: str, config_hash: str | None = None) -> int:
-        """Usable extractions (of any run key, or of `config_hash`) whose rows another conversion made."""
-        where, params = self._stale_where(config_hash)
+    def count_stale_conversions(self, conversion_sha256: str, config_hash: str | None = None,
+                                failed_unless: tuple[str, ...] | None = None) -> int:
+        """Usable extractions (of any run key, or of `config_hash`) whose rows another conversion made (or an
+        rsuper that did not record it); with `failed_unless`, also failed ones with a stored answer whose error
+        begins with none of those prefixes."""
+        where, params = self._stale_where(config_hash, failed_unless)
         return int(self.con.execute(f"SELECT count(*) FROM extractions e WHERE {where}",
                                     {**params, "conv": conversion_sha256}).fetchall()[0][0])
 
     def stale_conversions(self, conversion_sha256: str, config_hash: str | None = None,
-                          limit: int | None = None) -> list[StoredAnswer]:
-        """Usable extractions whose rows another conversion than `conversion_sha256` made (or an rsuper that did
-        not record it), ordered by extraction key, at most `limit` of them."""
-        where, params = self._stale_where(config_hash)
-        sql = f"""SELECT e.extraction_key, e.report_id, e.status, e.error, e.payload::VARCHAR, e.raw_output, r.text
+                          limit: int | None = None,
+                          failed_unless: tuple[str, ...] | None = None) -> list[StoredAnswer]:
+        """The extractions `count_stale_conversions` counts, ordered by extraction key, at most `limit` of them."""
+        where, params = self._stale_where(config_hash, failed_unless)
+        sql = f"""SELECT e.extraction_key, e.report_id, e.status, e.attempts, e.error, e.payload::VARCHAR,
+                         e.raw_output, r.text
                   FROM extractions e JOIN reports r ON r.report_id = e.report_id AND r.version = e.report_version
                   WHERE {where} ORDER BY e.extraction_key"""
         if limit is not None:

@@ -151,3 +151,55 @@ def test_reconvert_command_converts_one_run_key_or_all(tmp_path, monkeypatch):
     assert json.loads(done.stdout.strip().splitlines()[-1])["reconverted"] == 1
     with Store(path, read_only=True) as s:
         assert _summary(s, "r1", "liver")[0]["state"] == "lesion"
+
+
+def _fail_with_older_rules(store, monkeypatch, texts, script):
+    """Extract `texts` as an rsuper whose rules rejected every answer (each report fails after its repair call),
+    stamped with another digest; `script` is what the backend answers, in order."""
+    add_reports(store, texts)
+    monkeypatch.setattr(engine, "CONVERSION_SHA256", OLD_RULES)
+
+    def reject(raw, text, model):
+        raise AnswerError("the answer breaks a rule of older rules: scripted")
+
+    monkeypatch.setattr(engine, "parse_answer", reject)
+    asyncio.run(run_extraction(store, ScriptedBackend(script, max_concurrency=1), PROMPT, SamplingConfig(),
+                               EngineConfig(progress=False, reconvert=False)))  # as that rsuper, which had no pass
+    monkeypatch.undo()
+
+
+def test_a_failed_answer_that_older_rules_rejected_becomes_usable_without_an_llm_call(store, monkeypatch):
+    _fail_with_older_rules(store, monkeypatch, {"r1": LIVER_REPORT},
+                           ["not the answer", ANSWERS[LIVER_REPORT]])  # the repair call's answer is stored
+    assert store.query("SELECT status, attempts FROM extractions").to_pylist() == [{"status": "failed", "attempts": 2}]
+    backend = ScriptedBackend([])
+    stats = asyncio.run(run_extraction(store, backend, PROMPT, SamplingConfig(), QUIET))
+    assert backend.calls == [] and stats.pending == 0
+    assert stats.summary()["reconvert_recovered"] == 1 and stats.summary()["reconvert_failed"] == 0
+    row = store.query("SELECT status, error, conversion_sha256, is_current FROM extractions").to_pylist()[0]
+    assert row == {"status": "repaired", "error": None, "conversion_sha256": CONVERSION_SHA256, "is_current": True}
+    assert _summary(store, "r1", "liver")[0]["largest_diameter_mm"] == 22.0
+
+
+def test_a_failed_answer_still_rejected_is_checked_once_and_failures_of_the_server_are_left(store, monkeypatch):
+    from extract.backends.base import BackendError, Completion
+
+    cut = Completion(text=ANSWERS[KIDNEY_REPORT][:40], finish_reason="length", prompt_tokens=100, output_tokens=2048)
+    _fail_with_older_rules(store, monkeypatch, {"r1": LIVER_REPORT}, ["not JSON", "still not JSON"])
+    _fail_with_older_rules(store, monkeypatch, {"r2": KIDNEY_REPORT}, [cut])  # cut at max_tokens
+    _fail_with_older_rules(store, monkeypatch, {"r3": NORMAL_REPORT},  # the repair call got no answer
+                           [ANSWERS[NORMAL_REPORT], BackendError("the server fell over")])
+    before = {r["report_id"]: r for r in store.query("SELECT report_id, error, conversion_sha256 FROM extractions"
+                                                      ).to_pylist()}
+    stats = reconvert_store(store, progress=False)
+    assert (stats.checked, stats.changed, stats.failed, stats.recovered) == (1, 0, 0, 0)
+    rows = {r["report_id"]: r for r in store.query("SELECT report_id, status, error, conversion_sha256, raw_output "
+                                                    "FROM extractions").to_pylist()}
+    assert {r["status"] for r in rows.values()} == {"failed"}
+    assert rows["r1"]["error"].startswith(f"conversion {CONVERSION_SHA256[:12]}: ")
+    assert rows["r1"]["conversion_sha256"] == CONVERSION_SHA256 and rows["r1"]["raw_output"] == "still not JSON"
+    for rid in ("r2", "r3"):  # the rules never saw a whole answer there: --retry-failed asks again
+        assert (rows[rid]["error"], rows[rid]["conversion_sha256"]) == (before[rid]["error"], OLD_RULES)
+    assert rows["r2"]["error"].startswith("output reached max_tokens")
+    assert rows["r3"]["error"].startswith("transport: ")
+    assert reconvert_store(store, progress=False).checked == 0
