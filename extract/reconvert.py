@@ -98,7 +98,8 @@ def converted_tables(answers: list[StoredAnswer],
 def reconvert_store(store: Any, config_hash: str | None = None, batch: int = 2000, progress: bool = True,
                     interval_s: float = 30.0) -> ReconvertStats:
     """Convert again every usable extraction of `store` (of `config_hash` only, when given) that another
-    conversion made, and every failed one whose answer another conversion rejected; see the module docstring. Releases the file between batches, as an extraction does."""
+    conversion made, and every failed one whose answer another conversion rejected; see the module docstring.
+    Releases the file between batches, as an extraction does."""
     start = time.perf_counter()
     stats = ReconvertStats()
     total = store.count_stale_conversions(CONVERSION_SHA256, config_hash,
