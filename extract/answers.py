@@ -67,21 +67,25 @@ def parse_answer(text: str, report_text: str, answer_model: type = CitedAnswer) 
         answer = parse_llm_answer(text, answer_model)
     except ValidationError as exc:
         raise AnswerError(f"the answer does not match the schema: {_short_errors(exc)}") from exc
+    return _converted(answer, report_text)
+
+
+def parse_stored_answer(text: str, report_text: str) -> tuple[ExtractionPayload, list[str]]:
+    """`parse_answer` for a stored answer in whichever format (`schemas.llm.ANSWER_MODELS`) it is written: the
+    formats share no top-level key, so at most one validates. The citing format's error when none does."""
+    for model in ANSWER_MODELS.values():
+        try:
+            answer = parse_llm_answer(text, model)
+        except ValidationError:
+            continue
+        return _converted(answer, report_text)
+    return parse_answer(text, report_text, CitedAnswer)
+
+
+def _converted(answer: BaseModel, report_text: str) -> tuple[ExtractionPayload, list[str]]:
     try:
         return to_payload(answer, report_text)
     except ValidationError as exc:
         raise AnswerError(f"the answer breaks a rule: {_short_errors(exc)}") from exc
     except ValueError as exc:
         raise AnswerError(f"the answer breaks a rule: {exc}") from exc
-
-
-def answer_model_of(text: str) -> type[BaseModel]:
-    """The answer format (`schemas.llm.ANSWER_MODELS`) a stored answer is written in; the formats share no
-    top-level key, so at most one validates. The citing format when none does (its error is the one shown)."""
-    for model in ANSWER_MODELS.values():
-        try:
-            parse_llm_answer(text, model)
-        except ValidationError:
-            continue
-        return model
-    return CitedAnswer

@@ -22,7 +22,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from extract.answers import CONVERSION_SHA256, NOT_CONVERSION_ERRORS, AnswerError, answer_model_of, parse_answer
+from extract.answers import CONVERSION_SHA256, NOT_CONVERSION_ERRORS, AnswerError, parse_stored_answer
 from extract.progress import progress_bar
 from extract.store.store import StoredAnswer
 from schemas.tables import PayloadRows, extraction_tables, payload_rows
@@ -72,7 +72,7 @@ def converted_tables(answers: list[StoredAnswer],
     for a in answers:
         raw = a.raw_output or ""
         try:
-            payload, _ = parse_answer(raw, a.text, answer_model_of(raw))
+            payload, _ = parse_stored_answer(raw, a.text)
         except AnswerError as exc:
             if a.status != "failed":
                 stats.failed += 1

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from extract.answers import parse_stored_answer
 from extract.backends.base import BackendError, BackendInfo, Completion, SamplingConfig, TransportError
 from extract.backends.openai import OpenAIBackend, OpenAIConfig
 from extract.engine import (
@@ -140,6 +141,18 @@ def test_parse_answer_converts_sizes_in_code():
 def test_parse_answer_rejects_unusable_answers(text, needle):
     with pytest.raises(AnswerError, match=needle):
         parse_answer(text, "Liver: a 45 cm liver mass. " + LIVER_REPORT)
+
+
+def test_a_stored_answer_is_read_in_the_format_it_is_written_in():
+    quoting = json.dumps({"organs": [], "lesions": [{
+        "organ": "liver", "quote": "2.2 cm hypodense lesion in segment 8", "side": "none", "location": "segment 8",
+        "size": "2.2 cm", "size_bound": "none", "count": 1, "count_exact": True, "attenuation": "hypo",
+        "kind": "hemangioma", "certainty": "definite"}]})
+    for text in (ANSWERS[LIVER_REPORT], quoting):
+        (tumor,) = parse_stored_answer(text, LIVER_REPORT)[0].tumors
+        assert tumor.size.diameters_mm == [22.0] and tumor.segments[0].value == "liver_segment_8"
+    with pytest.raises(AnswerError, match="does not match the schema: lesions: Field required"):
+        parse_stored_answer(json.dumps({"organs": []}), LIVER_REPORT)  # neither format: the citing one's error
 
 
 def test_happy_path_is_one_call():

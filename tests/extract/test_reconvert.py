@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 import extract.engine as engine
 import extract.reconvert as reconvert
-from extract.answers import CONVERSION_SHA256, AnswerError, parse_answer
+from extract.answers import CONVERSION_SHA256, AnswerError, parse_answer, parse_stored_answer
 from extract.backends.base import SamplingConfig
 from extract.engine import EngineConfig, run_extraction
 from extract.prompting import load_prompt
@@ -79,12 +79,12 @@ def test_no_reconvert_leaves_the_stored_rows(store, monkeypatch):
 def test_an_answer_the_rules_in_force_reject_becomes_failed_and_its_raw_answer_stays(store, monkeypatch):
     _extract_with_older_rules(store, monkeypatch, {"r1": LIVER_REPORT, "r2": NORMAL_REPORT})
 
-    def reject_liver(raw, text, model):
+    def reject_liver(raw, text):
         if text == LIVER_REPORT:
             raise AnswerError("the answer breaks a rule: scripted")
-        return parse_answer(raw, text, model)
+        return parse_stored_answer(raw, text)
 
-    monkeypatch.setattr(reconvert, "parse_answer", reject_liver)
+    monkeypatch.setattr(reconvert, "parse_stored_answer", reject_liver)
     stats = reconvert_store(store, progress=False, batch=1)  # one extraction per transaction
     assert (stats.checked, stats.changed, stats.failed) == (2, 2, 1)
     r1 = store.query("SELECT status, error, raw_output, payload, is_current FROM extractions "
