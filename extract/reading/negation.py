@@ -6,9 +6,9 @@ import functools
 import re
 
 from extract.reading.lesion_words import lesion_word_in_text
+from extract.reading.measurements import current_measurements
 from extract.reading.patterns import words_alternation, words_pattern
 from extract.reading.sentences import CLAUSE_BREAK, clauses
-from schemas.measure import find_measurements
 from schemas.vocab import NEGATION_CUES, NOT_CURRENT_CUES, POST_NEGATION_CUES, PRESENCE_HEDGES, Organ
 
 # "not" is a negation except in hedges ("is not excluded"), which keep the lesion possible.
@@ -41,13 +41,12 @@ def _enlarged_by_size(blanked: str) -> bool:
     if "axis" not in blanked.lower() or _NORMAL_SIZE.search(blanked):
         return False
     return any(_SHORT_AXIS.match(blanked[m.end:]) and min(m.diameters_mm) >= ENLARGED_NODE_SHORT_AXIS_MM
-               and not _NOT_NOW_BEFORE.search(blanked[max(0, m.start - 25):m.start])
-               and not _THEN_AFTER.match(blanked[m.end:]) for m in find_measurements(blanked))
+               and not _BOUND_OR_PAST_BEFORE.search(blanked[max(0, m.start - 25):m.start])
+               and not _THEN_AFTER.match(blanked[m.end:]) for m in current_measurements(blanked))
 
 
-# "previously 15 mm", "each under 1 cm in short axis": an earlier size, or a bound
-_NOT_NOW_BEFORE = re.compile(r"\b(?:previous(?:ly)?|prior|was|were|from|reached|under|below|less than|smaller than)"
-                             r"\s*$|<\s*$", re.IGNORECASE)
+# "each under 1 cm in short axis": a bound; "reached 14 mm ... at the time of the infection": a past size
+_BOUND_OR_PAST_BEFORE = re.compile(r"\b(?:reached|under|below|less than|smaller than)\s*$|<\s*$", re.IGNORECASE)
 _THEN_AFTER = re.compile(r"^\s*(?:in\s+)?short[\s-]+axis\s+(?:at the time|on the (?:prior|previous|earlier)|"
                          r"previously)", re.IGNORECASE)
 _NORMAL_SIZE = re.compile(r"\b(?:normal (?:size|limits)|normal in size|returned to normal)\b", re.IGNORECASE)
