@@ -13,6 +13,8 @@ COUNTS_DEV3_GOLD = GOLD_DIR / "counts_dev3_gold.jsonl"
 COUNTS_DEV4_GOLD = GOLD_DIR / "counts_dev4_gold.jsonl"
 COUNTS_DEV5_GOLD = GOLD_DIR / "counts_dev5_gold.jsonl"
 COUNTS_DEV6_GOLD = GOLD_DIR / "counts_dev6_gold.jsonl"
+COUNTS_DEV7_GOLD = GOLD_DIR / "counts_dev7_gold.jsonl"
+COUNTS_DEV8_GOLD = GOLD_DIR / "counts_dev8_gold.jsonl"
 #: A sentence this long appearing in two sets means text was reused, not a stock phrase.
 MIN_SHARED_SENTENCE_CHARS = 40
 
