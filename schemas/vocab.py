@@ -173,6 +173,7 @@ POST_NEGATION_CUES: tuple[str, ...] = (
     "has been replaced by", "have been replaced by", "no longer visible", "no longer demonstrated",
     "no longer apparent", "no longer appreciated", "has disappeared", "have disappeared", "has cleared",
     "have cleared", "cleared completely", "described at baseline", "present at baseline", "seen at baseline",
+    "at baseline",
 )
 #: Wording that doubts whether a lesion exists at all (certainty `possible`, organ `equivocal`).
 PRESENCE_HEDGES: tuple[str, ...] = (

@@ -17,11 +17,11 @@ from extract.reading.measurements import (
     names_place,
     split_by_measurement,
 )
-from extract.reading.negation import lesion_assertion, negated_blanked
+from extract.reading.negation import item_assertion, negated_blanked
 from extract.reading.organ_states import organ_statuses
 from extract.reading.organs import named_organs
 from extract.reading.quotes import QuoteContext, in_impression
-from extract.reading.sentences import Sentence, is_not_findings_header, sentence_spans
+from extract.reading.sentences import Sentence, is_not_findings_header, list_title, sentence_spans
 from schemas.llm import CitedAnswer, LLMAnswer, LLMLesion, parse_llm_answer
 from schemas.records import ExtractionPayload, match_key
 from schemas.vocab import PAIRED_ORGANS, LesionType, Organ
@@ -265,23 +265,27 @@ def _absorb_list_intros(tumors: list[dict], report_text: str, warnings: list[str
 
 
 def _lesion_sentences(report_text: str, report_key: str):
-    """(header, text, organ) for every findings sentence, or clause, about exactly one organ: a sentence naming
-    several organs is read clause by clause ("1.3 cm splenic lesion and 9 mm left adrenal nodule"); one naming
-    none takes the organ of the sentence it continues after a semicolon, else its section header's, else, when it
-    refers back, that of the sentence before it in the same paragraph ("Interspersed among them are two new solid
-    lesions")."""
+    """(header, text, organ, list title) for every findings sentence, or clause, about exactly one organ: a
+    sentence naming several organs is read clause by clause ("1.3 cm splenic lesion and 9 mm left adrenal nodule");
+    one naming none takes the organ of the sentence it continues after a semicolon, else its section header's, else
+    its list title's ("Hepatic lesions:"), else, when it refers back, that of the sentence before it in the same
+    paragraph ("Interspersed among them are two new solid lesions")."""
     previous: set[Organ] = set()
     previous_text = ""
     spans = sentence_spans(report_text)
-    sentences: list[tuple[str, str, bool]] = []  # header, words, whether it goes on with the line before
+    # header, start, words, whether it goes on with the line before, list title
+    sentences: list[tuple[str, int, str, bool, str]] = []
     for k, span in enumerate(spans):
         sentence = report_text[span.start:span.end]
         if sentences and span.header == sentences[-1][0] and (is_largest_follow_up(sentence)
                                                              or is_size_follow_up(sentence)):
-            sentences[-1] = (sentences[-1][0], f"{sentences[-1][1]}. {sentence}", sentences[-1][2])
+            header, start, _, *rest = sentences[-1]  # the report's own words from the first sentence on
+            sentences[-1] = (header, start, report_text[start:span.end], *rest)
         else:
-            sentences.append((span.header, sentence, k > 0 and "\n" not in report_text[spans[k - 1].end:span.start]))
-    for header, sentence, same_paragraph in sentences:
+            sentences.append((span.header, span.start, sentence,
+                              k > 0 and "\n" not in report_text[spans[k - 1].end:span.start],
+                              list_title(report_text, span.start)))
+    for header, _, sentence, same_paragraph, title in sentences:
         if is_not_findings_header(header):
             previous, previous_text = set(), sentence
             continue
@@ -290,19 +294,19 @@ def _lesion_sentences(report_text: str, report_key: str):
             organs = previous
         if not organs and len(previous) == 1 and (_ANOTHER.search(sentence) or _SAME_PLACE.search(sentence)):
             organs = previous  # "An additional new nodule of 4 mm lies in the same lobe": the organ just named
-        organs = organs or named_organs(header)
+        organs = organs or named_organs(header) or named_organs(title)
         if not organs and sentence.rstrip().endswith(":"):
             organs = previous  # "Liver: Cirrhotic. Three observations are seen:" opens a list of the organ before
         if not organs and len(previous) == 1 and same_paragraph and _REFERS_BACK.search(sentence):
             organs = previous
         previous, previous_text = organs, sentence
         if len(organs) == 1:
-            yield header, sentence, next(iter(organs))
+            yield header, sentence, next(iter(organs)), title
             continue
         for clause in re.split(r",|\band\b", sentence):
             named = named_organs(negated_blanked(clause))
             if len(named) == 1 and len(clause.strip()) >= 3:
-                yield header, clause.strip(), next(iter(named))
+                yield header, clause.strip(), next(iter(named)), title
 
 
 def _missed_lesions(report_text: str, report_key: str, tumors: list[dict]) -> list[dict]:
@@ -312,8 +316,8 @@ def _missed_lesions(report_text: str, report_key: str, tumors: list[dict]) -> li
     (not history, not negated, organ named), so it stands for one lesion, or a group when it says so.
     """
     added: list[dict] = []
-    for header, sentence, organ in _lesion_sentences(report_text, report_key):
-        if lesion_assertion(organ, sentence) == "none":
+    for header, sentence, organ, title in _lesion_sentences(report_text, report_key):
+        if item_assertion(organ, sentence, title) == "none":
             continue
         side = (side_in_text(sentence) or side_in_text(header)) if organ in PAIRED_ORGANS else None
         known = [t for t in [*tumors, *added] if t["organ"] == organ.value]
@@ -327,7 +331,10 @@ def _missed_lesions(report_text: str, report_key: str, tumors: list[dict]) -> li
         unlabelled = _HEADER_LEAD.sub("", sentence, count=1)
         elsewhere = (bool(places) and bool(same_side) and not _DEFINITE.match(unlabelled)
                      and all(t["segments"] and not places & set(t["segments"]) for t in same_side))
-        covered = bool(same_side) and not _ANOTHER.search(blanked) and not elsewhere
+        # "There is one new 4 mm nodule" beside known ones of that size: a new lesion, unless one of them is new too
+        fresh = bool(sizes) and bool(_NEW.search(blanked)) and not any(
+            _NEW.search(" ".join(t["evidence"])) for t in same_side)
+        covered = bool(same_side) and not _ANOTHER.search(blanked) and not elsewhere and not fresh
         group = group_word_in_text(blanked)
         known_group = any(t["count"] > 1 or not t["count_exact"] for t in known)
         if known_group and _REST_OF_GROUP.search(sentence):
@@ -408,8 +415,8 @@ def _without_subsets(tumors: list[dict], report_text: str, warnings: list[str]) 
 
 
 #: "Other representative nodules measure 5 mm ... and 4 mm ...": examples of a group already counted.
-_EXAMPLES_OF_GROUP = re.compile(r"^(?:the\s+)?(?:other\s+)?(?:representative|example)\b|^examples?\s+include\b",
-                                re.IGNORECASE)
+_EXAMPLES_OF_GROUP = re.compile(r"^(?:the\s+)?(?:other\s+)?(?:representative|example)\b|^(?:examples?|others?)\s+"
+                                r"include\b", re.IGNORECASE)
 
 
 def _examples_in_groups(tumors: list[dict], report_text: str, warnings: list[str]) -> list[dict]:

@@ -22,7 +22,7 @@ from extract.reading.lesion_words import (
 )
 from extract.reading.locations import side_in_text, subsegments_in_text
 from extract.reading.measurements import current_measurements, is_prior_size, size_from_quote
-from extract.reading.negation import lesion_assertion, negated_blanked
+from extract.reading.negation import item_assertion, negated_blanked
 from extract.reading.organs import named_organs
 from extract.reading.quotes import QuoteContext, canonical_quote, in_report, locate_quote
 from extract.reading.sentences import is_not_findings_header
@@ -71,14 +71,14 @@ def sentence_organs(header: str, sentence: str) -> set[Organ]:
     return named_organs(f"{header} {negated_blanked(sentence)}")
 
 
-def drop_reason(organ: Organ, header: str, sentence: str, quote: str = "") -> str | None:
-    """Why a lesion of `organ` quoted from `sentence` under `header` is dropped, or None when it is kept: the
-    section is history or technique, the sentence asserts no lesion of the organ, the quote (its matched
-    report text) names a stone or collection and no lesion, or the sentence speaks of other organs only.
-    Without a quote, what the sentence alone allows."""
+def drop_reason(organ: Organ, header: str, sentence: str, quote: str = "", title: str = "") -> str | None:
+    """Why a lesion of `organ` quoted from `sentence` under `header` (an item of the list `title`) is dropped, or
+    None when it is kept: the section is history or technique, the sentence asserts no lesion of the organ, the
+    quote (its matched report text) names a stone or collection and no lesion, or the sentence speaks of other
+    organs only. Without a quote, what the sentence alone allows."""
     if is_not_findings_header(header):
         return "quote is in the history/technique section"
-    if lesion_assertion(organ, sentence) == "none":
+    if item_assertion(organ, sentence, title) == "none":
         return "its sentence asserts no lesion (negated, normal or not a lesion)"
     if _NOT_LESION.search(quote) and not lesion_word_in_text(organ, negated_blanked(quote)):
         return "not a lesion (stone/collection/...)"
@@ -151,11 +151,11 @@ def lesion_record(lesion: LLMLesion, record_id: int, report_text: str, report_ke
     if ctx is None:
         warnings.append(f"{where}: quote is not in the report; dropped")
         return None
-    reason = drop_reason(organ, ctx.header, ctx.sentence, ctx.text)
+    reason = drop_reason(organ, ctx.header, ctx.sentence, ctx.text, ctx.title)
     if reason is not None:
         warnings.append(f"{where}: {reason}; dropped")
         return None
-    assertion = lesion_assertion(organ, ctx.sentence)
+    assertion = item_assertion(organ, ctx.sentence, ctx.title)
     context = f"{lesion.location} {ctx.text}"
 
     side = _lesion_side(lesion, ctx) if organ in PAIRED_ORGANS else None

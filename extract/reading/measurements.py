@@ -51,8 +51,10 @@ _PART_OF_LESION = re.compile(r"^\s*(?:\w+\s+){0,2}?(?:components?|rim|wall|septa
 # "with a solid component of 6 mm": the size of a lesion's part, written after the part.
 _PART_BEFORE = re.compile(r"\b(?:components?|rim|wall|septations?|calcifications?)\s+(?:of|measuring|measures)\s+"
                           r"(?:about\s+|approximately\s+)?$", re.IGNORECASE)
+# "9 mm seven months ago", "7 mm on the study of 14 months ago"
 _ON_EARLIER_STUDY = re.compile(r"^\s*(?:(?:on|at|in)\s+the\s+(?:earlier|prior|previous|preceding|last|older)\b|"
-                               r"(?:[\w-]+\s+){1,3}ago\b)", re.IGNORECASE)  # "9 mm seven months ago"
+                               r"(?:[\w-]+\s+){1,3}ago\b|(?:on|at|in)\s+the\s+(?:study|exam(?:ination)?|scan|ct)\s+"
+                               r"(?:of|from)\s+(?:[\w-]+\s+){1,3}ago\b)", re.IGNORECASE)
 
 
 #: An organ's length, not a lesion's size ("Both kidneys are enlarged (right 19 cm, left 21 cm in length)").
@@ -62,12 +64,25 @@ _ORGAN_LENGTH = re.compile(r"^[^.;()]{0,40}?\b(?:in length|long\b(?!\s+segment)|
 _JOINED = re.compile(r"\s*(?:,|and|&|/)?\s*")
 
 
+#: A clause in the past tense that dates itself earlier ("it measured 12 mm with a 3 mm solid component a year
+#: ago", "which measured 7 x 6 mm on the study of 14 months ago"): every size in it is an earlier one.
+_EARLIER_CLAUSE = re.compile(r"(?:^|[;,(]|\.(?!\d))\s*(?:(?:it|this|which|they|these)\s+)?(?:measured|was|were)\b"
+                             r"[^;.()]*?\b(?:ago|at baseline|on the (?:prior|previous|earlier|preceding)\b|"
+                             r"in (?:19|20)\d\d)\b[^;()]*?(?=[;()]|\.(?!\d)|$)", re.IGNORECASE)
+
+
 def current_measurements(text: str) -> list:
     """Measurements in `text` of lesions now: not prior sizes (no "previously"/"prior"/... just before them, no
-    "on the earlier study" after them), not the size of a lesion's part ("with a 3 mm solid component", "a
-    solid component of 3 mm") and not an organ's length ("right 19 cm, left 21 cm in length")."""
+    "on the earlier study" after them, not in a clause that dates itself earlier), not the size of a lesion's
+    part ("with a 3 mm solid component", "a solid component of 3 mm") and not an organ's length ("right 19 cm,
+    left 21 cm in length")."""
     current, previous_end, previous_prior = [], 0, False
+    earlier = [(c.start(), c.end()) for c in _EARLIER_CLAUSE.finditer(text)] if "ago" in text or "in 19" in text \
+        or "in 20" in text or "baseline" in text.lower() or "on the " in text else []
     for m in find_measurements(text):
+        if any(a <= m.start < b for a, b in earlier):
+            previous_end, previous_prior = m.end, True
+            continue
         # The prior word must be this size's own: in "RUL 6 mm (prior 5 mm); LLL 4 mm" it belongs to the 5 mm.
         between = text[max(previous_end, m.start - 25): m.start]
         prior = bool(_PRIOR_WORDS.search(between)) or (previous_prior and bool(_JOINED.fullmatch(between)))
@@ -104,6 +119,7 @@ def names_place(organ: Organ, text: str) -> bool:
 
 
 _EACH_OF = re.compile(r"\beach\b", re.IGNORECASE)
+_NEXT_CLAUSE = re.compile(r";|,\s*(?:and|while|whereas|but)\b|\.\s", re.IGNORECASE)
 
 
 def split_by_measurement(record: dict, text: str) -> list[dict]:
@@ -111,8 +127,8 @@ def split_by_measurement(record: dict, text: str) -> list[dict]:
     "right 1.4 cm and left 2.6 cm") becomes one record per current measurement, each with the side and
     sub-segments written next to it, plus an unsized rest when a stated number exceeds the sizes and a size is for
     "each" of several. A group whose one measurement is its largest member's ("the largest 1.8 cm in the right
-    lower lobe") becomes that member plus the rest (at least one more: a lower bound, unsized). Anything else is
-    returned unchanged."""
+    lower lobe") becomes that member plus the unsized rest (the stated number less one, or at least one more).
+    Anything else is returned unchanged."""
     group = record["count"] > 1 or not record["count_exact"]
     organ = Organ(record["organ"])
     found = organ_measurements(organ, text)
@@ -153,10 +169,17 @@ def split_by_measurement(record: dict, text: str) -> list[dict]:
     if largest is None:
         return [record]
     m = found[0]
-    window = text[largest.start():]
+    # the largest one's words: to the end of its clause ("..., in the lower pole of the left kidney, and two
+    # subcentimeter cysts are present in the right kidney" places it on the left)
+    clause_end = _NEXT_CLAUSE.search(text, m.end)
+    window = text[largest.start():clause_end.start() if clause_end else len(text)]
     largest_member = member(window, m.diameters_mm, m.text)
     if (largest_member["laterality"] == record["laterality"] and largest_member["segments"] == record["segments"]
             and record["size"]["status"] == "measured"):
         return [record]  # nothing more specific is written about the largest
-    rest = {**record, "count": max(1, record["count"] - 1), "count_exact": False, "size": {"status": "not_reported"}}
+    # "Three lesions ...; the largest, in segment 8, measures 1.9 cm": two more; "multiple ...": at least one more
+    exact = record["count_exact"] and record["count"] > 1
+    rest = {**record, "count": max(1, record["count"] - 1), "count_exact": exact, "size": {"status": "not_reported"}}
+    if rest["laterality"] == "bilateral" and rest["count"] == 1 and exact:  # one lesion: on the other side
+        rest["laterality"] = {"left": "right", "right": "left"}.get(largest_member["laterality"])
     return [largest_member, rest]

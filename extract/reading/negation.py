@@ -16,6 +16,12 @@ _PRE_NEGATION = re.compile(
     r"\b(?:" + words_alternation(w for w in NEGATION_CUES if w != "not")
     + r"|not(?!\s+(?:be\s+)?(?:excluded|ruled out))\b)", re.IGNORECASE)
 _POST_NEGATION = words_pattern(POST_NEGATION_CUES)
+_BARE_PREDICATE = re.compile(r"\s*(?:and\s+)?(?:(?:now|also|likewise|since|then)\s+)*(?:is|are|has|have|had)\s+"
+                             r"(?:(?:been|now|also|since|then)\s+)*", re.IGNORECASE)
+_NOT_BEFORE = re.compile(r"\bnot\s+$", re.IGNORECASE)
+_SUBJECT_FIRST = re.compile(r"\s*(?:the|this|that|these|those|its?|an?)\b", re.IGNORECASE)
+_ON_EARLIER_STUDY = re.compile(r"\s*(?:(?:on|in|at)\s+(?:the\s+)?(?:prior|previous|earlier|preceding|last|older|"
+                               r"comparison)\b|(?:[\w-]+\s+){1,3}ago\b|previously\b|before\b)", re.IGNORECASE)
 # "known", "from" and "metastatic" mark history or origin only before a disease word ("known colon cancer",
 # "metastasis from renal cell carcinoma", "metastatic renal cell carcinoma"), not in "the known 2 cm lesion".
 _NOT_CURRENT = re.compile(
@@ -65,7 +71,15 @@ def negated_blanked(text: str) -> str:
     # a comma inside brackets ("(series 3, image 140) has resolved") does not end the clause the cue closes
     unbracketed = _BRACKETS.sub(lambda b: " " * len(b.group(0)), text) if "(" in text else text
     for m in _POST_NEGATION.finditer(text):
-        begin = max((b.end() for b in CLAUSE_BREAK.finditer(unbracketed, 0, m.start())), default=0)
+        if _ON_EARLIER_STUDY.match(text, m.end()) or (m.group(0).lower().endswith("at baseline")
+                                                      and _NOT_BEFORE.search(text, 0, m.start())):
+            continue  # "a new 4 mm nodule, which was not present 2 months ago (at baseline)": new, so present now
+        breaks = [b.end() for b in CLAUSE_BREAK.finditer(unbracketed, 0, m.start())]
+        # "The 6 mm nodule that was seen in 2021, and had become smaller by 2022, is no longer seen": a cue with
+        # no subject in its clause closes the sentence's subject (from the sentence start) or the clause before
+        if breaks and _BARE_PREDICATE.fullmatch(text[breaks[-1]:m.start()]):
+            breaks = [] if _SUBJECT_FIRST.match(text) else breaks[:-1]
+        begin = breaks[-1] if breaks else 0
         chars[begin:m.end()] = " " * max(0, m.end() - begin)
     return "".join(chars)
 
@@ -84,3 +98,20 @@ def lesion_assertion(organ: Organ, sentence: str) -> str:
     if all(_PRESENCE_HEDGE.search(sentence[a:b]) for a, b in asserted):
         return "possible"
     return "definite"
+
+
+def item_assertion(organ: Organ, sentence: str, title: str) -> str:
+    """`lesion_assertion` of a sentence that may be an item of a list titled `title` (`sentences.list_title`):
+    an item with no lesion word of its own that gives a current size stands for a lesion when its title names
+    one ("Current nodules:" above "1. Right upper lobe, apical segment: solid, 9 x 7 mm"; "Resolved nodules:"
+    names none)."""
+    found = lesion_assertion(organ, sentence)
+    if found != "none" or not title or lesion_word_in_text(organ, sentence):
+        return found
+    if _POST_NEGATION.search(title) or _EARLIER_TITLE.search(title) or not current_measurements(
+            negated_blanked(sentence)):
+        return "none"
+    return lesion_assertion(organ, f"{title}: {sentence}")
+
+
+_EARLIER_TITLE = re.compile(r"\b(?:prior|previous(?:ly)?|former|baseline)\b", re.IGNORECASE)

@@ -8,7 +8,7 @@ import unicodedata
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 
-from extract.reading.sentences import HEADER, SENTENCE_BREAK
+from extract.reading.sentences import HEADER, SENTENCE_BREAK, list_title
 from schemas.records import match_key
 
 
@@ -31,12 +31,14 @@ class QuoteContext:
         text: the matched report text (the quote, or its longest part found in the report).
         sentence: the sentence (up to `;`, `.`, line break) holding the match.
         header: the section header of its line ("Right kidney"), or "".
+        title: the title of the list whose item line holds it (`sentences.list_title`), or "".
     """
 
     span: tuple[int, int]
     text: str
     sentence: str
     header: str
+    title: str = ""
 
 
 _WHITESPACE_RUN = re.compile(r"\s+")
@@ -137,7 +139,8 @@ def locate_quote(quote: str, report: str) -> QuoteContext | None:
             previous = report[: line_start - 1].rsplit("\n", 1)[-1].strip()
             if previous.endswith(":") and len(previous) <= 42:
                 header_text = previous[:-1]
-        return QuoteContext((start, end), report[start:end], report[sent_start:sent_end].strip(), header_text)
+        return QuoteContext((start, end), report[start:end], report[sent_start:sent_end].strip(), header_text,
+                            list_title(report, start))
     return None
 
 

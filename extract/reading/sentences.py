@@ -44,14 +44,17 @@ def sentence_spans(report: str) -> tuple[Sentence, ...]:
     """Every sentence of the report in order, with its section header and character offsets."""
     out: list[Sentence] = []
     header = ""
+    carried = ""  # a history or technique header goes on to the next lines ("COMPARISON: ...\nAt diagnosis, ...")
     pos = 0
     for line in report.splitlines(keepends=True):
         line_start, pos = pos, pos + len(line)
         stripped = line.strip()
         if stripped.endswith(":") and len(stripped) <= 42:
-            header = stripped[:-1]
+            header, carried = stripped[:-1], ""
             continue
-        line_header = header
+        if not stripped:
+            carried = ""
+        line_header = carried or header
         part_start = 0
         body = line.rstrip("\r\n")
         for m in [*SENTENCE_BREAK.finditer(body), None]:
@@ -66,7 +69,29 @@ def sentence_spans(report: str) -> tuple[Sentence, ...]:
                 out.append(Sentence(line_header, start, start + len(part.strip())))
             if m:
                 part_start = m.end()
+        if stripped:
+            carried = line_header if is_not_findings_header(line_header) else ""
     return tuple(out)
+
+
+_LIST_ITEM_LINE = re.compile(r"\s*(?:\(?\d{1,2}[.)]|[-*\u2022])\s+\S")
+_TITLE_CHARS = 42
+
+
+def list_title(report: str, position: int) -> str:
+    """The title line of the list whose item line holds `position` ("Current nodules" above "1. Right upper lobe,
+    apical segment: solid, 9 x 7 mm"), without its colon; "" when that line is no list item or the items above
+    it lead up to no title."""
+    start = report.rfind("\n", 0, position) + 1
+    if not _LIST_ITEM_LINE.match(report, start):
+        return ""
+    while start > 0:
+        above = report.rfind("\n", 0, start - 1) + 1
+        line = report[above:start - 1].strip()
+        if not _LIST_ITEM_LINE.match(line):
+            return line[:-1].strip() if line.endswith(":") and len(line) <= _TITLE_CHARS else ""
+        start = above
+    return ""
 
 
 @functools.lru_cache(maxsize=16)  # read twice per conversion (cleared organs, missed lesions)

@@ -584,3 +584,35 @@ def test_the_impression_counts_a_vague_findings_group_and_a_new_section_is_no_fo
               "(series 3, image 30).")
     rows, _ = summary(EMPTY, report)
     assert (rows["lung"]["lesion_count"], rows["lung"]["largest_diameter_mm"]) == (1, 14.0)
+
+
+NO_ANSWER = {"organs": [], "lesions": []}
+
+
+def test_the_items_of_a_titled_nodule_list_are_lesions_and_the_dated_size_is_an_earlier_one():
+    report = ("FINDINGS:\nLungs: Mild emphysema.\nTracked nodules:\n"
+              "1. Right upper lobe, anterior segment: solid, 11 x 8 mm (series 3, image 41); it measured 9 x 7 mm on "
+              "the study of 8 months ago.\n2. Left lower lobe, lateral basal segment: 5 mm (image 150), stable.\n"
+              "3. Lingula: part-solid, 7 mm (image 96).\n"
+              "IMPRESSION:\n1. Three pulmonary nodules, the right upper lobe one enlarging.\n")
+    lung = summary(NO_ANSWER, report)[0]["lung"]
+    assert (lung["lesion_count"], lung["count_is_lower_bound"]) == (3, False)
+    assert (lung["largest_diameter_mm"], lung["largest_location"]) == (11.0, "right_upper_lobe")
+    assert lung["sides"] == ["left", "right"]
+
+
+def test_a_new_sized_nodule_beside_one_of_its_size_is_one_more_and_the_comparison_paragraph_is_history():
+    report = ("COMPARISON: CT chest of 3 months ago.\nAt that time, six nodules were present in the right lung.\n"
+              "FINDINGS:\nLungs: A right middle lobe nodule measures 4 mm (previously 6 mm).\n"
+              "There is one new 4 mm solid nodule in the lateral segment of the right middle lobe (image 80), which "
+              "was not present 3 months ago.\nThe other nodules have resolved.\n")
+    lung = summary(NO_ANSWER, report)[0]["lung"]
+    assert (lung["lesion_count"], lung["count_is_lower_bound"]) == (2, False)
+    assert lung["largest_diameter_mm"] == 4.0
+
+
+def test_the_nodules_others_include_are_examples_of_the_group():
+    report = ("FINDINGS:\nLungs: More than ten small solid nodules are scattered through both lungs. Others include a "
+              "5 mm nodule in the right upper lobe (image 30) and a 4 mm nodule in the left lower lobe (image 160).\n")
+    lung = summary(NO_ANSWER, report)[0]["lung"]
+    assert lung["count_is_lower_bound"] is True and lung["lesion_count"] == 10

@@ -1,0 +1,32 @@
+"""Current sizes and a group's members (`extract.reading.measurements`)."""
+
+from extract.reading.measurements import current_measurements, split_by_measurement
+
+
+def sizes(text):
+    return [m.diameters_mm for m in current_measurements(text)]
+
+
+def test_a_clause_dated_earlier_holds_earlier_sizes():
+    assert sizes("It now measures 11 mm; it measured 8 mm with a 2 mm solid part a year ago") == [(11.0,)]
+    assert sizes("solid, 8 x 6 mm (image 30); it measured 6 x 5 mm on the study of 9 months ago") == [(8.0, 6.0)]
+    assert sizes("A 9 mm nodule, which was 7 mm in 2022 and 8 mm in 2023") == [(9.0,)]
+    assert sizes("The nodule measured 9 mm") == [(9.0,)]  # dictated past tense, not dated: current
+
+
+def _group(count, exact, laterality=None):
+    return {"id": 1, "organ": "kidney", "count": count, "count_exact": exact, "laterality": laterality,
+            "segments": [], "size": {"status": "not_reported"}, "attenuation": "unknown", "composition": "unknown",
+            "innumerable": False}
+
+
+def test_the_largest_of_a_stated_number_leaves_the_rest_exact_and_on_its_own_clause_side():
+    text = ("Cysts in both kidneys; the largest measures 2.4 cm, in the upper pole of the right kidney, and two small "
+            "cysts lie in the left kidney")
+    largest, rest = split_by_measurement(_group(3, True, "bilateral"), text)
+    assert largest["laterality"] == "right" and largest["size"]["diameters_mm"] == [24.0]
+    assert (rest["count"], rest["count_exact"], rest["laterality"]) == (2, True, "bilateral")
+    largest, rest = split_by_measurement(_group(2, True, "bilateral"), text)
+    assert (rest["count"], rest["count_exact"], rest["laterality"]) == (1, True, "left")
+    _, rest = split_by_measurement(_group(2, False), "Several renal cysts, the largest 2.4 cm in the right kidney")
+    assert (rest["count"], rest["count_exact"]) == (1, False)
