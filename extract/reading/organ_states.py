@@ -12,10 +12,10 @@ from extract.reading.sentences import report_sentences
 from schemas.llm import LLMAnswer
 from schemas.vocab import PAIRED_ORGANS, Organ
 
-# Wording that clears an organ: "unremarkable", "normal", "clear", "no focal lesion", "no lymphadenopathy",
-# "no enlarged lymph nodes", "not enlarged".
+# Wording that clears an organ: "unremarkable", "normal" ("normal in size" too), "clear", "homogeneous", "no focal
+# lesion", "no lymphadenopathy", "no enlarged lymph nodes", "not enlarged", and a granuloma (a healed infection).
 _NORMAL = re.compile(
-    r"\b(?:unremarkable|normal(?! in size| size| caliber| calibre)|clear|within normal limits|not enlarged|"
+    r"\b(?:unremarkable|normal(?! caliber| calibre)|clear|within normal limits|not enlarged|homogeneous|granulomas?|"
     r"no(?:\s+\S+){0,4}?\s+(?:lesions?|mass(?:es)?|nodules?|lymphadenopathy|adenopathy|metastas[ie]s|"
     r"abnormalit(?:y|ies)|tumou?rs?|(?:lymph\s+)?nodes?)|without(?:\s+\S+){0,3}?\s+(?:lesions?|mass(?:es)?|nodules?))\b",
     re.IGNORECASE)

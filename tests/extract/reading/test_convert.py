@@ -112,7 +112,7 @@ def test_quote_from_elsewhere_or_about_another_organ_is_dropped():
     ("The previously seen renal lesion has resolved.", {}),
     ("The left renal lesion has cleared completely.", {}),
     ("Kidneys are normal in size without focal lesions or hydronephrosis.", {"kidney": "no_lesion"}),
-    ("Kidneys are normal in size. Mild hydronephrosis.", {}),
+    ("Kidneys are normal in size. Mild hydronephrosis.", {"kidney": "no_lesion"}),  # spoken of, no lesion
 ])
 def test_negated_or_resolved_lesions_are_dropped(sentence, expected):
     answer = {"organs": [], "lesions": [lesion(organ="kidney", side="both", quote=sentence)]}
