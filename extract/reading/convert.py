@@ -7,7 +7,13 @@ import unicodedata
 from collections.abc import Iterator
 
 from extract.reading.cite import cited_as_quoted
-from extract.reading.lesion_words import group_word_in_text, kind_in_text, lesion_word_in_text, stated_count
+from extract.reading.lesion_words import (
+    group_word_in_text,
+    kind_in_text,
+    lesion_word_in_text,
+    stated_count,
+    stated_total,
+)
 from extract.reading.lesions import SPAN_KEY, lesion_record
 from extract.reading.locations import side_in_text, subsegments_in_text
 from extract.reading.measurements import (
@@ -482,6 +488,41 @@ def _count_from_impression(tumors: list[dict], report_text: str, warnings: list[
     return out
 
 
+def _stated_totals(tumors: list[dict], report_text: str, warnings: list[str]) -> list[dict]:
+    """A sentence about one organ that states its total ("Bilateral Bosniak I and II renal cysts, three in total";
+    "The total is therefore eight nodules") gives the organ's count: its unsized records make way for one unsized
+    rest of what the sized ones leave. A total below the sized records is left alone (they say more)."""
+    text = unicodedata.normalize("NFKC", report_text)
+    out = list(tumors)
+    for span in sentence_spans(text):
+        words = negated_blanked(text[span.start:span.end])
+        total = stated_total(words) if _TOTAL_HINT.search(words) else None
+        if total is None or is_not_findings_header(span.header):
+            continue
+        organs = named_organs(words) or (set() if in_impression(report_text, span.start) else named_organs(span.header))
+        if len(organs) != 1:
+            continue
+        organ = next(iter(organs)).value
+        records = [t for t in out if t["organ"] == organ]
+        sized = [t for t in records if t["size"]["status"] == "measured"]
+        left = total - sum(t["count"] for t in sized)
+        if not records or left < 0 or (sum(t["count"] for t in records) == total
+                                       and all(t["count_exact"] for t in records)):
+            continue
+        unsized = [t for t in records if t["size"]["status"] != "measured"]
+        template = unsized[0] if unsized else sized[-1]
+        rest = [{**template, "count": left, "count_exact": True, "innumerable": False,
+                 "size": {"status": "not_reported"},
+                 "laterality": None if left == 1 and template["laterality"] == "bilateral" else template["laterality"]}
+                ] if left else []
+        out = [t for t in out if t not in unsized] + rest
+        warnings.append(f"organ {organ}: {total} in total, as a sentence states")
+    return out
+
+
+_TOTAL_HINT = re.compile(r"\btotal|\bin all\b|\baltogether\b", re.IGNORECASE)
+
+
 def _sizes_from_impression(tumors: list[dict], report_text: str, warnings: list[str]) -> None:
     """An impression sentence about one organ that sizes lesions the findings left unsized ("Two new nodules in
     the right lung, 8 mm in the right lower lobe and 5 mm in the right middle lobe") gives them their sizes: each
@@ -600,6 +641,7 @@ def to_payload(answer: LLMAnswer | CitedAnswer | dict | str, report_text: str,
     tumors = _examples_in_groups(tumors, report_text, warnings)
     _sizes_from_impression(tumors, report_text, warnings)
     tumors = _count_from_impression(tumors, report_text, warnings)
+    tumors = _stated_totals(tumors, report_text, warnings)
     for number, record in enumerate(tumors, 1):
         record["id"] = number
         record.pop(SPAN_KEY, None)

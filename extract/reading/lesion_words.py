@@ -100,6 +100,24 @@ def stated_count(text: str) -> tuple[int, bool] | None:
     return _NUMBER_WORDS.get(word) or int(word), not _AT_LEAST.search(text[:m.start()])
 
 
+_NUMBER = r"(" + "|".join(_NUMBER_WORDS) + r"|[2-9]|[1-9]\d)"
+#: "three in total", "a total of eight nodules", "The total is therefore eight nodules", "five altogether".
+_STATED_TOTAL = re.compile(rf"\b{_NUMBER}(?!\s*(?:mm|cm|x)\b)\s+(?:[a-z-]+\s+){{0,3}}?(?:in total|in all|altogether)\b"
+                           r"(?!\s+(?:diameter|size|length|volume|dimension))|"
+                           rf"\b(?:a total of|the total is(?:\s+therefore)?|totall?ing)\s+{_NUMBER}\b(?!\s*(?:mm|cm)\b)",
+                           re.IGNORECASE)
+
+
+def stated_total(text: str) -> int | None:
+    """The total number of lesions a phrase states in so many words ("three in total", "a total of eight"), or
+    None."""
+    m = _STATED_TOTAL.search(text)
+    if m is None:
+        return None
+    word = (m.group(1) or m.group(2)).lower()
+    return _NUMBER_WORDS.get(word) or int(word)
+
+
 def count_in_text(text: str) -> int | None:
     """The number of lesions a phrase states ("three hypodense lesions", "2 solid nodules"), or None."""
     found = stated_count(text)

@@ -51,6 +51,8 @@ _PART_OF_LESION = re.compile(r"^\s*(?:\w+\s+){0,2}?(?:components?|rim|wall|septa
 # "with a solid component of 6 mm": the size of a lesion's part, written after the part.
 _PART_BEFORE = re.compile(r"\b(?:components?|rim|wall|septations?|calcifications?)\s+(?:of|measuring|measures)\s+"
                           r"(?:about\s+|approximately\s+)?$", re.IGNORECASE)
+# "7 x 5 mm (mean diameter 6 mm)": the size just written, averaged.
+_AVERAGE_OF_PREVIOUS = re.compile(r"^\W{0,3}(?:mean|average)(?:\s+diameter)?(?:\s+of)?\s*$", re.IGNORECASE)
 # "9 mm seven months ago", "7 mm on the study of 14 months ago"
 _ON_EARLIER_STUDY = re.compile(r"^\s*(?:(?:on|at|in)\s+the\s+(?:earlier|prior|previous|preceding|last|older)\b|"
                                r"(?:[\w-]+\s+){1,3}ago\b|(?:on|at|in)\s+the\s+(?:study|exam(?:ination)?|scan|ct)\s+"
@@ -86,8 +88,9 @@ def current_measurements(text: str) -> list:
         # The prior word must be this size's own: in "RUL 6 mm (prior 5 mm); LLL 4 mm" it belongs to the 5 mm.
         between = text[max(previous_end, m.start - 25): m.start]
         prior = bool(_PRIOR_WORDS.search(between)) or (previous_prior and bool(_JOINED.fullmatch(between)))
+        averaged = previous_end > 0 and bool(_AVERAGE_OF_PREVIOUS.match(text[previous_end:m.start]))
         previous_end, previous_prior = m.end, prior
-        if not (prior or _PART_OF_LESION.match(text[m.end: m.end + 40]) or _ORGAN_LENGTH.match(text[m.end:])
+        if not (prior or averaged or _PART_OF_LESION.match(text[m.end: m.end + 40]) or _ORGAN_LENGTH.match(text[m.end:])
                 or _PART_BEFORE.search(text[max(0, m.start - 40): m.start]) or _ON_EARLIER_STUDY.match(text[m.end:])):
             current.append(m)
     return current

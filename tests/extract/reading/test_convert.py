@@ -616,3 +616,13 @@ def test_the_nodules_others_include_are_examples_of_the_group():
               "5 mm nodule in the right upper lobe (image 30) and a 4 mm nodule in the left lower lobe (image 160).\n")
     lung = summary(NO_ANSWER, report)[0]["lung"]
     assert lung["count_is_lower_bound"] is True and lung["lesion_count"] == 10
+
+
+def test_a_stated_total_gives_the_count_and_a_size_in_total_diameter_is_no_total():
+    report = ("FINDINGS:\nKidneys: Several cysts in both kidneys. On the left a 2.6 cm simple cyst in the upper pole "
+              "and a 7 mm cyst in the lower pole.\nLungs: A part-solid nodule of 15 mm in total diameter in the right "
+              "upper lobe.\nIMPRESSION:\n1. Simple renal cysts, four in total, the largest 2.6 cm on the left.\n")
+    rows = summary(NO_ANSWER, report)[0]
+    assert (rows["kidney"]["lesion_count"], rows["kidney"]["count_is_lower_bound"]) == (4, False)
+    assert rows["kidney"]["largest_diameter_mm"] == 26.0
+    assert (rows["lung"]["lesion_count"], rows["lung"]["largest_diameter_mm"]) == (1, 15.0)

@@ -30,3 +30,8 @@ def test_the_largest_of_a_stated_number_leaves_the_rest_exact_and_on_its_own_cla
     assert (rest["count"], rest["count_exact"], rest["laterality"]) == (1, True, "left")
     _, rest = split_by_measurement(_group(2, False), "Several renal cysts, the largest 2.4 cm in the right kidney")
     assert (rest["count"], rest["count_exact"]) == (1, False)
+
+
+def test_an_average_of_the_size_just_written_is_no_second_size():
+    assert sizes("Left lower lobe: 9 x 5 mm (mean diameter 7 mm), image 140") == [(9.0, 5.0)]
+    assert sizes("A right upper lobe nodule has a mean diameter of 6 mm") == [(6.0,)]
