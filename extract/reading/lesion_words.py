@@ -104,8 +104,8 @@ _NUMBER = r"(" + "|".join(_NUMBER_WORDS) + r"|[2-9]|[1-9]\d)"
 #: "three in total", "a total of eight nodules", "The total is therefore eight nodules", "five altogether".
 _STATED_TOTAL = re.compile(rf"\b{_NUMBER}(?!\s*(?:mm|cm|x)\b)\s+(?:[a-z-]+\s+){{0,3}}?(?:in total|in all|altogether)\b"
                            r"(?!\s+(?:diameter|size|length|volume|dimension))|"
-                           rf"\b(?:a total of|the total is(?:\s+therefore)?|totall?ing)\s+{_NUMBER}\b(?!\s*(?:mm|cm)\b)",
-                           re.IGNORECASE)
+                           rf"\b(?:a total of|the total is(?:\s+therefore)?|totall?ing)\s+{_NUMBER}\b"
+                           r"(?!\s*(?:mm|cm)\b)", re.IGNORECASE)
 
 
 def stated_total(text: str) -> int | None:
