@@ -216,8 +216,13 @@ def _absorb_list_intros(tumors: list[dict], report_text: str, warnings: list[str
         j = i + 1
         if _LARGEST_MEMBERS.match(following) and not current_measurements(following):
             j += 1  # "The three largest are as follows." leads into the list
-        # The list runs while lines size something ("Right lower lobe: 1.1 cm ..." is its own labelled line).
-        while j < len(spans) and current_measurements(line := text[spans[j].start:spans[j].end]):
+        # The list runs while lines size something ("Right lower lobe: 1.1 cm ..." is its own labelled line); an
+        # item's further sentences on its line ("... 2.8 cm, arterial enhancement. LI-RADS 5.") go with it.
+        while j < len(spans) and (current_measurements(line := text[spans[j].start:spans[j].end]) or (
+                j > i + 1 and "\n" not in text[spans[j - 1].end:spans[j].start])):
+            if not current_measurements(line):
+                j += 1
+                continue
             if _ADDITIVE.search(line):
                 break  # "In addition, a few tiny nodules ..." is a group of its own
             line_span = (spans[j].start, spans[j].end)

@@ -626,3 +626,13 @@ def test_a_stated_total_gives_the_count_and_a_size_in_total_diameter_is_no_total
     assert (rows["kidney"]["lesion_count"], rows["kidney"]["count_is_lower_bound"]) == (4, False)
     assert rows["kidney"]["largest_diameter_mm"] == 26.0
     assert (rows["lung"]["lesion_count"], rows["lung"]["largest_diameter_mm"]) == (1, 15.0)
+
+
+def test_a_list_item_goes_on_past_its_own_further_sentences():
+    report = ("FINDINGS:\nLiver: Cirrhotic morphology. Three observations are seen:\n"
+              "Observation 1, segment 7 (image 30): 2.1 cm, arterial hyperenhancement with washout. LI-RADS 5.\n"
+              "Observation 2, segment 4 (image 44): 1.2 cm, no washout. LI-RADS 4.\n"
+              "Observation 3, segment 6 (image 51): 7 mm arterially enhancing focus. LI-RADS 3.\n")
+    liver = summary(NO_ANSWER, report)[0]["liver"]
+    assert (liver["lesion_count"], liver["count_is_lower_bound"]) == (3, False)
+    assert (liver["largest_diameter_mm"], liver["largest_location"]) == (21.0, "segment_7")
