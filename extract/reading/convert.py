@@ -67,8 +67,10 @@ _QUANTIFIER = re.compile(r"\b(?:several|multiple|numerous|innumerable|too numero
                          r"many|various|countless)\b", re.IGNORECASE)
 _HEADER_LEAD = re.compile(r"^[A-Za-z][A-Za-z /&,()'-]{0,40}:\s+")  # "Liver: ", "Right upper lobe, apical segment: "
 _INCLUDING = re.compile(r"\b(?:including|such as|for example|e\.g\.|among (?:them|which))\b", re.IGNORECASE)
-_LARGEST_MEMBERS = re.compile(r"^(?:the\s+)?(?:two|three|four|five|\d)\s+(?:largest|dominant|biggest)\b",
-                              re.IGNORECASE)  # "The three largest are ..." (not "The largest measures ...")
+# "The three largest are ...", "The largest measure:" (not "The largest measures ...")
+_LARGEST_MEMBERS = re.compile(r"^(?:the\s+)?(?:(?:two|three|four|five|\d)\s+(?:largest|dominant|biggest)\b|"
+                              r"(?:largest|dominant|biggest)(?:\s+ones)?\s+(?:measure|are|include)\s*:?\s*$)",
+                              re.IGNORECASE)
 _EXAMPLES = re.compile(r"^(?:the\s+)?(?:index|target|representative|reference|measurable|dominant)\s+"
                        r"(?:lesions?|nodules?|metastases|masses|observations)\b", re.IGNORECASE)
 _LIST_ITEM = re.compile(r"\s*(?:[-*\u2022]|\d{1,2}[.)])\s")

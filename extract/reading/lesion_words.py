@@ -87,15 +87,24 @@ _STATED_COUNT = re.compile(r"\b(" + "|".join(_NUMBER_WORDS) + r"|[2-9]|[1-9]\d)(
                            + r"(?:" + "|".join(re.escape(w) for w in _PLURAL_LESIONS) + r")\b", re.IGNORECASE)
 
 
+#: A number set off after the plural lesion noun it counts: "numerous nodules in both lungs, at least fifteen, ...".
+_APPOSED_COUNT = re.compile(r"\b(?:" + "|".join(re.escape(w) for w in _PLURAL_LESIONS) + r")\b[^.;:,]{0,40},\s*"
+                            r"(at least\s+|more than\s+|no fewer than\s+)?(" + "|".join(_NUMBER_WORDS)
+                            + r"|[2-9]|[1-9]\d)\s*(?=,|\)|$|in (?:all|number|total)\b)", re.IGNORECASE)
 _AT_LEAST = re.compile(r"\b(?:at least|more than|over|no fewer than|a minimum of)\s*$", re.IGNORECASE)
 
 
 def stated_count(text: str) -> tuple[int, bool] | None:
     """The number of lesions a phrase states and whether it is exact ("three hypodense lesions": (3, True);
-    "at least five nodules": (5, False)), or None."""
+    "at least five nodules": (5, False); "numerous nodules in both lungs, at least fifteen, ...": (15, False)),
+    or None."""
     m = _STATED_COUNT.search(text)
     if m is None:
-        return None
+        apposed = _APPOSED_COUNT.search(text)
+        if apposed is None:
+            return None
+        word = apposed.group(2).lower()
+        return _NUMBER_WORDS.get(word) or int(word), not apposed.group(1)
     word = m.group(1).lower()
     return _NUMBER_WORDS.get(word) or int(word), not _AT_LEAST.search(text[:m.start()])
 

@@ -636,3 +636,12 @@ def test_a_list_item_goes_on_past_its_own_further_sentences():
     liver = summary(NO_ANSWER, report)[0]["liver"]
     assert (liver["lesion_count"], liver["count_is_lower_bound"]) == (3, False)
     assert (liver["largest_diameter_mm"], liver["largest_location"]) == (21.0, "segment_7")
+
+
+def test_a_number_set_off_after_the_group_and_the_largest_listed_after_a_colon():
+    report = ("FINDINGS:\nChest: Innumerable nodules are present in both lungs, at least twelve, more than on the "
+              "prior study. The largest measure:\nleft upper lobe 14 mm (image 40), previously 9 mm;\n"
+              "right lower lobe 10 mm (image 180);\nright upper lobe 8 mm (image 33), new.\n")
+    lung = summary(NO_ANSWER, report)[0]["lung"]
+    assert (lung["lesion_count"], lung["count_is_lower_bound"]) == (12, True)
+    assert (lung["largest_diameter_mm"], lung["largest_location"]) == (14.0, "left_upper_lobe")

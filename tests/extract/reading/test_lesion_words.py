@@ -64,3 +64,14 @@ def test_stated_counts_say_whether_they_are_exact():
 ])
 def test_a_quantifier_makes_a_group_only_of_the_lesions_it_counts(text, group):
     assert group_word_in_text(text) is group
+
+
+def test_a_count_set_off_after_its_noun_and_a_stated_total():
+    from extract.reading.lesion_words import stated_count, stated_total
+
+    assert stated_count("Multiple nodules in both lungs, at least nine, larger than before") == (9, False)
+    assert stated_count("Several hepatic lesions, four, in segments 2 to 6") == (4, True)
+    assert stated_count("Several nodules, 4 mm and 5 mm") is None
+    assert stated_total("Bilateral renal cysts, three in total") == 3
+    assert stated_total("The total is therefore six nodules") == 6
+    assert stated_total("a part-solid nodule of 12 mm in total diameter") is None
