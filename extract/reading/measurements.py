@@ -62,6 +62,10 @@ _ON_EARLIER_STUDY = re.compile(r"^\s*(?:(?:on|at|in)\s+the\s+(?:earlier|prior|pr
 #: An organ's length, not a lesion's size ("Both kidneys are enlarged (right 19 cm, left 21 cm in length)").
 _ORGAN_LENGTH = re.compile(r"^[^.;()]{0,40}?\b(?:in length|long\b(?!\s+segment)|in (?:craniocaudal|cc|bipolar) "
                            r"(?:length|dimension|extent)|craniocaudal(?:ly)?\b|in span)", re.IGNORECASE)
+#: An organ's own size, written after the organ ("The spleen is enlarged at 16 cm", "the liver spans 21 cm").
+_ORGAN_SIZE_BEFORE = re.compile(r"(?:^|\bthe\s+)(?:spleen|liver|kidneys?|pancreas|prostate|uterus|thyroid)\s+"
+                                r"(?:(?:is|are)\s+(?:(?:mildly|moderately|markedly)\s+)?enlarged\s+(?:at|to)|measures|"
+                                r"spans)\s+(?:about\s+|approximately\s+)?$", re.IGNORECASE)
 #: Two sizes joined as one reading ("previously 5 and 7 mm"): the second is as prior as the first.
 _JOINED = re.compile(r"\s*(?:,|and|&|/)?\s*")
 
@@ -76,8 +80,8 @@ _EARLIER_CLAUSE = re.compile(r"(?:^|[;,(]|\.(?!\d))\s*(?:(?:it|this|which|they|t
 def current_measurements(text: str) -> list:
     """Measurements in `text` of lesions now: not prior sizes (no "previously"/"prior"/... just before them, no
     "on the earlier study" after them, not in a clause that dates itself earlier), not the size of a lesion's
-    part ("with a 3 mm solid component", "a solid component of 3 mm") and not an organ's length ("right 19 cm,
-    left 21 cm in length")."""
+    part ("with a 3 mm solid component", "a solid component of 3 mm") and not an organ's size ("right 19 cm,
+    left 21 cm in length", "the spleen is enlarged at 16 cm")."""
     current, previous_end, previous_prior = [], 0, False
     earlier = [(c.start(), c.end()) for c in _EARLIER_CLAUSE.finditer(text)] if "ago" in text or "in 19" in text \
         or "in 20" in text or "baseline" in text.lower() or "on the " in text else []
@@ -91,7 +95,8 @@ def current_measurements(text: str) -> list:
         averaged = previous_end > 0 and bool(_AVERAGE_OF_PREVIOUS.match(text[previous_end:m.start]))
         previous_end, previous_prior = m.end, prior
         if not (prior or averaged or _PART_OF_LESION.match(text[m.end: m.end + 40]) or _ORGAN_LENGTH.match(text[m.end:])
-                or _PART_BEFORE.search(text[max(0, m.start - 40): m.start]) or _ON_EARLIER_STUDY.match(text[m.end:])):
+                or _PART_BEFORE.search(text[max(0, m.start - 40): m.start]) or _ON_EARLIER_STUDY.match(text[m.end:])
+                or _ORGAN_SIZE_BEFORE.search(text[max(0, m.start - 50): m.start])):
             current.append(m)
     return current
 

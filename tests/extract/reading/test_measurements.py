@@ -35,3 +35,9 @@ def test_the_largest_of_a_stated_number_leaves_the_rest_exact_and_on_its_own_cla
 def test_an_average_of_the_size_just_written_is_no_second_size():
     assert sizes("Left lower lobe: 9 x 5 mm (mean diameter 7 mm), image 140") == [(9.0, 5.0)]
     assert sizes("A right upper lobe nodule has a mean diameter of 6 mm") == [(6.0,)]
+
+
+def test_an_organ_size_after_the_organ_is_no_lesion_size():
+    assert sizes("The spleen is enlarged at 15 cm and holds several hypodense lesions up to 2.2 cm") == [(22.0,)]
+    assert sizes("the liver measures 19 cm craniocaudally") == []
+    assert sizes("a cyst in the upper pole of the left kidney measuring 3.3 cm") == [(33.0,)]
