@@ -90,7 +90,8 @@ def current_measurements(text: str) -> list:
             previous_end, previous_prior = m.end, True
             continue
         # The prior word must be this size's own: in "RUL 6 mm (prior 5 mm); LLL 4 mm" it belongs to the 5 mm.
-        between = text[max(previous_end, m.start - 25): m.start]
+        # ... and not across a colon: "new since the prior examination: 1.7 cm in the tail" is current
+        between = text[max(previous_end, m.start - 25): m.start].rsplit(":", 1)[-1]
         prior = bool(_PRIOR_WORDS.search(between)) or (previous_prior and bool(_JOINED.fullmatch(between)))
         averaged = previous_end > 0 and bool(_AVERAGE_OF_PREVIOUS.match(text[previous_end:m.start]))
         previous_end, previous_prior = m.end, prior

@@ -41,3 +41,8 @@ def test_an_organ_size_after_the_organ_is_no_lesion_size():
     assert sizes("The spleen is enlarged at 15 cm and holds several hypodense lesions up to 2.2 cm") == [(22.0,)]
     assert sizes("the liver measures 19 cm craniocaudally") == []
     assert sizes("a cyst in the upper pole of the left kidney measuring 3.3 cm") == [(33.0,)]
+
+
+def test_a_prior_word_before_a_colon_dates_no_size_after_it():
+    assert sizes("Two lesions are new since the prior study: 2.1 cm in the tail and 8 mm in the head") == [
+        (21.0,), (8.0,)]
