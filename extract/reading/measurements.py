@@ -49,7 +49,8 @@ _PART_OF_LESION = re.compile(r"^\s*(?:\w+\s+){0,2}?(?:components?|rim|wall|septa
 
 
 # "with a solid component of 6 mm": the size of a lesion's part, written after the part.
-_PART_BEFORE = re.compile(r"\b(?:components?|rim|wall|septations?|calcifications?)\s+(?:of|measuring|measures)\s+"
+_PART_BEFORE = re.compile(r"\b(?:components?|rim|wall|septations?|calcifications?)\s+(?:of|measuring|measures|"
+                          r"(?:that|which)\s+(?:has\s+)?(?:increased|grown|decreased|enlarged)[^.;,]{0,20}?\bto)\s+"
                           r"(?:about\s+|approximately\s+)?$", re.IGNORECASE)
 # "7 x 5 mm (mean diameter 6 mm)": the size just written, averaged.
 _AVERAGE_OF_PREVIOUS = re.compile(r"^\W{0,3}(?:mean|average)(?:\s+diameter)?(?:\s+of)?\s*$", re.IGNORECASE)
@@ -96,7 +97,7 @@ def current_measurements(text: str) -> list:
         averaged = previous_end > 0 and bool(_AVERAGE_OF_PREVIOUS.match(text[previous_end:m.start]))
         previous_end, previous_prior = m.end, prior
         if not (prior or averaged or _PART_OF_LESION.match(text[m.end: m.end + 40]) or _ORGAN_LENGTH.match(text[m.end:])
-                or _PART_BEFORE.search(text[max(0, m.start - 40): m.start]) or _ON_EARLIER_STUDY.match(text[m.end:])
+                or _PART_BEFORE.search(text[max(0, m.start - 60): m.start]) or _ON_EARLIER_STUDY.match(text[m.end:])
                 or _ORGAN_SIZE_BEFORE.search(text[max(0, m.start - 50): m.start])):
             current.append(m)
     return current

@@ -46,3 +46,8 @@ def test_an_organ_size_after_the_organ_is_no_lesion_size():
 def test_a_prior_word_before_a_colon_dates_no_size_after_it():
     assert sizes("Two lesions are new since the prior study: 2.1 cm in the tail and 8 mm in the head") == [
         (21.0,), (8.0,)]
+
+
+def test_the_size_a_part_has_grown_to_is_the_part_size():
+    assert sizes("measures 16 x 12 mm overall (image 60), with a solid component that has increased from 3 mm to "
+                 "5 mm") == [(16.0, 12.0)]
