@@ -23,7 +23,7 @@ from extract.reading.measurements import (
     names_place,
     split_by_measurement,
 )
-from extract.reading.negation import item_assertion, negated_blanked
+from extract.reading.negation import TARGET_LABEL, item_assertion, negated_blanked
 from extract.reading.organ_states import organ_statuses
 from extract.reading.organs import named_organs
 from extract.reading.quotes import QuoteContext, in_impression
@@ -495,6 +495,28 @@ def _count_from_impression(tumors: list[dict], report_text: str, warnings: list[
     return out
 
 
+def _without_target_repeats(tumors: list[dict], report_text: str, warnings: list[str]) -> list[dict]:
+    """A RECIST target line ("Target 3: right lower lobe nodule, 9 mm -> 7 mm") sizes a lesion the findings
+    describe again ("the right lower lobe target nodule (7 mm)"): the target's record gives way to a findings
+    record of the same organ, side, place and size."""
+    text = unicodedata.normalize("NFKC", report_text)
+    spans = sentence_spans(text)
+
+    def same(a: dict, b: dict) -> bool:
+        return (a["organ"], a["laterality"], a["segments"], a["size"].get("diameters_mm")) == (
+            b["organ"], b["laterality"], b["segments"], b["size"].get("diameters_mm"))
+
+    targets = [t for t in tumors if t["size"]["status"] == "measured" and (s := _sentence_at(spans, t)) is not None
+               and TARGET_LABEL.match(text[s.start:s.end])]
+    kept = []
+    for t in tumors:
+        if t in targets and any(o is not t and o not in targets and same(o, t) for o in tumors):
+            warnings.append(f"lesion {t['id']} ({t['organ']}): a target the findings describe again; dropped")
+            continue
+        kept.append(t)
+    return kept
+
+
 def _stated_totals(tumors: list[dict], report_text: str, warnings: list[str]) -> list[dict]:
     """A sentence about one organ that states its total ("Bilateral Bosniak I and II renal cysts, three in total";
     "The total is therefore eight nodules") gives the organ's count: its unsized records make way for one unsized
@@ -648,6 +670,7 @@ def to_payload(answer: LLMAnswer | CitedAnswer | dict | str, report_text: str,
     tumors = _examples_in_groups(tumors, report_text, warnings)
     _sizes_from_impression(tumors, report_text, warnings)
     tumors = _count_from_impression(tumors, report_text, warnings)
+    tumors = _without_target_repeats(tumors, report_text, warnings)
     tumors = _stated_totals(tumors, report_text, warnings)
     for number, record in enumerate(tumors, 1):
         record["id"] = number

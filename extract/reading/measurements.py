@@ -67,6 +67,8 @@ _ORGAN_LENGTH = re.compile(r"^[^.;()]{0,40}?\b(?:in length|long\b(?!\s+segment)|
 _ORGAN_SIZE_BEFORE = re.compile(r"(?:^|\bthe\s+)(?:spleen|liver|kidneys?|pancreas|prostate|uterus|thyroid)\s+"
                                 r"(?:(?:is|are)\s+(?:(?:mildly|moderately|markedly)\s+)?enlarged\s+(?:at|to)|measures|"
                                 r"spans)\s+(?:about\s+|approximately\s+)?$", re.IGNORECASE)
+#: "40 mm -> 31 mm": the size before an arrow to another is the earlier one.
+_THEN_ARROW = re.compile(r"^\s*(?:->|\u2192|=>)\s*\d")
 #: Two sizes joined as one reading ("previously 5 and 7 mm"): the second is as prior as the first.
 _JOINED = re.compile(r"\s*(?:,|and|&|/)?\s*")
 
@@ -98,7 +100,7 @@ def current_measurements(text: str) -> list:
         previous_end, previous_prior = m.end, prior
         if not (prior or averaged or _PART_OF_LESION.match(text[m.end: m.end + 40]) or _ORGAN_LENGTH.match(text[m.end:])
                 or _PART_BEFORE.search(text[max(0, m.start - 60): m.start]) or _ON_EARLIER_STUDY.match(text[m.end:])
-                or _ORGAN_SIZE_BEFORE.search(text[max(0, m.start - 50): m.start])):
+                or _ORGAN_SIZE_BEFORE.search(text[max(0, m.start - 50): m.start]) or _THEN_ARROW.match(text[m.end:])):
             current.append(m)
     return current
 
@@ -170,6 +172,9 @@ def split_by_measurement(record: dict, text: str) -> list[dict]:
                 before = text[max(0, m.start - 12): m.start]
                 after = text[m.end: found[i + 1].start if i + 1 < len(found) else len(text)]
                 window = before.split(",")[-1] + " " + after
+                if not names_place(organ, window):  # "the right lower lobe target nodule (7 mm), a 5 mm nodule in
+                    # the left upper lobe": this one's place is written before it, from the size before
+                    window = text[found[i - 1].end if i else max(lead.rfind(":"), lead.rfind("; ")) + 1: m.start]
             parts.append(member(window, m.diameters_mm, m.text))
         # "three nodules: two ..., each 3 to 4 mm, and one ... 7 mm": a size for each of several is more lesions
         if record["count_exact"] and record["count"] > len(parts) and _EACH_OF.search(text):

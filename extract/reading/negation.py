@@ -104,8 +104,10 @@ def item_assertion(organ: Organ, sentence: str, title: str) -> str:
     """`lesion_assertion` of a sentence that may be an item of a list titled `title` (`sentences.list_title`):
     an item with no lesion word of its own that gives a current size stands for a lesion when its title names
     one ("Current nodules:" above "1. Right upper lobe, apical segment: solid, 9 x 7 mm"; "Resolved nodules:"
-    names none)."""
+    names none), or when its label is a RECIST target's ("Target 2: liver segment 4a, 22 mm")."""
     found = lesion_assertion(organ, sentence)
+    if found == "none" and TARGET_LABEL.match(sentence):
+        title = title or "target lesion"  # "Target 2: liver segment 4a, 29 mm -> 22 mm": a RECIST target lesion
     if found != "none" or not title or lesion_word_in_text(organ, sentence):
         return found
     if _POST_NEGATION.search(title) or _EARLIER_TITLE.search(title) or not current_measurements(
@@ -114,4 +116,7 @@ def item_assertion(organ: Organ, sentence: str, title: str) -> str:
     return lesion_assertion(organ, f"{title}: {sentence}")
 
 
+#: "Target 2:", "Target lesion 1:", "Non-target 3:": the label of a RECIST target line.
+TARGET_LABEL = re.compile(r"^\s*(?:non-?\s*)?target(?:\s+(?:lesion|nodule|node))?\s*(?:no\.?\s*|#\s*)?\d{1,2}\s*:",
+                           re.IGNORECASE)
 _EARLIER_TITLE = re.compile(r"\b(?:prior|previous(?:ly)?|former|baseline)\b", re.IGNORECASE)

@@ -15,6 +15,8 @@ CLAUSE_BREAK = re.compile(r"[,;:]|\b(?:but|however|whereas)\b", re.IGNORECASE)
 SENTENCE_BREAK = re.compile(r"[;!?\n]|\.(?!\d)")
 # "1." opening an item of a numbered list is no sentence of its own.
 _LIST_NUMBER = re.compile(r"\s*\(?\d{1,2}\)?\s*")
+_LIST_ITEM_LINE = re.compile(r"\s*(?:\(?\d{1,2}[.)]|[-*\u2022])\s+\S")
+_TITLE_CHARS = 42
 # A section header opens a line or follows a sentence end: "Right kidney: ...", "... normal. Spleen: ...".
 HEADER = re.compile(r"(?:^|[.;]\s+)\s*([A-Za-z][A-Za-z /&,()-]{0,40}):")
 
@@ -52,8 +54,8 @@ def sentence_spans(report: str) -> tuple[Sentence, ...]:
         if stripped.endswith(":") and len(stripped) <= 42:
             header, carried = stripped[:-1], ""
             continue
-        if not stripped:
-            carried = ""
+        if not stripped or ":" in stripped[:50] or stripped.endswith(":") or _LIST_ITEM_LINE.match(stripped):
+            carried = ""  # a blank line, a label ("Target 1: ...", "RECIST targets:") or a list opens findings
         line_header = carried or header
         part_start = 0
         body = line.rstrip("\r\n")
@@ -74,8 +76,6 @@ def sentence_spans(report: str) -> tuple[Sentence, ...]:
     return tuple(out)
 
 
-_LIST_ITEM_LINE = re.compile(r"\s*(?:\(?\d{1,2}[.)]|[-*\u2022])\s+\S")
-_TITLE_CHARS = 42
 
 
 def list_title(report: str, position: int) -> str:

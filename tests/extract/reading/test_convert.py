@@ -645,3 +645,17 @@ def test_a_number_set_off_after_the_group_and_the_largest_listed_after_a_colon()
     lung = summary(NO_ANSWER, report)[0]["lung"]
     assert (lung["lesion_count"], lung["count_is_lower_bound"]) == (12, True)
     assert (lung["largest_diameter_mm"], lung["largest_location"]) == (14.0, "left_upper_lobe")
+
+
+def test_recist_target_lines_after_the_comparison_are_current_lesions_sized_after_the_arrow():
+    report = ("COMPARISON: Baseline CT of 10 weeks ago.\nRECIST 1.1 target lesions, baseline -> now:\n"
+              "Target 1: liver segment 6, 35 mm -> 27 mm (image 40).\n"
+              "Target 2: left lower lobe nodule, 12 mm -> 9 mm (image 170).\n"
+              "FINDINGS:\nLungs: Two pulmonary nodules remain: the left lower lobe target nodule (9 mm) and a 4 mm "
+              "nodule in the right upper lobe (image 50).\nLiver: The segment 6 target is the only liver lesion.\n")
+    rows = summary(NO_ANSWER, report)[0]
+    assert (rows["liver"]["lesion_count"], rows["liver"]["largest_diameter_mm"]) == (1, 27.0)
+    assert rows["liver"]["largest_location"] == "segment_6"
+    lung = rows["lung"]
+    assert (lung["lesion_count"], lung["largest_diameter_mm"], lung["largest_location"]) == (2, 9.0, "left_lower_lobe")
+    assert lung["sides"] == ["left", "right"]
