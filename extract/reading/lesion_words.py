@@ -88,9 +88,11 @@ _STATED_COUNT = re.compile(r"\b(" + "|".join(_NUMBER_WORDS) + r"|[2-9]|[1-9]\d)(
 
 
 #: A number set off after the plural lesion noun it counts: "numerous nodules in both lungs, at least fifteen, ...".
+#: A bare number needs "in number" after it: "lesions in segments 2, 3, and 8" lists places.
 _APPOSED_COUNT = re.compile(r"\b(?:" + "|".join(re.escape(w) for w in _PLURAL_LESIONS) + r")\b[^.;:,]{0,40},\s*"
-                            r"(at least\s+|more than\s+|no fewer than\s+)?(" + "|".join(_NUMBER_WORDS)
-                            + r"|[2-9]|[1-9]\d)\s*(?=,|\)|$|in (?:all|number|total)\b)", re.IGNORECASE)
+                            r"(?:(at least\s+|more than\s+|no fewer than\s+)(" + "|".join(_NUMBER_WORDS)
+                            + r"|[2-9]|[1-9]\d)\s*(?=[,.;)]|$|in (?:all|number|total)\b)|()(" + "|".join(_NUMBER_WORDS)
+                            + r"|[2-9]|[1-9]\d)\s+in number\b)", re.IGNORECASE)
 _AT_LEAST = re.compile(r"\b(?:at least|more than|over|no fewer than|a minimum of)\s*$", re.IGNORECASE)
 
 
@@ -103,7 +105,7 @@ def stated_count(text: str) -> tuple[int, bool] | None:
         apposed = _APPOSED_COUNT.search(text)
         if apposed is None:
             return None
-        word = apposed.group(2).lower()
+        word = (apposed.group(2) or apposed.group(4)).lower()
         return _NUMBER_WORDS.get(word) or int(word), not apposed.group(1)
     word = m.group(1).lower()
     return _NUMBER_WORDS.get(word) or int(word), not _AT_LEAST.search(text[:m.start()])

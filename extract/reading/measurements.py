@@ -23,9 +23,10 @@ def is_prior_size(size_text: str, sentence: str) -> bool:
 def size_from_quote(organ: Organ, text: str):
     """The one current measurement of `organ` a quote holds when the model left `size` empty (a
     `schemas.measure` measurement); None when it holds none or several. Sizes right after "previously", "prior",
-    "was", "from" are earlier studies' and never count."""
+    "was", "from" are earlier studies' and never count; the same size written again ("A 7 mm nodule ... It now
+    measures 7 mm") is one."""
     found = organ_measurements(organ, text)
-    return found[0] if len(found) == 1 else None
+    return found[0] if len({m.diameters_mm for m in found}) == 1 else None
 
 
 #: The words a size qualifies: at most three, within its clause ("4.2 cm pancreatic head primary").
@@ -54,8 +55,10 @@ _PART_BEFORE = re.compile(r"\b(?:components?|rim|wall|septations?|calcifications
                           r"(?:about\s+|approximately\s+)?$", re.IGNORECASE)
 # "7 x 5 mm (mean diameter 6 mm)": the size just written, averaged.
 _AVERAGE_OF_PREVIOUS = re.compile(r"^\W{0,3}(?:mean|average)(?:\s+diameter)?(?:\s+of)?\s*$", re.IGNORECASE)
-# "9 mm seven months ago", "7 mm on the study of 14 months ago"
+# "9 mm seven months ago", "7 mm on the study of 14 months ago", "it measured 7 mm previously"
 _ON_EARLIER_STUDY = re.compile(r"^\s*(?:(?:on|at|in)\s+the\s+(?:earlier|prior|previous|preceding|last|older)\b|"
+                               r"(?:previously|before|earlier)\b(?!\s+(?:described|noted|seen|identified|reported|demonstrated|"
+                               r"mentioned|visuali[sz]ed|characteri[sz]ed|known))(?![^.;]{0,25}?\d(?:\.\d+)?\s*(?:mm|cm)\b)|"
                                r"(?:[\w-]+\s+){1,3}ago\b|(?:on|at|in)\s+the\s+(?:study|exam(?:ination)?|scan|ct)\s+"
                                r"(?:of|from)\s+(?:[\w-]+\s+){1,3}ago\b)", re.IGNORECASE)
 
@@ -159,11 +162,16 @@ def split_by_measurement(record: dict, text: str) -> list[dict]:
                 "segments": segments or record["segments"],
                 "size": {"status": "measured", "diameters_mm": list(diameters), "reported_text": reported,
                          "refers_to": "lesion"}}
+    # "Three nodules: a 6 mm ..., a 4 mm ... and a 3 mm .... The largest measures 6 mm.": the largest is one of them
+    written = found
+    found = [m for k, m in enumerate(written) if not (
+        _LARGEST.search(text[written[k - 1].end:m.start] if k else "")
+        and any(o.diameters_mm == m.diameters_mm for o in written[:k]))]
     if len(found) >= 2:
         parts = []
         # "segment 4 (8 mm), segment 6 (1.1 cm)" places each size after its location; "1.1 cm in segment 2
         # and 3.4 cm in segment 7" before it. Which one: where the first and the last size find a place.
-        lead, tail = text[:found[0].start], text[found[-1].end:]
+        lead, tail = text[:written[0].start], text[written[-1].end:]
         place_first = names_place(organ, lead) and not names_place(organ, tail)
         for i, m in enumerate(found):
             if place_first:  # from the previous size (for the first: from its own sentence's start) to this one

@@ -659,3 +659,19 @@ def test_recist_target_lines_after_the_comparison_are_current_lesions_sized_afte
     lung = rows["lung"]
     assert (lung["lesion_count"], lung["largest_diameter_mm"], lung["largest_location"]) == (2, 9.0, "left_lower_lobe")
     assert lung["sides"] == ["left", "right"]
+
+
+@pytest.mark.parametrize(("report", "expected"), [
+    # the largest of a stated list written again after it is one of them
+    ("Lungs: Three nodules: a 5 mm right upper lobe nodule, a 4 mm lingular nodule and a 3 mm left lower lobe "
+     "nodule. The largest measures 5 mm.", (3, False, 5.0, "right_upper_lobe")),
+    # the same size written again is one size; "it measured 6 mm previously" is an earlier one
+    ("Lungs: An 8 mm nodule in the right middle lobe (image 80). It now measures 8 mm, previously 6 mm. A separate "
+     "3 mm nodule in the left upper lobe.", (2, False, 8.0, "right_middle_lobe")),
+    ("Lungs: Scattered nodules, at least six. The largest, in the left lower lobe, measures 10 mm; it measured 7 mm "
+     "previously.", (6, True, 10.0, "left_lower_lobe")),
+])
+def test_a_group_and_its_largest_written_again(report, expected):
+    lung = summary(NO_ANSWER, "FINDINGS:\n" + report + "\n")[0]["lung"]
+    assert (lung["lesion_count"], lung["count_is_lower_bound"], lung["largest_diameter_mm"],
+            lung["largest_location"]) == expected

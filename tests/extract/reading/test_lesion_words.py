@@ -70,7 +70,8 @@ def test_a_count_set_off_after_its_noun_and_a_stated_total():
     from extract.reading.lesion_words import stated_count, stated_total
 
     assert stated_count("Multiple nodules in both lungs, at least nine, larger than before") == (9, False)
-    assert stated_count("Several hepatic lesions, four, in segments 2 to 6") == (4, True)
+    assert stated_count("Several hepatic lesions, four in number, in segments 2 to 6") == (4, True)
+    assert stated_count("Hypodense lesions in segments 2, 3, and 8") is None
     assert stated_count("Several nodules, 4 mm and 5 mm") is None
     assert stated_total("Bilateral renal cysts, three in total") == 3
     assert stated_total("The total is therefore six nodules") == 6
