@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from extract.reading.lesion_words import kind_in_text, lesion_word_in_text, stated_count
-from extract.reading.measurements import current_measurements, is_largest_follow_up, is_size_follow_up, names_place
+from extract.reading.measurements import is_bare_member, is_largest_follow_up, is_size_follow_up
 from extract.reading.negation import lesion_assertion, negated_blanked
 from extract.reading.organ_states import clears_organ
 from extract.reading.organs import named_organs
@@ -33,8 +33,6 @@ def _size_bound(text: str) -> str:
     return "none"
 
 
-_LIST_MEMBER_WORDS = 14
-_NOT_A_MEMBER = re.compile(r"\b(?:duct|dilat\w*|wall|thicken\w*|span|length|aorta|calib(?:er|re))\b", re.IGNORECASE)
 
 
 def _sentence(report: str, spans: tuple[Sentence, ...], n: int) -> str:
@@ -51,9 +49,7 @@ def _adds_to_group(organ: Organ, report: str, spans: tuple[Sentence, ...], n: in
     if is_largest_follow_up(words) or is_size_follow_up(words):
         return True
     # a list member: short, a size and a place of the organ, and no word of its own saying what it is
-    return (len(words.split()) <= _LIST_MEMBER_WORDS and bool(current_measurements(words))
-            and names_place(organ, words) and not lesion_word_in_text(organ, negated_blanked(words))
-            and not _NOT_A_MEMBER.search(words))
+    return is_bare_member(organ, words, lesion_word_in_text(organ, negated_blanked(words)))
 
 
 def _group_start(organ: Organ, report: str, spans: tuple[Sentence, ...], n: int) -> int:

@@ -72,9 +72,14 @@ def _quantifies_other_things(after: str) -> bool:
 _ORGAN_LABEL = re.compile(r"^\s*([A-Za-z][A-Za-z /&,()'-]{0,40}):\s")
 
 
+#: A report's category label ("New lesions:", "Non-target lesions:"): its plural names a section, not a group.
+_CATEGORY_LABEL = re.compile(r"^(?:new|(?:non-?\s*)?target|index|other|additional)\s+[a-z]+$", re.IGNORECASE)
+
+
 def _blank_organ_label(m: re.Match[str]) -> str:
     label = m.group(1)
-    return " " * len(m.group(0)) if named_organs(label) and not _QUANTIFIER_PATTERN.search(label) else m.group(0)
+    blank = (named_organs(label) or _CATEGORY_LABEL.match(label.strip())) and not _QUANTIFIER_PATTERN.search(label)
+    return " " * len(m.group(0)) if blank else m.group(0)
 
 
 _NUMBER_WORDS = {"two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10,

@@ -70,6 +70,8 @@ _ORGAN_LENGTH = re.compile(r"^[^.;()]{0,40}?\b(?:in length|long\b(?!\s+segment)|
 _ORGAN_SIZE_BEFORE = re.compile(r"(?:^|\bthe\s+)(?:spleen|liver|kidneys?|pancreas|prostate|uterus|thyroid)\s+"
                                 r"(?:(?:is|are)\s+(?:(?:mildly|moderately|markedly)\s+)?enlarged\s+(?:at|to)|measures|"
                                 r"spans)\s+(?:about\s+|approximately\s+)?$", re.IGNORECASE)
+_KNOWN_BEFORE = re.compile(r"\b(?:previously|prior)\s+(?:described|noted|seen|identified|reported|demonstrated|"
+                           r"mentioned|known|visuali[sz]ed|characteri[sz]ed)\b", re.IGNORECASE)
 #: "40 mm -> 31 mm": the size before an arrow to another is the earlier one.
 _THEN_ARROW = re.compile(r"^\s*(?:->|\u2192|=>)\s*\d")
 #: Two sizes joined as one reading ("previously 5 and 7 mm"): the second is as prior as the first.
@@ -98,6 +100,7 @@ def current_measurements(text: str) -> list:
         # The prior word must be this size's own: in "RUL 6 mm (prior 5 mm); LLL 4 mm" it belongs to the 5 mm.
         # ... and not across a colon: "new since the prior examination: 1.7 cm in the tail" is current
         between = text[max(previous_end, m.start - 25): m.start].rsplit(":", 1)[-1]
+        between = _KNOWN_BEFORE.sub(" ", between)  # "the previously noted 7 mm cyst": known before, sized now
         prior = bool(_PRIOR_WORDS.search(between)) or (previous_prior and bool(_JOINED.fullmatch(between)))
         averaged = previous_end > 0 and bool(_AVERAGE_OF_PREVIOUS.match(text[previous_end:m.start]))
         previous_end, previous_prior = m.end, prior
@@ -131,6 +134,18 @@ def is_size_follow_up(sentence: str) -> bool:
 def names_place(organ: Organ, text: str) -> bool:
     """Whether `text` names a sub-segment of `organ` or, for a paired organ, a side."""
     return bool(subsegments_in_text(organ, text)) or (organ in PAIRED_ORGANS and side_in_text(text) is not None)
+
+
+_LIST_MEMBER_WORDS = 14
+_NOT_A_MEMBER = re.compile(r"\b(?:duct|dilat\w*|wall|thicken\w*|span|length|aorta|calib(?:er|re))\b", re.IGNORECASE)
+
+
+def is_bare_member(organ: Organ, words: str, lesion_word: bool) -> bool:
+    """Whether a sentence sizes a member of the group before it without a word of its own saying what it is
+    ("Right upper lobe, 5 mm (series 3, image 41)."): short, a current size and a place of the organ, no duct,
+    wall or span; `lesion_word`: whether it holds a lesion word of the organ outside negations."""
+    return (len(words.split()) <= _LIST_MEMBER_WORDS and bool(current_measurements(words))
+            and names_place(organ, words) and not lesion_word and not _NOT_A_MEMBER.search(words))
 
 
 _EACH_OF = re.compile(r"\beach\b", re.IGNORECASE)

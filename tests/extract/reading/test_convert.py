@@ -43,9 +43,11 @@ def test_size_not_in_report_is_ignored_and_stones_are_dropped():
               "lesions": [lesion(size="0.9 cm", location="segment 7", quote="9 mm hypodense focus in segment 7"),
                           lesion(organ="kidney", side="left", size="3 mm", quote="Nonobstructing 3 mm left renal calculus")]}
     rows, warnings = summary(answer, report)
-    assert rows["liver"]["largest_diameter_mm"] is None and rows["liver"]["largest_location"] == "segment_7"
+    # the answer's 0.9 cm is not in the report; the report's own words size the focus
+    assert rows["liver"]["largest_diameter_mm"] == 9.0 and rows["liver"]["largest_location"] == "segment_7"
     assert rows["kidney"]["state"] == "not_mentioned"
-    assert len(warnings) == 3
+    assert any("size '0.9 cm' is not in the report" in w for w in warnings)
+    assert any("lesion 2 (kidney)" in w and "dropped" in w for w in warnings)
 
 
 def test_multiple_without_number_and_normal_lymph_nodes():
@@ -675,3 +677,55 @@ def test_a_group_and_its_largest_written_again(report, expected):
     lung = summary(NO_ANSWER, "FINDINGS:\n" + report + "\n")[0]["lung"]
     assert (lung["lesion_count"], lung["count_is_lower_bound"], lung["largest_diameter_mm"],
             lung["largest_location"]) == expected
+
+
+def test_nodes_named_after_the_organ_beside_them_a_category_label_and_a_previously_noted_size():
+    report = ("FINDINGS:\nLymph nodes: Enlarged nodes lie at the splenic hilum (1.4 cm), in the porta hepatis (1.1 cm) "
+              "and in the left para-aortic region (2.2 cm).\n"
+              "New lesions: There is a new 8 mm hypodense lesion in liver segment 2.\n"
+              "The previously noted 6 mm segment 7 cyst is unchanged.\n")
+    rows = summary(NO_ANSWER, report)[0]
+    nodes = rows["lymph_node"]
+    assert (nodes["lesion_count"], nodes["count_is_lower_bound"], nodes["largest_diameter_mm"]) == (3, False, 22.0)
+    liver = rows["liver"]
+    assert (liver["lesion_count"], liver["count_is_lower_bound"], liver["largest_diameter_mm"]) == (2, False, 8.0)
+    assert "spleen" not in rows or rows["spleen"]["state"] != "lesion"
+
+
+def test_the_report_words_count_an_organ_the_answer_miscounts_and_the_answer_keeps_an_organ_only_it_finds():
+    from schemas.llm import CitedAnswer
+
+    report = ("FINDINGS:\nLungs: Two solid nodules: 6 mm in the right upper lobe and 4 mm in the left lower lobe.\n"
+              "Breast: Post-surgical change on the left without a mass.\n"
+              "A focal lesion of the left breast, 14 mm, is suspicious.\n")
+    answer = CitedAnswer.model_validate({"lesions": [
+        {"organ": "lung", "sentences": [1], "count": 1, "count_exact": True},  # miscounted and unsized
+        {"organ": "breast", "sentences": [3], "count": 1, "count_exact": True}], "normal": [], "resected": []})
+    rows, warnings = summary(answer, report)
+    assert (rows["lung"]["lesion_count"], rows["lung"]["largest_diameter_mm"]) == (2, 6.0)
+    assert rows["breast"]["state"] == "lesion"
+
+
+@pytest.mark.parametrize(("report", "organ", "expected"), [
+    # bare members after an unnumbered group, and the largest written again
+    ("LUNGS: Multiple small nodules are present. Right upper lobe, 6 mm (image 41). Left lower lobe, 9 mm (3/120). "
+     "Lingula, 4 mm. The largest, in the left lower lobe, measures 9 mm. The pulmonary artery measures 2.8 cm.",
+     "lung", (3, False, 9.0, "left_lower_lobe")),
+    # a stated number and members sized under a label without a word of their own
+    ("Lungs: Three small nodules are followed. Current (prior): RUL 5 mm (prior 5 mm); LLL 7 mm (prior 6 mm); "
+     "lingula 3 mm (prior 3 mm).", "lung", (3, False, 7.0, "left_lower_lobe")),
+    # an impression lesion sized in a place no findings record holds
+    ("FINDINGS: Liver: 9 mm cyst in segment 2.\nIMPRESSION: Hepatic cyst. New 1.8 cm liver metastasis in segment 7.",
+     "liver", (2, False, 18.0, "segment_7")),
+])
+def test_the_report_words_alone_read_lists_semicolons_and_impression_news(report, organ, expected):
+    row = summary(NO_ANSWER, report)[0][organ]
+    assert (row["lesion_count"], row["count_is_lower_bound"], row["largest_diameter_mm"],
+            row["largest_location"]) == expected
+
+
+def test_a_finding_placed_before_a_semicolon_and_doubted_after_it_is_one_possible_lesion():
+    payload, _ = to_payload(NO_ANSWER, "Pancreas: Subtle hypoenhancing area in the pancreatic body; a small mass "
+                                       "cannot be excluded.")
+    (tumor,) = payload.tumors
+    assert tumor.presence == "possible" and tumor.attenuation == "hypo" and tumor.segments == ["pancreas_body"]
