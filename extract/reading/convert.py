@@ -103,6 +103,9 @@ def _list_member(intro: dict, line: str, span: tuple[int, int]) -> dict:
 
 
 _GENERIC_KINDS = (LesionType.LESION_UNSPECIFIED, LesionType.NODULE)
+_EACH_WORD = re.compile(r"\beach\b", re.IGNORECASE)
+_LESION_NOUN = re.compile(r"\blesions?\b", re.IGNORECASE)
+_MASS_NOUN = re.compile(r"\bmass(?:es)?\b", re.IGNORECASE)
 #: "The liver metastases are hypodense", "The mass is exophytic", "This is consistent with a cyst": a sentence about
 #: lesions already recorded, not a new one.
 _BACK_REFERENCE = re.compile(r"^(?:(?:the|these|those|both|all|all of the)\s+(?:[a-z-]+\s+){0,2}?"
@@ -131,6 +134,15 @@ def _same_section(header: str, later: str) -> bool:
     """Whether a sentence under `later` is still in the section `header` opened: the same header, or a label
     naming no organ inside it ("Lungs: Three nodules are followed. Nodule measurements, current (prior): ...")."""
     return later == header or not (named_organs(later) or is_not_findings_header(later))
+
+
+def _described_as_lesion(member: dict, intro: dict) -> bool:
+    """Whether a record of no kind of its own ("Target lesion 1, segment 8: 32 mm") may be one of the lesions of a
+    kind a number counted ("Seven hepatic metastases"): its words say "lesion", not "mass", nor "new" where the
+    number counts known ones."""
+    words = " ".join(member["evidence"])
+    return (_kind_in_words(member) is LesionType.LESION_UNSPECIFIED and bool(_LESION_NOUN.search(words))
+            and not _MASS_NOUN.search(words) and not (_NEW.search(words) and not _NEW.search(" ".join(intro["evidence"]))))
 
 
 def _absorb_described_members(intro: dict, i: int, spans: tuple, text: str, report_text: str, kept: list[dict],
@@ -162,8 +174,9 @@ def _absorb_described_members(intro: dict, i: int, spans: tuple, text: str, repo
     intro_kind = _kind_in_words(intro)
     members = [t for t in kept if t is not intro and t["organ"] == intro["organ"] and t.get(SPAN_KEY)
                and block[0] <= t[SPAN_KEY][0] < block[1]
-               # "two nodules" may be described as an adenoma and a nodule; "two cysts" are not a mass
-               and (intro_kind in _GENERIC_KINDS or _kind_in_words(t) == intro_kind)
+               # "two nodules" may be described as an adenoma and a nodule; "two cysts" are not a mass, but "seven
+               # metastases" are the "Target lesion 1, segment 8: 32 mm" and others described as lesions
+               and (intro_kind in _GENERIC_KINDS or _kind_in_words(t) == intro_kind or _described_as_lesion(t, intro))
                and (intro["laterality"] in (None, "bilateral") or t["laterality"] in (None, intro["laterality"]))]
     # members sized without a word of their own ("...; LLL 4 mm (prior 4 mm); lingula 3 mm") and no record
     organ = Organ(intro["organ"])
@@ -258,7 +271,8 @@ def _absorb_list_intros(tumors: list[dict], report_text: str, warnings: list[str
                 for t in own:  # a sized group on the line ("Index lesions: segment 7, 3.0 cm") is its first member
                     if t["size"]["status"] != "measured":
                         continue
-                    if t["count"] > 1 or not t["count_exact"]:
+                    if (t["count"] > 1 or not t["count_exact"]) and not (
+                            t["count_exact"] and _EACH_WORD.search(line)):  # "the two ..., each 10 mm": two members
                         single = _as_one_lesion(t)
                         kept[kept.index(t)] = single
                         t = single
@@ -274,7 +288,7 @@ def _absorb_list_intros(tumors: list[dict], report_text: str, warnings: list[str
                     new.append(_list_member(intro, line, line_span))
             j += 1
         sized_intro = intro["size"]["status"] == "measured"
-        n = len(members) + len(new) + (1 if sized_intro else 0)
+        n = sum(t["count"] for t in members) + len(new) + (1 if sized_intro else 0)
         if not members and not new:
             continue
         stated = stated_count(negated_blanked(intro_text))

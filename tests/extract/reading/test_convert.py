@@ -729,3 +729,12 @@ def test_a_finding_placed_before_a_semicolon_and_doubted_after_it_is_one_possibl
                                        "cannot be excluded.")
     (tumor,) = payload.tumors
     assert tumor.presence == "possible" and tumor.attenuation == "hypo" and tumor.segments == ["pancreas_body"]
+
+
+def test_a_number_of_metastases_takes_in_its_target_lesions_but_not_a_new_lesion():
+    report = ("FINDINGS:\nLiver: Four hepatic metastases are present, compared with six at baseline.\n"
+              "Target lesion 1, segment 7: 28 mm (baseline 35 mm).\nTarget lesion 2, segment 2: 14 mm.\n"
+              "The two non-target lesions, in segments 5 and 6, each measure 10 mm or less.\n"
+              "New lesions: There is a new 7 mm hypoattenuating lesion in segment 3.\n")
+    liver = summary(NO_ANSWER, report)[0]["liver"]
+    assert (liver["lesion_count"], liver["count_is_lower_bound"], liver["largest_diameter_mm"]) == (5, False, 28.0)
