@@ -182,7 +182,9 @@ def _absorb_described_members(intro: dict, i: int, spans: tuple, text: str, repo
     organ = Organ(intro["organ"])
     bare = [_list_member(intro, line, (s.start, s.end)) for s in spans[i + 1:end]
             if not any(t.get(SPAN_KEY) and s.start <= t[SPAN_KEY][0] < s.end for t in kept if t["organ"] == organ.value)
-            and is_bare_member(organ, line := text[s.start:s.end], lesion_word_in_text(organ, negated_blanked(line)))]
+            and is_bare_member(organ, line := text[s.start:s.end], lesion_word_in_text(organ, negated_blanked(line)))
+            # "An enlarged right hilar node measures 14 mm", "The right measures 3.2 cm" (another organ's) are not
+            and named_organs(negated_blanked(line)) <= {organ} and subsegments_in_text(organ, line)]
     members += bare
     described = sum(t["count"] for t in members)
     room = intro["count"] - (1 if sized_group else 0)
@@ -237,8 +239,10 @@ def _absorb_list_intros(tumors: list[dict], report_text: str, warnings: list[str
         opens_list = (intro_text.rstrip().endswith(":") or text[spans[i].end:spans[i].end + 1] in (":", ";")
                       or bool(_LIST_ITEM.match(following)) or bool(_LARGEST_MEMBERS.match(following)) or examples)
         # "Multiple nodules are present. Right upper lobe, 5 mm (image 41). Lingula, 3 mm.": bare members follow
-        bare = (not opens_list and i + 1 < len(spans) and spans[i + 1].header == spans[i].header
-                and is_bare_member(organ, following, lesion_word_in_text(organ, negated_blanked(following))))
+        bare = (not opens_list and i + 1 < len(spans) and (_same_section(spans[i].header, spans[i + 1].header)
+                                                           or named_organs(spans[i + 1].header) == {organ})
+                and is_bare_member(organ, following, lesion_word_in_text(organ, negated_blanked(following)))
+                and named_organs(negated_blanked(following)) <= {organ})
         opens_list = opens_list or bare
         if not opens_list:
             _absorb_described_members(intro, i, spans, text, report_text, kept, warnings)
@@ -257,7 +261,8 @@ def _absorb_list_intros(tumors: list[dict], report_text: str, warnings: list[str
                 continue
             if _ADDITIVE.search(line):
                 break  # "In addition, a few tiny nodules ..." is a group of its own
-            if bare and not is_bare_member(organ, line, lesion_word_in_text(organ, negated_blanked(line))):
+            if bare and not (is_bare_member(organ, line, lesion_word_in_text(organ, negated_blanked(line)))
+                             and named_organs(negated_blanked(line)) <= {organ}):
                 break  # a list of bare members ends with the first sentence that is none
             if bare and _LARGEST_WORD.search(line) and {m.diameters_mm for m in current_measurements(line)} <= {
                     tuple(t["size"]["diameters_mm"]) for t in [*members, *new] if t["size"]["status"] == "measured"}:
@@ -574,12 +579,16 @@ def _stated_totals(tumors: list[dict], report_text: str, warnings: list[str]) ->
     rest of what the sized ones leave. A total below the sized records is left alone (they say more)."""
     text = unicodedata.normalize("NFKC", report_text)
     out = list(tumors)
-    for span in sentence_spans(text):
+    spans = sentence_spans(text)
+    for k, span in enumerate(spans):
         words = negated_blanked(text[span.start:span.end])
         total = stated_total(words) if _TOTAL_HINT.search(words) else None
         if total is None or is_not_findings_header(span.header):
             continue
         organs = named_organs(words) or (set() if in_impression(report_text, span.start) else named_organs(span.header))
+        if not organs and k and "\n\n" not in text[spans[k - 1].end:span.start]:
+            # "... one new 5 mm nodule in the right lower lobe. The total is therefore eight nodules."
+            organs = named_organs(negated_blanked(text[spans[k - 1].start:spans[k - 1].end]))
         if len(organs) != 1:
             continue
         organ = next(iter(organs)).value

@@ -144,8 +144,15 @@ def is_bare_member(organ: Organ, words: str, lesion_word: bool) -> bool:
     """Whether a sentence sizes a member of the group before it without a word of its own saying what it is
     ("Right upper lobe, 5 mm (series 3, image 41)."): short, a current size and a place of the organ, no duct,
     wall or span; `lesion_word`: whether it holds a lesion word of the organ outside negations."""
-    return (len(words.split()) <= _LIST_MEMBER_WORDS and bool(current_measurements(words))
+    unbracketed = _BRACKETED.sub(" ", words)  # "(series 5, image 120)" says nothing of what it is
+    limit = _LIST_MEMBER_WORDS + (6 if _ONE_OF_THEM.match(words) else 0)  # "One lies in ...; the other is in ..."
+    return (len(unbracketed.split()) <= limit and bool(current_measurements(words))
             and names_place(organ, words) and not lesion_word and not _NOT_A_MEMBER.search(words))
+
+
+_BRACKETED = re.compile(r"\([^()]*\)|\[[^\[\]]*\]")
+_ONE_OF_THEM = re.compile(r"^\s*(?:one|the other|another|the (?:first|second|third|last)|a (?:second|third))\b",
+                          re.IGNORECASE)
 
 
 _EACH_OF = re.compile(r"\beach\b", re.IGNORECASE)

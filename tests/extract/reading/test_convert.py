@@ -738,3 +738,15 @@ def test_a_number_of_metastases_takes_in_its_target_lesions_but_not_a_new_lesion
               "New lesions: There is a new 7 mm hypoattenuating lesion in segment 3.\n")
     liver = summary(NO_ANSWER, report)[0]["liver"]
     assert (liver["lesion_count"], liver["count_is_lower_bound"], liver["largest_diameter_mm"]) == (5, False, 28.0)
+
+
+def test_one_and_the_other_are_the_two_and_a_total_after_the_lung_sentences_counts_the_lung():
+    report = ("FINDINGS:\nLungs: Apart from the infarct there are two small solid nodules. One lies in the right middle "
+              "lobe and measures 6 mm (series 5, image 120); the other is in the anterior segment of the left upper "
+              "lobe and measures 4 mm (series 5, image 66).\n")
+    lung = summary(NO_ANSWER, report)[0]["lung"]
+    assert (lung["lesion_count"], lung["largest_diameter_mm"], lung["largest_location"]) == (2, 6.0, "right_middle_lobe")
+    totals = ("FINDINGS:\nLungs: Four nodules are followed.\nRight upper lobe: 6 mm.\nLeft lower lobe: 5 mm.\n"
+              "There is also one new 3 mm nodule in the right lower lobe. The total is therefore five nodules.\n")
+    lung = summary(NO_ANSWER, totals)[0]["lung"]
+    assert (lung["lesion_count"], lung["count_is_lower_bound"], lung["largest_diameter_mm"]) == (5, False, 6.0)
