@@ -142,7 +142,8 @@ def _described_as_lesion(member: dict, intro: dict) -> bool:
     number counts known ones."""
     words = " ".join(member["evidence"])
     return (_kind_in_words(member) is LesionType.LESION_UNSPECIFIED and bool(_LESION_NOUN.search(words))
-            and not _MASS_NOUN.search(words) and not (_NEW.search(words) and not _NEW.search(" ".join(intro["evidence"]))))
+            and not _MASS_NOUN.search(words)
+            and not (_NEW.search(words) and not _NEW.search(" ".join(intro["evidence"]))))
 
 
 def _absorb_described_members(intro: dict, i: int, spans: tuple, text: str, report_text: str, kept: list[dict],
