@@ -251,8 +251,9 @@ def _absorb_list_intros(tumors: list[dict], report_text: str, warnings: list[str
         members, new = [], []
         largest_in_list = False  # "...; the largest, in segment 6, measures 7 mm": the list names only its largest
         j = i + 1
-        if _LARGEST_MEMBERS.match(following) and not current_measurements(following):
-            j += 1  # "The three largest are as follows." leads into the list
+        if (_LARGEST_MEMBERS.match(following) or following.rstrip().endswith(":")) and not current_measurements(
+                following):
+            j += 1  # "The three largest are as follows.", "each is listed with its prior size:" lead into the list
         # The list runs while lines size something ("Right lower lobe: 1.1 cm ..." is its own labelled line); an
         # item's further sentences on its line ("... 2.8 cm, arterial enhancement. LI-RADS 5.") go with it.
         while j < len(spans) and (current_measurements(line := text[spans[j].start:spans[j].end]) or (

@@ -93,8 +93,10 @@ def current_measurements(text: str) -> list:
     current, previous_end, previous_prior = [], 0, False
     earlier = [(c.start(), c.end()) for c in _EARLIER_CLAUSE.finditer(text)] if "ago" in text or "in 19" in text \
         or "in 20" in text or "baseline" in text.lower() or "on the " in text else []
+    squared = [(b.start(), b.end()) for b in _SQUARE_BRACKETS.finditer(text)] if "[" in text else []
     for m in find_measurements(text):
-        if any(a <= m.start < b for a, b in earlier):
+        # "11 x 9 mm (image 52) [previously 9 x 8 mm]", "5 mm [5 mm]": square brackets hold the prior size
+        if any(a <= m.start < b for a, b in earlier) or any(a < m.start < b for a, b in squared):
             previous_end, previous_prior = m.end, True
             continue
         # The prior word must be this size's own: in "RUL 6 mm (prior 5 mm); LLL 4 mm" it belongs to the 5 mm.
@@ -150,6 +152,7 @@ def is_bare_member(organ: Organ, words: str, lesion_word: bool) -> bool:
             and names_place(organ, words) and not lesion_word and not _NOT_A_MEMBER.search(words))
 
 
+_SQUARE_BRACKETS = re.compile(r"\[[^\[\]]*\]")
 _BRACKETED = re.compile(r"\([^()]*\)|\[[^\[\]]*\]")
 _ONE_OF_THEM = re.compile(r"^\s*(?:one|the other|another|the (?:first|second|third|last)|a (?:second|third))\b",
                           re.IGNORECASE)

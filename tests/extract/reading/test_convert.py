@@ -750,3 +750,13 @@ def test_one_and_the_other_are_the_two_and_a_total_after_the_lung_sentences_coun
               "There is also one new 3 mm nodule in the right lower lobe. The total is therefore five nodules.\n")
     lung = summary(NO_ANSWER, totals)[0]["lung"]
     assert (lung["lesion_count"], lung["count_is_lower_bound"], lung["largest_diameter_mm"]) == (5, False, 6.0)
+
+
+def test_a_numbered_list_after_a_lead_in_with_prior_sizes_in_square_brackets():
+    report = ("FINDINGS:\nLungs: Four solid nodules are again seen; each is listed with its prior size in brackets:\n"
+              "1. Right upper lobe, posterior segment: 10 x 8 mm (series 4, image 52) [previously 8 x 7 mm].\n"
+              "2. Right lower lobe, superior segment: 6 mm (series 4, image 97) [6 mm].\n"
+              "3. Left lower lobe, lateral basal segment: 4 mm (series 4, image 188) [4 mm].\n"
+              "4. Lingula: 3 mm (series 4, image 140) [3 mm].\n")
+    lung = summary(NO_ANSWER, report)[0]["lung"]
+    assert (lung["lesion_count"], lung["largest_diameter_mm"], lung["largest_location"]) == (4, 10.0, "right_upper_lobe")
