@@ -15,6 +15,7 @@ COUNTS_DEV5_GOLD = GOLD_DIR / "counts_dev5_gold.jsonl"
 COUNTS_DEV6_GOLD = GOLD_DIR / "counts_dev6_gold.jsonl"
 COUNTS_DEV7_GOLD = GOLD_DIR / "counts_dev7_gold.jsonl"
 COUNTS_DEV8_GOLD = GOLD_DIR / "counts_dev8_gold.jsonl"
+COUNTS_DEV9_GOLD = GOLD_DIR / "counts_dev9_gold.jsonl"
 #: A sentence this long appearing in two sets means text was reused, not a stock phrase.
 MIN_SHARED_SENTENCE_CHARS = 40
 
