@@ -156,14 +156,18 @@ def _absorb_described_members(intro: dict, i: int, spans: tuple, text: str, repo
     # "Three lesions, the largest 2.1 cm in segment 7. A second lesion in segment 4a measures 9 mm.": the number
     # holds its largest and the members described after it
     sized_group = (intro["size"]["status"] == "measured" and intro["size"].get("refers_to") == "largest_of_group"
-                   and intro["count_exact"] and bool(_LARGEST_WORD.search(" ".join(intro["evidence"]))))
+                   and bool(_LARGEST_WORD.search(" ".join(intro["evidence"]))))
     if intro["size"]["status"] == "measured" and not sized_group:
         return
-    # A bare plural ("Both adrenal glands contain nodules.") is resolved by the lesions described after it; "several",
-    # "multiple" or "at least five" say there are more than those described.
-    bare_plural = not intro["count_exact"] and not _QUANTIFIER.search(" ".join(intro["evidence"])) and stated_count(
-        negated_blanked(" ".join(intro["evidence"]))) is None
-    if not intro["count_exact"] and not bare_plural:
+    # A bare plural ("Both adrenal glands contain nodules.") is resolved by the lesions described after it; "several"
+    # or "multiple" say there are more than those described; "at least four" holds those described, and stays a
+    # lower bound.
+    stated = stated_count(negated_blanked(" ".join(intro["evidence"])))
+    bare_plural = not intro["count_exact"] and not _QUANTIFIER.search(" ".join(intro["evidence"])) and stated is None
+    at_least = not intro["count_exact"] and stated is not None and not stated[1]
+    if not intro["count_exact"] and not bare_plural and not at_least:
+        return
+    if sized_group and not intro["count_exact"] and not at_least:
         return
     end = i + 1
     while end < len(spans) and _same_section(spans[i].header, spans[end].header) and not in_impression(
@@ -187,19 +191,29 @@ def _absorb_described_members(intro: dict, i: int, spans: tuple, text: str, repo
             # "An enlarged right hilar node measures 14 mm", "The right measures 3.2 cm" (another organ's) are not
             and named_organs(negated_blanked(line)) <= {organ} and subsegments_in_text(organ, line)]
     members += bare
+    if at_least:  # "Others include a 5 mm nodule ...": examples, which `_examples_in_groups` takes in
+        members = [t for t in members if not ((w := _sentence_at(spans, t)) is not None and _EXAMPLES_OF_GROUP.match(
+            _HEADER_LEAD.sub("", text[w.start:w.end], count=1)))]
     described = sum(t["count"] for t in members)
     room = intro["count"] - (1 if sized_group else 0)
     if not members or not all(t["count_exact"] for t in members) or (
-            described > room if intro["count_exact"] else described < intro["count"]):
+            described > room if intro["count_exact"] else (bare_plural and described < intro["count"])):
         return
-    rest = intro["count"] - described if intro["count_exact"] else 0
+    rest = intro["count"] - described if intro["count_exact"] else (max(0, room - described) if at_least else 0)
     if intro["laterality"] in ("left", "right"):  # "The left adrenal gland contains two nodules. The medial limb ..."
         for t in members:
             if t["laterality"] is None:
                 kept[kept.index(t)] = {**t, "laterality": intro["laterality"]}
     at = kept.index(intro) + 1
     kept[at:at] = bare
-    if sized_group and rest == 1:
+    if at_least:  # the group's largest and its described members; a rest to the stated bound, at least
+        largest = [_as_one_lesion(intro)] if sized_group else []
+        rest_records = [{**intro, "count": rest, "size": {"status": "not_reported"}}] if rest else []
+        kept[kept.index(intro):kept.index(intro) + 1] = largest + rest_records
+        if not rest_records:
+            last = members[-1]
+            kept[kept.index(last)] = {**last, "count_exact": False}
+    elif sized_group and rest == 1:
         kept[kept.index(intro)] = _as_one_lesion(intro)
     elif rest > 0:
         kept[kept.index(intro)] = {**intro, "count": rest}

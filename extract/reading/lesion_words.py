@@ -28,8 +28,20 @@ _TYPE_PATTERNS = tuple((kind, words_pattern(words)) for kind, words in LESION_TY
 
 def lesion_word_in_text(organ: Organ, text: str) -> bool:
     """Whether `text` holds a word naming a focal lesion of `organ` ("mass", "cyst"; "thickening" for hollow
-    organs; "enlarged" for lymph nodes)."""
+    organs; "enlarged" for lymph nodes); "honeycomb cysts" of fibrosis name none, nor does a ground-glass opacity
+    that is neither sized nor focal ("Ground-glass opacity is minimal and confined to areas of reticulation")."""
+    lowered = text.lower()
+    if "honeycomb" in lowered or "cystic change" in lowered:
+        text = _NOT_A_LESION_PHRASE.sub(" ", text)
+    if "opacit" in lowered and not _SIZE_OR_FOCAL.search(text):
+        text = _GROUND_GLASS.sub(" ", text)
     return bool(_ORGAN_LESION_PATTERNS.get(organ, _LESION_PATTERN).search(text))
+
+
+_GROUND_GLASS = re.compile(r"\bground[- ]glass\s+opacit(?:y|ies)\b", re.IGNORECASE)
+_SIZE_OR_FOCAL = re.compile(r"\d\s*(?:mm|cm)\b|\b(?:focal|nodular|rounded|round|persistent|part-solid)\b",
+                            re.IGNORECASE)
+_NOT_A_LESION_PHRASE = re.compile(r"\bhoneycomb(?:ing)?(?:\s+(?:cysts?|change))?\b|\bcystic\s+change\b", re.IGNORECASE)
 
 
 def group_word_in_text(text: str) -> bool:

@@ -760,3 +760,13 @@ def test_a_numbered_list_after_a_lead_in_with_prior_sizes_in_square_brackets():
               "4. Lingula: 3 mm (series 4, image 140) [3 mm].\n")
     lung = summary(NO_ANSWER, report)[0]["lung"]
     assert (lung["lesion_count"], lung["largest_diameter_mm"], lung["largest_location"]) == (4, 10.0, "right_upper_lobe")
+
+
+def test_fibrosis_words_are_no_lesions_and_at_least_four_holds_the_four_described():
+    report = ("FINDINGS:\nFibrosis: Subpleural reticulation with honeycomb cysts in both lower lobes. Ground-glass "
+              "opacity is minimal.\nNodules: At least four solid nodules are present in the lungs.\n"
+              "A 7 mm nodule in the left lower lobe (image 188) is unchanged.\n"
+              "A 5 mm nodule in the left upper lobe is stable.\nA fourth, 3 mm in size, lies in the right middle lobe.\n"
+              "A 4 mm nodule in the right upper lobe is new.\n")
+    lung = summary(NO_ANSWER, report)[0]["lung"]
+    assert (lung["lesion_count"], lung["count_is_lower_bound"], lung["largest_diameter_mm"]) == (4, True, 7.0)
