@@ -369,8 +369,11 @@ def _lesion_sentences(report_text: str, report_key: str):
                 # finding, its place and attenuation before the semicolon
                 sentence = report_text[previous_start:start + len(sentence)]
         previous_start = start
-        if not organs and len(previous) == 1 and (_ANOTHER.search(sentence) or _SAME_PLACE.search(sentence)):
-            organs = previous  # "An additional new nodule of 4 mm lies in the same lobe": the organ just named
+        if not organs and len(previous) == 1 and (_ANOTHER.search(sentence) or _SAME_PLACE.search(sentence)
+                                                  or _ADDITIVE.search(sentence)):
+            # "An additional new nodule of 4 mm lies in the same lobe", "At least two further tiny cysts are present
+            # in the tail": the organ just named
+            organs = previous
         organs = organs or named_organs(header) or named_organs(title)
         if not organs and sentence.rstrip().endswith(":"):
             organs = previous  # "Liver: Cirrhotic. Three observations are seen:" opens a list of the organ before

@@ -770,3 +770,10 @@ def test_fibrosis_words_are_no_lesions_and_at_least_four_holds_the_four_describe
               "A 4 mm nodule in the right upper lobe is new.\n")
     lung = summary(NO_ANSWER, report)[0]["lung"]
     assert (lung["lesion_count"], lung["count_is_lower_bound"], lung["largest_diameter_mm"]) == (4, True, 7.0)
+
+
+def test_further_lesions_on_the_next_line_are_of_the_organ_just_named():
+    report = ("PANCREAS: A 14 mm cyst in the pancreatic head.\nA 7 mm cyst in the pancreatic body is unchanged.\n"
+              "At least two further tiny cysts are present in the tail, the larger 3 mm.\n")
+    pancreas = summary(NO_ANSWER, report)[0]["pancreas"]
+    assert (pancreas["lesion_count"], pancreas["count_is_lower_bound"], pancreas["largest_diameter_mm"]) == (4, True, 14.0)
