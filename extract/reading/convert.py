@@ -530,6 +530,37 @@ def _examples_in_groups(tumors: list[dict], report_text: str, warnings: list[str
     return kept
 
 
+def _examples_of_innumerable(tumors: list[dict], report_text: str, warnings: list[str]) -> list[dict]:
+    """Lesions sized one by one after an innumerable group of the same organ in its section ("Innumerable
+    nodules ... The largest measures 18 mm ... A right upper lobe nodule measures 11 mm") are examples of it:
+    the group stays "at least two", its largest example kept as its largest member."""
+    text = unicodedata.normalize("NFKC", report_text)
+    spans = sentence_spans(text)
+    kept = list(tumors)
+    for group in tumors:
+        where = _sentence_at(spans, group)
+        # "Innumerable nodules, at least twelve" keeps its number; a group sized by its own words, its largest
+        if (not group.get("innumerable") or where is None or in_impression(report_text, where.start)
+                or group["count_exact"] or group["count"] > 2):
+            continue
+        examples = [t for t in kept if t is not group and t["organ"] == group["organ"]
+                    and t["count"] == 1 and t["count_exact"]
+                    and (s := _sentence_at(spans, t)) is not None and s.start >= where.start
+                    and _same_section(where.header, s.header) and not in_impression(report_text, s.start)]
+        if not examples:
+            continue
+        sized = [t for t in examples if t["size"]["status"] == "measured"]
+        largest = max(sized, key=lambda t: max(t["size"]["diameters_mm"])) if sized else None
+        if group["size"]["status"] == "measured" and (
+                largest is None or max(group["size"]["diameters_mm"]) >= max(largest["size"]["diameters_mm"])):
+            largest = None  # the group's own words size its largest
+        kept = [t for t in kept if t not in examples or t is largest]
+        kept[kept.index(group)] = {**group, "count": 1 if largest else 2}
+        warnings.append(f"lesion {group['id']} ({group['organ']}): {len(examples)} sized examples of the innumerable "
+                        "group; its largest kept")
+    return kept
+
+
 def _impression_sentences(report_text: str) -> Iterator[tuple[str, Organ]]:
     """(words, organ) for every impression sentence that names exactly one organ."""
     text = unicodedata.normalize("NFKC", report_text)
@@ -767,6 +798,7 @@ def _lesion_records(answer: LLMAnswer, report_text: str, report_key: str, warnin
     tumors = _without_subsets(tumors, report_text, warnings)
     tumors = _absorb_list_intros(tumors, report_text, warnings)
     tumors = _examples_in_groups(tumors, report_text, warnings)
+    tumors = _examples_of_innumerable(tumors, report_text, warnings)
     _sizes_from_impression(tumors, report_text, warnings)
     tumors = _count_from_impression(tumors, report_text, warnings)
     tumors = _without_target_repeats(tumors, report_text, warnings)

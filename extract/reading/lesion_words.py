@@ -100,7 +100,8 @@ _PLURAL_LESIONS = tuple(w for w in GROUP_WORDS if w.endswith(("s", "i")) and w n
 #: The group words that are not plural lesion nouns ("several", "both", "two"): they quantify, a label "Lymph nodes:"
 #: does not.
 _QUANTIFIER_PATTERN = words_pattern(tuple(w for w in GROUP_WORDS if w not in _PLURAL_LESIONS))
-_STATED_COUNT = re.compile(r"\b(" + "|".join(_NUMBER_WORDS) + r"|[2-9]|[1-9]\d)(?!\s*(?:mm|cm|x)\b)\s+(?:[a-z-]+\s+){0,3}?"
+# "two further, smaller hypodense lesions": a comma may part the words between the number and its noun
+_STATED_COUNT = re.compile(r"\b(" + "|".join(_NUMBER_WORDS) + r"|[2-9]|[1-9]\d)(?!\s*(?:mm|cm|x)\b)\s+(?:[a-z-]+,?\s+){0,3}?"
                            + r"(?:" + "|".join(re.escape(w) for w in _PLURAL_LESIONS) + r")\b", re.IGNORECASE)
 
 

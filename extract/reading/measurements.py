@@ -115,7 +115,8 @@ def current_measurements(text: str) -> list:
 
 _LARGEST = re.compile(r"\b(?:(?:the\s+)?(?:largest|dominant|biggest)|up to)\b", re.IGNORECASE)
 # A sentence that only sizes the largest member of the group before it ("The largest measures 4.5 cm.").
-_LARGEST_FOLLOW_UP = re.compile(r"^(?:the\s+)?(?:largest|dominant|biggest)\b", re.IGNORECASE)
+_LARGEST_FOLLOW_UP = re.compile(r"^(?:(?:for reference|of these|of them|among them),?\s+)?(?:the\s+)?"
+                                r"(?:largest|dominant|biggest)\b", re.IGNORECASE)
 
 
 # "It now measures 21 mm": the size of what the sentence before described.

@@ -777,3 +777,15 @@ def test_further_lesions_on_the_next_line_are_of_the_organ_just_named():
               "At least two further tiny cysts are present in the tail, the larger 3 mm.\n")
     pancreas = summary(NO_ANSWER, report)[0]["pancreas"]
     assert (pancreas["lesion_count"], pancreas["count_is_lower_bound"], pancreas["largest_diameter_mm"]) == (4, True, 14.0)
+
+
+def test_nodules_sized_after_an_innumerable_group_are_its_examples():
+    report = ("FINDINGS:\nLungs: There are innumerable nodules throughout both lungs, increased since the prior study. "
+              "For reference, the largest lies in the left lower lobe and now measures 16 mm (image 212). A right "
+              "upper lobe nodule measures 10 mm (image 48). A representative lingular nodule measures 6 mm.\n"
+              "Liver: Two further, smaller hypodense lesions are seen in the right hepatic lobe.\n")
+    rows = summary(NO_ANSWER, report)[0]
+    lung = rows["lung"]
+    assert (lung["lesion_count"], lung["count_is_lower_bound"], lung["largest_diameter_mm"]) == (2, True, 16.0)
+    assert lung["largest_location"] == "left_lower_lobe"
+    assert (rows["liver"]["lesion_count"], rows["liver"]["count_is_lower_bound"]) == (2, False)
