@@ -57,14 +57,37 @@ def find_measurements(text: str) -> list[Measurement]:
     return list(_measurements(text))
 
 
+#: Numbers joined into a list that one unit closes ("measuring 2.2, 1.5 and 1.1 cm", "nodules of 5 and 7 mm").
+_LIST_JOIN = re.compile(r"\s*(?:,|and|or|&)\s*(?:(?:and|or)\s+)?")
+#: A number after these is no size ("image 40 and 5 mm", "segments 2 and 3", "between 5 and 7 mm").
+_NOT_A_SIZE_BEFORE = re.compile(r"\b(?:series|images?|segments?|levels?|stations?|between|grade|bosniak|rads|hu|"
+                                r"[tlsc])\s*$", re.IGNORECASE)
+
+
 @functools.lru_cache(maxsize=1024)  # the conversion reads a quote and its sentence several times
 def _measurements(text: str) -> tuple[Measurement, ...]:
     canonical = _canonical(text)
     found = []
+    pending: list[tuple[float, int, int]] = []  # bare single numbers listed so far, waiting for their unit
     for m in MEASUREMENT.finditer(canonical):
-        diameters = _to_mm(m.groups())
+        groups = m.groups()
+        single = groups[2] is None
+        joined = bool(pending) and bool(_LIST_JOIN.fullmatch(canonical[pending[-1][2]:m.start()]))
+        diameters = _to_mm(groups)
         if diameters is None:
+            if single and joined:
+                pending.append((float(groups[0]), m.start(), m.end()))
+            elif single and not _NOT_A_SIZE_BEFORE.search(canonical[max(0, m.start() - 12):m.start()]):
+                pending = [(float(groups[0]), m.start(), m.end())]
+            else:
+                pending = []
             continue
+        closing = float(groups[0])
+        # sizes listed under one unit are of a size ("in March 2021, 5 mm" lists no 2021 mm)
+        if single and joined and all(v < 100 and v <= 10 * closing for v, _, _ in pending):
+            per_mm = _MM_PER_UNIT[groups[1].lower()]
+            found += [Measurement((round(v * per_mm, 1),), text[a:b], a, b) for v, a, b in pending]
+        pending = []
         found.append(Measurement(diameters, text[m.start():m.end()], m.start(), m.end()))
     return tuple(found)
 

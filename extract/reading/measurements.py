@@ -67,9 +67,11 @@ _ON_EARLIER_STUDY = re.compile(r"^\s*(?:(?:on|at|in)\s+the\s+(?:earlier|prior|pr
 _ORGAN_LENGTH = re.compile(r"^[^.;()]{0,40}?\b(?:in length|long\b(?!\s+segment)|in (?:craniocaudal|cc|bipolar) "
                            r"(?:length|dimension|extent)|craniocaudal(?:ly)?\b|in span)", re.IGNORECASE)
 #: An organ's own size, written after the organ ("The spleen is enlarged at 16 cm", "the liver spans 21 cm").
-_ORGAN_SIZE_BEFORE = re.compile(r"(?:^|\bthe\s+)(?:spleen|liver|kidneys?|pancreas|prostate|uterus|thyroid)\s+"
+_ORGAN_SIZE_BEFORE = re.compile(r"(?:(?:^|\bthe\s+)(?:spleen|liver|kidneys?|pancreas|prostate|uterus|thyroid)\s+"
                                 r"(?:(?:is|are)\s+(?:(?:mildly|moderately|markedly)\s+)?enlarged\s+(?:at|to)|measures|"
-                                r"spans)\s+(?:about\s+|approximately\s+)?$", re.IGNORECASE)
+                                r"spans)|^(?:spleen|liver|kidneys?|pancreas|prostate|uterus|thyroid):\s*(?:mildly\s+|"
+                                r"moderately\s+|markedly\s+)?enlarged\s+(?:at|to))\s+(?:about\s+|approximately\s+)?$",
+                                re.IGNORECASE)
 _KNOWN_BEFORE = re.compile(r"\b(?:previously|prior)\s+(?:described|noted|seen|identified|reported|demonstrated|"
                            r"mentioned|known|visuali[sz]ed|characteri[sz]ed)\b", re.IGNORECASE)
 #: "40 mm -> 31 mm": the size before an arrow to another is the earlier one.

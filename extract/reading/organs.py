@@ -106,6 +106,17 @@ def _lung_nodes_blanked(text: str) -> str:
     return _INTRAPULMONARY_NODE.sub(lambda m: " " * len(m.group(0)), text)
 
 
+# "at the lower pole of the spleen": a pole of the organ named after it, not a kidney's
+_POLE_OF_ANOTHER = re.compile(r"\b(?:upper|lower)\s+pole(?=\s+of\s+(?:the\s+)?(?!(?:left|right|both|each|transplant)\b|"
+                              r"kidneys?\b|renal\b)[a-z]+)", re.IGNORECASE)
+
+
+def _poles_blanked(text: str) -> str:
+    if "pole of" not in text.lower():
+        return text
+    return _POLE_OF_ANOTHER.sub(lambda m: " " * len(m.group(0)), text)
+
+
 def _origins_blanked(text: str) -> str:
     lower = text.lower()
     if "metasta" not in lower and "history" not in lower:
@@ -142,7 +153,7 @@ def organ_named_in_text(organ: Organ, text: str) -> bool:
 @functools.lru_cache(maxsize=8192)
 def _named_organs(text: str, by_word_only: bool) -> tuple[Organ, ...]:
     # before the stations: "intrapulmonary" would be blanked as the word that places the node
-    blanked = _stations_blanked(_origins_blanked(_lung_nodes_blanked(text)))
+    blanked = _stations_blanked(_origins_blanked(_lung_nodes_blanked(_poles_blanked(text))))
     if by_word_only:
         return tuple(scan_organs(blanked, _NAME_SCAN, _NAME_GROUPS, _NAME_SEPARATE))
     return tuple(scan_organs(blanked, _NAMED_SCAN, _NAMED_GROUPS, _NAMED_SEPARATE))

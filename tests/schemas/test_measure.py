@@ -37,3 +37,15 @@ def test_axes_and_volume():
     assert three_axes_mm([]) is None
     assert ellipsoid_volume_mm3([10.0]) == pytest.approx(math.pi * 1000 / 6)
     assert ellipsoid_volume_mm3([30.0, 20.0, 10.0]) == pytest.approx(math.pi * 6000 / 6)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("three lesions measuring 2.4, 1.6 and 1.2 cm", [(24.0,), (16.0,), (12.0,)]),
+    ("nodules of 4 and 6 mm", [(4.0,), (6.0,)]),
+    ("(series 3, image 40) and 5 mm", [(5.0,)]),
+    ("between 5 and 7 mm", [(7.0,)]),
+    ("in March 2021, 5 mm", [(5.0,)]),
+    ("segments 2 and 3 (8 mm)", [(8.0,)]),
+])
+def test_numbers_listed_under_one_unit_are_each_a_size(text, expected):
+    assert [m.diameters_mm for m in find_measurements(text)] == expected

@@ -789,3 +789,12 @@ def test_nodules_sized_after_an_innumerable_group_are_its_examples():
     assert (lung["lesion_count"], lung["count_is_lower_bound"], lung["largest_diameter_mm"]) == (2, True, 16.0)
     assert lung["largest_location"] == "left_lower_lobe"
     assert (rows["liver"]["lesion_count"], rows["liver"]["count_is_lower_bound"]) == (2, False)
+
+
+def test_an_enlarged_spleen_size_after_its_label_and_a_lesion_at_the_pole_of_the_spleen():
+    report = ("FINDINGS:\nSpleen: Enlarged at 16.5 cm. It contains three hypodense lesions, measuring 2.0, 1.4 and 0.9 "
+              "cm. An additional 2.8 cm hypodense lesion is present at the lower pole of the spleen (series 2, image "
+              "50).\nKidneys: Normal.\n")
+    rows = summary(NO_ANSWER, report)[0]
+    assert (rows["spleen"]["lesion_count"], rows["spleen"]["largest_diameter_mm"]) == (4, 28.0)
+    assert rows["kidney"]["state"] == "no_lesion"
