@@ -8,6 +8,8 @@ from collections.abc import Iterator
 
 from extract.reading.cite import cited_as_quoted
 from extract.reading.lesion_words import (
+    attenuation_in_text,
+    composition_in_text,
     group_word_in_text,
     kind_in_text,
     lesion_word_in_text,
@@ -30,6 +32,7 @@ from extract.reading.organs import named_organs
 from extract.reading.quotes import QuoteContext, in_impression
 from extract.reading.sentences import Sentence, is_not_findings_header, list_title, sentence_spans
 from schemas.llm import CitedAnswer, LLMAnswer, LLMLesion, parse_llm_answer
+from schemas.measure import find_measurements
 from schemas.records import ExtractionPayload, match_key
 from schemas.vocab import PAIRED_ORGANS, LesionType, Organ
 
@@ -759,6 +762,90 @@ def _rules_first(from_answer: list[dict], from_words: list[dict], warnings: list
     return kept + from_words
 
 
+#: A table of lesions, one per line, cells parted by pipes ("Nodule | Lobe | Image | Current (mm) | Baseline (mm)").
+_TABLE_LINE = re.compile(r"^[^|\n]*(?:\|[^|\n]*){2,}$", re.MULTILINE)
+_CURRENT_COLUMN = re.compile(r"\b(?:current|today|now|this study)\b", re.IGNORECASE)
+_SIZE_COLUMN = re.compile(r"\b(?:size|diameter|measurement|mm|cm)\b", re.IGNORECASE)
+_COLUMN_UNIT = re.compile(r"\b(mm|cm)\b", re.IGNORECASE)
+#: Key of a table row's record holding the row's label ("A", "3") while the conversion runs.
+_ROW_LABEL = "_row_label"
+#: "Nodule F is new", "nodule B in the right middle lobe": a sentence about a labelled row of the table.
+_ROW_REFERENCE = re.compile(r"\b(?:nodule|lesion|observation|target)\s+(?:#\s*)?([A-Z]|\d{1,2})\b")
+
+
+def _table_rows(report_text: str, report_key: str, first_id: int) -> list[dict]:
+    """Records for the rows of a findings table of lesions: a header naming a current size column ("Current (mm)"),
+    then one row per lesion. A row whose current cell holds no number ("not seen") is no current lesion; the organ
+    comes from the title line above the table, or the row's words ("RUL"); the unit from the column header."""
+    text = unicodedata.normalize("NFKC", report_text)
+    lines = list(_TABLE_LINE.finditer(text))
+    out: list[dict] = []
+    k = 0
+    while k < len(lines):
+        header = [c.strip() for c in lines[k].group(0).split("|")]
+        column = next((i for i, c in enumerate(header) if _CURRENT_COLUMN.search(c)), None)
+        if column is None or in_impression(report_text, lines[k].start()):
+            k += 1
+            continue
+        unit = (_COLUMN_UNIT.search(header[column]) or _COLUMN_UNIT.search(" ".join(header)))
+        above = text[:lines[k].start()].rstrip("\n").rsplit("\n", 1)[-1].strip()
+        title = above if above.endswith(":") else ""
+        if is_not_findings_header(title):
+            k += 1
+            continue
+        j = k + 1
+        while j < len(lines) and text[lines[j - 1].end():lines[j].start()].strip() == "":
+            row = lines[j]
+            cells = [c.strip() for c in row.group(0).split("|")]
+            j += 1
+            if len(cells) != len(header) or not re.search(r"\d", cells[column]):
+                continue
+            written = cells[column] if _COLUMN_UNIT.search(cells[column]) or unit is None else (
+                f"{cells[column]} {unit.group(1)}")
+            found = find_measurements(written)
+            words = " ".join(c for i, c in enumerate(cells) if i != column)
+            organs = named_organs(f"{title} {words}") or named_organs(" ".join(header))
+            if len(found) != 1 or len(organs) != 1:
+                continue
+            organ = next(iter(organs))
+            side = side_in_text(words) if organ in PAIRED_ORGANS else None
+            kind = kind_in_text(organ, f"{title} {words}")
+            out.append({
+                "id": first_id + len(out) + 1, "organ": organ.value,
+                "laterality": side if side in ("left", "right") else None,
+                "segments": [x.value for x in subsegments_in_text(organ, words)], "location_text": None,
+                "lesion_type": kind.value, "type_certainty": "not_stated", "presence": "definite",
+                "attenuation": attenuation_in_text(words) or "unknown",
+                "composition": composition_in_text(words) or "unknown",
+                "size": {"status": "measured", "diameters_mm": list(found[0].diameters_mm),
+                         "reported_text": cells[column], "refers_to": "lesion"},
+                "count": 1, "count_exact": True, "innumerable": False,
+                "evidence": [row.group(0).strip()[:400]], SPAN_KEY: (row.start(), row.end()), _ROW_LABEL: cells[0]})
+        k = j
+    return out
+
+
+def _without_table_repeats(tumors: list[dict], rows: list[dict], warnings: list[str]) -> list[dict]:
+    """Sentences about a table's lesions ("Five nodules are present on today's study", "Nodule F is new, at 3 mm")
+    repeat its rows: an unsized record counting no more than the organ's rows, and a record about a labelled row."""
+    labels = {(t["organ"], t[_ROW_LABEL]) for t in rows}
+    per_organ = {o: sum(1 for t in rows if t["organ"] == o) for o, _ in labels}
+    kept = []
+    for t in tumors:
+        if t in rows:
+            kept.append(t)
+            continue
+        words = " ".join(t["evidence"])
+        named = _ROW_REFERENCE.search(words)
+        if (named and (t["organ"], named.group(1)) in labels) or (
+                t["organ"] in per_organ and t["size"]["status"] != "measured" and t["count"] <= per_organ[t["organ"]]
+                and (t["count"] > 1 or not t["count_exact"])):
+            warnings.append(f"lesion {t['id']} ({t['organ']}): repeats the table; dropped")
+            continue
+        kept.append(t)
+    return kept
+
+
 def _lesion_records(answer: LLMAnswer, report_text: str, report_key: str, warnings: list[str]) -> list[dict]:
     """The lesion records of a (quoting) answer: its lesions kept by the drop rules and read from their words, the
     lesions its organ statements and the report's sentences add, and the passes over the whole report."""
@@ -791,9 +878,13 @@ def _lesion_records(answer: LLMAnswer, report_text: str, report_key: str, warnin
         if kept is not None:
             warnings.append(f"organ {stated.organ}: lesion record made from the organ statement")
             tumors.append(kept[0])
+    rows = _table_rows(report_text, report_key, len(tumors))
+    tumors += rows
     for record in _missed_lesions(report_text, report_key, tumors):
         warnings.append(f"lesion {record['id']} ({record['organ']}): made from a report sentence the answer left out")
         tumors.append(record)
+    if rows:
+        tumors = _without_table_repeats(tumors, rows, warnings)
     tumors = _without_back_references(tumors, warnings)
     tumors = _without_subsets(tumors, report_text, warnings)
     tumors = _absorb_list_intros(tumors, report_text, warnings)
@@ -828,6 +919,7 @@ def to_payload(answer: LLMAnswer | CitedAnswer | dict | str, report_text: str,
     for number, record in enumerate(tumors, 1):
         record["id"] = number
         record.pop(SPAN_KEY, None)
+        record.pop(_ROW_LABEL, None)
     organs = organ_statuses(answer, tumors, report_text, report_key, warnings)
     payload = ExtractionPayload.model_validate({"tumors": tumors, "organs": organs},
                                                context={"report_text": report_text})

@@ -798,3 +798,17 @@ def test_an_enlarged_spleen_size_after_its_label_and_a_lesion_at_the_pole_of_the
     rows = summary(NO_ANSWER, report)[0]
     assert (rows["spleen"]["lesion_count"], rows["spleen"]["largest_diameter_mm"]) == (4, 28.0)
     assert rows["kidney"]["state"] == "no_lesion"
+
+
+def test_a_table_of_nodules_gives_one_lesion_per_current_row_and_its_sentences_repeat_it():
+    report = ("FINDINGS:\nPulmonary nodules, current versus baseline:\n"
+              "Nodule | Lobe | Image | Type | Current (mm) | Baseline (mm)\n"
+              "A | RUL | 44 | solid | 6 x 5 | 6 x 5\n"
+              "B | RML | 102 | part-solid | 11 x 9 | 11 x 8\n"
+              "C | LLL | 171 | solid | not seen | 5\n"
+              "D | LLL | 190 | solid | 3 | not present\n"
+              "Three nodules are present on today's study. Nodule D is new, but at 3 mm needs no action.\n")
+    lung = summary(NO_ANSWER, report)[0]["lung"]
+    assert (lung["lesion_count"], lung["count_is_lower_bound"], lung["largest_diameter_mm"],
+            lung["largest_location"]) == (3, False, 11.0, "right_middle_lobe")
+    assert lung["sides"] == ["left", "right"]
