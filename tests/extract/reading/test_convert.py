@@ -741,11 +741,13 @@ def test_a_number_of_metastases_takes_in_its_target_lesions_but_not_a_new_lesion
 
 
 def test_one_and_the_other_are_the_two_and_a_total_after_the_lung_sentences_counts_the_lung():
-    report = ("FINDINGS:\nLungs: Apart from the infarct there are two small solid nodules. One lies in the right middle "
+    report = ("FINDINGS:\nLungs: Apart from the infarct there are two small solid nodules. One lies in the right "
+              "middle "
               "lobe and measures 6 mm (series 5, image 120); the other is in the anterior segment of the left upper "
               "lobe and measures 4 mm (series 5, image 66).\n")
     lung = summary(NO_ANSWER, report)[0]["lung"]
-    assert (lung["lesion_count"], lung["largest_diameter_mm"], lung["largest_location"]) == (2, 6.0, "right_middle_lobe")
+    assert (lung["lesion_count"], lung["largest_diameter_mm"], lung["largest_location"]) == (
+        2, 6.0, "right_middle_lobe")
     totals = ("FINDINGS:\nLungs: Four nodules are followed.\nRight upper lobe: 6 mm.\nLeft lower lobe: 5 mm.\n"
               "There is also one new 3 mm nodule in the right lower lobe. The total is therefore five nodules.\n")
     lung = summary(NO_ANSWER, totals)[0]["lung"]
@@ -759,14 +761,16 @@ def test_a_numbered_list_after_a_lead_in_with_prior_sizes_in_square_brackets():
               "3. Left lower lobe, lateral basal segment: 4 mm (series 4, image 188) [4 mm].\n"
               "4. Lingula: 3 mm (series 4, image 140) [3 mm].\n")
     lung = summary(NO_ANSWER, report)[0]["lung"]
-    assert (lung["lesion_count"], lung["largest_diameter_mm"], lung["largest_location"]) == (4, 10.0, "right_upper_lobe")
+    assert (lung["lesion_count"], lung["largest_diameter_mm"], lung["largest_location"]) == (
+        4, 10.0, "right_upper_lobe")
 
 
 def test_fibrosis_words_are_no_lesions_and_at_least_four_holds_the_four_described():
     report = ("FINDINGS:\nFibrosis: Subpleural reticulation with honeycomb cysts in both lower lobes. Ground-glass "
               "opacity is minimal.\nNodules: At least four solid nodules are present in the lungs.\n"
               "A 7 mm nodule in the left lower lobe (image 188) is unchanged.\n"
-              "A 5 mm nodule in the left upper lobe is stable.\nA fourth, 3 mm in size, lies in the right middle lobe.\n"
+              "A 5 mm nodule in the left upper lobe is stable.\n"
+              "A fourth, 3 mm in size, lies in the right middle lobe.\n"
               "A 4 mm nodule in the right upper lobe is new.\n")
     lung = summary(NO_ANSWER, report)[0]["lung"]
     assert (lung["lesion_count"], lung["count_is_lower_bound"], lung["largest_diameter_mm"]) == (4, True, 7.0)
@@ -776,7 +780,8 @@ def test_further_lesions_on_the_next_line_are_of_the_organ_just_named():
     report = ("PANCREAS: A 14 mm cyst in the pancreatic head.\nA 7 mm cyst in the pancreatic body is unchanged.\n"
               "At least two further tiny cysts are present in the tail, the larger 3 mm.\n")
     pancreas = summary(NO_ANSWER, report)[0]["pancreas"]
-    assert (pancreas["lesion_count"], pancreas["count_is_lower_bound"], pancreas["largest_diameter_mm"]) == (4, True, 14.0)
+    assert (pancreas["lesion_count"], pancreas["count_is_lower_bound"],
+            pancreas["largest_diameter_mm"]) == (4, True, 14.0)
 
 
 def test_nodules_sized_after_an_innumerable_group_are_its_examples():
