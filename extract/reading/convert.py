@@ -199,7 +199,9 @@ def _absorb_described_members(intro: dict, i: int, spans: tuple, text: str, repo
             _HEADER_LEAD.sub("", text[w.start:w.end], count=1)))]
     described = sum(t["count"] for t in members)
     room = intro["count"] - (1 if sized_group else 0)
-    if not members or not all(t["count_exact"] for t in members) or (
+    # "At least one further lesion in segment 2" may close the members of "at least four"
+    exact_members = all(t["count_exact"] for t in (members[:-1] if at_least else members))
+    if not members or not exact_members or (
             described > room if intro["count_exact"] else (bare_plural and described < intro["count"])):
         return
     rest = intro["count"] - described if intro["count_exact"] else (max(0, room - described) if at_least else 0)
@@ -243,7 +245,15 @@ def _absorb_list_intros(tumors: list[dict], report_text: str, warnings: list[str
         if intro not in kept or where is None or (intro["count"] < 2 and intro["count_exact"]):
             continue
         i = next((k for k, s in enumerate(spans) if s.start <= where[0] < s.end), None)
-        if i is None or where[1] > spans[i].end or in_impression(report_text, where[0]):
+        if i is None or in_impression(report_text, where[0]):
+            continue
+        if where[1] > spans[i].end:
+            # a group sized by the follow-up after it ("At least four lesions. The largest ... 2.1 cm."): its
+            # members come after the follow-up
+            last = next((k for k in range(i, len(spans)) if spans[k].start < where[1] <= spans[k].end), None)
+            if last is None or not intro["size"]["status"] == "measured":
+                continue
+            _absorb_described_members(intro, last, spans, text, report_text, kept, warnings)
             continue
         intro_text = text[spans[i].start:spans[i].end]
         if _INCLUDING.search(intro_text):

@@ -817,3 +817,13 @@ def test_a_table_of_nodules_gives_one_lesion_per_current_row_and_its_sentences_r
     assert (lung["lesion_count"], lung["count_is_lower_bound"], lung["largest_diameter_mm"],
             lung["largest_location"]) == (3, False, 11.0, "right_middle_lobe")
     assert lung["sides"] == ["left", "right"]
+
+
+def test_at_least_four_sized_by_the_sentence_after_it_holds_the_lesions_described_next():
+    report = ("FINDINGS:\nLIVER: At least four hypoattenuating lesions are present, consistent with metastases. The "
+              "largest is in segment 8 and measures 2.3 cm (series 5, image 22). A 1.5 cm lesion lies in segment 6, "
+              "and an 8 mm lesion in segment 4a. At least one further subcentimeter lesion in segment 2 is too small "
+              "to characterize.\n")
+    liver = summary(NO_ANSWER, report)[0]["liver"]
+    assert (liver["lesion_count"], liver["count_is_lower_bound"], liver["largest_diameter_mm"],
+            liver["largest_location"]) == (4, True, 23.0, "segment_8")
