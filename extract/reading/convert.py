@@ -173,7 +173,9 @@ def _absorb_described_members(intro: dict, i: int, spans: tuple, text: str, repo
     if sized_group and not intro["count_exact"] and not at_least:
         return
     end = i + 1
-    while end < len(spans) and _same_section(spans[i].header, spans[end].header) and not in_impression(
+    organ = Organ(intro["organ"])
+    while end < len(spans) and (_same_section(spans[i].header, spans[end].header)
+                                or named_organs(spans[end].header) == {organ}) and not in_impression(
             report_text, spans[end].start):
         end += 1
     if end == i + 1:
@@ -187,12 +189,19 @@ def _absorb_described_members(intro: dict, i: int, spans: tuple, text: str, repo
                and (intro_kind in _GENERIC_KINDS or _kind_in_words(t) == intro_kind or _described_as_lesion(t, intro))
                and (intro["laterality"] in (None, "bilateral") or t["laterality"] in (None, intro["laterality"]))]
     # members sized without a word of their own ("...; LLL 4 mm (prior 4 mm); lingula 3 mm") and no record
-    organ = Organ(intro["organ"])
-    bare = [_list_member(intro, line, (s.start, s.end)) for s in spans[i + 1:end]
-            if not any(t.get(SPAN_KEY) and s.start <= t[SPAN_KEY][0] < s.end for t in kept if t["organ"] == organ.value)
-            and is_bare_member(organ, line := text[s.start:s.end], lesion_word_in_text(organ, negated_blanked(line)))
-            # "An enlarged right hilar node measures 14 mm", "The right measures 3.2 cm" (another organ's) are not
-            and named_organs(negated_blanked(line)) <= {organ} and subsegments_in_text(organ, line)]
+    bare_lines = [(line, (s.start, s.end)) for s in spans[i + 1:end]
+                  if not any(t.get(SPAN_KEY) and s.start <= t[SPAN_KEY][0] < s.end
+                             for t in kept if t["organ"] == organ.value)
+                  and is_bare_member(organ, line := text[s.start:s.end],
+                                     lesion_word_in_text(organ, negated_blanked(line)))
+                  and current_measurements(negated_blanked(line))  # "One of them, a 4 mm ..., is no longer seen"
+                  # "An enlarged right hilar node measures 14 mm", "The right measures 3.2 cm" (another organ's)
+                  and named_organs(negated_blanked(line)) <= {organ} and subsegments_in_text(organ, line)]
+    bare = []
+    for line, line_span in bare_lines:  # "Two of them ..., measuring 9 mm and 5 mm": a member per size
+        sizes = current_measurements(line)
+        member = _list_member(intro, line, line_span)
+        bare += split_by_measurement({**member, "count": len(sizes)}, line) if len(sizes) > 1 else [member]
     members += bare
     if at_least:  # "Others include a 5 mm nodule ...": examples, which `_examples_in_groups` takes in
         members = [t for t in members if not ((w := _sentence_at(spans, t)) is not None and _EXAMPLES_OF_GROUP.match(
@@ -267,7 +276,9 @@ def _absorb_list_intros(tumors: list[dict], report_text: str, warnings: list[str
         opens_list = (intro_text.rstrip().endswith(":") or text[spans[i].end:spans[i].end + 1] in (":", ";")
                       or bool(_LIST_ITEM.match(following)) or bool(_LARGEST_MEMBERS.match(following)) or examples)
         # "Multiple nodules are present. Right upper lobe, 5 mm (image 41). Lingula, 3 mm.": bare members follow
-        bare = (not opens_list and i + 1 < len(spans) and (_same_section(spans[i].header, spans[i + 1].header)
+        # (a stated number takes in its members, bare or not, in `_absorb_described_members`)
+        bare = (not opens_list and not intro["count_exact"] and i + 1 < len(spans)
+                and (_same_section(spans[i].header, spans[i + 1].header)
                                                            or named_organs(spans[i + 1].header) == {organ})
                 and is_bare_member(organ, following, lesion_word_in_text(organ, negated_blanked(following)))
                 and named_organs(negated_blanked(following)) <= {organ})

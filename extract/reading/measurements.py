@@ -157,8 +157,8 @@ def is_bare_member(organ: Organ, words: str, lesion_word: bool) -> bool:
 
 _SQUARE_BRACKETS = re.compile(r"\[[^\[\]]*\]")
 _BRACKETED = re.compile(r"\([^()]*\)|\[[^\[\]]*\]")
-_ONE_OF_THEM = re.compile(r"^\s*(?:one|the other|another|the (?:first|second|third|last)|a (?:second|third))\b",
-                          re.IGNORECASE)
+_ONE_OF_THEM = re.compile(r"^\s*(?:(?:one|two|three|four|both)\b(?:\s+of\s+(?:them|these))?|the other|another|"
+                          r"the (?:first|second|third|last|remaining)|a (?:second|third))\b", re.IGNORECASE)
 
 
 _EACH_OF = re.compile(r"\beach\b", re.IGNORECASE)

@@ -827,3 +827,13 @@ def test_at_least_four_sized_by_the_sentence_after_it_holds_the_lesions_describe
     liver = summary(NO_ANSWER, report)[0]["liver"]
     assert (liver["lesion_count"], liver["count_is_lower_bound"], liver["largest_diameter_mm"],
             liver["largest_location"]) == (4, True, 23.0, "segment_8")
+
+
+def test_two_of_them_sized_in_prose_are_two_members_of_a_stated_number():
+    report = ("FINDINGS:\nLungs: There are five new pulmonary nodules, all in the right lung. Two of them are in the "
+              "right upper lobe, measuring 8 mm (series 3, image 40) and 5 mm (series 3, image 57). A single 4 mm "
+              "nodule sits in the right middle lobe. One of them, a 3 mm nodule in the right lower lobe, is no longer "
+              "seen. The right lower lobe holds two more nodules of 3 mm.\n")
+    lung = summary(NO_ANSWER, report)[0]["lung"]
+    assert (lung["lesion_count"], lung["largest_diameter_mm"], lung["largest_location"]) == (
+        5, 8.0, "right_upper_lobe")
