@@ -588,16 +588,13 @@ def test_the_impression_counts_a_vague_findings_group_and_a_new_section_is_no_fo
     assert (rows["lung"]["lesion_count"], rows["lung"]["largest_diameter_mm"]) == (1, 14.0)
 
 
-NO_ANSWER = {"organs": [], "lesions": []}
-
-
 def test_the_items_of_a_titled_nodule_list_are_lesions_and_the_dated_size_is_an_earlier_one():
     report = ("FINDINGS:\nLungs: Mild emphysema.\nTracked nodules:\n"
               "1. Right upper lobe, anterior segment: solid, 11 x 8 mm (series 3, image 41); it measured 9 x 7 mm on "
               "the study of 8 months ago.\n2. Left lower lobe, lateral basal segment: 5 mm (image 150), stable.\n"
               "3. Lingula: part-solid, 7 mm (image 96).\n"
               "IMPRESSION:\n1. Three pulmonary nodules, the right upper lobe one enlarging.\n")
-    lung = summary(NO_ANSWER, report)[0]["lung"]
+    lung = summary(EMPTY, report)[0]["lung"]
     assert (lung["lesion_count"], lung["count_is_lower_bound"]) == (3, False)
     assert (lung["largest_diameter_mm"], lung["largest_location"]) == (11.0, "right_upper_lobe")
     assert lung["sides"] == ["left", "right"]
@@ -608,7 +605,7 @@ def test_a_new_sized_nodule_beside_one_of_its_size_is_one_more_and_the_compariso
               "FINDINGS:\nLungs: A right middle lobe nodule measures 4 mm (previously 6 mm).\n"
               "There is one new 4 mm solid nodule in the lateral segment of the right middle lobe (image 80), which "
               "was not present 3 months ago.\nThe other nodules have resolved.\n")
-    lung = summary(NO_ANSWER, report)[0]["lung"]
+    lung = summary(EMPTY, report)[0]["lung"]
     assert (lung["lesion_count"], lung["count_is_lower_bound"]) == (2, False)
     assert lung["largest_diameter_mm"] == 4.0
 
@@ -616,7 +613,7 @@ def test_a_new_sized_nodule_beside_one_of_its_size_is_one_more_and_the_compariso
 def test_the_nodules_others_include_are_examples_of_the_group():
     report = ("FINDINGS:\nLungs: More than ten small solid nodules are scattered through both lungs. Others include a "
               "5 mm nodule in the right upper lobe (image 30) and a 4 mm nodule in the left lower lobe (image 160).\n")
-    lung = summary(NO_ANSWER, report)[0]["lung"]
+    lung = summary(EMPTY, report)[0]["lung"]
     assert lung["count_is_lower_bound"] is True and lung["lesion_count"] == 10
 
 
@@ -624,7 +621,7 @@ def test_a_stated_total_gives_the_count_and_a_size_in_total_diameter_is_no_total
     report = ("FINDINGS:\nKidneys: Several cysts in both kidneys. On the left a 2.6 cm simple cyst in the upper pole "
               "and a 7 mm cyst in the lower pole.\nLungs: A part-solid nodule of 15 mm in total diameter in the right "
               "upper lobe.\nIMPRESSION:\n1. Simple renal cysts, four in total, the largest 2.6 cm on the left.\n")
-    rows = summary(NO_ANSWER, report)[0]
+    rows = summary(EMPTY, report)[0]
     assert (rows["kidney"]["lesion_count"], rows["kidney"]["count_is_lower_bound"]) == (4, False)
     assert rows["kidney"]["largest_diameter_mm"] == 26.0
     assert (rows["lung"]["lesion_count"], rows["lung"]["largest_diameter_mm"]) == (1, 15.0)
@@ -636,7 +633,7 @@ def test_recist_target_lines_after_the_comparison_are_current_lesions_sized_afte
               "Target 2: left lower lobe nodule, 12 mm -> 9 mm (image 170).\n"
               "FINDINGS:\nLungs: Two pulmonary nodules remain: the left lower lobe target nodule (9 mm) and a 4 mm "
               "nodule in the right upper lobe (image 50).\nLiver: The segment 6 target is the only liver lesion.\n")
-    rows = summary(NO_ANSWER, report)[0]
+    rows = summary(EMPTY, report)[0]
     assert (rows["liver"]["lesion_count"], rows["liver"]["largest_diameter_mm"]) == (1, 27.0)
     assert rows["liver"]["largest_location"] == "segment_6"
     lung = rows["lung"]
@@ -655,7 +652,7 @@ def test_recist_target_lines_after_the_comparison_are_current_lesions_sized_afte
      "previously.", (6, True, 10.0, "left_lower_lobe")),
 ])
 def test_a_group_and_its_largest_written_again(report, expected):
-    lung = summary(NO_ANSWER, "FINDINGS:\n" + report + "\n")[0]["lung"]
+    lung = summary(EMPTY, "FINDINGS:\n" + report + "\n")[0]["lung"]
     assert (lung["lesion_count"], lung["count_is_lower_bound"], lung["largest_diameter_mm"],
             lung["largest_location"]) == expected
 
@@ -665,7 +662,7 @@ def test_nodes_named_after_the_organ_beside_them_a_category_label_and_a_previous
               "and in the left para-aortic region (2.2 cm).\n"
               "New lesions: There is a new 8 mm hypodense lesion in liver segment 2.\n"
               "The previously noted 6 mm segment 7 cyst is unchanged.\n")
-    rows = summary(NO_ANSWER, report)[0]
+    rows = summary(EMPTY, report)[0]
     nodes = rows["lymph_node"]
     assert (nodes["lesion_count"], nodes["count_is_lower_bound"], nodes["largest_diameter_mm"]) == (3, False, 22.0)
     liver = rows["liver"]
@@ -748,13 +745,13 @@ def test_the_report_words_count_an_organ_the_answer_miscounts_and_the_answer_kee
         "lung", (5, False, 8.0, "right_upper_lobe"), id="two of them are two members of a stated number"),
 ])
 def test_the_report_words_alone_count_and_size_an_organs_lesions(report, organ, expected):
-    row = summary(NO_ANSWER, report)[0][organ]
+    row = summary(EMPTY, report)[0][organ]
     assert (row["lesion_count"], row["count_is_lower_bound"], row["largest_diameter_mm"],
             row["largest_location"]) == expected
 
 
 def test_a_finding_placed_before_a_semicolon_and_doubted_after_it_is_one_possible_lesion():
-    payload, _ = to_payload(NO_ANSWER, "Pancreas: Subtle hypoenhancing area in the pancreatic body; a small mass "
+    payload, _ = to_payload(EMPTY, "Pancreas: Subtle hypoenhancing area in the pancreatic body; a small mass "
                                        "cannot be excluded.")
     (tumor,) = payload.tumors
     assert tumor.presence == "possible" and tumor.attenuation == "hypo" and tumor.segments == ["pancreas_body"]
@@ -765,12 +762,12 @@ def test_one_and_the_other_are_the_two_and_a_total_after_the_lung_sentences_coun
               "middle "
               "lobe and measures 6 mm (series 5, image 120); the other is in the anterior segment of the left upper "
               "lobe and measures 4 mm (series 5, image 66).\n")
-    lung = summary(NO_ANSWER, report)[0]["lung"]
+    lung = summary(EMPTY, report)[0]["lung"]
     assert (lung["lesion_count"], lung["largest_diameter_mm"], lung["largest_location"]) == (
         2, 6.0, "right_middle_lobe")
     totals = ("FINDINGS:\nLungs: Four nodules are followed.\nRight upper lobe: 6 mm.\nLeft lower lobe: 5 mm.\n"
               "There is also one new 3 mm nodule in the right lower lobe. The total is therefore five nodules.\n")
-    lung = summary(NO_ANSWER, totals)[0]["lung"]
+    lung = summary(EMPTY, totals)[0]["lung"]
     assert (lung["lesion_count"], lung["count_is_lower_bound"], lung["largest_diameter_mm"]) == (5, False, 6.0)
 
 
@@ -779,7 +776,7 @@ def test_nodules_sized_after_an_innumerable_group_are_its_examples():
               "For reference, the largest lies in the left lower lobe and now measures 16 mm (image 212). A right "
               "upper lobe nodule measures 10 mm (image 48). A representative lingular nodule measures 6 mm.\n"
               "Liver: Two further, smaller hypodense lesions are seen in the right hepatic lobe.\n")
-    rows = summary(NO_ANSWER, report)[0]
+    rows = summary(EMPTY, report)[0]
     lung = rows["lung"]
     assert (lung["lesion_count"], lung["count_is_lower_bound"], lung["largest_diameter_mm"]) == (2, True, 16.0)
     assert lung["largest_location"] == "left_lower_lobe"
@@ -790,7 +787,7 @@ def test_an_enlarged_spleen_size_after_its_label_and_a_lesion_at_the_pole_of_the
     report = ("FINDINGS:\nSpleen: Enlarged at 16.5 cm. It contains three hypodense lesions, measuring 2.0, 1.4 and 0.9 "
               "cm. An additional 2.8 cm hypodense lesion is present at the lower pole of the spleen (series 2, image "
               "50).\nKidneys: Normal.\n")
-    rows = summary(NO_ANSWER, report)[0]
+    rows = summary(EMPTY, report)[0]
     assert (rows["spleen"]["lesion_count"], rows["spleen"]["largest_diameter_mm"]) == (4, 28.0)
     assert rows["kidney"]["state"] == "no_lesion"
 
@@ -803,7 +800,7 @@ def test_a_table_of_nodules_gives_one_lesion_per_current_row_and_its_sentences_r
               "C | LLL | 171 | solid | not seen | 5\n"
               "D | LLL | 190 | solid | 3 | not present\n"
               "Three nodules are present on today's study. Nodule D is new, but at 3 mm needs no action.\n")
-    lung = summary(NO_ANSWER, report)[0]["lung"]
+    lung = summary(EMPTY, report)[0]["lung"]
     assert (lung["lesion_count"], lung["count_is_lower_bound"], lung["largest_diameter_mm"],
             lung["largest_location"]) == (3, False, 11.0, "right_middle_lobe")
     assert lung["sides"] == ["left", "right"]
