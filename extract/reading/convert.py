@@ -63,11 +63,11 @@ _ANOTHER = re.compile(r"\b(?:another|an?\s+(?:second|third|fourth|additional|fur
 _LARGEST_WORD = re.compile(r"\b(?:largest|dominant|biggest)\b", re.IGNORECASE)
 _NEW = re.compile(r"\bnew(?:ly)?\b", re.IGNORECASE)
 _DEFINITE = re.compile(r"^(?:the|this|that)\b", re.IGNORECASE)
-#: "Immediately posterior to it lie two satellite nodules": words about what the sentence before described.
 #: Where nodes lie, named after the organ beside them ("splenic hilum", "porta hepatis", "renal hilar").
 _NODE_PLACE = re.compile(r"\b(?:(?:splenic|renal|hepatic|pulmonary|left|right)\s+)?hil(?:um|a|ar)\b|\bporta hepatis\b|"
                          r"\b(?:gastrohepatic|hepatoduodenal|portocaval|peripancreatic|perigastric|splenic)\s+"
                          r"(?:ligament|region|station)?", re.IGNORECASE)
+#: "Immediately posterior to it lie two satellite nodules": words about what the sentence before described.
 _REFERS_BACK = re.compile(r"\b(?:it|its|them|these|those|their|satellites?|the same)\b", re.IGNORECASE)
 #: "... lies in the same lobe": the place of the sentence before.
 _SAME_PLACE = re.compile(r"\b(?:the same|that)\s+(?:lobe|segment|kidney|gland|organ|side|region)\b", re.IGNORECASE)
@@ -153,9 +153,10 @@ def _absorb_described_members(intro: dict, i: int, spans: tuple, text: str, repo
                                warnings: list[str]) -> None:
     """An exact number followed by its lesions described one by one, in prose ("There are now seven pulmonary
     nodules. The three new nodules are in the right middle lobe (6 mm), ... Of the four known nodules, ..."): the
-    later records of the same kind and side in the same section are its members, when they do not outnumber it;
-    the number keeps only what they leave. Other kinds ("Two cysts in the left kidney. A 3 cm solid mass ...") are
-    other lesions."""
+    later records of the same kind and side in the same section, and the lines there that size a member without a
+    word of their own, are its members, when they do not outnumber it; the number keeps only what they leave.
+    "At least four" keeps its bound; a bare plural is resolved by its members. Other kinds ("Two cysts in the left
+    kidney. A 3 cm solid mass ...") are other lesions."""
     # "Three lesions, the largest 2.1 cm in segment 7. A second lesion in segment 4a measures 9 mm.": the number
     # holds its largest and the members described after it
     sized_group = (intro["size"]["status"] == "measured" and intro["size"].get("refers_to") == "largest_of_group"
@@ -279,7 +280,7 @@ def _absorb_list_intros(tumors: list[dict], report_text: str, warnings: list[str
         # (a stated number takes in its members, bare or not, in `_absorb_described_members`)
         bare = (not opens_list and not intro["count_exact"] and i + 1 < len(spans)
                 and (_same_section(spans[i].header, spans[i + 1].header)
-                                                           or named_organs(spans[i + 1].header) == {organ})
+                     or named_organs(spans[i + 1].header) == {organ})
                 and is_bare_member(organ, following, lesion_word_in_text(organ, negated_blanked(following)))
                 and named_organs(negated_blanked(following)) <= {organ})
         opens_list = opens_list or bare
@@ -563,7 +564,7 @@ def _examples_of_innumerable(tumors: list[dict], report_text: str, warnings: lis
     kept = list(tumors)
     for group in tumors:
         where = _sentence_at(spans, group)
-        # "Innumerable nodules, at least twelve" keeps its number; a group sized by its own words, its largest
+        # "Innumerable nodules, at least twelve" keeps its number
         if (not group.get("innumerable") or where is None or in_impression(report_text, where.start)
                 or group["count_exact"] or group["count"] > 2):
             continue
@@ -580,7 +581,7 @@ def _examples_of_innumerable(tumors: list[dict], report_text: str, warnings: lis
             largest = None  # the group's own words size its largest
         kept = [t for t in kept if t not in examples or t is largest]
         kept[kept.index(group)] = {**group, "count": 1 if largest else 2}
-        warnings.append(f"lesion {group['id']} ({group['organ']}): {len(examples)} sized examples of the innumerable "
+        warnings.append(f"lesion {group['id']} ({group['organ']}): {len(examples)} examples of the innumerable "
                         "group; its largest kept")
     return kept
 
@@ -773,6 +774,7 @@ def _rules_first(from_answer: list[dict], from_words: list[dict], warnings: list
         values = {a["attenuation"] for a in (same_size or mine)}
         if len(values) == 1 and (same_size or len(mine) == len([a for a in from_answer if a["organ"] == t["organ"]])):
             t["attenuation"] = values.pop()
+
     def reading(records: list[dict], organ: str) -> list:
         return sorted((t["count"], t["count_exact"], t["laterality"] or "", t["segments"],
                        t["size"].get("diameters_mm") or []) for t in records if t["organ"] == organ)
@@ -786,7 +788,6 @@ def _rules_first(from_answer: list[dict], from_words: list[dict], warnings: list
 #: A table of lesions, one per line, cells parted by pipes ("Nodule | Lobe | Image | Current (mm) | Baseline (mm)").
 _TABLE_LINE = re.compile(r"^[^|\n]*(?:\|[^|\n]*){2,}$", re.MULTILINE)
 _CURRENT_COLUMN = re.compile(r"\b(?:current|today|now|this study)\b", re.IGNORECASE)
-_SIZE_COLUMN = re.compile(r"\b(?:size|diameter|measurement|mm|cm)\b", re.IGNORECASE)
 _COLUMN_UNIT = re.compile(r"\b(mm|cm)\b", re.IGNORECASE)
 #: Key of a table row's record holding the row's label ("A", "3") while the conversion runs.
 _ROW_LABEL = "_row_label"
@@ -794,7 +795,7 @@ _ROW_LABEL = "_row_label"
 _ROW_REFERENCE = re.compile(r"\b(?:nodule|lesion|observation|target)\s+(?:#\s*)?([A-Z]|\d{1,2})\b")
 
 
-def _table_rows(report_text: str, report_key: str, first_id: int) -> list[dict]:
+def _table_rows(report_text: str, first_id: int) -> list[dict]:
     """Records for the rows of a findings table of lesions: a header naming a current size column ("Current (mm)"),
     then one row per lesion. A row whose current cell holds no number ("not seen") is no current lesion; the organ
     comes from the title line above the table, or the row's words ("RUL"); the unit from the column header."""
@@ -899,7 +900,7 @@ def _lesion_records(answer: LLMAnswer, report_text: str, report_key: str, warnin
         if kept is not None:
             warnings.append(f"organ {stated.organ}: lesion record made from the organ statement")
             tumors.append(kept[0])
-    rows = _table_rows(report_text, report_key, len(tumors))
+    rows = _table_rows(report_text, len(tumors))
     tumors += rows
     for record in _missed_lesions(report_text, report_key, tumors):
         warnings.append(f"lesion {record['id']} ({record['organ']}): made from a report sentence the answer left out")

@@ -13,8 +13,8 @@ impression; the fifth (24 reports) with stated totals that differ from the nodul
 and eighth (20) long-form style (28-46 sentences: follow-ups with priors, screening, staging and restaging, LI-RADS,
 Bosniak, IPMN, the same lesions in comparison, findings, impression and recommendations); the ninth (20) in more
 voices and count wordings. The eighth was a blind check until the rules of f80af17 were scored on it; the ninth is
-the blind check now: it is scored, not tuned on. Rules may be tuned on the others; the long-form set stays the measure. These checks keep the files well formed, long and
-disjoint; they never look at extraction output.
+the blind check now: it is scored, not tuned on. Rules may be tuned on the others; the long-form set stays the
+measure. These checks keep the files well formed, long and disjoint; they never look at extraction output.
 """
 
 import re
@@ -24,7 +24,8 @@ from test_longform_gold import count_sentences
 
 from extract import evaluation as ev
 from gold_checks import (COUNTS_DEV2_GOLD, COUNTS_DEV3_GOLD, COUNTS_DEV4_GOLD, COUNTS_DEV5_GOLD, COUNTS_DEV6_GOLD,
-                         COUNTS_DEV7_GOLD, COUNTS_DEV8_GOLD, COUNTS_DEV9_GOLD, COUNTS_DEV_GOLD, DEV_GOLD, HELDOUT_GOLD, LONGFORM_GOLD, assert_no_text_shared, is_normal)
+                         COUNTS_DEV7_GOLD, COUNTS_DEV8_GOLD, COUNTS_DEV9_GOLD, COUNTS_DEV_GOLD, DEV_GOLD, HELDOUT_GOLD,
+                         LONGFORM_GOLD, assert_no_text_shared, is_normal)
 
 SETS = {"counts": COUNTS_DEV_GOLD, "counts2": COUNTS_DEV2_GOLD, "counts3": COUNTS_DEV3_GOLD,
         "counts4": COUNTS_DEV4_GOLD, "counts5": COUNTS_DEV5_GOLD, "counts6": COUNTS_DEV6_GOLD,
