@@ -58,7 +58,7 @@ _AVERAGE_OF_PREVIOUS = re.compile(r"^\W{0,3}(?:mean|average)(?:\s+diameter)?(?:\
 # "9 mm seven months ago", "7 mm on the study of 14 months ago", "it measured 7 mm previously"
 _ON_EARLIER_STUDY = re.compile(r"^\s*(?:(?:on|at|in)\s+the\s+(?:earlier|prior|previous|preceding|last|older)\b|"
                                r"(?:previously|before|earlier)\b(?!\s+(?:described|noted|seen|identified|reported|demonstrated|"
-                               r"mentioned|visuali[sz]ed|characteri[sz]ed|known))(?![^.;]{0,25}?\d(?:\.\d+)?\s*(?:mm|cm)\b)|"
+                               r"mentioned|visuali[sz]ed|characteri[sz]ed|known))(?!\s+(?:measur\w+\s+|at\s+)?\d(?:\.\d+)?\s*(?:mm|cm)\b)|"
                                r"(?:[\w-]+\s+){1,3}ago\b|(?:on|at|in)\s+the\s+(?:study|exam(?:ination)?|scan|ct)\s+"
                                r"(?:of|from)\s+(?:[\w-]+\s+){1,3}ago\b)", re.IGNORECASE)
 
@@ -72,6 +72,7 @@ _ORGAN_SIZE_BEFORE = re.compile(r"(?:(?:^|\bthe\s+)(?:spleen|liver|kidneys?|panc
                                 r"spans)|^(?:spleen|liver|kidneys?|pancreas|prostate|uterus|thyroid):\s*(?:mildly\s+|"
                                 r"moderately\s+|markedly\s+)?enlarged\s+(?:at|to))\s+(?:about\s+|approximately\s+)?$",
                                 re.IGNORECASE)
+_NOW = re.compile(r"\b(?:now|currently|today)\b", re.IGNORECASE)
 _KNOWN_BEFORE = re.compile(r"\b(?:previously|prior)\s+(?:described|noted|seen|identified|reported|demonstrated|"
                            r"mentioned|known|visuali[sz]ed|characteri[sz]ed)\b", re.IGNORECASE)
 #: "40 mm -> 31 mm": the size before an arrow to another is the earlier one.
@@ -105,7 +106,10 @@ def current_measurements(text: str) -> list:
         # ... and not across a colon: "new since the prior examination: 1.7 cm in the tail" is current
         between = text[max(previous_end, m.start - 25): m.start].rsplit(":", 1)[-1]
         between = _KNOWN_BEFORE.sub(" ", between)  # "the previously noted 7 mm cyst": known before, sized now
-        prior = bool(_PRIOR_WORDS.search(between)) or (previous_prior and bool(_JOINED.fullmatch(between)))
+        earlier_word = _PRIOR_WORDS.search(between)
+        # "measuring 8 mm before, now 10 mm": a "now" after the prior word dates the size to this study
+        prior = (bool(earlier_word) and not _NOW.search(between, earlier_word.end())) or (
+            previous_prior and bool(_JOINED.fullmatch(between)))
         averaged = previous_end > 0 and bool(_AVERAGE_OF_PREVIOUS.match(text[previous_end:m.start]))
         previous_end, previous_prior = m.end, prior
         if not (prior or averaged or _PART_OF_LESION.match(text[m.end: m.end + 40]) or _ORGAN_LENGTH.match(text[m.end:])

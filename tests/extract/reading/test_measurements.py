@@ -51,3 +51,9 @@ def test_a_prior_word_before_a_colon_dates_no_size_after_it():
 def test_the_size_a_part_has_grown_to_is_the_part_size():
     assert sizes("measures 16 x 12 mm overall (image 60), with a solid component that has increased from 3 mm to "
                  "5 mm") == [(16.0, 12.0)]
+
+
+def test_now_after_a_prior_word_dates_the_size_to_this_study():
+    assert sizes("measuring 8 mm before, now 10 mm") == [(10.0,)]
+    assert sizes("A 9 mm nodule previously measuring 6 mm") == [(9.0,)]
+    assert sizes("The 5 mm nodule previously described is stable") == [(5.0,)]
