@@ -139,6 +139,13 @@ def _same_section(header: str, later: str) -> bool:
     return later == header or not (named_organs(later) or is_not_findings_header(later))
 
 
+def _bare_member_line(organ: Organ, line: str) -> bool:
+    """`is_bare_member` for a line of `organ`'s section, with its own lesion words outside negations, that names no
+    other organ ("An enlarged right hilar node measures 14 mm" is no lung member)."""
+    blanked = negated_blanked(line)
+    return is_bare_member(organ, line, lesion_word_in_text(organ, blanked)) and named_organs(blanked) <= {organ}
+
+
 def _described_as_lesion(member: dict, intro: dict) -> bool:
     """Whether a record of no kind of its own ("Target lesion 1, segment 8: 32 mm") may be one of the lesions of a
     kind a number counted ("Seven hepatic metastases"): its words say "lesion", not "mass", nor "new" where the
@@ -193,11 +200,9 @@ def _absorb_described_members(intro: dict, i: int, spans: tuple, text: str, repo
     bare_lines = [(line, (s.start, s.end)) for s in spans[i + 1:end]
                   if not any(t.get(SPAN_KEY) and s.start <= t[SPAN_KEY][0] < s.end
                              for t in kept if t["organ"] == organ.value)
-                  and is_bare_member(organ, line := text[s.start:s.end],
-                                     lesion_word_in_text(organ, negated_blanked(line)))
+                  and _bare_member_line(organ, line := text[s.start:s.end])
                   and current_measurements(negated_blanked(line))  # "One of them, a 4 mm ..., is no longer seen"
-                  # "An enlarged right hilar node measures 14 mm", "The right measures 3.2 cm" (another organ's)
-                  and named_organs(negated_blanked(line)) <= {organ} and subsegments_in_text(organ, line)]
+                  and subsegments_in_text(organ, line)]  # "The right measures 3.2 cm" places no lung member
     bare = []
     for line, line_span in bare_lines:  # "Two of them ..., measuring 9 mm and 5 mm": a member per size
         sizes = current_measurements(line)
@@ -281,8 +286,7 @@ def _absorb_list_intros(tumors: list[dict], report_text: str, warnings: list[str
         bare = (not opens_list and not intro["count_exact"] and i + 1 < len(spans)
                 and (_same_section(spans[i].header, spans[i + 1].header)
                      or named_organs(spans[i + 1].header) == {organ})
-                and is_bare_member(organ, following, lesion_word_in_text(organ, negated_blanked(following)))
-                and named_organs(negated_blanked(following)) <= {organ})
+                and _bare_member_line(organ, following))
         opens_list = opens_list or bare
         if not opens_list:
             _absorb_described_members(intro, i, spans, text, report_text, kept, warnings)
@@ -302,8 +306,7 @@ def _absorb_list_intros(tumors: list[dict], report_text: str, warnings: list[str
                 continue
             if _ADDITIVE.search(line):
                 break  # "In addition, a few tiny nodules ..." is a group of its own
-            if bare and not (is_bare_member(organ, line, lesion_word_in_text(organ, negated_blanked(line)))
-                             and named_organs(negated_blanked(line)) <= {organ}):
+            if bare and not _bare_member_line(organ, line):
                 break  # a list of bare members ends with the first sentence that is none
             if bare and _LARGEST_WORD.search(line) and {m.diameters_mm for m in current_measurements(line)} <= {
                     tuple(t["size"]["diameters_mm"]) for t in [*members, *new] if t["size"]["status"] == "measured"}:
