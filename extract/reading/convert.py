@@ -19,6 +19,7 @@ from extract.reading.lesion_words import (
 from extract.reading.lesions import SPAN_KEY, lesion_record
 from extract.reading.locations import side_in_text, subsegments_in_text
 from extract.reading.measurements import (
+    EACH_WORD,
     current_measurements,
     is_bare_member,
     is_largest_follow_up,
@@ -106,7 +107,6 @@ def _list_member(intro: dict, line: str, span: tuple[int, int]) -> dict:
 
 
 _GENERIC_KINDS = (LesionType.LESION_UNSPECIFIED, LesionType.NODULE)
-_EACH_WORD = re.compile(r"\beach\b", re.IGNORECASE)
 _LESION_NOUN = re.compile(r"\blesions?\b", re.IGNORECASE)
 _MASS_NOUN = re.compile(r"\bmass(?:es)?\b", re.IGNORECASE)
 #: "The liver metastases are hypodense", "The mass is exophytic", "This is consistent with a cyst": a sentence about
@@ -321,7 +321,7 @@ def _absorb_list_intros(tumors: list[dict], report_text: str, warnings: list[str
                     if t["size"]["status"] != "measured":
                         continue
                     if (t["count"] > 1 or not t["count_exact"]) and not (
-                            t["count_exact"] and _EACH_WORD.search(line)):  # "the two ..., each 10 mm": two members
+                            t["count_exact"] and EACH_WORD.search(line)):  # "the two ..., each 10 mm": two members
                         single = _as_one_lesion(t)
                         kept[kept.index(t)] = single
                         t = single

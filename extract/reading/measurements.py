@@ -165,7 +165,8 @@ _ONE_OF_THEM = re.compile(r"^\s*(?:(?:one|two|three|four|both)\b(?:\s+of\s+(?:th
                           r"the (?:first|second|third|last|remaining)|a (?:second|third))\b", re.IGNORECASE)
 
 
-_EACH_OF = re.compile(r"\beach\b", re.IGNORECASE)
+#: "each 3 to 4 mm", "the two ..., each 10 mm": one size for each of several lesions.
+EACH_WORD = re.compile(r"\beach\b", re.IGNORECASE)
 _NEXT_CLAUSE = re.compile(r";|,\s*(?:and|while|whereas|but)\b|\.\s", re.IGNORECASE)
 
 
@@ -217,7 +218,7 @@ def split_by_measurement(record: dict, text: str) -> list[dict]:
                     window = text[found[i - 1].end if i else max(lead.rfind(":"), lead.rfind("; ")) + 1: m.start]
             parts.append(member(window, m.diameters_mm, m.text))
         # "three nodules: two ..., each 3 to 4 mm, and one ... 7 mm": a size for each of several is more lesions
-        if record["count_exact"] and record["count"] > len(parts) and _EACH_OF.search(text):
+        if record["count_exact"] and record["count"] > len(parts) and EACH_WORD.search(text):
             parts.append({**record, "count": record["count"] - len(parts), "size": {"status": "not_reported"}})
         return parts
     largest = _LARGEST.search(text)
