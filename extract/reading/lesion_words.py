@@ -100,18 +100,24 @@ _PLURAL_LESIONS = tuple(w for w in GROUP_WORDS if w.endswith(("s", "i")) and w n
 #: The group words that are not plural lesion nouns ("several", "both", "two"): they quantify, a label "Lymph nodes:"
 #: does not.
 _QUANTIFIER_PATTERN = words_pattern(tuple(w for w in GROUP_WORDS if w not in _PLURAL_LESIONS))
+#: A number of lesions, in words or digits (one group).
+_NUMBER = r"(" + "|".join(_NUMBER_WORDS) + r"|[2-9]|[1-9]\d)"
+_PLURAL_NOUN = r"(?:" + "|".join(re.escape(w) for w in _PLURAL_LESIONS) + r")"
 # "two further, smaller hypodense lesions": a comma may part the words between the number and its noun
-_STATED_COUNT = re.compile(r"\b(" + "|".join(_NUMBER_WORDS) + r"|[2-9]|[1-9]\d)(?!\s*(?:mm|cm|x)\b)\s+(?:[a-z-]+,?\s+){0,3}?"
-                           + r"(?:" + "|".join(re.escape(w) for w in _PLURAL_LESIONS) + r")\b", re.IGNORECASE)
+_STATED_COUNT = re.compile(rf"\b{_NUMBER}(?!\s*(?:mm|cm|x)\b)\s+(?:[a-z-]+,?\s+){{0,3}}?{_PLURAL_NOUN}\b",
+                           re.IGNORECASE)
 
 
 #: A number set off after the plural lesion noun it counts: "numerous nodules in both lungs, at least fifteen, ...".
 #: A bare number needs "in number" after it: "lesions in segments 2, 3, and 8" lists places.
-_APPOSED_COUNT = re.compile(r"\b(?:" + "|".join(re.escape(w) for w in _PLURAL_LESIONS) + r")\b[^.;:,]{0,40},\s*"
-                            r"(?:(at least\s+|more than\s+|no fewer than\s+)(" + "|".join(_NUMBER_WORDS)
-                            + r"|[2-9]|[1-9]\d)\s*(?=[,.;)]|$|in (?:all|number|total)\b)|()(" + "|".join(_NUMBER_WORDS)
-                            + r"|[2-9]|[1-9]\d)\s+in number\b)", re.IGNORECASE)
+_APPOSED_COUNT = re.compile(rf"\b{_PLURAL_NOUN}\b[^.;:,]{{0,40}},\s*"
+                            rf"(?:(at least\s+|more than\s+|no fewer than\s+){_NUMBER}\s*"
+                            rf"(?=[,.;)]|$|in (?:all|number|total)\b)|(){_NUMBER}\s+in number\b)", re.IGNORECASE)
 _AT_LEAST = re.compile(r"\b(?:at least|more than|over|no fewer than|a minimum of)\s*$", re.IGNORECASE)
+
+
+def _number_value(word: str) -> int:
+    return _NUMBER_WORDS.get(word.lower()) or int(word)
 
 
 def stated_count(text: str) -> tuple[int, bool] | None:
@@ -123,13 +129,10 @@ def stated_count(text: str) -> tuple[int, bool] | None:
         apposed = _APPOSED_COUNT.search(text)
         if apposed is None:
             return None
-        word = (apposed.group(2) or apposed.group(4)).lower()
-        return _NUMBER_WORDS.get(word) or int(word), not apposed.group(1)
-    word = m.group(1).lower()
-    return _NUMBER_WORDS.get(word) or int(word), not _AT_LEAST.search(text[:m.start()])
+        return _number_value(apposed.group(2) or apposed.group(4)), not apposed.group(1)
+    return _number_value(m.group(1)), not _AT_LEAST.search(text[:m.start()])
 
 
-_NUMBER = r"(" + "|".join(_NUMBER_WORDS) + r"|[2-9]|[1-9]\d)"
 #: "three in total", "a total of eight nodules", "The total is therefore eight nodules", "five altogether".
 _STATED_TOTAL = re.compile(rf"\b{_NUMBER}(?!\s*(?:mm|cm|x)\b)\s+(?:[a-z-]+\s+){{0,3}}?(?:in total|in all|altogether)\b"
                            r"(?!\s+(?:diameter|size|length|volume|dimension))|"
@@ -141,10 +144,7 @@ def stated_total(text: str) -> int | None:
     """The total number of lesions a phrase states in so many words ("three in total", "a total of eight"), or
     None."""
     m = _STATED_TOTAL.search(text)
-    if m is None:
-        return None
-    word = (m.group(1) or m.group(2)).lower()
-    return _NUMBER_WORDS.get(word) or int(word)
+    return None if m is None else _number_value(m.group(1) or m.group(2))
 
 
 def count_in_text(text: str) -> int | None:
