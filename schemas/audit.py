@@ -22,6 +22,8 @@ class AuditReason(str, Enum):
     LESION_IN_NORMAL_ORGAN = "lesion_in_normal_organ"  # a predicted lesion where the report calls the organ normal
     LOCATION_MISMATCH = "location_mismatch"  # matched, but in another sub-segment or on the other side
     ATTENUATION_MISMATCH = "attenuation_mismatch"  # reported hypo- but the lesion is denser than its organ, or so
+    # a reported tumour not found in its organ, and one of its size predicted in an organ the report calls normal
+    LESION_IN_OTHER_ORGAN = "lesion_in_other_organ"
 
 
 AUDIT_REASONS: tuple[str, ...] = tuple(r.value for r in AuditReason)
@@ -33,7 +35,8 @@ class CTAudit(BaseModel):
     Attributes:
         ct_id: the CT (the prediction's folder name).
         report_id: its report, None when the CT has no report record (then it is not scored).
-        score: disagreement score, the sum of the findings' weights (0 = model and report agree).
+        score: disagreement score: the heaviest finding's weight plus `AuditConfig.other_findings_factor` times the
+            others' (0 = model and report agree).
         reasons: distinct reason codes, the heaviest first.
         findings: one line per finding, heaviest first: its reason, organ, location and sizes (mm), e.g.
             ``likely_unit_error: liver (liver_segment_7): reported 450.0 mm, predicted 44.1 mm (x10.20)``.

@@ -12,10 +12,15 @@ Per organ with a lesion channel:
   does not list (each by its size; those it lists and the model lacks are weighed as ``reported_not_found``);
   matched pairs can be a ``size_mismatch``, a
   ``likely_unit_error`` (about ten times off, or larger than the organ), a ``location_mismatch`` (another
-  sub-segment or side) or an ``attenuation_mismatch``;
+  sub-segment or side) or an ``attenuation_mismatch``; a reported size no CT of this grid could show (larger than
+  the organ, smaller than one voxel) is a ``likely_unit_error`` whether or not a lesion matches it;
+* across organs: a reported lesion not found in its organ and a lesion of its size predicted in an organ the report
+  calls normal are one ``lesion_in_other_organ`` (the record's organ is likely wrong) instead of two findings;
 * equivocal or unmentioned organs are not scored;
 * predicted components mostly outside their organ on the organ map (``AuditConfig.min_organ_share``) are left
   out: a lesion channel firing in air or in another organ says nothing about the report.
+
+A CT's score is its heaviest finding plus a fraction of the others (``AuditConfig.other_findings_factor``).
 
 Pure functions on :class:`train.review.lesions.PredictedLesion` and :class:`train.data.records.CaseRecords`.
 """
@@ -51,12 +56,16 @@ class ReportedLesion:
 
 @dataclasses.dataclass(frozen=True)
 class Finding:
-    """One disagreement: its kind, organ, weight in the score and a line with the figures (no report text)."""
+    """One disagreement: its kind, organ, weight in the score and a line with the figures (no report text); a
+    lesion the report states and the model lacks, or one the model predicts where the report says none, is kept
+    for the cross-organ match."""
 
     reason: AuditReason
     organ: str
     weight: float
     text: str
+    reported: ReportedLesion | None = None
+    predicted: PredictedLesion | None = None
 
 
 def reported_lesions(tumors: Sequence[ReportedTumor]) -> list[ReportedLesion]:
@@ -111,16 +120,27 @@ def _scale(diameter_mm: float | None, config: AuditConfig) -> float:
     return min(1.0, max(0.25, diameter_mm / config.full_weight_mm))
 
 
+def _implausible_size(diameter_mm: float, organ_extent_mm: float | None, voxel_mm: float | None,
+                      config: AuditConfig) -> str:
+    """Why no CT of this grid could show a lesion of ``diameter_mm`` ("" when it could): larger than the organ, or
+    smaller than one voxel of the grid's finest spacing ``voxel_mm`` (nothing that small can be measured)."""
+    if organ_extent_mm is not None and diameter_mm > config.organ_extent_factor * organ_extent_mm:
+        return f"organ {organ_extent_mm:.0f} mm"
+    if voxel_mm is not None and diameter_mm < config.measurable_voxels * voxel_mm:
+        return f"voxel {voxel_mm:.1f} mm"
+    return ""
+
+
 def _pair_findings(r: ReportedLesion, p: PredictedLesion, organ: str, organ_extent_mm: float | None,
-                   config: AuditConfig) -> list[Finding]:
+                   voxel_mm: float | None, config: AuditConfig) -> list[Finding]:
     w = config.weights
     out = []
     if r.diameter_mm:
         ratio = r.diameter_mm / p.diameter_mm
         line = f"{organ}{_where(p)}: reported {r.diameter_mm:.1f} mm, predicted {p.diameter_mm:.1f} mm (x{ratio:.2f})"
-        too_big = organ_extent_mm is not None and r.diameter_mm > config.organ_extent_factor * organ_extent_mm
-        if ratio >= config.unit_error_factor or ratio <= 1 / config.unit_error_factor or too_big:
-            extra = f", organ {organ_extent_mm:.0f} mm" if too_big else ""
+        implausible = _implausible_size(r.diameter_mm, organ_extent_mm, voxel_mm, config)
+        if ratio >= config.unit_error_factor or ratio <= 1 / config.unit_error_factor or implausible:
+            extra = f", {implausible}" if implausible else ""
             out.append(Finding(AuditReason.LIKELY_UNIT_ERROR, organ, w.likely_unit_error, line + extra))
         elif abs(math.log(ratio)) > math.log1p(config.size_tolerance):
             out.append(Finding(AuditReason.SIZE_MISMATCH, organ, w.size_mismatch * min(3.0, abs(math.log2(ratio))),
@@ -145,7 +165,7 @@ Pairs = list[tuple[ReportedLesion, PredictedLesion | None]]
 
 def organ_findings(organ: str, reported: Sequence[ReportedLesion], predicted: Sequence[PredictedLesion],
                    records: CaseRecords, config: AuditConfig, organ_extent_mm: float | None = None,
-                   count_is_lower_bound: bool = False) -> tuple[list[Finding], Pairs]:
+                   count_is_lower_bound: bool = False, voxel_mm: float | None = None) -> tuple[list[Finding], Pairs]:
     """The findings of one organ (module docstring) and each reported lesion with its matched prediction (None:
     not found).
 
@@ -157,6 +177,7 @@ def organ_findings(organ: str, reported: Sequence[ReportedLesion], predicted: Se
         config: tolerances and weights.
         organ_extent_mm: the organ's largest extent (mm), for the implausible-size check; None to skip it.
         count_is_lower_bound: the report's count is "at least".
+        voxel_mm: the prediction grid's finest voxel spacing (mm), for the too-small check; None to skip it.
     """
     w = config.weights
     out: list[Finding] = []
@@ -166,7 +187,7 @@ def organ_findings(organ: str, reported: Sequence[ReportedLesion], predicted: Se
             weight = w.lesion_in_normal_organ * _scale(p.diameter_mm, config) * (p.max_probability or 1.0)
             out.append(Finding(AuditReason.LESION_IN_NORMAL_ORGAN, organ, weight,
                                f"{organ}{_where(p)}: reported without lesion, predicted {p.diameter_mm:.1f} mm "
-                               f"({p.volume_mm3:.0f} mm3)"))
+                               f"({p.volume_mm3:.0f} mm3)", predicted=p))
         return out, []
     if not reported:  # equivocal or not mentioned: nothing to compare with
         return out, []
@@ -176,7 +197,7 @@ def organ_findings(organ: str, reported: Sequence[ReportedLesion], predicted: Se
         out.append(Finding(AuditReason.LESION_IN_NORMAL_ORGAN, organ,
                            w.lesion_in_normal_organ * _scale(p.diameter_mm, config) * (p.max_probability or 1.0),
                            f"{organ}{_where(p)}: reported without lesion on the {p.side}, predicted "
-                           f"{p.diameter_mm:.1f} mm"))
+                           f"{p.diameter_mm:.1f} mm", predicted=p))
     predicted = [p for p in predicted if p.side not in normal_sides]
     pairs = match_lesions(reported, predicted)
     matched = {i for i, _ in pairs}
@@ -184,9 +205,13 @@ def organ_findings(organ: str, reported: Sequence[ReportedLesion], predicted: Se
         if i not in matched:
             size = f"{r.diameter_mm:.1f} mm" if r.diameter_mm else "unsized"
             where = ", ".join([*r.segments, *([r.side] if r.side else [])])
-            out.append(Finding(AuditReason.REPORTED_NOT_FOUND, organ,
-                               w.reported_not_found * _scale(r.diameter_mm, config),
-                               f"{organ}{f' ({where})' if where else ''}: reported {size} lesion, none predicted"))
+            line = f"{organ}{f' ({where})' if where else ''}: reported {size} lesion, none predicted"
+            implausible = _implausible_size(r.diameter_mm, organ_extent_mm, voxel_mm, config) if r.diameter_mm else ""
+            if implausible:
+                out.append(Finding(AuditReason.LIKELY_UNIT_ERROR, organ, w.likely_unit_error, f"{line}, {implausible}"))
+            else:
+                out.append(Finding(AuditReason.REPORTED_NOT_FOUND, organ,
+                                   w.reported_not_found * _scale(r.diameter_mm, config), line, reported=r))
     n_r, n_p = len(reported), len(predicted)
     if n_p != n_r and not (count_is_lower_bound and n_p >= n_r):
         # Each predicted lesion the report does not list weighs by its size (and probability): a 20 mm one says more
@@ -198,14 +223,47 @@ def organ_findings(organ: str, reported: Sequence[ReportedLesion], predicted: Se
                            f"{organ}: reported {'at least ' if count_is_lower_bound else ''}{n_r} lesion(s), "
                            f"predicted {n_p}"))
     for i, j in pairs:
-        out.extend(_pair_findings(reported[i], predicted[j], organ, organ_extent_mm, config))
+        out.extend(_pair_findings(reported[i], predicted[j], organ, organ_extent_mm, voxel_mm, config))
     match = dict(pairs)
     return out, [(r, predicted[match[i]] if i in match else None) for i, r in enumerate(reported)]
 
 
+def _in_other_organs(findings: list[Finding], config: AuditConfig) -> list[Finding]:
+    """``findings`` with each reported lesion not found in its organ and a lesion of its size (within
+    ``size_tolerance``) predicted in another organ the report calls normal merged into one
+    ``lesion_in_other_organ`` (closest sizes first)."""
+    unfound = [f for f in findings if f.reported is not None and f.reported.diameter_mm]
+    in_normal = [f for f in findings if f.predicted is not None]
+    candidates = sorted(
+        (abs(math.log(u.reported.diameter_mm / n.predicted.diameter_mm)), i, j)
+        for i, u in enumerate(unfound) for j, n in enumerate(in_normal) if u.organ != n.organ)
+    used_u, used_n, merged = set(), set(), []
+    for cost, i, j in candidates:
+        if cost > math.log1p(config.size_tolerance) or i in used_u or j in used_n:
+            continue
+        used_u.add(i)
+        used_n.add(j)
+        u, n = unfound[i], in_normal[j]
+        p = n.predicted
+        weight = config.weights.lesion_in_other_organ * _scale(p.diameter_mm, config) * (p.max_probability or 1.0)
+        merged.append(Finding(AuditReason.LESION_IN_OTHER_ORGAN, u.organ, weight,
+                              f"{u.organ}: reported {u.reported.diameter_mm:.1f} mm lesion, none predicted; "
+                              f"{n.organ}{_where(p)}, reported without lesion: predicted {p.diameter_mm:.1f} mm"))
+    gone = {id(unfound[i]) for i in used_u} | {id(in_normal[j]) for j in used_n}
+    return [f for f in findings if id(f) not in gone] + merged
+
+
+def ct_score(weights: Sequence[float], config: AuditConfig) -> float:
+    """The heaviest weight plus ``other_findings_factor`` times the rest (:class:`AuditConfig`)."""
+    if not weights:
+        return 0.0
+    top = max(weights)
+    return top + config.other_findings_factor * (sum(weights) - top)
+
+
 def audit_case(ct_id: str, records: CaseRecords, predicted: Sequence[PredictedLesion], organs: Sequence[str],
                config: AuditConfig, organ_extents_mm: Mapping[str, float] | None = None,
-               predictions: str = "") -> tuple[CTAudit, list[Finding], Pairs]:
+               predictions: str = "", voxel_mm: float | None = None) -> tuple[CTAudit, list[Finding], Pairs]:
     """The audit row of one CT, its findings (heaviest first) and its reported lesions with their matches.
 
     Args:
@@ -216,6 +274,7 @@ def audit_case(ct_id: str, records: CaseRecords, predicted: Sequence[PredictedLe
         config: tolerances and weights.
         organ_extents_mm: organ -> largest extent (mm) for the implausible-size check.
         predictions: the audited predictions folder, recorded in the row.
+        voxel_mm: the prediction grid's finest voxel spacing (mm), for the too-small check; None to skip it.
     """
     # Components mostly outside their organ are the model's misfires, not statements about the organ.
     predicted = [p for p in predicted if p.organ_share is None or p.organ_share >= config.min_organ_share]
@@ -230,16 +289,18 @@ def audit_case(ct_id: str, records: CaseRecords, predicted: Sequence[PredictedLe
         sizes += [r.diameter_mm for r in reported if r.diameter_mm]
         found, matched = organ_findings(organ, reported, [p for p in predicted if p.organ == organ], records, config,
                                         (organ_extents_mm or {}).get(organ),
-                                        count_is_lower_bound=any(t.count_is_lower_bound for t in tumors))
+                                        count_is_lower_bound=any(t.count_is_lower_bound for t in tumors),
+                                        voxel_mm=voxel_mm)
         findings += found
         pairs += matched
+    findings = _in_other_organs(findings, config)
     findings.sort(key=lambda f: -f.weight)
     by_reason: dict[AuditReason, float] = {}
     for f in findings:
         by_reason[f.reason] = by_reason.get(f.reason, 0.0) + f.weight
     scored = [p for p in predicted if p.organ in organs]
     row = CTAudit(
-        ct_id=ct_id, report_id=records.report_id, score=round(sum(f.weight for f in findings), 4),
+        ct_id=ct_id, report_id=records.report_id, score=round(ct_score([f.weight for f in findings], config), 4),
         reasons=sorted(by_reason, key=lambda r: -by_reason[r]),
         findings=[f"{f.reason.value}: {f.text}" for f in findings],
         organs=sorted({f.organ for f in findings}), n_reported=n_reported, n_predicted=len(scored),

@@ -28,9 +28,10 @@ class AuditWeights(_Strict):
 
     Lesion findings are scaled by how sure they are: ``reported_not_found`` by the reported diameter over
     ``AuditConfig.full_weight_mm`` (at most 1, at least a quarter, a quarter when unsized),
-    ``lesion_in_normal_organ`` by the predicted one and by the lesion's largest probability when
-    `rsuper predict --probabilities` wrote them; ``size_mismatch`` by the factor between the sizes (|log2 ratio|,
-    at most 3); ``count_mismatch`` by the unmatched lesions on the side with more, each scaled as above.
+    ``lesion_in_normal_organ`` and ``lesion_in_other_organ`` by the predicted one and by the lesion's largest
+    probability when `rsuper predict --probabilities` wrote them; ``size_mismatch`` by the factor between the sizes
+    (|log2 ratio|, at most 3); ``count_mismatch`` by the unmatched lesions on the side with more, each scaled as
+    above.
     """
 
     reported_not_found: float = Field(1.0, ge=0)
@@ -40,6 +41,7 @@ class AuditWeights(_Strict):
     lesion_in_normal_organ: float = Field(1.0, ge=0)
     location_mismatch: float = Field(0.5, ge=0)
     attenuation_mismatch: float = Field(0.5, ge=0)
+    lesion_in_other_organ: float = Field(2.0, ge=0)
 
 
 class AuditConfig(_Strict):
@@ -54,12 +56,18 @@ class AuditConfig(_Strict):
             (mm written as cm: a factor 10); so does a reported diameter over ``organ_extent_factor`` times the
             organ's own largest extent.
         organ_extent_factor: see ``unit_error_factor``.
+        measurable_voxels: a reported diameter below this many voxels of the prediction grid's finest spacing reads
+            as a unit or extraction error too (0.3 cm for 3 cm on a 3.7 mm grid); on a 0.7 mm CT only sub-voxel
+            sizes do. 0 skips the check.
         attenuation_contrast_hu: a lesion whose mean HU is this much above (below) its organ's is not hypo-
             (hyper-) attenuating.
         full_weight_mm: lesions at least this large (mm) count with their full weight; smaller ones less.
         min_organ_share: a predicted component with a smaller share of its voxels on its organ's labels (organ
             map) is not compared with the report: a lesion channel firing in air or in another organ is the model's
             error, not a disagreement with the report (0: compare every component).
+        other_findings_factor: a CT's score is its heaviest finding's weight plus this factor times the others'.
+            One report error makes one strong disagreement, while a model's own misses and false positives are
+            scattered over many CTs as several weaker ones, which a plain sum (1) would rank above it.
         weights: the weight of each finding kind.
     """
 
@@ -67,9 +75,11 @@ class AuditConfig(_Strict):
     size_tolerance: float = Field(0.5, gt=0)
     unit_error_factor: float = Field(5.0, gt=1)
     organ_extent_factor: float = Field(1.2, gt=0)
+    measurable_voxels: float = Field(1.0, ge=0)
     attenuation_contrast_hu: float = Field(10.0, ge=0)
     full_weight_mm: float = Field(10.0, gt=0)
     min_organ_share: float = Field(0.2, ge=0, le=1)
+    other_findings_factor: float = Field(0.1, ge=0, le=1)
     weights: AuditWeights = Field(default_factory=AuditWeights)
 
 

@@ -222,19 +222,22 @@ def audit_folder(
     pred = read_prediction(folder)
     case_dir = case_folder(cases_root, pred.ct_id)
     lesions, extents = [], {}
-    if pred.lesion_map.any():  # else no lesion to place, measure or match: the other volumes are not read
+    has_lesions = bool(pred.lesion_map.any())
+    reports_sizes = records is not None and any(t.diameters_mm and t.organ in pred.organs for t in records.tumors)
+    if has_lesions or reports_sizes:  # else nothing to place, measure or size-check: the other volumes are not read
         organ_map = organ_map_for(pred, case_dir, organ_names)
         boxes = ndimage.find_objects(organ_map)
+        extents = organ_extents_mm(organ_map, pred.spacing_mm, boxes=boxes)
+    if has_lesions:
         ct = read_ct_hu(ct_path_for(pred, case_dir), pred.shape) if use_ct else None
         lesions = predicted_lesions(pred.lesion_map, pred.lesion_names, pred.spacing_mm, organ_map=organ_map,
                                     probabilities=pred.probabilities(), ct_hu=ct,
                                     min_volume_mm3=config.min_lesion_volume_mm3, organ_boxes=boxes)
-        extents = organ_extents_mm(organ_map, pred.spacing_mm, boxes=boxes)
     pred.release()  # a page reads it again
     row, findings, pairs = None, [], []
     if records is not None:
         row, findings, pairs = audit_case(pred.ct_id, records, lesions, pred.organs, config, extents,
-                                          predictions=predictions)
+                                          predictions=predictions, voxel_mm=min(pred.spacing_mm))
     return CaseResult(row, findings, lesions, pairs, records, pred, case_dir)
 
 

@@ -6,7 +6,7 @@ Per seed (docs/science.md, "Active learning"):
 1. the base network is the seed's ``masks_reports_truth`` run (reused when finished);
 2. it predicts the pool's report-only CTs, which are audited against their ground-truth report records;
 3. ``al_k`` CTs are chosen by disagreement and ``al_k`` at random (:func:`train.review.active.choose`, rng seeded
-   by the seed), never among the mask CTs;
+   by the seed), never among the mask CTs; a rerun chooses again and reuses a retrain only for the same choice;
 4. each choice gets its masks and the network is trained again from the base weights for ``al_steps`` steps
    (same config, same seed, reports on from the first step), and both are scored on the held-out test set;
 5. the result is the paired difference disagreement − random of every test metric.
@@ -148,14 +148,10 @@ def run_active_seed(settings: ScienceSettings, seed: int, fingerprint: str) -> d
     mask_ids = seed_mask_ids(settings, seed)
     report_of = {c.files.ct_id: c.report_id for c in base}
     report_cts = sorted(ct for ct in report_of if ct not in mask_ids and report_of[ct] in truth)
-    if (out / "active.json").is_file():  # the round is reused; its precision audit is redone (cheap, no training)
-        result = json.loads((out / "active.json").read_text())
-        result["precision"] = error_audit(settings, seed, checkpoint, base_dir / "predictions",
-                                          out / "pool_predictions", truth, report_of, out)
-        (out / "active.json").write_text(json.dumps(result, indent=1))
-        return result
+    earlier = json.loads((out / "active.json").read_text()) if (out / "active.json").is_file() else {}
 
-    # Steps 2-3: audit the base network's pool predictions against the true reports and choose.
+    # Steps 2-3: audit the base network's pool predictions against the true reports and choose. Both are redone on
+    # every call (cheap); a retrain is reused only while its choice stands (after an audit change it does not).
     pool_pred = predict_cases(checkpoint, {ct: pool / "cases" / ct for ct in report_cts},
                               out / "pool_predictions", settings.predict_overlap)
     rows = audit_scores(pool_pred, lambda ct: truth.get(report_of.get(ct, "")), pool)
@@ -169,6 +165,7 @@ def run_active_seed(settings: ScienceSettings, seed: int, fingerprint: str) -> d
         ids = mask_ids | {c["ct_id"] for c in picked}
         cases, _ = arm_cases(BASE_ARM, base, ids, truth)
         run_dir = out / strategy
+        _start_over_unless_chosen(run_dir, [c["ct_id"] for c in picked], earlier.get(strategy, {}).get("chosen"))
         config = retrain_config(settings, seed, checkpoint, run_dir / "train")
         ckpt, train_s = train_arm(config, cases)
         train_s = record_train_seconds(run_dir, train_s)
@@ -184,6 +181,20 @@ def run_active_seed(settings: ScienceSettings, seed: int, fingerprint: str) -> d
                                       report_of, out)
     (out / "active.json").write_text(json.dumps(result, indent=1))
     return result
+
+
+def _start_over_unless_chosen(run_dir: Path, chosen: list[str], recorded: list[str] | None) -> None:
+    """Empty ``run_dir`` (checkpoint, predictions, timing) unless it was trained on ``chosen``, as its
+    ``chosen.json`` (or, for rounds made before it was written, the round's ``active.json``: ``recorded``) says;
+    then record ``chosen`` there. Resuming another choice's checkpoint would score the wrong masks."""
+    import shutil
+
+    path = run_dir / "chosen.json"
+    done = json.loads(path.read_text()) if path.is_file() else recorded
+    if done != chosen and run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(chosen))
 
 
 def error_audit(settings: ScienceSettings, seed: int, checkpoint: Path, test_pred: Path, pool_pred: Path,

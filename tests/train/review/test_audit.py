@@ -110,7 +110,53 @@ def test_side_and_sub_segment_mismatch():
                   ReportedTumor("liver", ("liver_segment_2",), None, (20.0,)))
     row, _, _ = audit_case("c", rec, [lesion("kidney", 30.0, side="right"), lesion("liver", 20.0, "liver_segment_6")],
                            ORGANS, CFG)
-    assert reasons(row) == ["location_mismatch"] and row.score == 1.0
+    assert reasons(row) == ["location_mismatch"]
+    assert row.score == pytest.approx(0.5 + 0.1 * 0.5)  # the heaviest finding and a tenth of the other
+
+
+def test_the_score_is_the_heaviest_finding_plus_a_fraction_of_the_others():
+    # one extraction error (a 3 mm record of a 30 mm tumour) against a model's two scattered misses
+    unit_error = records(ReportedTumor("liver", diameters_mm=(3.0,)))
+    two_misses = records(ReportedTumor("liver", diameters_mm=(15.0,)), ReportedTumor("kidney", (), "left", (12.0,)))
+    error_row, _, _ = audit_case("a", unit_error, [lesion("liver", 30.0)], ORGANS, CFG)
+    misses_row, _, _ = audit_case("b", two_misses, [], ORGANS, CFG)
+    assert error_row.score == 2.0 and misses_row.score == pytest.approx(1.0 + 0.1 * 1.0)
+    summed = AuditConfig(other_findings_factor=1.0)
+    assert audit_case("b", two_misses, [], ORGANS, summed)[0].score == pytest.approx(2.0)  # a plain sum ties them
+
+
+def test_a_reported_size_the_grid_cannot_show_is_a_likely_unit_error_even_without_a_match():
+    tiny = records(ReportedTumor("liver", ("liver_segment_4",), None, (3.3,)))
+    row, findings, pairs = audit_case("c", tiny, [], ORGANS, CFG, voxel_mm=3.7)
+    assert reasons(row) == ["likely_unit_error", "count_mismatch"] and row.score == 2.0
+    assert findings[0].text == "liver (liver_segment_4): reported 3.3 mm lesion, none predicted, voxel 3.7 mm"
+    assert pairs[0][1] is None
+    row, _, _ = audit_case("c", tiny, [], ORGANS, CFG, voxel_mm=0.7)  # a fine CT resolves 3.3 mm
+    assert reasons(row) == ["reported_not_found", "count_mismatch"]
+    row, _, _ = audit_case("c", tiny, [], ORGANS, AuditConfig(measurable_voxels=0), voxel_mm=3.7)
+    assert reasons(row)[0] == "reported_not_found"
+    huge = records(ReportedTumor("kidney", (), "right", (170.0,)))
+    row, findings, _ = audit_case("c", huge, [], ORGANS, CFG, organ_extents_mm={"kidney": 110.0})
+    assert reasons(row)[0] == "likely_unit_error" and findings[0].text.endswith("organ 110 mm")
+    row, _, _ = audit_case("c", tiny, [lesion("liver", 8.0, "liver_segment_4")], ORGANS, CFG, voxel_mm=3.7)
+    assert reasons(row) == ["likely_unit_error"]  # matched but x0.41: a size mismatch, unless below a voxel
+
+
+def test_a_reported_lesion_missing_in_its_organ_and_predicted_in_an_organ_called_normal_is_one_finding():
+    moved = records(ReportedTumor("kidney", (), None, (23.0,)), free=["pancreas", "liver"])
+    row, findings, _ = audit_case("c", moved, [lesion("pancreas", 22.2, "pancreas_head", prob=0.9)], ORGANS, CFG)
+    assert reasons(row) == ["lesion_in_other_organ", "count_mismatch"]
+    assert row.score == pytest.approx(2.0 * 0.9) and row.organs == ["kidney"]
+    assert findings[0].text == ("kidney: reported 23.0 mm lesion, none predicted; pancreas (pancreas_head), "
+                                "reported without lesion: predicted 22.2 mm")
+    # sizes beyond the tolerance stay two findings: a miss and a false positive
+    row, _, _ = audit_case("c", moved, [lesion("pancreas", 8.0, prob=0.9)], ORGANS, CFG)
+    assert reasons(row) == ["reported_not_found", "lesion_in_normal_organ", "count_mismatch"]
+    assert row.score == pytest.approx(1.0 + 0.1 * 0.8 * 0.9)
+    # a lesion in another organ the report does not call normal is the model's own business
+    unsaid = records(ReportedTumor("kidney", (), None, (23.0,)))
+    row, _, _ = audit_case("c", unsaid, [lesion("pancreas", 22.2, prob=0.9)], ORGANS, CFG)
+    assert reasons(row) == ["reported_not_found", "count_mismatch"]
 
 
 def test_attenuation_against_the_organ():

@@ -45,7 +45,7 @@ def test_injected_errors_rank_first_with_their_reasons(reviewed):
     top = {r.audit.ct_id: [x.value for x in r.audit.reasons] for r in results[:2]}
     assert top == {sized: ["likely_unit_error"], normal: ["reported_not_found", "count_mismatch"]}
     assert [r.audit.score for r in results[2:]] == [0.0] * 4
-    assert results[0].audit.ct_id == sized  # 2.0 for the unit error beats 1.5 for the missed 20 mm tumour
+    assert results[0].audit.ct_id == sized  # 2.0 for the unit error beats 1.0 for the missed 20 mm tumour
 
 
 def test_worker_processes_give_the_same_audit(reviewed):
@@ -111,3 +111,34 @@ def test_the_one_shot_gzip_reader_matches_nibabel_and_leaves_scaled_files_to_it(
     assert np.array_equal(_read_nifti(tmp_path / "s.nii.gz"), np.asarray(nib.load(tmp_path / "s.nii.gz").dataobj))
     (tmp_path / "cut.nii.gz").write_bytes((tmp_path / "a.nii.gz").read_bytes()[:40])
     assert _read_nifti_gz(tmp_path / "cut.nii.gz") is None
+
+
+def test_a_ct_without_predicted_lesions_still_checks_the_reported_sizes_against_its_organs(reviewed, tmp_path):
+    import dataclasses
+
+    import nibabel as nib
+
+    from tests.train.review.conftest import CLASSES
+    from train.data.records import CaseRecords, ReportedTumor
+    from train.review.synthetic import write_truth_prediction
+
+    cases, _ = reviewed
+    case_dir = sorted((cases / "cases").iterdir())[0]
+    organ_names, lesion_names = load_label_names(cases / "labels.json"), load_label_names(cases / "lesion_labels.json")
+    empty = np.zeros(nib.load(str(case_dir / "lesions.nii.gz")).shape, np.uint8)
+    write_truth_prediction(case_dir, tmp_path / "pred" / case_dir.name, CLASSES, organ_names, lesion_names,
+                           lesions=empty)
+    spacing = min(nib.load(str(case_dir / "ct.nii.gz")).header.get_zooms()[:3])
+    reported = CaseRecords("R", (ReportedTumor("liver", ("liver_segment_7",), None, (900.0,)),
+                                 ReportedTumor("kidney", (), "left", (float(spacing) / 2,)),
+                                 ReportedTumor("pancreas", (), None, (20.0,))), frozenset(), frozenset())
+    results, _ = audit_predictions(tmp_path / "pred", lambda ct: reported, AuditConfig(), cases_root=cases,
+                                   organ_names=organ_names)
+    lines = sorted(f.text for f in results[0].findings if f.reason.value == "likely_unit_error")
+    assert len(lines) == 2 and results[0].audit.n_predicted == 0
+    assert lines[0].startswith("kidney (left): reported") and lines[0].endswith(f"voxel {spacing:.1f} mm")
+    assert lines[1].startswith("liver (liver_segment_7): reported 900.0 mm") and " organ " in lines[1]
+    plausible = dataclasses.replace(reported, tumors=reported.tumors[2:])
+    results, _ = audit_predictions(tmp_path / "pred", lambda ct: plausible, AuditConfig(), cases_root=cases,
+                                   organ_names=organ_names)
+    assert [x.value for x in results[0].audit.reasons] == ["reported_not_found", "count_mismatch"]

@@ -111,3 +111,23 @@ def test_one_round_chooses_the_audit_top_k_and_retrains_with_k_more_mask_cts(mak
     write_active(out, [r], {"scale": "test"})
     assert json.loads(out.read_text())["seeds"][0]["disagreement"]["chosen"] == top
     assert "| 0 |" in active_markdown([r], {"scale": "test"})
+
+
+def test_a_retrain_folder_is_kept_only_for_the_choice_it_was_trained_on(tmp_path):
+    from train.science.active import _start_over_unless_chosen
+
+    run = tmp_path / "disagreement"
+    _start_over_unless_chosen(run, ["a", "b"], None)
+    (run / "train").mkdir()
+    (run / "train" / "latest.pt").write_text("weights of a, b")
+    _start_over_unless_chosen(run, ["a", "b"], None)
+    assert (run / "train" / "latest.pt").is_file()  # same choice: resumed or reused
+    _start_over_unless_chosen(run, ["a", "c"], None)
+    assert not (run / "train").exists() and json.loads((run / "chosen.json").read_text()) == ["a", "c"]
+    # a round from before chosen.json: the choice recorded in its active.json decides
+    old = tmp_path / "random"
+    (old / "train").mkdir(parents=True)
+    _start_over_unless_chosen(old, ["x"], ["x"])
+    assert (old / "train").is_dir()
+    _start_over_unless_chosen(old, ["y"], ["x"])
+    assert not (old / "train").exists()
