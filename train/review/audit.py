@@ -12,8 +12,9 @@ Per organ with a lesion channel:
   does not list (each by its size; those it lists and the model lacks are weighed as ``reported_not_found``);
   matched pairs can be a ``size_mismatch``, a
   ``likely_unit_error`` (about ten times off, or larger than the organ), a ``location_mismatch`` (another
-  sub-segment or side) or an ``attenuation_mismatch``; a reported size no CT of this grid could show (larger than
-  the organ, smaller than one voxel) is a ``likely_unit_error`` whether or not a lesion matches it;
+  sub-segment or side) or an ``attenuation_mismatch``; a reported size no CT of this grid could show (larger
+  than the organ, over twice the sub-segments it is reported in, smaller than one voxel) is a
+  ``likely_unit_error`` whether or not a lesion matches it;
 * across organs: a reported lesion not found in its organ and a lesion of its size predicted in an organ the report
   calls normal are one ``lesion_in_other_organ`` (the record's organ is likely wrong) instead of two findings;
 * equivocal or unmentioned organs are not scored;
@@ -37,7 +38,7 @@ from scipy.optimize import linear_sum_assignment
 from schemas.audit import AuditReason, CTAudit
 from train.data.records import CaseRecords, ReportedTumor
 from train.review.config import AuditConfig
-from train.review.lesions import PredictedLesion
+from train.review.lesions import PredictedLesion, region_key
 
 _UNKNOWN_SIZE_COST = 0.7  # |log| of a factor 2: an unsized report lesion takes any predicted one, not a sized one's
 _PLACE_COST = 1.0  # another sub-segment or side costs as much as a factor e in size
@@ -120,25 +121,30 @@ def _scale(diameter_mm: float | None, config: AuditConfig) -> float:
     return min(1.0, max(0.25, diameter_mm / config.full_weight_mm))
 
 
-def _implausible_size(diameter_mm: float, organ_extent_mm: float | None, voxel_mm: float | None,
-                      config: AuditConfig) -> str:
-    """Why no CT of this grid could show a lesion of ``diameter_mm`` ("" when it could): larger than the organ, or
-    smaller than one voxel of the grid's finest spacing ``voxel_mm`` (nothing that small can be measured)."""
+def _implausible_size(r: ReportedLesion, organ_extent_mm: float | None, voxel_mm: float | None,
+                      config: AuditConfig, extents_mm: Mapping[str, float]) -> str:
+    """Why no CT of this grid could show ``r`` at its size ("" when it could): larger than the organ, far larger than
+    the sub-segments it is reported in, or smaller than one voxel of the grid's finest spacing ``voxel_mm``
+    (nothing that small can be measured)."""
+    diameter_mm = r.diameter_mm
     if organ_extent_mm is not None and diameter_mm > config.organ_extent_factor * organ_extent_mm:
         return f"organ {organ_extent_mm:.0f} mm"
+    region_mm = extents_mm.get(region_key(r.segments)) if r.segments else None
+    if region_mm is not None and diameter_mm > config.segment_extent_factor * region_mm:
+        return f"{', '.join(r.segments)} {region_mm:.0f} mm"
     if voxel_mm is not None and diameter_mm < config.measurable_voxels * voxel_mm:
         return f"voxel {voxel_mm:.1f} mm"
     return ""
 
 
 def _pair_findings(r: ReportedLesion, p: PredictedLesion, organ: str, organ_extent_mm: float | None,
-                   voxel_mm: float | None, config: AuditConfig) -> list[Finding]:
+                   voxel_mm: float | None, config: AuditConfig, extents_mm: Mapping[str, float]) -> list[Finding]:
     w = config.weights
     out = []
     if r.diameter_mm:
         ratio = r.diameter_mm / p.diameter_mm
         line = f"{organ}{_where(p)}: reported {r.diameter_mm:.1f} mm, predicted {p.diameter_mm:.1f} mm (x{ratio:.2f})"
-        implausible = _implausible_size(r.diameter_mm, organ_extent_mm, voxel_mm, config)
+        implausible = _implausible_size(r, organ_extent_mm, voxel_mm, config, extents_mm)
         if ratio >= config.unit_error_factor or ratio <= 1 / config.unit_error_factor or implausible:
             extra = f", {implausible}" if implausible else ""
             out.append(Finding(AuditReason.LIKELY_UNIT_ERROR, organ, w.likely_unit_error, line + extra))
@@ -165,7 +171,8 @@ Pairs = list[tuple[ReportedLesion, PredictedLesion | None]]
 
 def organ_findings(organ: str, reported: Sequence[ReportedLesion], predicted: Sequence[PredictedLesion],
                    records: CaseRecords, config: AuditConfig, organ_extent_mm: float | None = None,
-                   count_is_lower_bound: bool = False, voxel_mm: float | None = None) -> tuple[list[Finding], Pairs]:
+                   count_is_lower_bound: bool = False, voxel_mm: float | None = None,
+                   extents_mm: Mapping[str, float] | None = None) -> tuple[list[Finding], Pairs]:
     """The findings of one organ (module docstring) and each reported lesion with its matched prediction (None:
     not found).
 
@@ -178,8 +185,11 @@ def organ_findings(organ: str, reported: Sequence[ReportedLesion], predicted: Se
         organ_extent_mm: the organ's largest extent (mm), for the implausible-size check; None to skip it.
         count_is_lower_bound: the report's count is "at least".
         voxel_mm: the prediction grid's finest voxel spacing (mm), for the too-small check; None to skip it.
+        extents_mm: sub-segment sets (:func:`train.review.lesions.region_key`) -> their largest extent (mm), for
+            the check against the sub-segments a lesion is reported in.
     """
     w = config.weights
+    extents_mm = extents_mm or {}
     out: list[Finding] = []
     free = organ in records.lesion_free or all(f"{organ}_{s}" in records.lesion_free for s in ("left", "right"))
     if free and not reported:
@@ -206,7 +216,7 @@ def organ_findings(organ: str, reported: Sequence[ReportedLesion], predicted: Se
             size = f"{r.diameter_mm:.1f} mm" if r.diameter_mm else "unsized"
             where = ", ".join([*r.segments, *([r.side] if r.side else [])])
             line = f"{organ}{f' ({where})' if where else ''}: reported {size} lesion, none predicted"
-            implausible = _implausible_size(r.diameter_mm, organ_extent_mm, voxel_mm, config) if r.diameter_mm else ""
+            implausible = _implausible_size(r, organ_extent_mm, voxel_mm, config, extents_mm) if r.diameter_mm else ""
             if implausible:
                 out.append(Finding(AuditReason.LIKELY_UNIT_ERROR, organ, w.likely_unit_error, f"{line}, {implausible}"))
             else:
@@ -223,7 +233,7 @@ def organ_findings(organ: str, reported: Sequence[ReportedLesion], predicted: Se
                            f"{organ}: reported {'at least ' if count_is_lower_bound else ''}{n_r} lesion(s), "
                            f"predicted {n_p}"))
     for i, j in pairs:
-        out.extend(_pair_findings(reported[i], predicted[j], organ, organ_extent_mm, voxel_mm, config))
+        out.extend(_pair_findings(reported[i], predicted[j], organ, organ_extent_mm, voxel_mm, config, extents_mm))
     match = dict(pairs)
     return out, [(r, predicted[match[i]] if i in match else None) for i, r in enumerate(reported)]
 
@@ -272,7 +282,8 @@ def audit_case(ct_id: str, records: CaseRecords, predicted: Sequence[PredictedLe
         predicted: its predicted lesions (:func:`train.review.lesions.predicted_lesions`).
         organs: organs the model has a lesion channel for (others cannot be audited).
         config: tolerances and weights.
-        organ_extents_mm: organ -> largest extent (mm) for the implausible-size check.
+        organ_extents_mm: organ (and sub-segment set, :func:`train.review.lesions.region_key`) -> largest extent
+            (mm) for the implausible-size checks.
         predictions: the audited predictions folder, recorded in the row.
         voxel_mm: the prediction grid's finest voxel spacing (mm), for the too-small check; None to skip it.
     """
@@ -290,7 +301,7 @@ def audit_case(ct_id: str, records: CaseRecords, predicted: Sequence[PredictedLe
         found, matched = organ_findings(organ, reported, [p for p in predicted if p.organ == organ], records, config,
                                         (organ_extents_mm or {}).get(organ),
                                         count_is_lower_bound=any(t.count_is_lower_bound for t in tumors),
-                                        voxel_mm=voxel_mm)
+                                        voxel_mm=voxel_mm, extents_mm=organ_extents_mm)
         findings += found
         pairs += matched
     findings = _in_other_organs(findings, config)

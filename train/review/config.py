@@ -56,6 +56,9 @@ class AuditConfig(_Strict):
             (mm written as cm: a factor 10); so does a reported diameter over ``organ_extent_factor`` times the
             organ's own largest extent.
         organ_extent_factor: see ``unit_error_factor``.
+        segment_extent_factor: a reported diameter over this many times the largest extent of the sub-segments
+            it is reported in (their union, from the organ map) is a unit or extraction error as well: looser than
+            ``organ_extent_factor``, as a tumour may outgrow the segment the report names.
         measurable_voxels: a reported diameter below this many voxels of the prediction grid's finest spacing reads
             as a unit or extraction error too (0.3 cm for 3 cm on a 3.7 mm grid); on a 0.7 mm CT only sub-voxel
             sizes do. 0 skips the check.
@@ -75,6 +78,7 @@ class AuditConfig(_Strict):
     size_tolerance: float = Field(0.5, gt=0)
     unit_error_factor: float = Field(5.0, gt=1)
     organ_extent_factor: float = Field(1.2, gt=0)
+    segment_extent_factor: float = Field(2.0, gt=0)
     measurable_voxels: float = Field(1.0, ge=0)
     attenuation_contrast_hu: float = Field(10.0, ge=0)
     full_weight_mm: float = Field(10.0, gt=0)

@@ -227,7 +227,8 @@ def audit_folder(
     if has_lesions or reports_sizes:  # else nothing to place, measure or size-check: the other volumes are not read
         organ_map = organ_map_for(pred, case_dir, organ_names)
         boxes = ndimage.find_objects(organ_map)
-        extents = organ_extents_mm(organ_map, pred.spacing_mm, boxes=boxes)
+        regions = {t.segments for t in records.tumors if t.segments} if records is not None else set()
+        extents = organ_extents_mm(organ_map, pred.spacing_mm, boxes=boxes, regions=sorted(regions))
     if has_lesions:
         ct = read_ct_hu(ct_path_for(pred, case_dir), pred.shape) if use_ct else None
         lesions = predicted_lesions(pred.lesion_map, pred.lesion_names, pred.spacing_mm, organ_map=organ_map,

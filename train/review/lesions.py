@@ -99,22 +99,40 @@ def _organ_values(organ: str) -> list[int]:
     return [i for i, name in enumerate(CANONICAL_LABELS) if organ_of_label(name) == organ]
 
 
-def organ_extents_mm(organ_map: np.ndarray, spacing_mm: Sequence[float], *,
-                     boxes: Sequence | None = None) -> dict[str, float]:
-    """Largest bounding-box extent (mm) of each organ in a canonical label map (its parts together); ``boxes``:
+def region_key(parts: Sequence[str]) -> str:
+    """The key of a set of sub-segments in :func:`organ_extents_mm`'s result (``liver_segment_5+liver_segment_6``)."""
+    return "+".join(sorted(parts))
+
+
+def organ_extents_mm(organ_map: np.ndarray, spacing_mm: Sequence[float], *, boxes: Sequence | None = None,
+                     regions: Sequence[Sequence[str]] = ()) -> dict[str, float]:
+    """Largest bounding-box extent (mm) of each organ in a canonical label map (its parts together), and of each of
+    ``regions`` (sets of canonical part names, e.g. the sub-segments one reported lesion names: their boxes'
+    union) under :func:`region_key`; a region with a part the map lacks is left out. ``boxes``:
     :func:`scipy.ndimage.find_objects` of the map when the caller has it already."""
     spacing = np.asarray(spacing_mm, float)
     found = ndimage.find_objects(organ_map) if boxes is None else boxes
+    by_label: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     by_organ: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def union(a, b):
+        return (np.minimum(a[0], b[0]), np.maximum(a[1], b[1])) if a is not None else b
+
     for value, box in enumerate(found, start=1):
         organ = organ_of_label(CANONICAL_LABELS[value]) if box is not None else None
         if organ is None:
             continue
-        lo, hi = np.array([s.start for s in box]), np.array([s.stop for s in box])
-        if organ in by_organ:  # several parts: the union of their boxes
-            lo, hi = np.minimum(lo, by_organ[organ][0]), np.maximum(hi, by_organ[organ][1])
-        by_organ[organ] = (lo, hi)
-    return {organ: float(((hi - lo) * spacing).max()) for organ, (lo, hi) in by_organ.items()}
+        lo_hi = (np.array([s.start for s in box]), np.array([s.stop for s in box]))
+        by_label[CANONICAL_LABELS[value]] = lo_hi
+        by_organ[organ] = union(by_organ.get(organ), lo_hi)  # several parts: the union of their boxes
+    out = {organ: float(((hi - lo) * spacing).max()) for organ, (lo, hi) in by_organ.items()}
+    for parts in regions:
+        if parts and all(part in by_label for part in parts):
+            box = None
+            for part in parts:
+                box = union(box, by_label[part])
+            out[region_key(parts)] = float(((box[1] - box[0]) * spacing).max())
+    return out
 
 
 def _majority(labels: np.ndarray, names: frozenset[str] | None, suffixes: tuple[str, ...] = ()) -> str | None:

@@ -138,6 +138,12 @@ def test_a_reported_size_the_grid_cannot_show_is_a_likely_unit_error_even_withou
     huge = records(ReportedTumor("kidney", (), "right", (170.0,)))
     row, findings, _ = audit_case("c", huge, [], ORGANS, CFG, organ_extents_mm={"kidney": 110.0})
     assert reasons(row)[0] == "likely_unit_error" and findings[0].text.endswith("organ 110 mm")
+    tail = records(ReportedTumor("pancreas", ("pancreas_tail",), None, (110.0,)))
+    extents = {"pancreas": 150.0, "pancreas_tail": 53.0}
+    row, findings, _ = audit_case("c", tail, [], ORGANS, CFG, organ_extents_mm=extents)
+    assert findings[0].text == "pancreas (pancreas_tail): reported 110.0 mm lesion, none predicted, pancreas_tail 53 mm"
+    row, _, _ = audit_case("c", tail, [], ORGANS, AuditConfig(segment_extent_factor=2.5), organ_extents_mm=extents)
+    assert reasons(row)[0] == "reported_not_found"  # a tumour may outgrow its segment: only far larger is an error
     row, _, _ = audit_case("c", tiny, [lesion("liver", 8.0, "liver_segment_4")], ORGANS, CFG, voxel_mm=3.7)
     assert reasons(row) == ["likely_unit_error"]  # matched but x0.41: a size mismatch, unless below a voxel
 

@@ -3,7 +3,7 @@ import pytest
 
 from train.data.labels import CANONICAL_INDEX
 from train.review.lesions import (
-    component_in_box, largest_diameter_mm, organ_extents_mm, organ_map_from_channels, predicted_lesions,
+    component_in_box, largest_diameter_mm, organ_extents_mm, organ_map_from_channels, predicted_lesions, region_key,
 )
 
 
@@ -87,6 +87,17 @@ def test_organ_map_from_channels_derives_kidney_sides_and_extents():
     assert organs[4, 10, 10] == CANONICAL_INDEX["kidney_left"] and organs[33, 10, 10] == CANONICAL_INDEX["kidney_right"]
     assert organs[20, 10, 10] == CANONICAL_INDEX["liver"]
     assert organ_extents_mm(organs, (1.0, 1.0, 2.0)) == {"liver": 32.0, "kidney": 34.0}
+
+
+def test_extents_of_the_sub_segments_a_lesion_is_reported_in():
+    organs = np.zeros((60, 20, 20), np.uint8)
+    organs[0:10, 0:10, 0:10] = CANONICAL_INDEX["pancreas_head"]
+    organs[10:30, 0:10, 0:10] = CANONICAL_INDEX["pancreas_body"]
+    organs[30:45, 0:5, 0:5] = CANONICAL_INDEX["pancreas_tail"]
+    extents = organ_extents_mm(organs, (2.0, 1.0, 1.0), regions=[("pancreas_tail",), ("pancreas_body", "pancreas_tail"),
+                                                                 ("pancreas_neck",)])
+    assert extents == {"pancreas": 90.0, "pancreas_tail": 30.0, region_key(("pancreas_tail", "pancreas_body")): 70.0}
+    assert region_key(("pancreas_tail", "pancreas_body")) == "pancreas_body+pancreas_tail"  # the neck is not mapped
 
 
 def test_boxes_and_centres_are_on_the_whole_grid_though_only_the_lesions_box_is_labelled():
