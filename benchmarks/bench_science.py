@@ -71,6 +71,8 @@ def resolve_settings(argv: list[str] | None = None) -> tuple[ScienceSettings, ar
         from train.science.no_mask import NO_MASK_ARMS
 
         raw["arms"] = list(NO_MASK_ARMS)  # the preset's arms are the mixed protocol's
+    if args.protocol == "active" and args.scale != "al_cpu":  # al_cpu's results are the active round's already
+        raw["results"] = Path(raw["results"]).with_name(f"results_active_{args.scale}.json")  # not the arms' table
     for key in ("seeds", "arms", "work_dir", "results"):
         if getattr(args, key) is not None:
             raw[key] = getattr(args, key)

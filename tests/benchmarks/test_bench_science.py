@@ -93,3 +93,19 @@ def test_no_mask_protocol_trains_each_held_out_organ_and_the_control_once(tmp_pa
     res = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_science.py"), *argv,
                           "--arms", "masks_reports_extracted"], env=env, capture_output=True, text=True)
     assert res.returncode != 0 and "no_mask runs the arms" in res.stderr
+
+
+def test_the_active_round_never_writes_the_arm_comparisons_table():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_science", REPO / "benchmarks" / "bench_science.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    arms, _ = bench.resolve_settings(["--scale", "cpu"])
+    active, _ = bench.resolve_settings(["--scale", "cpu", "--protocol", "active"])
+    assert arms.results == Path("benchmarks/science/results.json")
+    assert active.results == Path("benchmarks/science/results_active_cpu.json")
+    al_cpu, _ = bench.resolve_settings(["--scale", "al_cpu", "--protocol", "active"])
+    assert al_cpu.results.name == "results_al_cpu.json"
+    chosen, _ = bench.resolve_settings(["--scale", "cpu", "--protocol", "active", "--results", "x/r.json"])
+    assert chosen.results == Path("x/r.json")
