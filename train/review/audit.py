@@ -121,12 +121,13 @@ def _scale(diameter_mm: float | None, config: AuditConfig) -> float:
     return min(1.0, max(0.25, diameter_mm / config.full_weight_mm))
 
 
-def _implausible_size(r: ReportedLesion, organ_extent_mm: float | None, voxel_mm: float | None,
-                      config: AuditConfig, extents_mm: Mapping[str, float]) -> str:
+def _implausible_size(r: ReportedLesion, extents_mm: Mapping[str, float], voxel_mm: float | None,
+                      config: AuditConfig) -> str:
     """Why no CT of this grid could show ``r`` at its size ("" when it could): larger than the organ, far larger than
-    the sub-segments it is reported in, or smaller than one voxel of the grid's finest spacing ``voxel_mm``
-    (nothing that small can be measured)."""
+    the sub-segments it is reported in (``extents_mm``: :func:`organ_findings`), or smaller than one voxel of the
+    grid's finest spacing ``voxel_mm`` (nothing that small can be measured)."""
     diameter_mm = r.diameter_mm
+    organ_extent_mm = extents_mm.get(r.organ)
     if organ_extent_mm is not None and diameter_mm > config.organ_extent_factor * organ_extent_mm:
         return f"organ {organ_extent_mm:.0f} mm"
     region_mm = extents_mm.get(region_key(r.segments)) if r.segments else None
@@ -137,14 +138,14 @@ def _implausible_size(r: ReportedLesion, organ_extent_mm: float | None, voxel_mm
     return ""
 
 
-def _pair_findings(r: ReportedLesion, p: PredictedLesion, organ: str, organ_extent_mm: float | None,
-                   voxel_mm: float | None, config: AuditConfig, extents_mm: Mapping[str, float]) -> list[Finding]:
+def _pair_findings(r: ReportedLesion, p: PredictedLesion, organ: str, extents_mm: Mapping[str, float],
+                   voxel_mm: float | None, config: AuditConfig) -> list[Finding]:
     w = config.weights
     out = []
     if r.diameter_mm:
         ratio = r.diameter_mm / p.diameter_mm
         line = f"{organ}{_where(p)}: reported {r.diameter_mm:.1f} mm, predicted {p.diameter_mm:.1f} mm (x{ratio:.2f})"
-        implausible = _implausible_size(r, organ_extent_mm, voxel_mm, config, extents_mm)
+        implausible = _implausible_size(r, extents_mm, voxel_mm, config)
         if ratio >= config.unit_error_factor or ratio <= 1 / config.unit_error_factor or implausible:
             extra = f", {implausible}" if implausible else ""
             out.append(Finding(AuditReason.LIKELY_UNIT_ERROR, organ, w.likely_unit_error, line + extra))
@@ -170,9 +171,8 @@ Pairs = list[tuple[ReportedLesion, PredictedLesion | None]]
 
 
 def organ_findings(organ: str, reported: Sequence[ReportedLesion], predicted: Sequence[PredictedLesion],
-                   records: CaseRecords, config: AuditConfig, organ_extent_mm: float | None = None,
-                   count_is_lower_bound: bool = False, voxel_mm: float | None = None,
-                   extents_mm: Mapping[str, float] | None = None) -> tuple[list[Finding], Pairs]:
+                   records: CaseRecords, config: AuditConfig, extents_mm: Mapping[str, float] | None = None,
+                   count_is_lower_bound: bool = False, voxel_mm: float | None = None) -> tuple[list[Finding], Pairs]:
     """The findings of one organ (module docstring) and each reported lesion with its matched prediction (None:
     not found).
 
@@ -182,11 +182,10 @@ def organ_findings(organ: str, reported: Sequence[ReportedLesion], predicted: Se
         predicted: the predicted lesions of this organ's channel.
         records: the CT's records (for the lesion-free and equivocal organs and sides).
         config: tolerances and weights.
-        organ_extent_mm: the organ's largest extent (mm), for the implausible-size check; None to skip it.
+        extents_mm: organ and sub-segment set (:func:`train.review.lesions.region_key`) -> its largest extent
+            (mm), for the implausible-size checks; a missing key skips that check.
         count_is_lower_bound: the report's count is "at least".
         voxel_mm: the prediction grid's finest voxel spacing (mm), for the too-small check; None to skip it.
-        extents_mm: sub-segment sets (:func:`train.review.lesions.region_key`) -> their largest extent (mm), for
-            the check against the sub-segments a lesion is reported in.
     """
     w = config.weights
     extents_mm = extents_mm or {}
@@ -216,7 +215,7 @@ def organ_findings(organ: str, reported: Sequence[ReportedLesion], predicted: Se
             size = f"{r.diameter_mm:.1f} mm" if r.diameter_mm else "unsized"
             where = ", ".join([*r.segments, *([r.side] if r.side else [])])
             line = f"{organ}{f' ({where})' if where else ''}: reported {size} lesion, none predicted"
-            implausible = _implausible_size(r, organ_extent_mm, voxel_mm, config, extents_mm) if r.diameter_mm else ""
+            implausible = _implausible_size(r, extents_mm, voxel_mm, config) if r.diameter_mm else ""
             if implausible:
                 out.append(Finding(AuditReason.LIKELY_UNIT_ERROR, organ, w.likely_unit_error, f"{line}, {implausible}"))
             else:
@@ -233,7 +232,7 @@ def organ_findings(organ: str, reported: Sequence[ReportedLesion], predicted: Se
                            f"{organ}: reported {'at least ' if count_is_lower_bound else ''}{n_r} lesion(s), "
                            f"predicted {n_p}"))
     for i, j in pairs:
-        out.extend(_pair_findings(reported[i], predicted[j], organ, organ_extent_mm, voxel_mm, config, extents_mm))
+        out.extend(_pair_findings(reported[i], predicted[j], organ, extents_mm, voxel_mm, config))
     match = dict(pairs)
     return out, [(r, predicted[match[i]] if i in match else None) for i, r in enumerate(reported)]
 
@@ -299,9 +298,8 @@ def audit_case(ct_id: str, records: CaseRecords, predicted: Sequence[PredictedLe
         n_reported += len(reported)
         sizes += [r.diameter_mm for r in reported if r.diameter_mm]
         found, matched = organ_findings(organ, reported, [p for p in predicted if p.organ == organ], records, config,
-                                        (organ_extents_mm or {}).get(organ),
-                                        count_is_lower_bound=any(t.count_is_lower_bound for t in tumors),
-                                        voxel_mm=voxel_mm, extents_mm=organ_extents_mm)
+                                        organ_extents_mm, voxel_mm=voxel_mm,
+                                        count_is_lower_bound=any(t.count_is_lower_bound for t in tumors))
         findings += found
         pairs += matched
     findings = _in_other_organs(findings, config)
