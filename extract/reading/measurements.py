@@ -45,20 +45,24 @@ def organ_measurements(organ: Organ, text: str) -> list:
     return found
 
 
-_PART_OF_LESION = re.compile(r"^\s*(?:\w+\s+){0,2}?(?:components?|rim|wall|septations?|calcifications?)\b",
-                             re.IGNORECASE)
+#: A lesion's part, whose size is not the lesion's.
+_LESION_PART = r"(?:components?|rim|wall|septations?|calcifications?)"
+#: Verbs of "previously described": a lesion known before, not a size measured before.
+_KNOWN_VERBS = (r"(?:described|noted|seen|identified|reported|demonstrated|mentioned|known|visuali[sz]ed|"
+                r"characteri[sz]ed)")
+_PART_OF_LESION = re.compile(rf"^\s*(?:\w+\s+){{0,2}}?{_LESION_PART}\b", re.IGNORECASE)
 
 
 # "with a solid component of 6 mm": the size of a lesion's part, written after the part.
-_PART_BEFORE = re.compile(r"\b(?:components?|rim|wall|septations?|calcifications?)\s+(?:of|measuring|measures|"
+_PART_BEFORE = re.compile(rf"\b{_LESION_PART}\s+(?:of|measuring|measures|"
                           r"(?:that|which)\s+(?:has\s+)?(?:increased|grown|decreased|enlarged)[^.;,]{0,20}?\bto)\s+"
                           r"(?:about\s+|approximately\s+)?$", re.IGNORECASE)
 # "7 x 5 mm (mean diameter 6 mm)": the size just written, averaged.
 _AVERAGE_OF_PREVIOUS = re.compile(r"^\W{0,3}(?:mean|average)(?:\s+diameter)?(?:\s+of)?\s*$", re.IGNORECASE)
 # "9 mm seven months ago", "7 mm on the study of 14 months ago", "it measured 7 mm previously"
 _ON_EARLIER_STUDY = re.compile(r"^\s*(?:(?:on|at|in)\s+the\s+(?:earlier|prior|previous|preceding|last|older)\b|"
-                               r"(?:previously|before|earlier)\b(?!\s+(?:described|noted|seen|identified|reported|demonstrated|"
-                               r"mentioned|visuali[sz]ed|characteri[sz]ed|known))(?!\s+(?:measur\w+\s+|at\s+)?\d(?:\.\d+)?\s*(?:mm|cm)\b)|"
+                               rf"(?:previously|before|earlier)\b(?!\s+{_KNOWN_VERBS})"
+                               r"(?!\s+(?:measur\w+\s+|at\s+)?\d(?:\.\d+)?\s*(?:mm|cm)\b)|"
                                r"(?:[\w-]+\s+){1,3}ago\b|(?:on|at|in)\s+the\s+(?:study|exam(?:ination)?|scan|ct)\s+"
                                r"(?:of|from)\s+(?:[\w-]+\s+){1,3}ago\b)", re.IGNORECASE)
 
@@ -66,15 +70,13 @@ _ON_EARLIER_STUDY = re.compile(r"^\s*(?:(?:on|at|in)\s+the\s+(?:earlier|prior|pr
 #: An organ's length, not a lesion's size ("Both kidneys are enlarged (right 19 cm, left 21 cm in length)").
 _ORGAN_LENGTH = re.compile(r"^[^.;()]{0,40}?\b(?:in length|long\b(?!\s+segment)|in (?:craniocaudal|cc|bipolar) "
                            r"(?:length|dimension|extent)|craniocaudal(?:ly)?\b|in span)", re.IGNORECASE)
+_SIZED_ORGAN = r"(?:spleen|liver|kidneys?|pancreas|prostate|uterus|thyroid)"
+_ENLARGED_AT = r"(?:(?:mildly|moderately|markedly)\s+)?enlarged\s+(?:at|to)"
 #: An organ's own size, written after the organ ("The spleen is enlarged at 16 cm", "the liver spans 21 cm").
-_ORGAN_SIZE_BEFORE = re.compile(r"(?:(?:^|\bthe\s+)(?:spleen|liver|kidneys?|pancreas|prostate|uterus|thyroid)\s+"
-                                r"(?:(?:is|are)\s+(?:(?:mildly|moderately|markedly)\s+)?enlarged\s+(?:at|to)|measures|"
-                                r"spans)|^(?:spleen|liver|kidneys?|pancreas|prostate|uterus|thyroid):\s*(?:mildly\s+|"
-                                r"moderately\s+|markedly\s+)?enlarged\s+(?:at|to))\s+(?:about\s+|approximately\s+)?$",
-                                re.IGNORECASE)
+_ORGAN_SIZE_BEFORE = re.compile(rf"(?:(?:^|\bthe\s+){_SIZED_ORGAN}\s+(?:(?:is|are)\s+{_ENLARGED_AT}|measures|spans)|"
+                                rf"^{_SIZED_ORGAN}:\s*{_ENLARGED_AT})\s+(?:about\s+|approximately\s+)?$", re.IGNORECASE)
 _NOW = re.compile(r"\b(?:now|currently|today)\b", re.IGNORECASE)
-_KNOWN_BEFORE = re.compile(r"\b(?:previously|prior)\s+(?:described|noted|seen|identified|reported|demonstrated|"
-                           r"mentioned|known|visuali[sz]ed|characteri[sz]ed)\b", re.IGNORECASE)
+_KNOWN_BEFORE = re.compile(rf"\b(?:previously|prior)\s+{_KNOWN_VERBS}\b", re.IGNORECASE)
 #: "40 mm -> 31 mm": the size before an arrow to another is the earlier one.
 _THEN_ARROW = re.compile(r"^\s*(?:->|\u2192|=>)\s*\d")
 #: Two sizes joined as one reading ("previously 5 and 7 mm"): the second is as prior as the first.
